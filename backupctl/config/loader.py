@@ -1,0 +1,124 @@
+"""Find, read and validate the configuration file.
+
+Resolution order: an explicit path (`--config`), then `$BACKUPCTL_CONFIG`, then
+`$XDG_CONFIG_HOME/backupctl/config.yaml`. Every error names the file, the key path
+and the problem in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from backupctl.config.models import Config
+from backupctl.config.paths import default_config_path
+from backupctl.destinations.base import options_model
+from backupctl.errors import BackupctlError, ConfigError
+from backupctl.sources.base import source_class
+
+
+def resolve_config_path(explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(os.path.expanduser(str(explicit)))
+    env = os.environ.get("BACKUPCTL_CONFIG")
+    if env:
+        return Path(os.path.expanduser(env))
+    return default_config_path()
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _first_error(path: Path, exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ConfigError:
+    errors = exc.errors()
+    err = errors[0]
+    loc = _loc(prefix + tuple(p for p in err["loc"] if p not in ("function-after",)))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/config.md)"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ConfigError(f"{path}: {loc}: {msg}{more}")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration file at {path}",
+            hint="run `backupctl init` to create one, or pass --config / set BACKUPCTL_CONFIG",
+        ) from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+
+
+def parse_config(raw: Any, path: Path) -> Config:
+    """Validate a YAML document (already parsed) into a Config."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (destinations, deployments, ...)")
+    raw = dict(raw)
+    # Plugin parts first, so their errors carry the full key path.
+    destinations: dict[str, Any] = {}
+    for name, spec in (raw.get("destinations") or {}).items():
+        destinations[name] = _plugin_options(path, ("destinations", name), spec, kind="destination")
+    deployments: dict[str, Any] = {}
+    for dep_name, dep in (raw.get("deployments") or {}).items():
+        if not isinstance(dep, dict):
+            raise ConfigError(f"{path}: deployments.{dep_name}: must be a mapping")
+        dep = dict(dep)
+        sources = dep.get("sources")
+        if isinstance(sources, list):
+            dep["sources"] = [
+                _plugin_options(path, ("deployments", dep_name, "sources", i), spec, kind="source")
+                for i, spec in enumerate(sources)
+            ]
+        deployments[dep_name] = dep
+    raw["destinations"] = destinations
+    raw["deployments"] = deployments
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    config.path = path
+    return config
+
+
+def _plugin_options(path: Path, loc: tuple[Any, ...], spec: Any, *, kind: str) -> Any:
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"{path}: {_loc(loc)}: needs a `type` key")
+    try:
+        model = options_model(spec["type"]) if kind == "destination" else source_class(spec["type"]).Options
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {_loc(loc)}.type: {exc}") from None
+    except BackupctlError as exc:  # plugin module failed to import
+        raise ConfigError(f"{path}: {_loc(loc)}: {exc}") from None
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        raise _first_error(path, exc, loc) from None
+
+
+def load_config(explicit: str | Path | None = None) -> Config:
+    path = resolve_config_path(explicit)
+    return parse_config(read_yaml(path), path)

@@ -1,0 +1,82 @@
+"""Pydantic models of the configuration file.
+
+Destination and source entries are validated by their plugin's own `Options` model
+(see backupctl.destinations.base / backupctl.sources.base); this module validates the
+skeleton around them. Unknown keys are rejected everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backupctl.destinations.base import DestinationOptions
+from backupctl.sources.base import SourceOptions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncryptionConfig(_Strict):
+    """Where the repository key comes from: exactly one of the three."""
+
+    key_file: Path | None = None
+    passphrase_env: str | None = None
+    passphrase_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EncryptionConfig:
+        given = [n for n in ("key_file", "passphrase_env", "passphrase_file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("set exactly one of key_file, passphrase_env, passphrase_file")
+        return self
+
+
+class DeploymentConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    sources: list[SourceOptions] = Field(min_length=1)
+    destinations: list[str] = Field(min_length=1)
+    # Policy name; None means the default policy, "none" means no schedule.
+    policy: str | None = None
+    # Upload to remote destinations right after the backup (False: `backup upload` later).
+    upload: bool = True
+    description: str = ""
+
+
+class Settings(_Strict):
+    """Engine tuning; the defaults suit most machines."""
+
+    compression_level: int = Field(3, ge=1, le=19)
+    pack_size_mib: int = Field(16, ge=1, le=512)
+    # Threads that compress and encrypt; 0 = one per CPU.
+    workers: int = Field(0, ge=0, le=64)
+    # Backups of different deployments the scheduler may run at once.
+    max_parallel_backups: int = Field(2, ge=1, le=64)
+    state_dir: Path | None = None
+
+
+class Config(_Strict):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    destinations: dict[str, DestinationOptions] = Field(default_factory=dict)
+    deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
+    encryption: EncryptionConfig
+    policies: dict[str, Any] = Field(default_factory=dict)
+    settings: Settings = Field(default_factory=Settings)
+    # Where the file was read from; not part of the YAML.
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for dep_name, dep in self.deployments.items():
+            for dest in dep.destinations:
+                if dest not in self.destinations:
+                    known = ", ".join(sorted(self.destinations)) or "none defined"
+                    raise ValueError(
+                        f"deployments.{dep_name}.destinations: unknown destination {dest!r} (defined: {known})"
+                    )
+        return self

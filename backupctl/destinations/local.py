@@ -1,0 +1,162 @@
+"""Destination `local`: a directory on a mounted filesystem.
+
+Writes go to a temporary file in the target directory, are fsynced, then renamed into
+place (and the directory fsynced), so a crash never leaves a partial object visible.
+Conditional create uses ``os.link`` of the finished temp file, which fails atomically
+with EEXIST when the name is taken.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from backupctl.destinations.base import (
+    AlreadyExists,
+    Capabilities,
+    Destination,
+    DestinationOptions,
+    NotFound,
+    ObjectInfo,
+    PermissionDenied,
+    StorageFull,
+)
+from backupctl.errors import DestinationError
+
+_TMP_SUFFIX = ".tmp-backupctl"
+
+
+class LocalOptions(DestinationOptions):
+    type: Literal["local"] = "local"
+    path: Path
+    # fsync every object before it becomes visible. Off only for throwaway benchmarks.
+    fsync: bool = True
+
+
+class LocalDestination(Destination):
+    Options = LocalOptions
+    capabilities = Capabilities(conditional_create=True, range_reads=True)
+
+    def __init__(self, name: str, options: DestinationOptions) -> None:
+        super().__init__(name, options)
+        assert isinstance(options, LocalOptions)
+        self.root = Path(os.path.expanduser(str(options.path)))
+        self._fsync = options.fsync
+        self._made_dirs: set[str] = set()
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def _path(self, name: str) -> Path:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise DestinationError(f"invalid object name {name!r}")
+        return self.root / name
+
+    def _os_error(self, exc: OSError, name: str) -> Exception:
+        where = f"destination {self.name!r} ({self._path(name)})"
+        if exc.errno == errno.ENOENT:
+            return NotFound(f"{where}: no such object")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return PermissionDenied(f"{where}: permission denied", hint="check the directory's owner and mode")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull(f"{where}: no space left on device", hint="free space or choose another path")
+        return DestinationError(f"{where}: {exc.strerror or exc}")
+
+    def _ensure_dir(self, directory: Path) -> None:
+        key = str(directory)
+        if key in self._made_dirs:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        self._made_dirs.add(key)
+
+    def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+        try:
+            self._ensure_dir(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if exclusive:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise AlreadyExists(f"destination {self.name!r}: {name} already exists") from None
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+            if self._fsync:
+                self._fsync_dir(path.parent)
+        except (AlreadyExists, DestinationError):
+            raise
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise self._os_error(exc, name) from None
+
+    def _fsync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._path(name), "rb", buffering=0) as fh:
+                if length is None:
+                    fh.seek(offset)
+                    return fh.read()
+                return os.pread(fh.fileno(), length, offset)
+        except OSError as exc:
+            raise self._os_error(exc, name) from None
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            st = os.stat(self._path(name))
+        except OSError as exc:
+            raise self._os_error(exc, name) from None
+        return ObjectInfo(name, st.st_size)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory that can hold the prefix.
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        if not start.is_dir():
+            if not self.root.exists():
+                return
+            return
+        for dirpath, _dirnames, filenames in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for filename in filenames:
+                if filename.endswith(_TMP_SUFFIX):
+                    continue
+                rel = filename if rel_dir == "." else f"{rel_dir}/{filename}"
+                if not rel.startswith(prefix):
+                    continue
+                try:
+                    size = os.stat(os.path.join(dirpath, filename)).st_size
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(rel, size)
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except OSError as exc:
+            raise self._os_error(exc, name) from None

@@ -1,0 +1,87 @@
+"""The progress/event interface between the engine and whatever shows progress.
+
+The engine, sources and destinations never print. They call `Reporter.emit(event)`;
+the CLI supplies a reporter that draws Rich progress bars on a terminal and stays
+silent in pipes. Events are plain dataclasses so a JSON renderer can dump them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Started:
+    """An operation began. `total_bytes` / `total_files` are estimates, 0 if unknown."""
+
+    operation: str  # "backup", "restore", "verify", "upload", "download"
+    subject: str  # backup ID or deployment name
+    total_bytes: int = 0
+    total_files: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Cumulative counters for the running operation (not deltas)."""
+
+    bytes_done: int
+    files_done: int
+    total_bytes: int = 0
+    total_files: int = 0
+    current: str = ""
+
+
+@dataclass(frozen=True)
+class WarningEvent:
+    """Something was skipped or is suspicious; the operation goes on."""
+
+    message: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class InfoEvent:
+    """A line the user should see (e.g. "took a full backup: no parent found")."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    operation: str
+    subject: str
+    ok: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+Event = Started | Progress | WarningEvent | InfoEvent | Finished
+
+
+class Reporter(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class NullReporter:
+    def emit(self, event: Event) -> None:
+        return None
+
+
+class CollectingReporter:
+    """Keeps every event; used by tests and to gather warnings for a result."""
+
+    def __init__(self, forward: Reporter | None = None) -> None:
+        self.events: list[Event] = []
+        self._forward = forward
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+        if self._forward is not None:
+            self._forward.emit(event)
+
+    @property
+    def warnings(self) -> list[WarningEvent]:
+        return [e for e in self.events if isinstance(e, WarningEvent)]
