@@ -1,0 +1,303 @@
+"""Helpers shared by the database sources: secrets for child processes and subprocess streams.
+
+Secrets reach client tools only through files in a private (0700) temporary directory,
+each written 0600 and removed when the source is done: a pgpass file for PostgreSQL
+(`PGPASSFILE`), an option file for MariaDB (`--defaults-extra-file`, which must be the
+first argument). They never appear in argv, in the child's environment, or in an error
+message: every message built from a tool's stderr goes through `Secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from backupctl.errors import SourceError
+
+STDERR_LIMIT = 4000  # characters of a tool's stderr kept in an error message
+
+
+class Secrets:
+    """A private temporary directory holding credential files for child processes."""
+
+    def __init__(self, prefix: str = "backupctl-db-") -> None:
+        self._dir: Path | None = None
+        self._prefix = prefix
+        self._values: list[str] = []
+
+    @property
+    def dir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix=self._prefix))
+            os.chmod(self._dir, 0o700)
+        return self._dir
+
+    def write(self, name: str, text: str, secret: str | None = None) -> Path:
+        """Create `name` with mode 0600 (never readable by others, not even briefly)."""
+        if secret:
+            self._values.append(secret)
+        path = self.dir / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+
+    def redact(self, text: str) -> str:
+        for value in self._values:
+            if value:
+                text = text.replace(value, "<redacted>")
+        return text
+
+    def cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def pgpass_line(user: str | None, password: str) -> str:
+    """One pgpass line matching any host, port and database for `user` (escaping ':' and '\\')."""
+
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    return f"*:*:*:{esc(user) if user else '*'}:{esc(password)}\n"
+
+
+def mysql_option_file(password: str) -> str:
+    """An option file giving the password to every MariaDB/MySQL client and to mariabackup."""
+    quoted = '"' + password.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    groups = ("client", "mariadb-client", "mariabackup", "mariadb-backup", "xtrabackup")
+    return "".join(f"[{group}]\npassword={quoted}\n" for group in groups)
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    if len(text) > STDERR_LIMIT:
+        text = "..." + text[-STDERR_LIMIT:]
+    return text
+
+
+class ToolProcess:
+    """A child process whose stderr is captured in a temporary file.
+
+    `check()` waits for it and raises SourceError with the tool's own (redacted) message
+    when it exited non-zero; `kill()` stops it and its process group.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        secrets: Secrets | None = None,
+        what: str | None = None,
+        stdin: bool = False,
+        stdout: bool = True,
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.what = what or Path(argv[0]).name
+        self._secrets = secrets
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _close_pipes)
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=self._stderr,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            self._stderr.close()
+            raise SourceError(
+                f"{self.what}: program {argv[0]!r} not found", hint="install the database client tools"
+            ) from None
+        self._checked = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def stderr_text(self) -> str:
+        self._stderr.seek(0)
+        text = _tail(self._stderr.read())
+        return self._secrets.redact(text) if self._secrets else text
+
+    def check(self, timeout: float | None = None) -> str:
+        """Wait for the exit; return stderr on success, raise SourceError otherwise."""
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            # Drain so a tool blocked on a full pipe can exit (the reader stopped early).
+            with contextlib.suppress(OSError, ValueError):
+                while self.proc.stdout.read(1 << 16):
+                    pass
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise SourceError(f"{self.what} did not finish within {timeout} s") from None
+        finally:
+            self._close_pipes()
+        self._checked = True
+        message = self.stderr_text()
+        if rc != 0:
+            reason = f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}"
+            raise SourceError(f"{self.what} failed ({reason}): {message or '(no error output)'}")
+        return message
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    pipe.close()
+        with contextlib.suppress(OSError, ValueError):
+            self._stderr.close()
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    secrets: Secrets | None = None,
+    what: str | None = None,
+    input_chunks: Iterable[bytes] | None = None,
+    timeout: float | None = None,
+    cwd: str | Path | None = None,
+) -> str:
+    """Run a tool to completion, optionally feeding `input_chunks` to its stdin; return stdout.
+
+    A tool that exits early (stdin closed) is reported with its own message, not as a
+    broken pipe.
+    """
+    tool = ToolProcess(argv, env=env, secrets=secrets, what=what, stdin=input_chunks is not None, cwd=cwd)
+    if input_chunks is None:
+        try:
+            out, _ = tool.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tool.kill()
+            raise SourceError(f"{tool.what} did not finish within {timeout} s") from None
+        except BaseException:
+            tool.kill()
+            raise
+        tool.check()
+        return out.decode("utf-8", "replace")
+    assert tool.proc.stdin is not None
+    # Read stdout in a thread so a chatty tool never blocks on a full pipe while we write.
+    import threading
+
+    out_parts: list[bytes] = []
+
+    def drain() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for block in iter(lambda: tool.stdout.read(1 << 16), b""):
+                out_parts.append(block)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        for chunk in input_chunks:
+            try:
+                tool.proc.stdin.write(chunk)
+            except BrokenPipeError:
+                break  # the tool exited; its exit code and stderr say why
+        with contextlib.suppress(BrokenPipeError, OSError):
+            tool.proc.stdin.close()
+    except BaseException:
+        tool.kill()
+        raise
+    reader.join()
+    tool.check(timeout=timeout)
+    return b"".join(out_parts).decode("utf-8", "replace")
+
+
+def child_env(extra: dict[str, str] | None = None, drop: Iterable[str] = ()) -> dict[str, str]:
+    """The environment for a client tool: ours, minus `drop`, plus `extra`, with C messages."""
+    env = {k: v for k, v in os.environ.items() if k not in set(drop)}
+    env["LC_MESSAGES"] = "C"
+    env.update(extra or {})
+    return env
+
+
+class ChunkReader:
+    """A read-only file-like object over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof and (n < 0 or len(self._buf) < n):
+            try:
+                self._buf += next(self._chunks)
+            except StopIteration:
+                self._eof = True
+        if n < 0:
+            data, self._buf = self._buf, b""
+        else:
+            data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+
+def ensure_empty_dir(path: Path, *, what: str) -> None:
+    """Refuse a non-empty directory; create a missing one (mode 0700)."""
+    if path.exists():
+        if not path.is_dir():
+            raise SourceError(f"{what}: {path} exists and is not a directory")
+        if any(path.iterdir()):
+            raise SourceError(
+                f"{what}: {path} is not empty",
+                hint="restore into an empty or new directory; move the current data aside first",
+            )
+    else:
+        path.mkdir(parents=True, mode=0o700)
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+def write_stream(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+
+
+def safe_name(name: str) -> str:
+    """A database name as one path component: '/', '%' and control characters escaped as %XX."""
+    out: list[str] = []
+    for ch in name:
+        if ch in "/%\\" or ord(ch) < 32 or (ch == "." and not out):
+            out.append(f"%{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return "".join(out) or "%00"

@@ -1,0 +1,511 @@
+"""PostgreSQL source: logical dumps (`pg_dump`) and physical base backups (`pg_basebackup`).
+
+Logical (`method: pg_dump`): one plain-SQL dump per database, streamed from `pg_dump -Fp`
+straight into the repository (uncompressed, so the engine compresses and deduplicates
+it), plus the roles and tablespaces from `pg_dumpall --globals-only`. Paths:
+
+    postgres/globals.sql                  yielded first, restored first
+    postgres/databases/<name>.sql         one per database; name escaped by `safe_name`
+
+The dumps are made without `--create`: the restore creates each database itself from
+the recorded encoding, locale and owner, which is what lets a database be restored
+under another name (clone). Ownership and privileges are kept in the dump.
+
+Physical (`method: pg_basebackup`): `pg_basebackup -D - -Ft -X fetch` streams one tar of
+the data directory with the WAL needed to make it consistent (`postgres/base.tar`).
+It restores into an empty data directory that then starts with crash recovery.
+
+The password reaches the tools only through a temporary 0600 pgpass file (PGPASSFILE);
+without `password_env`/`password_file` the user's own ~/.pgpass or PG* variables apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import Field
+
+from backupctl.config.secrets import resolve_secret
+from backupctl.errors import SourceError
+from backupctl.events import InfoEvent, WarningEvent
+from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, Source, SourceOptions
+from backupctl.sources.dbutil import (
+    ChunkReader,
+    Secrets,
+    ToolProcess,
+    child_env,
+    chown_tree,
+    ensure_empty_dir,
+    pgpass_line,
+    run,
+    safe_name,
+    write_stream,
+)
+
+GLOBALS_PATH = "postgres/globals.sql"
+DB_DIR = "postgres/databases"
+BASE_TAR = "postgres/base.tar"
+SSL_MODES = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class PostgresOptions(SourceOptions):
+    type: Literal["postgres"] = "postgres"  # type: ignore[assignment]
+    host: str = "localhost"  # a host name, an IP address, or a socket directory
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "postgres"
+    databases: list[str] | Literal["all"] = "all"
+    sslmode: SSL_MODES | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    method: Literal["pg_dump", "pg_basebackup"] = "pg_dump"
+    # Database used for listing, dropping and creating databases.
+    maintenance_db: str = "postgres"
+    # The server's data directory; only needed to restore a physical backup in place.
+    data_dir: Path | None = None
+    # Capture roles and tablespaces (needs a superuser; set false for a non-superuser).
+    globals: bool = True
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def conninfo_dbname(name: str) -> str:
+    """A `dbname=` connection string, so names containing '=' are never parsed as conninfo."""
+    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def major_of(version_num: int) -> int:
+    """150020 -> 15; 90624 -> 906 (9.6)."""
+    return version_num // 10000 if version_num >= 100000 else version_num // 100
+
+
+def major_label(version_num: int) -> str:
+    m = major_of(version_num)
+    return f"{m // 100}.{m % 100}" if m >= 900 else str(m)
+
+
+class PostgresSource(Source):
+    Options = PostgresOptions
+    options: PostgresOptions
+
+    def __init__(self, options: SourceOptions, reporter: Any = None) -> None:
+        super().__init__(options, reporter)
+        self._secrets = Secrets("backupctl-pg-")
+        self._procs: list[ToolProcess] = []
+        self._info: dict[str, Any] = {}
+
+    @property
+    def method(self) -> str:
+        return self.options.method
+
+    # -- connection helpers ---------------------------------------------------------------
+
+    def _env(self, secrets: Secrets) -> dict[str, str]:
+        opts = self.options
+        extra: dict[str, str] = {"PGCONNECT_TIMEOUT": "30", "PGAPPNAME": "backupctl"}
+        if opts.sslmode:
+            extra["PGSSLMODE"] = opts.sslmode
+        drop: list[str] = []
+        password = resolve_secret(env=opts.password_env, file=opts.password_file, what="postgres password")
+        if password is not None:
+            extra["PGPASSFILE"] = str(
+                secrets.write("pgpass", pgpass_line(opts.user, password), secret=password)
+            )
+            drop.append("PGPASSWORD")
+        return child_env(extra, drop=drop)
+
+    def _conn_args(self) -> list[str]:
+        o = self.options
+        return ["-h", o.host, "-p", str(o.port), "-U", o.user, "--no-password"]
+
+    def _query(
+        self, secrets: Secrets, env: dict[str, str], sql: str, db: str | None = None
+    ) -> list[list[str]]:
+        out = run(
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-F",
+                "\x1f",
+                "-R",
+                "\x1e",
+                "-v",
+                "ON_ERROR_STOP=1",
+                *self._conn_args(),
+            ]
+            + ["-d", conninfo_dbname(db or self.options.maintenance_db), "-c", sql],
+            env=env,
+            secrets=secrets,
+            what="psql",
+        )
+        return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
+
+    def _psql(self, secrets: Secrets, env: dict[str, str], *commands: str, db: str | None = None) -> None:
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args()]
+        argv += ["-d", conninfo_dbname(db or self.options.maintenance_db)]
+        for command in commands:
+            argv += ["-c", command]
+        run(argv, env=env, secrets=secrets, what="psql")
+
+    def _server_version(self, secrets: Secrets, env: dict[str, str]) -> tuple[str, int]:
+        rows = self._query(
+            secrets, env, "SELECT current_setting('server_version'), current_setting('server_version_num')"
+        )
+        return rows[0][0], int(rows[0][1])
+
+    # -- backup ---------------------------------------------------------------------------
+
+    def scan(self) -> Iterator[Entry]:
+        env = self._env(self._secrets)
+        version, version_num = self._server_version(self._secrets, env)
+        self._info = {
+            "method": self.options.method,
+            "server_version": version,
+            "server_version_num": version_num,
+            "major_version": major_label(version_num),
+            "host": self.options.host,
+            "port": self.options.port,
+        }
+        if self.options.method == "pg_basebackup":
+            yield from self._scan_physical(env)
+        else:
+            yield from self._scan_logical(env)
+
+    def _database_facts(self, env: dict[str, str]) -> list[dict[str, str]]:
+        rows = self._query(
+            self._secrets,
+            env,
+            "SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,"
+            " d.datctype, d.datlocprovider, coalesce(d.daticulocale, '')"
+            " FROM pg_database d WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname"
+            if self._info["server_version_num"] >= 150000
+            else "SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,"
+            " d.datctype, 'c', '' FROM pg_database d WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname",
+        )
+        keys = ("name", "owner", "encoding", "collate", "ctype", "locale_provider", "icu_locale")
+        return [dict(zip(keys, row, strict=False)) for row in rows]
+
+    def _scan_logical(self, env: dict[str, str]) -> Iterator[Entry]:
+        facts = {d["name"]: d for d in self._database_facts(env)}
+        wanted = sorted(facts) if self.options.databases == "all" else list(self.options.databases)
+        missing = [name for name in wanted if name not in facts]
+        if missing:
+            raise SourceError(
+                f"postgres: database(s) {', '.join(missing)} not found on {self.options.host}:{self.options.port}",
+                hint=f"existing: {', '.join(sorted(facts)) or 'none'}",
+            )
+        databases = []
+        for name in wanted:
+            databases.append({**facts[name], "path": f"{DB_DIR}/{safe_name(name)}.sql"})
+        self._info["databases"] = databases
+        self._info["globals"] = GLOBALS_PATH if self.options.globals else None
+
+        yield Entry(path="postgres", kind="dir", mode=0o700)
+        if self.options.globals:
+            argv = ["pg_dumpall", "--globals-only", *self._conn_args()]
+            argv += ["-l", self.options.maintenance_db]
+            yield self._stream_entry(GLOBALS_PATH, argv, env, "pg_dumpall --globals-only")
+        yield Entry(path=DB_DIR, kind="dir", mode=0o700)
+        for db in databases:
+            argv = ["pg_dump", "-Fp", *self._conn_args(), "-d", conninfo_dbname(db["name"])]
+            yield self._stream_entry(db["path"], argv, env, f"pg_dump of database {db['name']!r}")
+
+    def _scan_physical(self, env: dict[str, str]) -> Iterator[Entry]:
+        argv = [
+            "pg_basebackup",
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "fetch",
+            "--checkpoint=fast",
+            "-v",
+            *self._conn_args(),
+        ]
+        self._info["path"] = BASE_TAR
+        yield Entry(path="postgres", kind="dir", mode=0o700)
+        yield self._stream_entry(BASE_TAR, argv, env, "pg_basebackup")
+
+    def _stream_entry(self, path: str, argv: list[str], env: dict[str, str], what: str) -> Entry:
+        def open_stream() -> IO[bytes]:
+            tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what)
+            self._procs.append(tool)
+            return tool.stdout
+
+        return Entry(path=path, kind="file", mode=0o600, size=-1, open=open_stream)
+
+    def finish(self) -> None:
+        try:
+            for tool in self._procs:
+                stderr = tool.check()
+                if tool.what == "pg_basebackup":
+                    self._parse_basebackup_log(stderr)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._secrets.cleanup()
+        self._procs = []
+
+    def _parse_basebackup_log(self, stderr: str) -> None:
+        start = re.search(r"write-ahead log start point: (\S+) on timeline (\d+)", stderr)
+        end = re.search(r"write-ahead log end point: (\S+)", stderr)
+        if start:
+            self._info["start_lsn"] = start.group(1)
+            self._info["timeline"] = int(start.group(2))
+        if end:
+            self._info["end_lsn"] = end.group(1)
+
+    def abort(self) -> None:
+        for tool in self._procs:
+            tool.kill()
+        self._procs = []
+        self._secrets.cleanup()
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    # -- restore --------------------------------------------------------------------------
+
+    def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
+        """Restore a backup of this source type (possibly taken from another server).
+
+        request.source_info is what `info()` recorded, plus optional keys from the engine:
+          rename: {old database name: new name}  restore (clone) databases under new names
+          only_databases: [names]                restore only these databases (original names)
+          skip_globals: bool                     do not apply roles/tablespaces
+        """
+        method = request.source_info.get("method", self.options.method)
+        if method == "pg_basebackup":
+            self._restore_physical(entries, request)
+        elif request.target_dir is not None:
+            self._restore_files(entries, request.target_dir)
+        else:
+            self._restore_logical(entries, request)
+
+    def _restore_files(self, entries: Iterable[RestoreEntry], target: Path) -> None:
+        for entry in entries:
+            dest = target / entry.path
+            if entry.kind == "dir":
+                dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+            elif entry.kind == "file":
+                write_stream(dest, entry.chunks())
+
+    def check_version(self, recorded: dict[str, Any], target_num: int, reporter: Any) -> None:
+        """Refuse a target older (major) than the backup's server; warn for a newer one."""
+        source_num = recorded.get("server_version_num")
+        if not source_num:
+            return
+        src, dst = major_of(int(source_num)), major_of(target_num)
+        if dst < src:
+            raise SourceError(
+                f"refusing to restore: the backup was taken from PostgreSQL {recorded.get('server_version', source_num)}"
+                f" but the target server runs PostgreSQL {major_label(target_num)}, an older major version",
+                hint=f"restore into PostgreSQL {major_label(int(source_num))} or newer",
+            )
+        if dst > src:
+            reporter.emit(
+                WarningEvent(
+                    f"the backup was taken from PostgreSQL {major_label(int(source_num))}; restoring into the newer "
+                    f"PostgreSQL {major_label(target_num)} (check the release notes for incompatibilities)"
+                )
+            )
+
+    def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
+        info = request.source_info
+        rename: dict[str, str] = dict(info.get("rename") or {})
+        only = set(info.get("only_databases") or [])
+        by_path = {d["path"]: d for d in info.get("databases", [])}
+        secrets = Secrets("backupctl-pg-")
+        try:
+            env = self._env(secrets)
+            _, target_num = self._server_version(secrets, env)
+            self.check_version(info, target_num, request.reporter)
+            for entry in entries:
+                if entry.kind != "file":
+                    continue
+                if entry.path == GLOBALS_PATH:
+                    if not info.get("skip_globals"):
+                        self._apply_globals(entry, secrets, env, request)
+                    continue
+                db = by_path.get(entry.path)
+                if db is None:
+                    request.reporter.emit(
+                        WarningEvent("not part of a PostgreSQL dump; skipped", path=entry.path)
+                    )
+                    continue
+                if only and db["name"] not in only:
+                    continue
+                self._restore_database(
+                    db, rename.get(db["name"], db["name"]), entry, secrets, env, target_num, request
+                )
+        finally:
+            secrets.cleanup()
+
+    def _apply_globals(
+        self, entry: RestoreEntry, secrets: Secrets, env: dict[str, str], request: RestoreRequest
+    ) -> None:
+        """Apply roles and tablespaces, tolerating those that already exist.
+
+        The statements for the role we connect as are dropped, so restoring a backup from
+        another server never changes the target's own login (its password, its attributes).
+        """
+        me = {self.options.user, quote_ident(self.options.user)}
+        own = re.compile(r"^(CREATE|ALTER) ROLE (\S+?)( WITH .*)?;$")
+
+        def filtered() -> Iterator[bytes]:
+            pending = b""
+            for chunk in entry.chunks():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    m = own.match(line.decode("utf-8", "replace"))
+                    if m and m.group(2) in me:
+                        continue
+                    yield line + b"\n"
+            if pending:
+                yield pending
+
+        argv = ["psql", "-X", "-q", *self._conn_args(), "-d", conninfo_dbname(self.options.maintenance_db)]
+        argv += ["-o", os.devnull, "-f", "-"]
+        tool_out = ToolProcess(
+            argv, env=env, secrets=secrets, what="psql (globals)", stdin=True, stdout=False
+        )
+        assert tool_out.proc.stdin is not None
+        try:
+            for chunk in filtered():
+                tool_out.proc.stdin.write(chunk)
+            tool_out.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except BaseException:
+            tool_out.kill()
+            raise
+        stderr = tool_out.check()
+        for line in stderr.splitlines():
+            if "ERROR:" in line and "already exists" not in line:
+                request.reporter.emit(WarningEvent(f"globals: {line.strip()}", path=entry.path))
+
+    def _restore_database(
+        self,
+        db: dict[str, str],
+        name: str,
+        entry: RestoreEntry,
+        secrets: Secrets,
+        env: dict[str, str],
+        target_num: int,
+        request: RestoreRequest,
+    ) -> None:
+        owner = db.get("owner") or ""
+        owner_exists = bool(owner) and bool(
+            self._query(secrets, env, f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(owner)}")
+        )
+        if owner and not owner_exists:
+            request.reporter.emit(
+                WarningEvent(
+                    f"role {owner!r} does not exist on the target; database {name!r} is owned by {self.options.user!r}"
+                )
+            )
+        create = f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"
+        if db.get("encoding"):
+            create += f" ENCODING {quote_literal(db['encoding'])}"
+        if db.get("locale_provider") == "i" and target_num >= 150000:
+            create += f" LOCALE_PROVIDER icu ICU_LOCALE {quote_literal(db.get('icu_locale', ''))}"
+        if db.get("collate"):
+            create += f" LC_COLLATE {quote_literal(db['collate'])} LC_CTYPE {quote_literal(db.get('ctype') or db['collate'])}"
+        if owner_exists:
+            create += f" OWNER {quote_ident(owner)}"
+        if target_num >= 130000:
+            drop = [f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"]
+        else:
+            drop = [
+                f"UPDATE pg_database SET datallowconn = false WHERE datname = {quote_literal(name)}",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                f" WHERE datname = {quote_literal(name)} AND pid <> pg_backend_pid()",
+                f"DROP DATABASE IF EXISTS {quote_ident(name)}",
+            ]
+        request.reporter.emit(InfoEvent(f"restoring PostgreSQL database {name!r}"))
+        self._psql(secrets, env, *drop, create)
+        # One transaction: a dump that fails half-way leaves an empty database, not half of one.
+        argv = ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", *self._conn_args()]
+        argv += ["-d", conninfo_dbname(name), "-o", os.devnull, "-f", "-"]
+        try:
+            run(
+                argv,
+                env=env,
+                secrets=secrets,
+                what=f"psql (restore of database {name!r})",
+                input_chunks=entry.chunks(),
+            )
+        except SourceError as exc:
+            raise SourceError(f"restore of PostgreSQL database {name!r} failed: {exc.message}") from None
+
+    def _restore_physical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
+        dest = request.target_dir or self.options.data_dir
+        if dest is None:
+            raise SourceError(
+                "a physical PostgreSQL backup restores into a data directory",
+                hint="give a target directory, or set data_dir in the deployment and stop the server",
+            )
+        dest = Path(dest)
+        refuse_running_postgres(dest)
+        ensure_empty_dir(dest, what="physical restore")
+        restored = False
+        for entry in entries:
+            if entry.kind != "file":
+                continue
+            if entry.path != BASE_TAR:
+                request.reporter.emit(WarningEvent("not part of a base backup; skipped", path=entry.path))
+                continue
+            with tarfile.open(fileobj=ChunkReader(entry.chunks()), mode="r|") as tar:  # type: ignore[call-overload]
+                tar.extractall(dest, filter="tar")
+            restored = True
+        if not restored:
+            raise SourceError(f"the backup holds no {BASE_TAR}")
+        for stale in ("postmaster.pid", "postmaster.opts"):
+            with contextlib.suppress(FileNotFoundError):
+                (dest / stale).unlink()
+        os.chmod(dest, 0o700)
+        version_file = dest / "PG_VERSION"
+        if os.geteuid() == 0 and version_file.exists():
+            st = version_file.stat()
+            chown_tree(dest, st.st_uid, st.st_gid)
+        request.reporter.emit(
+            InfoEvent(
+                f"restored a PostgreSQL {request.source_info.get('major_version', '')} data directory into {dest};"
+                f" start it with `pg_ctl -D {dest} start` (it replays the WAL included in the backup)"
+            )
+        )
+
+
+def refuse_running_postgres(data_dir: Path) -> None:
+    """Refuse a live data directory, the way pgBackRest does: postmaster.pid with a live PID."""
+    pidfile = data_dir / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError, NotADirectoryError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise SourceError(
+        f"refusing to restore into {data_dir}: a PostgreSQL server is running on it (pid {pid})",
+        hint="stop the server first, or restore into a new data directory",
+    )

@@ -1,0 +1,67 @@
+"""Fixtures for the throwaway database servers (see tests/dbservers.py).
+
+Import the fixtures you use into a test module (`from conftest_db import pg_server`).
+A server that cannot start skips its tests on a workstation and fails them when the `CI`
+environment variable is set, so CI never passes by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from dbservers import MariaDBServer, PostgresServer, ServerUnavailable
+
+S = TypeVar("S", PostgresServer, MariaDBServer)
+
+
+def _start(factory: Callable[[], S]) -> S:
+    try:
+        server = factory()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+    try:
+        server.start()
+    except Exception as exc:
+        server.stop()
+        _unavailable(f"{type(server).__name__} would not start: {exc}")
+        raise
+    return server
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server = _start(PostgresServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_pg_server() -> Iterator[PostgresServer]:
+    """A server of its own, for tests that kill it."""
+    server = _start(PostgresServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    server = _start(MariaDBServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_mariadb_server() -> Iterator[MariaDBServer]:
+    server = _start(MariaDBServer)
+    yield server
+    server.stop()

@@ -1,0 +1,343 @@
+"""Throwaway PostgreSQL and MariaDB servers for tests.
+
+Each server lives in its own temporary directory, listens on 127.0.0.1 on a free high port
+and a private socket, and is removed by `stop()`. The servers already running on this
+machine (5432, 3306) are never touched. Install the binaries with `.ci/install-db.sh`.
+
+PostgreSQL: `initdb` / `pg_ctl` refuse to run as root, so they run through
+`runuser -u postgres`; local (socket) connections are trusted, TCP connections need the
+password (scram-sha-256), WAL archiving is on. MariaDB: `mariadb-install-db` and
+`mariadbd` with `--no-defaults` first, binlog on; root logs in over the socket, the
+`backup` user over TCP with a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+PASSWORD = "s3cr:et\\pa ss'\"w0rd"  # deliberately awkward: ':' '\' quotes and a space
+
+
+class ServerUnavailable(Exception):
+    """The server binaries are missing or the server would not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise ServerUnavailable(f"{what} did not become ready within {timeout} s")
+
+
+class PostgresServer:
+    user = "postgres"
+    password = PASSWORD
+
+    def __init__(self) -> None:
+        bins = [b for b in PG_BIN_CANDIDATES if (b / "initdb").exists()]
+        if not bins:
+            raise ServerUnavailable("PostgreSQL server binaries not found (run .ci/install-db.sh)")
+        if os.geteuid() != 0:
+            raise ServerUnavailable("starting a throwaway PostgreSQL needs root (runuser -u postgres)")
+        try:
+            self._pw = pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServerUnavailable("no 'postgres' system user") from None
+        self.bin = bins[0]
+        self.base = Path(tempfile.mkdtemp(prefix="backupctl-pg-"))
+        os.chown(self.base, self._pw.pw_uid, self._pw.pw_gid)
+        self.data = self.base / "data"
+        self.sockdir = self.base / "sock"
+        self.archive = self.base / "archive"
+        self.log = self.base / "server.log"
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        for d in (self.sockdir, self.archive):
+            d.mkdir()
+            os.chown(d, self._pw.pw_uid, self._pw.pw_gid)
+
+    def _as_postgres(
+        self, *argv: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            cwd=self.base,
+        )
+
+    def start(self) -> PostgresServer:
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        os.chown(pwfile, self._pw.pw_uid, self._pw.pw_gid)
+        try:
+            self._as_postgres(
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            )
+        except subprocess.CalledProcessError as exc:
+            raise ServerUnavailable(f"initdb failed: {exc.stderr.strip()}") from None
+        finally:
+            pwfile.unlink()
+        self.write_config(self.data, self.port)
+        self.pg_ctl_start(self.data)
+        return self
+
+    def write_config(self, data: Path, port: int) -> None:
+        with open(data / "postgresql.conf", "a") as fh:
+            fh.write(
+                f"\nport = {port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.sockdir}'\n"
+                "wal_level = replica\narchive_mode = on\n"
+                f"archive_command = 'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'\n"
+                "max_wal_senders = 5\nwal_keep_size = 256MB\nfsync = off\n"
+                "shared_buffers = 32MB\nmax_connections = 40\n"
+            )
+
+    def pg_ctl_start(self, data: Path, log: Path | None = None) -> None:
+        log = log or self.log
+        try:
+            self._as_postgres(
+                str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"
+            )
+        except subprocess.CalledProcessError as exc:
+            text = log.read_text() if log.exists() else ""
+            raise ServerUnavailable(f"pg_ctl start failed: {exc.stderr.strip()} {text[-2000:]}") from None
+
+    def pg_ctl_stop(self, data: Path, mode: str = "fast") -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop", check=False)
+
+    def kill(self) -> None:
+        """Kill the postmaster and its children at once, like a crash."""
+        pidfile = self.data / "postmaster.pid"
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+            # Children notice the postmaster's death; end them too so clients see it now.
+            subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.pg_ctl_stop(self.data, "immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def options(self, **overrides: object) -> dict[str, object]:
+        """Source options connecting over TCP with the password from $BACKUPCTL_TEST_PGPASS."""
+        os.environ["BACKUPCTL_TEST_PGPASS"] = self.password
+        opts: dict[str, object] = {
+            "type": "postgres",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password_env": "BACKUPCTL_TEST_PGPASS",
+        }
+        opts.update(overrides)
+        return opts
+
+    def psql(self, sql: str, db: str = "postgres", *, port: int | None = None) -> str:
+        """Run SQL as the superuser over the socket; return unaligned, tuples-only output."""
+        res = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.sockdir),
+                "-p",
+                str(port or self.port),
+                "-U",
+                self.user,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"psql failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    @property
+    def major(self) -> int:
+        return int(self.psql("SHOW server_version_num")) // 10000
+
+
+class MariaDBServer:
+    user = "backup"
+    password = PASSWORD
+
+    def __init__(self) -> None:
+        self.mariadbd = shutil.which("mariadbd") or (
+            "/usr/sbin/mariadbd" if Path("/usr/sbin/mariadbd").exists() else None
+        )
+        self.install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+        self.client = shutil.which("mariadb") or shutil.which("mysql")
+        if not (self.mariadbd and self.install_db and self.client):
+            raise ServerUnavailable("MariaDB server binaries not found (run .ci/install-db.sh)")
+        if os.geteuid() != 0:
+            raise ServerUnavailable("the throwaway MariaDB runs with --user=root")
+        self.base = Path(tempfile.mkdtemp(prefix="backupctl-mariadb-"))
+        self.data = self.base / "data"
+        self.socket = self.base / "mysqld.sock"
+        self.log = self.base / "error.log"
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MariaDBServer:
+        assert self.install_db is not None
+        res = subprocess.run(
+            [
+                self.install_db,
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={self.data}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if res.returncode != 0:
+            raise ServerUnavailable(f"mariadb-install-db failed: {res.stderr.strip()[-2000:]}")
+        self.start_datadir(self.data)
+        self.root_sql(
+            f"CREATE USER '{self.user}'@'127.0.0.1' IDENTIFIED BY {self.sql_str(self.password)};"
+            f"GRANT ALL ON *.* TO '{self.user}'@'127.0.0.1' WITH GRANT OPTION;"
+        )
+        return self
+
+    def start_datadir(self, data: Path, port: int | None = None) -> None:
+        """Start mariadbd on `data` (the restore tests boot restored datadirs the same way)."""
+        assert self.mariadbd is not None
+        if port is not None:
+            self.port = port
+        self.data = data
+        (self.base / "binlog").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.mariadbd,
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={data}",
+                f"--socket={self.socket}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--log-bin={self.base / 'binlog' / 'mariadb-bin'}",
+                "--server-id=1",
+                f"--pid-file={self.base / 'mariadbd.pid'}",
+                f"--log-error={self.log}",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=64M",
+                "--innodb-flush-log-at-trx-commit=2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = self.log.read_text()[-2000:] if self.log.exists() else ""
+                raise ServerUnavailable(f"mariadbd exited with {self.proc.returncode}: {log}")
+            try:
+                self.root_sql("SELECT 1")
+                return True
+            except RuntimeError:
+                return False
+
+        _wait_for(ready, 60, "mariadbd")
+
+    def root_sql(self, sql: str, db: str | None = None) -> str:
+        assert self.client is not None
+        argv = [
+            self.client,
+            "--no-defaults",
+            f"--socket={self.socket}",
+            "-uroot",
+            "--batch",
+            "--skip-column-names",
+        ]
+        if db:
+            argv.append(f"--database={db}")
+        res = subprocess.run([*argv, "-e", sql], capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            raise RuntimeError(f"mariadb failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    @staticmethod
+    def sql_str(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def shutdown(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        self.shutdown()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def options(self, **overrides: object) -> dict[str, object]:
+        os.environ["BACKUPCTL_TEST_MARIADBPASS"] = self.password
+        opts: dict[str, object] = {
+            "type": "mariadb",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password_env": "BACKUPCTL_TEST_MARIADBPASS",
+        }
+        opts.update(overrides)
+        return opts
+
+    @property
+    def version(self) -> str:
+        return self.root_sql("SELECT VERSION()")
