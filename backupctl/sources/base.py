@@ -39,6 +39,11 @@ from backupctl.events import NullReporter, Reporter
 EntryKind = Literal["file", "dir", "symlink", "hardlink"]
 
 
+class SkipEntry(Exception):
+    """Raised by `Entry.open()` (or while reading) when an object vanished or became
+    unreadable: the engine records a warning and goes on without that entry."""
+
+
 @dataclass
 class Entry:
     """One object in a source's namespace, in the order the source yields them.

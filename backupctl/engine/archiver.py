@@ -1,0 +1,174 @@
+"""Backing up sources into a repository: entries -> chunks -> blobs -> item streams.
+
+The archiver does not write the manifest; the caller (engine.backup) does that after
+`run()` returned, which keeps the commit point in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from backupctl.events import Progress, Reporter, WarningEvent
+from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
+from backupctl.repo.repository import Repository
+from backupctl.repo.writer import BlobWriter
+from backupctl.engine.items import Item, ItemStreamWriter, read_items
+from backupctl.sources.base import Entry, SkipEntry, Source
+
+
+@dataclass
+class SourceResult:
+    type: str
+    method: str
+    describe: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    tree: list[str] = field(default_factory=list)
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    reused_files: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def to_doc(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def source_key(type_: str, describe: dict[str, Any]) -> str:
+    """Identifies "the same source" across backups, for incremental reuse."""
+    import json
+
+    return type_ + ":" + json.dumps(describe, sort_keys=True)
+
+
+class _WarningTap:
+    """Forwards events and keeps the warnings for the source's result."""
+
+    def __init__(self, forward: Reporter, sink: list[dict[str, str]]) -> None:
+        self.forward = forward
+        self.sink = sink
+
+    def emit(self, event: Any) -> None:
+        if isinstance(event, WarningEvent):
+            self.sink.append({"path": event.path, "message": event.message})
+        self.forward.emit(event)
+
+
+class Archiver:
+    def __init__(self, repo: Repository, writer: BlobWriter, reporter: Reporter, total_bytes: int = 0) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.reporter = reporter
+        self.total_bytes = total_bytes
+        self.bytes_done = 0
+        self.files_done = 0
+        self._last_emit = 0.0
+
+    def _progress(self, current: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_emit > 0.2:
+            self._last_emit = now
+            self.reporter.emit(Progress(self.bytes_done, self.files_done, self.total_bytes, 0, current))
+
+    def backup_source(self, source: Source, parent: dict[str, Any] | None) -> SourceResult:
+        """Store one source; `parent` is the parent backup's record of the same source."""
+        result = SourceResult(source.options.type, source.method, source.describe())
+        source.reporter = _WarningTap(self.reporter, result.warnings)
+        previous = self._parent_files(parent) if parent and source.supports_incremental else {}
+        stream = ItemStreamWriter(self.writer)
+        try:
+            for entry in source.scan():
+                item = self._store_entry(entry, previous, result, source)
+                if item is None:
+                    continue
+                stream.add(item)
+                if item.kind == "dir":
+                    result.dirs += 1
+                else:
+                    result.files += 1
+                    self.files_done += 1
+                self._progress(entry.path)
+            source.finish()
+        except BaseException:
+            source.abort()
+            raise
+        result.info = source.info()
+        result.tree = [b.hex() for b in stream.close()]
+        self._progress("", force=True)
+        return result
+
+    def _parent_files(self, parent: dict[str, Any]) -> dict[str, Item]:
+        tree = [bytes.fromhex(h) for h in parent.get("tree", [])]
+        return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}
+
+    def _store_entry(self, entry: Entry, previous: dict[str, Item], result: SourceResult, source: Source) -> Item | None:
+        if entry.kind != "file":
+            return Item.from_entry(entry, 0, [])
+        old = previous.get(entry.path) if entry.reusable else None
+        if (
+            old is not None
+            and old.size == entry.size
+            and old.mtime_ns == entry.mtime_ns
+            and old.ctime_ns == entry.ctime_ns
+            and old.inode == entry.inode
+            and all(c in self.repo.index for c in old.chunks)
+        ):
+            result.reused_files += 1
+            result.bytes += entry.size
+            self.bytes_done += entry.size
+            return Item.from_entry(entry, entry.size, old.chunks)
+        assert entry.open is not None
+        try:
+            fh = entry.open()
+        except SkipEntry as exc:
+            source.reporter.emit(WarningEvent(str(exc), "/" + entry.path if entry.reusable else entry.path))
+            return None
+        try:
+            size, chunks = self._store_content(fh, entry, small=0 <= entry.size <= DATA_CHUNKS.min_size)
+        except (OSError, SkipEntry) as exc:
+            if not entry.reusable:
+                raise
+            source.reporter.emit(WarningEvent(f"read failed: {exc}", "/" + entry.path))
+            return None
+        finally:
+            fh.close()
+        if entry.check_unchanged is not None and (problem := entry.check_unchanged()):
+            source.reporter.emit(WarningEvent(problem, "/" + entry.path))
+        result.bytes += size
+        return Item.from_entry(entry, size, chunks)
+
+    def _store_content(self, fh: IO[bytes], entry: Entry, small: bool) -> tuple[int, list[bytes]]:
+        chunks: list[bytes] = []
+        size = 0
+        pieces: Iterator[bytes]
+        if small:
+            data = _read_full(fh, DATA_CHUNKS.min_size + 1)
+            if len(data) > DATA_CHUNKS.min_size:  # grew since stat: fall back to streaming
+                pieces = chunk_stream(_Prepend(data, fh))
+            else:
+                pieces = iter([data] if data else [])
+        else:
+            pieces = chunk_stream(fh)
+        for piece in pieces:
+            chunks.append(self.writer.add(piece))
+            size += len(piece)
+            self.bytes_done += len(piece)
+            if len(chunks) % 16 == 0:
+                self._progress(entry.path)
+        return size, chunks
+
+
+class _Prepend:
+    """A stream that first returns `head`, then the rest of `tail`."""
+
+    def __init__(self, head: bytes, tail: IO[bytes]) -> None:
+        self.head = head
+        self.tail = tail
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n] if n >= 0 else self.head, self.head[n:] if n >= 0 else b""
+            return out
+        return self.tail.read(n)

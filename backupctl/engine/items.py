@@ -1,0 +1,109 @@
+"""The item stream: a backup's per-source list of entries, stored as tree blobs.
+
+Each entry is one JSON line (keys below); the lines are concatenated and cut into
+TREE blobs by content-defined chunking, so an unchanged stretch of a tree dedups
+against the previous backup. The manifest lists the tree blob IDs of each source.
+
+    {"p": path, "k": kind, "m": mode, "u": uid, "g": gid, "un": user, "gn": group,
+     "mt": mtime_ns, "ct": ctime_ns, "i": inode, "s": size, "t": target,
+     "c": [chunk id hex, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from backupctl.repo.chunker import TREE_CHUNKS, PushChunker
+from backupctl.repo.pack import TREE
+from backupctl.repo.repository import Repository
+from backupctl.repo.writer import BlobWriter
+from backupctl.sources.base import Entry
+
+
+@dataclass
+class Item:
+    path: str
+    kind: str
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    user: str = ""
+    group: str = ""
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    size: int = 0
+    target: str = ""
+    chunks: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def from_entry(cls, e: Entry, size: int, chunks: list[bytes]) -> Item:
+        return cls(e.path, e.kind, e.mode, e.uid, e.gid, e.user, e.group, e.mtime_ns, e.ctime_ns, e.inode, size,
+                   e.target, chunks)
+
+    def to_json(self) -> bytes:
+        doc = {"p": self.path, "k": self.kind, "m": self.mode, "u": self.uid, "g": self.gid, "mt": self.mtime_ns}
+        if self.user:
+            doc["un"] = self.user
+        if self.group:
+            doc["gn"] = self.group
+        if self.ctime_ns:
+            doc["ct"] = self.ctime_ns
+        if self.inode:
+            doc["i"] = self.inode
+        if self.kind == "file":
+            doc["s"] = self.size
+            doc["c"] = [c.hex() for c in self.chunks]
+        if self.target:
+            doc["t"] = self.target
+        return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, line: bytes) -> Item:
+        d = json.loads(line)
+        return cls(d["p"], d["k"], d.get("m", 0), d.get("u", 0), d.get("g", 0), d.get("un", ""), d.get("gn", ""),
+                   d.get("mt", 0), d.get("ct", 0), d.get("i", 0), d.get("s", 0), d.get("t", ""),
+                   [bytes.fromhex(c) for c in d.get("c", ())])
+
+
+class ItemStreamWriter:
+    def __init__(self, writer: BlobWriter) -> None:
+        self.writer = writer
+        self.chunker = PushChunker(TREE_CHUNKS)
+        self.blob_ids: list[bytes] = []
+        self._buf: list[bytes] = []
+        self._buf_size = 0
+
+    def add(self, item: Item) -> None:
+        line = item.to_json()
+        self._buf.append(line)
+        self._buf_size += len(line)
+        if self._buf_size >= 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._buf)
+        self._buf, self._buf_size = [], 0
+        for chunk in self.chunker.feed(data):
+            self.blob_ids.append(self.writer.add(chunk, TREE))
+
+    def close(self) -> list[bytes]:
+        self._flush()
+        for chunk in self.chunker.close():
+            self.blob_ids.append(self.writer.add(chunk, TREE))
+        return self.blob_ids
+
+
+def read_items(repo: Repository, tree: list[bytes]) -> Iterator[Item]:
+    carry = b""
+    for blob_id in tree:
+        data = carry + repo.load_blob(blob_id)
+        lines = data.split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            if line:
+                yield Item.from_json(line)
+    if carry.strip():
+        yield Item.from_json(carry)

@@ -1,0 +1,384 @@
+"""The engine's façade: every CLI command calls one method here and renders its result.
+
+Results are plain dicts with the stable keys of engine.summary (or documented per
+method); nothing here prints or imports a UI library. Progress and warnings go to the
+Reporter given at construction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from backupctl import __version__
+from backupctl.config.models import Config, DeploymentConfig
+from backupctl.config.paths import state_dir as default_state_dir
+from backupctl.config.secrets import resolve_secret
+from backupctl.destinations.base import Destination, open_destination
+from backupctl.engine.archiver import Archiver, source_key
+from backupctl.engine.restorer import Prefetcher
+from backupctl.engine.state import StateDB
+from backupctl.engine.summary import summarize_job, summarize_manifest
+from backupctl.errors import (
+    AmbiguousIdError,
+    BackupctlError,
+    BackupFailedError,
+    ConfigError,
+    NoRepositoryError,
+    NotFoundError,
+)
+from backupctl.events import CollectingReporter, Finished, InfoEvent, NullReporter, Reporter, Started
+from backupctl.repo.crypto import KeyMaterial, read_key_file
+from backupctl.repo.repository import Repository
+from backupctl.repo.writer import BlobWriter
+from backupctl.sources.base import RestoreRequest, Source, source_class
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Service:
+    def __init__(self, config: Config, reporter: Reporter | None = None, state_dir: Path | None = None) -> None:
+        self.config = config
+        self.reporter: Reporter = reporter or NullReporter()
+        self.state = StateDB(state_dir or config.settings.state_dir or default_state_dir())
+        self._destinations: dict[str, Destination] = {}
+        self._repos: dict[str, Repository] = {}
+
+    # ---- configuration lookups ----------------------------------------------------
+
+    def deployment(self, name: str) -> DeploymentConfig:
+        try:
+            return self.config.deployments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.config.deployments)) or "none configured"
+            raise NotFoundError(f"no deployment named {name!r}", hint=f"configured: {known}") from None
+
+    def destination(self, name: str) -> Destination:
+        if name not in self._destinations:
+            try:
+                options = self.config.destinations[name]
+            except KeyError:
+                known = ", ".join(sorted(self.config.destinations)) or "none configured"
+                raise NotFoundError(f"no destination named {name!r}", hint=f"configured: {known}") from None
+            self._destinations[name] = self._wrap(open_destination(name, options))
+        return self._destinations[name]
+
+    def _wrap(self, dest: Destination) -> Destination:
+        """Retries for remote destinations (a wrapper, not code in each destination)."""
+        if dest.options.type == "local":
+            return dest
+        try:
+            from backupctl.destinations.retry import RetryingDestination
+        except ImportError:
+            return dest
+        return RetryingDestination(dest)
+
+    def primary_destination(self, deployment: str) -> str:
+        """Where backups of a deployment are written first: its first local destination."""
+        dep = self.deployment(deployment)
+        for name in dep.destinations:
+            if self.config.destinations[name].type == "local":
+                return name
+        return dep.destinations[0]
+
+    def key_material(self) -> KeyMaterial:
+        enc = self.config.encryption
+        if enc.key_file is not None:
+            return KeyMaterial("key_file", read_key_file(Path(os.path.expanduser(str(enc.key_file)))))
+        secret = resolve_secret(env=enc.passphrase_env, file=enc.passphrase_file, what="encryption passphrase")
+        if not secret:
+            raise ConfigError("encryption: the passphrase is empty")
+        return KeyMaterial("passphrase", secret.encode())
+
+    def repository(self, dest_name: str, *, create: bool = False) -> Repository:
+        if dest_name not in self._repos:
+            dest = self.destination(dest_name)
+            material = self.key_material()
+            level = self.config.settings.compression_level
+            if create and not Repository.exists(dest):
+                repo = Repository.create(dest, material, level)
+            else:
+                repo = Repository.open(dest, material, level)
+            self._repos[dest_name] = repo
+        return self._repos[dest_name]
+
+    def build_source(self, options: Any, reporter: Reporter | None = None) -> Source:
+        return source_class(options.type)(options, reporter or self.reporter)
+
+    # ---- backup ------------------------------------------------------------------
+
+    def create_backup(
+        self, deployment: str, *, type: str = "incremental", comment: str = "", created_by: str = "manual",
+        backup_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Take a backup; returns its record. Raises BackupFailedError (recorded as Failed)."""
+        dep = self.deployment(deployment)
+        primary = self.primary_destination(deployment)
+        backup_id = backup_id or uuid.uuid4().hex
+        started = utcnow()
+        t0 = time.monotonic()
+        sources = [self.build_source(opts) for opts in dep.sources]
+        method = ",".join(dict.fromkeys(s.method for s in sources))
+        self.state.insert_job(
+            id=backup_id, deployment=deployment, method=method, type=type, status="Running",
+            created_by=created_by, started=iso(started), comment=comment,
+            destinations={name: {"state": "pending"} for name in dep.destinations},
+        )
+        writer: BlobWriter | None = None
+        collector = CollectingReporter(self.reporter)
+        try:
+            repo = self.repository(primary, create=True)
+            self.state.update_job(backup_id, repository_id=repo.id)
+            with repo.lock(exclusive=False, operation=f"backup {backup_id[:8]}"):
+                repo.load_index()
+                parent = self._parent_manifest(repo, deployment) if type == "incremental" else None
+                if type == "incremental" and parent is None and any(s.supports_incremental for s in sources):
+                    collector.emit(InfoEvent("no earlier backup of this deployment: taking a full backup"))
+                    type = "full"
+                    self.state.update_job(backup_id, type=type)
+                collector.emit(Started("backup", deployment, int(parent.get("source_bytes", 0)) if parent else 0))
+                writer = BlobWriter(repo, workers=self.config.settings.workers,
+                                    pack_size=self.config.settings.pack_size_mib << 20)
+                archiver = Archiver(repo, writer, collector, int(parent.get("source_bytes", 0)) if parent else 0)
+                parents = {source_key(s["type"], s["describe"]): s for s in (parent or {}).get("sources", [])}
+                results = []
+                for source in sources:
+                    source.reporter = collector
+                    results.append(archiver.backup_source(source, parents.get(source_key(source.options.type, source.describe()))))
+                stats = writer.finish()
+                writer = None
+                finished = utcnow()
+                manifest = {
+                    "format": 1,
+                    "id": backup_id,
+                    "deployment": deployment,
+                    "method": method,
+                    "type": type,
+                    "created_by": created_by,
+                    "started": iso(started),
+                    "finished": iso(finished),
+                    "duration_s": round(time.monotonic() - t0, 3),
+                    "comment": comment,
+                    "hostname": socket.gethostname(),
+                    "backupctl_version": __version__,
+                    "parent": parent["id"] if parent else None,
+                    "sources": [r.to_doc() for r in results],
+                    "source_bytes": sum(r.bytes for r in results),
+                    "stored_bytes": stats.stored,
+                    "new_blobs": stats.blobs_new,
+                }
+                repo.save_manifest(manifest)  # the commit point
+        except BaseException as exc:
+            if writer is not None:
+                writer.abort()
+            message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            self.state.update_job(
+                backup_id, status="Failed", error=message, finished=iso(utcnow()),
+                duration_s=round(time.monotonic() - t0, 3),
+            )
+            collector.emit(Finished("backup", backup_id, ok=False))
+            if isinstance(exc, BackupctlError) and not isinstance(exc, BackupFailedError):
+                raise BackupFailedError(f"backup of {deployment!r} failed: {exc.message}", hint=exc.hint) from exc
+            raise
+        record = summarize_manifest(manifest, repo.id)
+        self.state.cache_summary(repo.id, backup_id, record)
+        destinations = {name: {"state": "pending"} for name in dep.destinations}
+        destinations[primary] = {"state": "stored"}
+        self.state.update_job(
+            backup_id, status="Completed", finished=manifest["finished"], duration_s=manifest["duration_s"],
+            size_bytes=manifest["source_bytes"], stored_bytes=manifest["stored_bytes"], destinations=destinations,
+        )
+        record["destinations"] = destinations
+        record["warning_list"] = [w for r in results for w in r.warnings]
+        collector.emit(Finished("backup", backup_id, ok=True))
+        return record
+
+    def _parent_manifest(self, repo: Repository, deployment: str) -> dict[str, Any] | None:
+        candidates = [b for b in self._repo_records(repo) if b["deployment"] == deployment]
+        if not candidates:
+            return None
+        newest = max(candidates, key=lambda b: b["started"])
+        return repo.load_manifest(newest["id"])
+
+    # ---- catalog -----------------------------------------------------------------
+
+    def _repo_records(self, repo: Repository) -> list[dict[str, Any]]:
+        records = []
+        for backup_id in repo.manifest_ids():
+            record = self.state.cached_summary(repo.id, backup_id)
+            if record is None:
+                record = summarize_manifest(repo.load_manifest(backup_id), repo.id)
+                self.state.cache_summary(repo.id, backup_id, record)
+            records.append(record)
+        return records
+
+    def list_backups(self, deployment: str | None = None, destination: str | None = None) -> list[dict[str, Any]]:
+        """Completed backups from the repositories, plus queued/running/failed jobs; newest first."""
+        if deployment is not None:
+            self.deployment(deployment)
+        if destination is not None:
+            dest_names = [destination]
+            self.destination(destination)
+        else:
+            deps = [deployment] if deployment else list(self.config.deployments)
+            dest_names = list(dict.fromkeys(self.primary_destination(d) for d in deps))
+        records: dict[str, dict[str, Any]] = {}
+        for name in dest_names:
+            try:
+                repo = self.repository(name)
+            except NoRepositoryError:
+                continue
+            for rec in self._repo_records(repo):
+                records[rec["id"]] = rec
+        for job in self.state.jobs(deployment):
+            rec = records.get(job["id"])
+            if rec is not None:
+                rec["destinations"] = job["destinations"]
+            elif job["status"] != "Completed" and destination is None:
+                records[job["id"]] = summarize_job(job)
+        out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
+        out.sort(key=lambda r: r["started"] or "", reverse=True)
+        return out
+
+    def find_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+        prefix = id_prefix.strip().lower()
+        if not prefix:
+            raise NotFoundError("empty backup ID")
+        matches = [r for r in self.list_backups(destination=destination) if r["id"].startswith(prefix)]
+        if not matches:
+            raise NotFoundError(f"no backup with ID {id_prefix!r}", hint="see `backupctl backup list`")
+        if len(matches) > 1:
+            raise AmbiguousIdError(
+                f"backup ID {id_prefix!r} is ambiguous ({len(matches)} backups match)", hint="give more characters"
+            )
+        return matches[0]
+
+    def _completed(self, id_prefix: str, destination: str | None) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
+        record = self.find_backup(id_prefix, destination)
+        if record["status"] != "Completed":
+            raise BackupFailedError(
+                f"backup {record['short_id']} is {record['status']}"
+                + (f": {record['error']}" if record.get("error") else "")
+                + "; only completed backups can be used"
+            )
+        dest_name = destination or self.primary_destination(record["deployment"]) if record["deployment"] in self.config.deployments else destination
+        if dest_name is None:
+            raise NotFoundError(f"deployment {record['deployment']!r} of backup {record['short_id']} is not configured",
+                                hint="pass --destination")
+        repo = self.repository(dest_name)
+        manifest = repo.load_manifest(record["id"])
+        return record, repo, manifest
+
+    def show_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+        record = self.find_backup(id_prefix, destination)
+        if record["status"] != "Completed":
+            return record
+        _, _, manifest = self._completed(id_prefix, destination)
+        record = dict(record)
+        record["sources"] = [
+            {
+                "type": s["type"], "method": s["method"], "describe": s["describe"], "info": s.get("info", {}),
+                "files": s.get("files", 0), "dirs": s.get("dirs", 0), "bytes": s.get("bytes", 0),
+                "reused_files": s.get("reused_files", 0), "warnings": s.get("warnings", []),
+            }
+            for s in manifest["sources"]
+        ]
+        return record
+
+    # ---- restore -----------------------------------------------------------------
+
+    def restore_backup(
+        self, id_prefix: str, *, target_dir: Path | None = None, to_deployment: str | None = None,
+        destination: str | None = None,
+    ) -> dict[str, Any]:
+        """Restore a completed backup in place (target_dir None) or under target_dir."""
+        record, repo, manifest = self._completed(id_prefix, destination)
+        t0 = time.monotonic()
+        repo.load_index()
+        self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
+        dep_name = to_deployment or record["deployment"]
+        dep = self.config.deployments.get(dep_name)
+        if to_deployment is not None and dep is None:
+            self.deployment(to_deployment)  # raises NotFound
+        prefetcher = Prefetcher(repo)
+        try:
+            for i, src in enumerate(manifest["sources"]):
+                source = self._restore_source(src, dep, i)
+                request = RestoreRequest(target_dir=target_dir, source_info=dict(src.get("info", {})),
+                                         reporter=self.reporter)
+                source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
+        finally:
+            prefetcher.close()
+        self.reporter.emit(Finished("restore", record["id"]))
+        return {
+            "id": record["id"], "deployment": dep_name, "target": str(target_dir) if target_dir else None,
+            "bytes": manifest.get("source_bytes", 0), "duration_s": round(time.monotonic() - t0, 3),
+        }
+
+    def _restore_source(self, src: dict[str, Any], dep: DeploymentConfig | None, position: int) -> Source:
+        """The configured source that receives a stored source, or one rebuilt from the manifest."""
+        if dep is not None:
+            same_type = [o for o in dep.sources if o.type == src["type"]]
+            for opts in same_type:
+                built = self.build_source(opts)
+                if built.describe() == src["describe"]:
+                    return built
+            if len(same_type) == 1 or (same_type and position < len(dep.sources)):
+                return self.build_source(same_type[0])
+        cls = source_class(src["type"])
+        return cls(cls.Options.model_validate({"type": src["type"], **src["describe"]}), self.reporter)
+
+    # ---- delete, verify ----------------------------------------------------------
+
+    def delete_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+        from backupctl.engine.prune import delete_and_prune
+
+        record = self.find_backup(id_prefix, destination)
+        if record["status"] != "Completed":
+            self.state.delete_job(record["id"])
+            return {"id": record["id"], "deleted": True, "freed_bytes": 0, "packs_deleted": 0}
+        dep = self.config.deployments.get(record["deployment"])
+        names = [destination] if destination else (list(dep.destinations) if dep else [])
+        freed = 0
+        packs = 0
+        for name in names:
+            try:
+                repo = self.repository(name)
+            except NoRepositoryError:
+                continue
+            if record["id"] not in repo.manifest_ids():
+                continue
+            result = delete_and_prune(repo, [record["id"]], self.reporter)
+            freed += result["freed_bytes"]
+            packs += result["packs_deleted"]
+        self.state.forget_summary(record["id"])
+        self.state.delete_job(record["id"])
+        return {"id": record["id"], "deleted": True, "freed_bytes": freed, "packs_deleted": packs}
+
+    def verify_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+        from backupctl.engine.verify import verify_manifest
+
+        record, repo, manifest = self._completed(id_prefix, destination)
+        repo.load_index()
+        result = verify_manifest(repo, manifest, self.reporter)
+        result["id"] = record["id"]
+        result["destination"] = destination or self.primary_destination(record["deployment"])
+        return result
+
+    def close(self) -> None:
+        for dest in self._destinations.values():
+            try:
+                dest.close()
+            except Exception:
+                pass

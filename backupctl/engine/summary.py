@@ -1,0 +1,78 @@
+"""The stable record of a backup shown by `list`/`show` and `-o json`.
+
+Keys (documented in docs/cli.md; never renamed, only added):
+id, short_id, deployment, method, type, status, created_by, started, finished,
+duration_s, size_bytes, stored_bytes, files, expires, comment, warnings, error,
+parent, source_versions, hostname, destinations, repository_id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SHORT_ID = 8
+
+BACKUP_KEYS = (
+    "id", "short_id", "deployment", "method", "type", "status", "created_by", "started", "finished",
+    "duration_s", "size_bytes", "stored_bytes", "files", "expires", "comment", "warnings", "error",
+    "parent", "source_versions", "hostname", "destinations", "repository_id",
+)
+
+
+def summarize_manifest(m: dict[str, Any], repository_id: str) -> dict[str, Any]:
+    versions = {}
+    for src in m.get("sources", []):
+        for k, v in (src.get("info") or {}).items():
+            if "version" in k and v:
+                versions[f"{src.get('method')}.{k}"] = v
+    return {
+        "id": m["id"],
+        "short_id": m["id"][:SHORT_ID],
+        "deployment": m["deployment"],
+        "method": m["method"],
+        "type": m["type"],
+        "status": "Completed",
+        "created_by": m.get("created_by", "manual"),
+        "started": m["started"],
+        "finished": m.get("finished"),
+        "duration_s": m.get("duration_s"),
+        "size_bytes": m.get("source_bytes", 0),
+        "stored_bytes": m.get("stored_bytes", 0),
+        "files": sum(s.get("files", 0) for s in m.get("sources", [])),
+        "expires": None,
+        "comment": m.get("comment", ""),
+        "warnings": sum(len(s.get("warnings", [])) for s in m.get("sources", [])),
+        "error": None,
+        "parent": m.get("parent"),
+        "source_versions": versions,
+        "hostname": m.get("hostname", ""),
+        "destinations": {},
+        "repository_id": repository_id,
+    }
+
+
+def summarize_job(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job["id"],
+        "short_id": job["id"][:SHORT_ID],
+        "deployment": job["deployment"],
+        "method": job["method"],
+        "type": job["type"],
+        "status": job["status"],
+        "created_by": job["created_by"],
+        "started": job["started"],
+        "finished": job["finished"],
+        "duration_s": job["duration_s"],
+        "size_bytes": job["size_bytes"] or 0,
+        "stored_bytes": job["stored_bytes"] or 0,
+        "files": 0,
+        "expires": None,
+        "comment": job["comment"],
+        "warnings": 0,
+        "error": job["error"],
+        "parent": None,
+        "source_versions": {},
+        "hostname": job["hostname"],
+        "destinations": job["destinations"],
+        "repository_id": job["repository_id"],
+    }

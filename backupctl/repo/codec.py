@@ -1,0 +1,96 @@
+"""Blob and metadata-object encoding: optional zstd compression, then AES-256-GCM.
+
+Blob plaintext layout: one flag byte (0 = stored raw, 1 = zstd frame) + payload.
+The AAD of a data or tree blob is its 32-byte ID, so a blob cannot be swapped with
+another; metadata objects use their kind and name as AAD.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import zstandard
+
+from backupctl.errors import IntegrityError
+from backupctl.repo.crypto import Cipher
+
+FLAG_RAW = 0
+FLAG_ZSTD = 1
+# Compression is kept only when it saves at least this share of the size.
+_MIN_SAVING = 0.03
+# Larger chunks are probed on a sample first: incompressible data skips zstd entirely.
+_SAMPLE = 64 * 1024
+
+
+class Codec:
+    """Thread-safe: each thread gets its own zstd contexts."""
+
+    def __init__(self, cipher: Cipher, level: int = 3) -> None:
+        self.cipher = cipher
+        self.level = level
+        self._local = threading.local()
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        comp = getattr(self._local, "comp", None)
+        if comp is None:
+            comp = self._local.comp = zstandard.ZstdCompressor(level=self.level)
+        return comp
+
+    def _probe(self) -> zstandard.ZstdCompressor:
+        comp = getattr(self._local, "probe", None)
+        if comp is None:
+            comp = self._local.probe = zstandard.ZstdCompressor(level=1)
+        return comp
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dec = getattr(self._local, "dec", None)
+        if dec is None:
+            dec = self._local.dec = zstandard.ZstdDecompressor()
+        return dec
+
+    def compress(self, data: bytes) -> tuple[int, bytes]:
+        n = len(data)
+        if n > 4 * _SAMPLE:
+            sample = data[n // 2 : n // 2 + _SAMPLE]
+            if len(self._probe().compress(sample)) > len(sample) * (1 - _MIN_SAVING):
+                return FLAG_RAW, data
+        packed = self._compressor().compress(data)
+        if len(packed) > n * (1 - _MIN_SAVING):
+            return FLAG_RAW, data
+        return FLAG_ZSTD, packed
+
+    def encode_blob(self, blob_id: bytes, data: bytes) -> bytes:
+        flag, payload = self.compress(data)
+        return self.cipher.encrypt(bytes((flag,)) + payload, blob_id)
+
+    def decode_blob(self, blob_id: bytes, blob: bytes, raw_len: int, what: str) -> bytes:
+        plain = self.cipher.decrypt(blob, blob_id, what)
+        flag, payload = plain[0], memoryview(plain)[1:]
+        if flag == FLAG_ZSTD:
+            try:
+                data = self._decompressor().decompress(payload, max_output_size=raw_len)
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"{what}: cannot decompress: {exc}") from None
+        elif flag == FLAG_RAW:
+            data = bytes(payload)
+        else:
+            raise IntegrityError(f"{what}: unknown compression flag {flag}")
+        if self.cipher.blob_id(data) != blob_id:
+            raise IntegrityError(f"{what}: content does not match its ID")
+        return data
+
+    # ---- metadata objects (index, manifest, pack header): JSON -> zstd -> AEAD ----
+
+    def encode_doc(self, doc: Any, aad: bytes) -> bytes:
+        raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        return self.cipher.encrypt(self._compressor().compress(raw), aad)
+
+    def decode_doc(self, blob: bytes, aad: bytes, what: str) -> Any:
+        packed = self.cipher.decrypt(blob, aad, what)
+        try:
+            raw = self._decompressor().decompressobj().decompress(packed)
+            return json.loads(raw)
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise IntegrityError(f"{what}: cannot decode: {exc}") from None

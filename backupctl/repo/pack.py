@@ -1,0 +1,65 @@
+"""Pack files: many encrypted blobs in one object, with an encrypted header at the end.
+
+Layout of ``data/<id[0:2]>/<id>`` where id = hex BLAKE3 of the whole pack::
+
+    blob_0 || blob_1 || ... || header || u32 little-endian len(header)
+
+header = encode_doc([[type, blob_id_hex, offset, length, raw_length], ...], aad=b"pack-header").
+The index files repeat the header's entries, so a reader needs the header only to
+rebuild a lost index.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import blake3
+
+from backupctl.repo.codec import Codec
+
+DATA = "d"
+TREE = "t"
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    type: str
+    blob_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass
+class PackBuilder:
+    type: str
+    parts: list[bytes] = field(default_factory=list)
+    entries: list[BlobEntry] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, blob_id: bytes, encoded: bytes, raw_length: int) -> None:
+        self.entries.append(BlobEntry(self.type, blob_id, self.size, len(encoded), raw_length))
+        self.parts.append(encoded)
+        self.size += len(encoded)
+
+    def finish(self, codec: Codec) -> tuple[str, bytes]:
+        """(pack id, pack bytes)."""
+        header = codec.encode_doc(
+            [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in self.entries], b"pack-header"
+        )
+        self.parts.append(header)
+        self.parts.append(struct.pack("<I", len(header)))
+        data = b"".join(self.parts)
+        self.parts = []
+        return blake3.blake3(data).hexdigest(), data
+
+
+def pack_name(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+def read_pack_header(codec: Codec, data: bytes, what: str) -> list[BlobEntry]:
+    (hlen,) = struct.unpack("<I", data[-4:])
+    doc = codec.decode_doc(data[-4 - hlen : -4], b"pack-header", what)
+    return [BlobEntry(t, bytes.fromhex(i), o, ln, r) for t, i, o, ln, r in doc]

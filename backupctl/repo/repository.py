@@ -1,0 +1,217 @@
+"""A repository stored on one destination: config, keys, packs, indexes, manifests.
+
+Object names (see docs/design.md for the byte-level format)::
+
+    config                 plaintext JSON: format version, repository id, chunker params
+    keys/<slot>            master keys wrapped by a key file or passphrase (crypto.py)
+    data/<xx>/<pack-id>    packs of encrypted blobs (pack.py)
+    index/<index-id>       encrypted index files (index.py)
+    snapshots/<backup-id>  encrypted manifests, one per completed backup: the commit point
+    locks/<lock-id>        plaintext lock objects (lock.py)
+
+Write order is packs -> index -> manifest, so a manifest only ever references blobs
+that are durable and indexed. An interrupted backup leaves packs (and maybe index
+files) but no manifest: invisible, and its blobs are reused by the next backup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import blake3
+
+from backupctl import __version__
+from backupctl.destinations.base import AlreadyExists, Destination, NotFound
+from backupctl.errors import FormatVersionError, IntegrityError, NoRepositoryError, NotFoundError
+from backupctl.repo.chunker import DATA_CHUNKS, TREE_CHUNKS
+from backupctl.repo.codec import Codec
+from backupctl.repo.crypto import Cipher, KeyMaterial, MasterKeys, no_slot_opened, unwrap_master_keys, wrap_master_keys
+from backupctl.repo.index import Index, index_doc
+from backupctl.repo.lock import RepositoryLock
+from backupctl.repo.pack import BlobEntry, pack_name
+
+FORMAT_VERSION = 1
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Repository:
+    def __init__(self, dest: Destination, keys: MasterKeys, config: dict[str, Any], compression_level: int = 3):
+        self.dest = dest
+        self.config = config
+        self.id: str = config["id"]
+        self.cipher = Cipher(keys)
+        self.codec = Codec(self.cipher, compression_level)
+        self.index = Index()
+        self._index_loaded = False
+        self._index_ids: set[str] = set()
+        self._load_lock = threading.Lock()
+
+    # ---- opening ---------------------------------------------------------------
+
+    @staticmethod
+    def exists(dest: Destination) -> bool:
+        return dest.exists("config")
+
+    @classmethod
+    def create(cls, dest: Destination, material: KeyMaterial, compression_level: int = 3) -> Repository:
+        keys = MasterKeys.generate()
+        config = {
+            "format_version": FORMAT_VERSION,
+            "id": uuid.uuid4().hex,
+            "created": _now(),
+            "created_by": f"backupctl {__version__}",
+            "chunker": {
+                "algorithm": "fastcdc-2016",
+                "data": [DATA_CHUNKS.min_size, DATA_CHUNKS.avg_size, DATA_CHUNKS.max_size],
+                "tree": [TREE_CHUNKS.min_size, TREE_CHUNKS.avg_size, TREE_CHUNKS.max_size],
+            },
+            "cipher": "aes-256-gcm",
+            "id_hash": "blake3-keyed",
+            "compression": "zstd",
+        }
+        # Keys first: a `config` without a key slot would be an unopenable repository.
+        dest.put_metadata(f"keys/{uuid.uuid4().hex}", wrap_master_keys(keys, material))
+        try:
+            dest.put_metadata("config", json.dumps(config, indent=1).encode(), exclusive=True)
+        except AlreadyExists:
+            # Another process created it first; use theirs.
+            return cls.open(dest, material, compression_level)
+        return cls(dest, keys, config, compression_level)
+
+    @classmethod
+    def open(cls, dest: Destination, material: KeyMaterial, compression_level: int = 3) -> Repository:
+        try:
+            raw = dest.get("config")
+        except NotFound:
+            raise NoRepositoryError(
+                f"no repository at {dest.location} (destination {dest.name!r})",
+                hint="run `backupctl backup create` to create it, or check the destination's path",
+            ) from None
+        try:
+            config = json.loads(raw)
+            version = int(config["format_version"])
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"{dest.location}/config: not a backupctl repository config") from None
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"repository at {dest.location} has format version {version}; this backupctl reads up to "
+                f"{FORMAT_VERSION}",
+                hint="upgrade backupctl",
+            )
+        for info in dest.list("keys/"):
+            keys = unwrap_master_keys(dest.get(info.name), material)
+            if keys is not None:
+                return cls(dest, keys, config, compression_level)
+        raise no_slot_opened("key file" if material.kind == "key_file" else "passphrase")
+
+    def copy_identity_to(self, other: Destination) -> None:
+        """Make `other` the same repository: copy config and key slots (upload target)."""
+        for info in self.dest.list("keys/"):
+            if not other.exists(info.name):
+                other.put_metadata(info.name, self.dest.get(info.name))
+        try:
+            other.put_metadata("config", self.dest.get("config"), exclusive=True)
+        except AlreadyExists:
+            theirs = json.loads(other.get("config"))
+            if theirs.get("id") != self.id:
+                raise IntegrityError(
+                    f"{other.location} holds a different repository ({theirs.get('id')}, not {self.id})",
+                    hint="point the destination at an empty path or the same repository",
+                ) from None
+
+    # ---- index -----------------------------------------------------------------
+
+    def load_index(self, reload: bool = False) -> Index:
+        """Read every index file (in parallel); cheap when already loaded."""
+        with self._load_lock:
+            if self._index_loaded and not reload:
+                return self.index
+            if reload:
+                self.index = Index()
+                self._index_ids = set()
+            names = [i.name for i in self.dest.list("index/")]
+
+            def fetch(name: str) -> dict:
+                try:
+                    return self.codec.decode_doc(self.dest.get(name), b"index", name)
+                except NotFound:
+                    return {}
+
+            with ThreadPoolExecutor(max_workers=max(1, min(8, self.dest.options.connections))) as pool:
+                for name, doc in zip(names, pool.map(fetch, names), strict=True):
+                    if doc:
+                        self.index.add_doc(doc)
+                        self._index_ids.add(name.split("/", 1)[1])
+            self._index_loaded = True
+            return self.index
+
+    @property
+    def index_ids(self) -> set[str]:
+        return set(self._index_ids)
+
+    def write_index(self, packs: dict[str, list[BlobEntry]], supersedes: set[str] | frozenset[str] = frozenset()) -> str:
+        data = self.codec.encode_doc(index_doc(packs, supersedes), b"index")
+        index_id = blake3.blake3(data).hexdigest()
+        self.dest.put_metadata(f"index/{index_id}", data)
+        self._index_ids.add(index_id)
+        return index_id
+
+    # ---- blobs -----------------------------------------------------------------
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is missing from the index (repository damaged)")
+        name = pack_name(loc.pack_id)
+        try:
+            data = self.dest.get(name, loc.offset, loc.length)
+        except NotFound:
+            raise IntegrityError(f"{name}: pack is missing (needed for blob {blob_id.hex()[:16]})") from None
+        if len(data) != loc.length:
+            raise IntegrityError(f"{name}: truncated at blob {blob_id.hex()[:16]}")
+        return self.codec.decode_blob(blob_id, data, loc.raw_length, f"{name} (blob {blob_id.hex()[:16]})")
+
+    def read_stream(self, blob_ids: list[bytes]) -> Iterator[bytes]:
+        for blob_id in blob_ids:
+            yield self.load_blob(blob_id)
+
+    # ---- manifests ---------------------------------------------------------------
+
+    def save_manifest(self, manifest: dict[str, Any]) -> None:
+        backup_id = manifest["id"]
+        data = self.codec.encode_doc(manifest, b"snapshot:" + backup_id.encode())
+        self.dest.put_metadata(f"snapshots/{backup_id}", data, exclusive=True)
+
+    def manifest_ids(self) -> list[str]:
+        return [i.name.split("/", 1)[1] for i in self.dest.list("snapshots/")]
+
+    def load_manifest(self, backup_id: str) -> dict[str, Any]:
+        name = f"snapshots/{backup_id}"
+        try:
+            data = self.dest.get(name)
+        except NotFound:
+            raise NoBackup(backup_id) from None
+        doc: dict[str, Any] = self.codec.decode_doc(data, b"snapshot:" + backup_id.encode(), name)
+        return doc
+
+    def delete_manifest(self, backup_id: str) -> None:
+        self.dest.delete(f"snapshots/{backup_id}")
+
+    def lock(self, *, exclusive: bool, operation: str) -> RepositoryLock:
+        return RepositoryLock(self.dest, exclusive=exclusive, operation=operation)
+
+
+class NoBackup(NotFoundError):
+    """A manifest that is not in this repository."""
+
+    def __init__(self, backup_id: str) -> None:
+        super().__init__(f"backup {backup_id[:12]} is not in this repository")

@@ -1,0 +1,136 @@
+"""The write pipeline: deduplicate, compress, encrypt and pack blobs in parallel.
+
+The caller (one thread) hands chunks to `add()`; it hashes them (keyed BLAKE3), drops
+the ones the repository or this session already has, and passes the rest to a pool of
+worker threads that compress and encrypt (both release the GIL) and append to the
+open pack of the blob's type. A full pack is written to the destination by the worker
+that filled it. Every FLUSH_PACKS packs an index file is written, so blobs of an
+interrupted backup are found again by the next one. `finish()` writes the remaining
+packs and the last index file; only then may a manifest reference the blobs.
+
+Memory is bounded: at most `2 * workers + 2` chunks are in flight, plus one open pack
+per blob type.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from backupctl.repo.pack import DATA, TREE, BlobEntry, PackBuilder, pack_name
+from backupctl.repo.repository import Repository
+
+FLUSH_PACKS = 8
+
+
+@dataclass
+class WriteStats:
+    blobs_new: int = 0
+    blobs_dedup: int = 0
+    raw_new: int = 0  # plaintext bytes of new blobs
+    stored: int = 0  # bytes written to the destination (packs and index files)
+    packs: int = 0
+
+
+class BlobWriter:
+    def __init__(self, repo: Repository, *, workers: int = 0, pack_size: int = 16 << 20) -> None:
+        self.repo = repo
+        self.pack_size = pack_size
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.stats = WriteStats()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pack")
+        self._slots = threading.BoundedSemaphore(2 * self.workers + 2)
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()  # blobs handed to workers but not yet in a written pack
+        self._open: dict[str, PackBuilder] = {DATA: PackBuilder(DATA), TREE: PackBuilder(TREE)}
+        self._unindexed: dict[str, list[BlobEntry]] = {}
+        self._futures: list[Future[None]] = []
+        self._error: BaseException | None = None
+        self.index_ids: list[str] = []
+
+    def add(self, data: bytes, blob_type: str = DATA) -> bytes:
+        """Store a chunk unless it is already stored; returns its ID. Raises a worker's error."""
+        if self._error is not None:
+            raise self._error
+        blob_id = self.repo.cipher.blob_id(data)
+        with self._lock:
+            if blob_id in self._pending or blob_id in self.repo.index:
+                self.stats.blobs_dedup += 1
+                return blob_id
+            self._pending.add(blob_id)
+            self.stats.blobs_new += 1
+            self.stats.raw_new += len(data)
+        self._slots.acquire()
+        fut = self._pool.submit(self._encode, blob_id, data, blob_type)
+        fut.add_done_callback(self._done)
+        self._futures.append(fut)
+        if len(self._futures) > 256:
+            self._futures = [f for f in self._futures if not f.done()]
+        return blob_id
+
+    def _done(self, fut: Future[None]) -> None:
+        self._slots.release()
+        exc = fut.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _encode(self, blob_id: bytes, data: bytes, blob_type: str) -> None:
+        encoded = self.repo.codec.encode_blob(blob_id, data)
+        full: PackBuilder | None = None
+        with self._lock:
+            builder = self._open[blob_type]
+            builder.add(blob_id, encoded, len(data))
+            if builder.size >= self.pack_size:
+                full = builder
+                self._open[blob_type] = PackBuilder(blob_type)
+        if full is not None:
+            self._write_pack(full)
+
+    def _write_pack(self, builder: PackBuilder) -> None:
+        entries = list(builder.entries)
+        pack_id, data = builder.finish(self.repo.codec)
+        self.repo.dest.put(pack_name(pack_id), data)
+        self.repo.index.add_pack(pack_id, entries)
+        flush: dict[str, list[BlobEntry]] | None = None
+        with self._lock:
+            for e in entries:
+                self._pending.discard(e.blob_id)
+            self.stats.stored += len(data)
+            self.stats.packs += 1
+            self._unindexed[pack_id] = entries
+            if len(self._unindexed) >= FLUSH_PACKS:
+                flush, self._unindexed = self._unindexed, {}
+        if flush:
+            self._write_index(flush)
+
+    def _write_index(self, packs: dict[str, list[BlobEntry]]) -> None:
+        index_id = self.repo.write_index(packs)
+        with self._lock:
+            self.index_ids.append(index_id)
+
+    def finish(self) -> WriteStats:
+        """Wait for the workers, write the open packs and the last index file."""
+        try:
+            for fut in list(self._futures):
+                fut.result()
+        finally:
+            self._pool.shutdown(wait=True)
+        if self._error is not None:
+            raise self._error
+        for blob_type in (DATA, TREE):
+            builder = self._open[blob_type]
+            if builder.entries:
+                self._open[blob_type] = PackBuilder(blob_type)
+                self._write_pack(builder)
+        if self._unindexed:
+            flush, self._unindexed = self._unindexed, {}
+            self._write_index(flush)
+        return self.stats
+
+    def abort(self) -> None:
+        """Stop without writing anything more (already written packs stay, unreferenced)."""
+        for fut in self._futures:
+            fut.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)

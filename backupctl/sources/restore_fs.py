@@ -1,0 +1,120 @@
+"""Writing restored entries to a filesystem: shared by the `files` and `sqlite` sources.
+
+Each entry lands at `<root>/<entry path>`, where root is the restore target or `/`
+for an in-place restore. In place, every regular file is written to a temporary name
+and renamed over the old one, so a reader sees either the old or the new file. Owner
+is restored when running as root (by name if the name exists here, else by number);
+directory metadata is applied last, deepest first, so writing files does not bump
+their mtimes.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+from collections.abc import Iterator
+from pathlib import Path
+
+from backupctl.events import Progress, Reporter, WarningEvent
+from backupctl.sources.base import RestoreEntry
+
+
+def _uid(entry: RestoreEntry) -> int:
+    if entry.user:
+        try:
+            return pwd.getpwnam(entry.user).pw_uid
+        except KeyError:
+            pass
+    return entry.uid
+
+
+def _gid(entry: RestoreEntry) -> int:
+    if entry.group:
+        try:
+            return grp.getgrnam(entry.group).gr_gid
+        except KeyError:
+            pass
+    return entry.gid
+
+
+class FsRestorer:
+    def __init__(self, target_dir: Path | None, reporter: Reporter) -> None:
+        self.root = Path(target_dir) if target_dir is not None else Path("/")
+        self.in_place = target_dir is None
+        self.reporter = reporter
+        self.is_root = os.geteuid() == 0
+        self.files = 0
+        self.bytes = 0
+
+    def _dest(self, rel: str) -> Path | None:
+        parts = rel.split("/")
+        if rel.startswith("/") or ".." in parts:
+            self.reporter.emit(WarningEvent("skipped: unsafe path in backup", rel))
+            return None
+        return self.root / rel
+
+    def restore(self, entries: Iterator[RestoreEntry]) -> None:
+        dirs: list[tuple[Path, RestoreEntry]] = []
+        for entry in entries:
+            dest = self._dest(entry.path)
+            if dest is None:
+                continue
+            if entry.kind == "dir":
+                dest.mkdir(parents=True, exist_ok=True)
+                dirs.append((dest, entry))
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == "file":
+                self._write_file(dest, entry)
+            elif entry.kind == "symlink":
+                self._replace_with(dest, lambda p, e=entry: os.symlink(e.target, p))
+                self._set_meta(dest, entry, symlink=True)
+            elif entry.kind == "hardlink":
+                first = self._dest(entry.target)
+                if first is not None:
+                    self._replace_with(dest, lambda p, f=first: os.link(f, p))
+            self.files += 1
+            self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
+        for dest, entry in reversed(dirs):
+            self._set_meta(dest, entry)
+
+    def _replace_with(self, dest: Path, make: object) -> None:
+        tmp = dest.with_name(f".{dest.name}.backupctl-restore")
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        make(tmp)  # type: ignore[operator]
+        os.replace(tmp, dest)
+
+    def _write_file(self, dest: Path, entry: RestoreEntry) -> None:
+        target = dest.with_name(f".{dest.name}.backupctl-restore") if self.in_place else dest
+        if not self.in_place and (dest.is_symlink() or dest.exists()):
+            dest.unlink()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in entry.chunks():
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                self.bytes += len(chunk)
+        finally:
+            os.close(fd)
+        self._set_meta(target, entry)
+        if self.in_place:
+            os.replace(target, dest)
+
+    def _set_meta(self, path: Path, entry: RestoreEntry, symlink: bool = False) -> None:
+        if self.is_root:
+            try:
+                os.chown(path, _uid(entry), _gid(entry), follow_symlinks=not symlink)
+            except OSError as exc:
+                self.reporter.emit(WarningEvent(f"cannot set owner: {exc.strerror}", entry.path))
+        if not symlink:
+            os.chmod(path, entry.mode)
+        try:
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=not symlink)
+        except (OSError, NotImplementedError):
+            pass
