@@ -313,16 +313,23 @@ def expiries(
     next_run: NextRun,
     *,
     timezone: str = "UTC",
+    only: Iterable[str] | None = None,
 ) -> dict[str, datetime | None]:
-    """Backup id -> expiry (see module docstring). `next_run(t)`: first run after t."""
+    """Backup id -> expiry (see module docstring). `next_run(t)`: first run after t.
+
+    `only`: compute just these ids (each expiry walks the future schedule, so ask only
+    for what will be shown).
+    """
     now = now.astimezone(UTC)
     tz = _tz(spec, timezone)
+    wanted = None if only is None else set(only)
     decisions = {id(d.backup): d for d in apply_retention(backups, spec, now, timezone=timezone)}
     out: dict[str, datetime | None] = {}
     for group in _by_deployment(backups).values():
         dep = _Deployment(group, spec, tz)
         for b in group:
-            out[b.id] = _expiry(dep, b, decisions[id(b)], now, next_run)
+            if wanted is None or b.id in wanted:
+                out[b.id] = _expiry(dep, b, decisions[id(b)], now, next_run)
     return out
 
 
@@ -339,7 +346,7 @@ def expiry(
     same = [b for b in backups if b.deployment == backup.deployment]
     if backup not in same:
         same.append(backup)
-    return expiries(same, spec, now, next_run, timezone=timezone)[backup.id]
+    return expiries(same, spec, now, next_run, timezone=timezone, only=[backup.id])[backup.id]
 
 
 def describe_retention(spec: Retention) -> list[str]:
