@@ -22,7 +22,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
+
+from backupctl.sources.base import Entry, RestoreEntry, Source
 
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 PASSWORD = "s3cr:et\\pa ss'\"w0rd"  # deliberately awkward: ':' '\' quotes and a space
@@ -341,3 +346,177 @@ class MariaDBServer:
     @property
     def version(self) -> str:
         return self.root_sql("SELECT VERSION()")
+
+
+# -- driving a Source the way the engine does ---------------------------------------------
+
+
+@dataclass
+class Captured:
+    """What a backup stored: each entry with its content, and the source's info()."""
+
+    entries: list[tuple[Entry, bytes]]
+    info: dict[str, Any]
+
+    def data(self, path: str) -> bytes:
+        for entry, data in self.entries:
+            if entry.path == path:
+                return data
+        raise KeyError(path)
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e, _ in self.entries]
+
+
+def take_backup(source: Source, during_read: Callable[[Entry, IO[bytes]], None] | None = None) -> Captured:
+    """scan(), read every file entry's stream to the end, finish(); abort() on any error."""
+    entries: list[tuple[Entry, bytes]] = []
+    try:
+        for entry in source.scan():
+            data = b""
+            if entry.kind == "file":
+                assert entry.open is not None
+                stream = entry.open()
+                if during_read is not None:
+                    during_read(entry, stream)
+                data = stream.read()
+            entries.append((entry, data))
+        source.finish()
+    except BaseException:
+        source.abort()
+        raise
+    return Captured(entries, source.info())
+
+
+def restore_entries(captured: Captured, chunk_size: int = 1 << 16) -> Iterator[RestoreEntry]:
+    for entry, data in captured.entries:
+
+        def chunks(data: bytes = data) -> Iterator[bytes]:
+            for i in range(0, len(data), chunk_size):
+                yield data[i : i + chunk_size]
+
+        yield RestoreEntry(
+            path=entry.path,
+            kind=entry.kind,
+            mode=entry.mode,
+            uid=entry.uid,
+            gid=entry.gid,
+            user=entry.user,
+            group=entry.group,
+            mtime_ns=entry.mtime_ns,
+            size=len(data),
+            target=entry.target,
+            chunks=chunks,
+        )
+
+
+def child_processes() -> list[tuple[int, list[str], dict[str, str]]]:
+    """(pid, argv, environment) of every process whose parent is this process."""
+    me = os.getpid()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            argv = (proc / "cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+            env_items = (proc / "environ").read_bytes().decode("utf-8", "replace").split("\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        env = dict(item.split("=", 1) for item in env_items if "=" in item)
+        found.append((int(proc.name), argv, env))
+    return found
+
+
+# -- comparing databases ------------------------------------------------------------------
+
+
+def pg_fingerprint(server: PostgresServer, db: str) -> dict[str, str]:
+    """Every table (row count + md5 of the ordered rows), sequences, views, functions, owners."""
+    user_schemas = "NOT IN ('pg_catalog', 'information_schema')"
+    tables = server.psql(
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables"
+        f" WHERE schemaname {user_schemas} ORDER BY 1",
+        db,
+    ).splitlines()
+    fp = {}
+    for table in tables:
+        fp[f"table {table}"] = server.psql(
+            f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {table} x",
+            db,
+        )
+    fp["sequences"] = server.psql(
+        "SELECT string_agg(schemaname || '.' || sequencename || '=' || coalesce(last_value::text, 'null'), ','"
+        " ORDER BY schemaname, sequencename) FROM pg_sequences",
+        db,
+    )
+    fp["views"] = server.psql(
+        f"SELECT string_agg(viewname || ':' || definition, ';' ORDER BY viewname) FROM pg_views WHERE schemaname {user_schemas}",
+        db,
+    )
+    fp["functions"] = server.psql(
+        "SELECT string_agg(pg_get_functiondef(p.oid), ';' ORDER BY p.proname) FROM pg_proc p"
+        f" JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname {user_schemas} AND p.prokind = 'f'",
+        db,
+    )
+    fp["owners"] = server.psql(
+        f"SELECT string_agg(tablename || '=' || tableowner, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname {user_schemas}",
+        db,
+    )
+    fp["grants"] = server.psql(
+        "SELECT string_agg(table_name || ':' || grantee || ':' || privilege_type, ',' ORDER BY table_name, grantee, privilege_type)"
+        f" FROM information_schema.role_table_grants WHERE table_schema {user_schemas}",
+        db,
+    )
+    return fp
+
+
+def pg_role(server: PostgresServer, role: str) -> str:
+    return server.psql(
+        "SELECT rolname || rolcanlogin::text || rolcreatedb::text || rolconnlimit || coalesce(rolpassword, '-')"
+        f" FROM pg_authid WHERE rolname = '{role}'"
+    )
+
+
+def mariadb_fingerprint(server: MariaDBServer, db: str) -> dict[str, str]:
+    """Every table (row count + checksum of the ordered rows), views, routines, triggers, events."""
+    lit = MariaDBServer.sql_str(db)
+    fp: dict[str, str] = {}
+    tables = server.root_sql(
+        f"SELECT table_name FROM information_schema.tables WHERE table_schema = {lit} AND table_type = 'BASE TABLE'"
+        " ORDER BY table_name"
+    ).splitlines()
+    for table in tables:
+        cols = server.root_sql(
+            f"SELECT group_concat(concat('`', column_name, '`') ORDER BY ordinal_position) FROM information_schema.columns"
+            f" WHERE table_schema = {lit} AND table_name = {MariaDBServer.sql_str(table)}"
+        )
+        fp[f"table {table}"] = server.root_sql(
+            f"SELECT count(*), md5(group_concat(md5(concat_ws('|', {cols})) ORDER BY {cols} SEPARATOR ','))"
+            f" FROM `{db}`.`{table}`",
+        )
+    fp["views"] = server.root_sql(
+        "SELECT group_concat(table_name, ':', replace(view_definition, concat('`', table_schema, '`.'), '') ORDER BY table_name)"
+        f" FROM information_schema.views WHERE table_schema = {lit}"
+    )
+    fp["routines"] = server.root_sql(
+        "SELECT group_concat(routine_name, ':', routine_type, ':', routine_definition ORDER BY routine_name)"
+        f" FROM information_schema.routines WHERE routine_schema = {lit}"
+    )
+    fp["triggers"] = server.root_sql(
+        "SELECT group_concat(trigger_name, ':', action_statement ORDER BY trigger_name)"
+        f" FROM information_schema.triggers WHERE trigger_schema = {lit}"
+    )
+    fp["events"] = server.root_sql(
+        "SELECT group_concat(event_name, ':', event_definition ORDER BY event_name)"
+        f" FROM information_schema.events WHERE event_schema = {lit}"
+    )
+    fp["auto_increment"] = server.root_sql(
+        "SELECT group_concat(table_name, '=', coalesce(auto_increment, 0) ORDER BY table_name)"
+        f" FROM information_schema.tables WHERE table_schema = {lit}"
+    )
+    return fp

@@ -121,7 +121,7 @@ class ToolProcess:
             raise SourceError(
                 f"{self.what}: program {argv[0]!r} not found", hint="install the database client tools"
             ) from None
-        self._checked = False
+        self._result: tuple[int, str] | None = None
 
     @property
     def pid(self) -> int:
@@ -133,26 +133,29 @@ class ToolProcess:
         return self.proc.stdout
 
     def stderr_text(self) -> str:
+        if self._stderr.closed:
+            return self._result[1] if self._result else ""
         self._stderr.seek(0)
         text = _tail(self._stderr.read())
         return self._secrets.redact(text) if self._secrets else text
 
     def check(self, timeout: float | None = None) -> str:
         """Wait for the exit; return stderr on success, raise SourceError otherwise."""
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            # Drain so a tool blocked on a full pipe can exit (the reader stopped early).
-            with contextlib.suppress(OSError, ValueError):
-                while self.proc.stdout.read(1 << 16):
-                    pass
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise SourceError(f"{self.what} did not finish within {timeout} s") from None
-        finally:
+        if self._result is None:
+            if self.proc.stdout is not None and not self.proc.stdout.closed:
+                # Drain so a tool blocked on a full pipe can exit (the reader stopped early).
+                with contextlib.suppress(OSError, ValueError):
+                    while self.proc.stdout.read(1 << 16):
+                        pass
+            try:
+                rc = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise SourceError(f"{self.what} did not finish within {timeout} s") from None
+            message = self.stderr_text()
             self._close_pipes()
-        self._checked = True
-        message = self.stderr_text()
+            self._result = (rc, message)
+        rc, message = self._result
         if rc != 0:
             reason = f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}"
             raise SourceError(f"{self.what} failed ({reason}): {message or '(no error output)'}")

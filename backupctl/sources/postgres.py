@@ -122,7 +122,8 @@ class PostgresSource(Source):
             extra["PGPASSFILE"] = str(
                 secrets.write("pgpass", pgpass_line(opts.user, password), secret=password)
             )
-            drop.append("PGPASSWORD")
+            # Neither libpq's variable nor the one the password came from reach the child.
+            drop += ["PGPASSWORD", *([opts.password_env] if opts.password_env else [])]
         return child_env(extra, drop=drop)
 
     def _conn_args(self) -> list[str]:
