@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 from backupctl.destinations.base import DestinationOptions
 from backupctl.sources.base import SourceOptions
@@ -38,7 +38,7 @@ class EncryptionConfig(_Strict):
 class DeploymentConfig(_Strict):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    sources: list[SourceOptions] = Field(min_length=1)
+    sources: list[SerializeAsAny[SourceOptions]] = Field(min_length=1)
     destinations: list[str] = Field(min_length=1)
     # Policy name; None means the default policy, "none" means no schedule.
     policy: str | None = None
@@ -62,7 +62,7 @@ class Settings(_Strict):
 class Config(_Strict):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    destinations: dict[str, DestinationOptions] = Field(default_factory=dict)
+    destinations: dict[str, SerializeAsAny[DestinationOptions]] = Field(default_factory=dict)
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
     encryption: EncryptionConfig
     policies: dict[str, Any] = Field(default_factory=dict)

@@ -44,7 +44,8 @@ def utcnow() -> dt.datetime:
 
 
 def iso(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC, millisecond precision: orders backups taken within the same second."""
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 class Service:

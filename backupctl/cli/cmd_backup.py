@@ -1,0 +1,218 @@
+"""`backupctl backup ...`: create, list, show, restore, delete, verify."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from backupctl.cli import context, output
+from backupctl.cli.output import human_bytes, human_duration, human_time
+from backupctl.cli.progress import CliReporter
+from backupctl.errors import ExitCode, IntegrityError
+
+app = typer.Typer(help="Create, list, inspect, restore, verify and delete backups.", no_args_is_help=True)
+
+LIST_COLUMNS: list[output.Column] = [
+    ("ID", "short_id", None),
+    ("Deployment", "deployment", None),
+    ("Method", "method", None),
+    ("Type", "type", None),
+    ("Status", "status", None),
+    ("Started", "started", human_time),
+    ("Duration", "duration_s", human_duration),
+    ("Size", "size_bytes", human_bytes),
+    ("Expires", "expires", human_time),
+]
+
+
+@app.command("create")
+def create(
+    deployment: Annotated[str, typer.Argument(help="Deployment name from the config.")],
+    type_: Annotated[str, typer.Option("--type", "-t", help="full or incremental (files: skip unchanged files).")] = "incremental",
+    comment: Annotated[str, typer.Option("--comment", help="A note stored with the backup.")] = "",
+) -> None:
+    """Take a backup of DEPLOYMENT now and print its ID.
+
+    Example: backupctl backup create shop --type full --comment "before upgrade"
+    """
+    if type_ not in ("full", "incremental"):
+        raise typer.BadParameter("must be full or incremental", param_hint="--type")
+    with CliReporter() as reporter:
+        record = context.service(reporter).create_backup(deployment, type=type_, comment=comment)
+    record.pop("warning_list", None)
+    if output.structured():
+        output.emit_document(record)
+    elif output.is_tty():
+        output.message(
+            f"Backup {record['short_id']} of {deployment} completed: {record['files']} files, "
+            f"{human_bytes(record['size_bytes'])} read, {human_bytes(record['stored_bytes'])} stored, "
+            f"in {human_duration(record['duration_s'])}.",
+        )
+        sys.stdout.write(record["id"] + "\n")
+    else:
+        sys.stdout.write(record["id"] + "\n")
+    if record["warnings"]:
+        output.warning(f"{record['warnings']} warnings (see above); the backup is usable")
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+@app.command("list")
+def list_(
+    deployment: Annotated[str | None, typer.Option("--deployment", "-d", help="Only this deployment.")] = None,
+    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination's repository.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N backups.")] = 20,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show every backup.")] = False,
+) -> None:
+    """List backups, newest first.
+
+    Example: backupctl backup list --deployment shop -o json
+    """
+    records = context.service().list_backups(deployment, destination)
+    shown = records if all_ else records[:limit]
+    if output.structured():
+        output.emit_document(shown)
+        return
+    output.emit_table(shown, LIST_COLUMNS)
+    if len(shown) < len(records):
+        output.message(f"({len(records) - len(shown)} more; use --all or --limit)")
+
+
+@app.command("show")
+def show(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination.")] = None,
+) -> None:
+    """Show every detail of a backup, including what it contains.
+
+    Example: backupctl backup show 1a2b3c4d
+    """
+    record = context.service().show_backup(backup_id, destination)
+    if output.structured():
+        output.emit_document(record)
+        return
+    pairs = [
+        ("ID", record["id"]),
+        ("Deployment", record["deployment"]),
+        ("Method", record["method"]),
+        ("Type", record["type"]),
+        ("Status", record["status"]),
+        ("Created by", record["created_by"]),
+        ("Started", human_time(record["started"])),
+        ("Duration", human_duration(record["duration_s"])),
+        ("Size", human_bytes(record["size_bytes"])),
+        ("Stored (new)", human_bytes(record["stored_bytes"])),
+        ("Files", str(record["files"])),
+        ("Expires", human_time(record["expires"]) or "never (manual)"),
+        ("Comment", record["comment"] or ""),
+        ("Parent", (record["parent"] or "")[:8]),
+        ("Host", record["hostname"] or ""),
+    ]
+    if record.get("error"):
+        pairs.append(("Error", record["error"]))
+    for key, value in sorted(record.get("source_versions", {}).items()):
+        pairs.append((f"Version {key}", str(value)))
+    for name, state in sorted(record.get("destinations", {}).items()):
+        text = state.get("state", "")
+        if state.get("error"):
+            text += f": {state['error']}"
+        pairs.append((f"Destination {name}", text))
+    for i, src in enumerate(record.get("sources", [])):
+        what = ", ".join(f"{k}={v}" for k, v in src["describe"].items() if v)
+        pairs.append((f"Source {i + 1}", f"{src['method']}: {what}"))
+        pairs.append(("", f"{src['files']} files, {src['dirs']} directories, {human_bytes(src['bytes'])}"
+                      + (f", {len(src['warnings'])} warnings" if src["warnings"] else "")))
+    output.emit_fields(pairs)
+
+
+def _target_is_live(target: Path | None) -> bool:
+    """True when a restore would overwrite existing data and so needs a confirmation."""
+    if target is None:
+        return True
+    return target.exists() and (not target.is_dir() or any(os.scandir(target)))
+
+
+@app.command("restore")
+def restore(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    target: Annotated[Path | None, typer.Option("--target", help="Restore under this directory instead of in place.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Restore into another configured deployment.")] = None,
+    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")] = False,
+) -> None:
+    """Restore a backup in place (after confirmation) or into an empty --target directory.
+
+    Example: backupctl backup restore 1a2b3c4d --target /tmp/restore
+    """
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        record = svc.find_backup(backup_id, destination)
+        if _target_is_live(target):
+            where = f"{target}" if target else f"deployment {to or record['deployment']!r}"
+            context.confirm(
+                f"Restore backup {record['short_id']} created {human_time(record['started'])} into {where}? "
+                "Current data there will be overwritten and changes since the backup will be lost.",
+                yes=yes,
+            )
+        result = svc.restore_backup(backup_id, target_dir=target, to_deployment=to, destination=destination)
+    if output.structured():
+        output.emit_document(result)
+    else:
+        output.message(
+            f"Restored backup {result['id'][:8]} ({human_bytes(result['bytes'])}) "
+            f"{'into ' + result['target'] if result['target'] else 'in place'} in {human_duration(result['duration_s'])}."
+        )
+    if reporter.warnings:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+@app.command("delete")
+def delete(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    destination: Annotated[str | None, typer.Option("--destination", help="Delete only from this destination.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a backup and the data only it referenced.
+
+    Example: backupctl backup delete 1a2b3c4d --yes
+    """
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        record = svc.find_backup(backup_id, destination)
+        context.confirm(
+            f"Delete backup {record['short_id']} of {record['deployment']} created {human_time(record['started'])}?",
+            yes=yes,
+        )
+        result = svc.delete_backup(backup_id, destination)
+    if output.structured():
+        output.emit_document(result)
+    else:
+        output.message(f"Deleted backup {result['id'][:8]}; freed {human_bytes(result['freed_bytes'])}.")
+
+
+@app.command("verify")
+def verify(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    destination: Annotated[str | None, typer.Option("--destination", help="Verify the copy at this destination.")] = None,
+) -> None:
+    """Read back every chunk of a backup and check authentication and hashes.
+
+    Example: backupctl backup verify 1a2b3c4d --destination s3
+    """
+    with CliReporter() as reporter:
+        result: dict[str, Any] = context.service(reporter).verify_backup(backup_id, destination)
+    if output.structured():
+        output.emit_document(result)
+    else:
+        for problem in result["errors"]:
+            sys.stderr.write(f"damaged: {problem}\n")
+        if result["ok"]:
+            output.message(
+                f"Backup {result['id'][:8]} is intact: {result['blobs_checked']} objects, "
+                f"{human_bytes(result['bytes_checked'])} read back."
+            )
+    if not result["ok"]:
+        raise IntegrityError(f"backup {result['id'][:8]} is damaged: {len(result['errors'])} objects failed verification")
