@@ -1,6 +1,6 @@
 """Fixtures for the throwaway database servers (see tests/dbservers.py).
 
-Import the fixtures you use into a test module (`from conftest_db import pg_server`).
+Load them in a test module with `pytest_plugins = ["conftest_db"]`.
 A server that cannot start skips its tests on a workstation and fails them when the `CI`
 environment variable is set, so CI never passes by skipping.
 """

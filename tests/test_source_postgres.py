@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from conftest_db import fresh_pg_server, pg_server  # noqa: F401  (fixtures)
 from dbservers import (
     PostgresServer,
     child_processes,
@@ -29,6 +28,7 @@ from backupctl.sources.base import Entry, RestoreRequest, source_class
 from backupctl.sources.postgres import PostgresOptions, PostgresSource
 
 pytestmark = pytest.mark.server
+pytest_plugins = ["conftest_db"]  # pg_server, fresh_pg_server
 
 
 def make_source(server: PostgresServer, **overrides: object) -> PostgresSource:
@@ -92,7 +92,12 @@ def test_logical_round_trip_recreates_database_and_roles(pg_server: PostgresServ
     assert before["table app.customers"].startswith("2000:")
 
     captured = take_backup(make_source(pg_server, databases=[db]))
-    assert captured.paths == ["postgres", "postgres/globals.sql", "postgres/databases", f"postgres/databases/{db}.sql"]
+    assert captured.paths == [
+        "postgres",
+        "postgres/globals.sql",
+        "postgres/databases",
+        f"postgres/databases/{db}.sql",
+    ]
     assert captured.info["server_version_num"] == int(pg_server.psql("SHOW server_version_num"))
     assert captured.info["server_version"].startswith(str(pg_server.major))
     assert [d["name"] for d in captured.info["databases"]] == [db]
@@ -101,14 +106,18 @@ def test_logical_round_trip_recreates_database_and_roles(pg_server: PostgresServ
 
     drop(pg_server, db, owner)
     assert pg_role(pg_server, owner) == ""
-    make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=captured.info))
+    make_source(pg_server).restore(
+        restore_entries(captured), RestoreRequest(target_dir=None, source_info=captured.info)
+    )
 
     assert pg_fingerprint(pg_server, db) == before
     assert pg_role(pg_server, owner) == role_before  # password hash and attributes too
     assert pg_server.psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{db}'") == owner
     # The restore overwrote a database that had changed since, and can run again over itself.
     pg_server.psql("DELETE FROM public.orders WHERE id < 100; CREATE TABLE junk (x int)", db)
-    make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=captured.info))
+    make_source(pg_server).restore(
+        restore_entries(captured), RestoreRequest(target_dir=None, source_info=captured.info)
+    )
     assert pg_fingerprint(pg_server, db) == before
     drop(pg_server, db, owner)
 
@@ -117,7 +126,10 @@ def test_all_databases_each_restorable_on_its_own(pg_server: PostgresServer) -> 
     one, two = unique("alpha"), unique("beta")
     for name in (one, two):
         pg_server.psql(f"CREATE DATABASE {name}")
-        pg_server.psql(f"CREATE TABLE t AS SELECT g AS id, md5(g::text || '{name}') AS v FROM generate_series(1, 300) g", name)
+        pg_server.psql(
+            f"CREATE TABLE t AS SELECT g AS id, md5(g::text || '{name}') AS v FROM generate_series(1, 300) g",
+            name,
+        )
     fp_one, fp_two = pg_fingerprint(pg_server, one), pg_fingerprint(pg_server, two)
 
     captured = take_backup(make_source(pg_server, databases="all"))
@@ -128,7 +140,9 @@ def test_all_databases_each_restorable_on_its_own(pg_server: PostgresServer) -> 
     pg_server.psql("INSERT INTO t VALUES (999, 'later')", one)
     pg_server.psql("INSERT INTO t VALUES (999, 'later')", two)
     info = {**captured.info, "only_databases": [one]}
-    make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=info))
+    make_source(pg_server).restore(
+        restore_entries(captured), RestoreRequest(target_dir=None, source_info=info)
+    )
     assert pg_fingerprint(pg_server, one) == fp_one
     assert pg_fingerprint(pg_server, two) != fp_two  # untouched
     drop(pg_server, one)
@@ -142,7 +156,9 @@ def test_clone_under_a_new_name_leaves_the_original_alone(pg_server: PostgresSer
     captured = take_backup(make_source(pg_server, databases=[db]))
     clone = unique("clone")
     info = {**captured.info, "rename": {db: clone}}
-    make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=info))
+    make_source(pg_server).restore(
+        restore_entries(captured), RestoreRequest(target_dir=None, source_info=info)
+    )
 
     assert pg_fingerprint(pg_server, clone) == before
     pg_server.psql("INSERT INTO public.orders (customer, total, at) VALUES (2, 5, now())", db)
@@ -178,7 +194,9 @@ def test_dump_while_a_writer_inserts_restores_consistently(pg_server: PostgresSe
         while not stop.is_set():
             i += 1
             # b first, then a: a dump without one snapshot would find more rows in b (dumped later).
-            writer.stdin.write(f"BEGIN; INSERT INTO b VALUES ({i}, 'x'); INSERT INTO a VALUES ({i}, 'x'); COMMIT;\n")
+            writer.stdin.write(
+                f"BEGIN; INSERT INTO b VALUES ({i}, 'x'); INSERT INTO a VALUES ({i}, 'x'); COMMIT;\n"
+            )
             writer.stdin.flush()
             written[0] = i
             time.sleep(0.001)
@@ -198,9 +216,13 @@ def test_dump_while_a_writer_inserts_restores_consistently(pg_server: PostgresSe
     total = int(pg_server.psql("SELECT count(*) FROM a", db))
     clone = unique("busy_restored")
     info = {**captured.info, "rename": {db: clone}}
-    make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=info))
+    make_source(pg_server).restore(
+        restore_entries(captured), RestoreRequest(target_dir=None, source_info=info)
+    )
     count_a = int(pg_server.psql("SELECT count(*) FROM a", clone))
-    mismatched = pg_server.psql("SELECT count(*) FROM a FULL JOIN b USING (id) WHERE a.id IS NULL OR b.id IS NULL", clone)
+    mismatched = pg_server.psql(
+        "SELECT count(*) FROM a FULL JOIN b USING (id) WHERE a.id IS NULL OR b.id IS NULL", clone
+    )
     assert 0 < count_a < total, "the dump should fall in the middle of the writes"
     assert mismatched == "0"
     drop(pg_server, db)
@@ -211,7 +233,10 @@ def test_server_killed_mid_dump_fails_with_pg_dump_message(fresh_pg_server: Post
     server = fresh_pg_server
     db = "victim"
     server.psql(f"CREATE DATABASE {db}")
-    server.psql("CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 10) AS v FROM generate_series(1, 200000) g", db)
+    server.psql(
+        "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 10) AS v FROM generate_series(1, 200000) g",
+        db,
+    )
     source = make_source(server, databases=[db])
 
     def kill_during_dump(entry: Entry, stream: IO[bytes]) -> None:
@@ -254,7 +279,9 @@ def test_password_only_in_a_private_pgpass_file(pg_server: PostgresServer) -> No
     drop(pg_server, db)
 
 
-def test_wrong_password_fails_without_revealing_it(pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_password_fails_without_revealing_it(
+    pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = make_source(pg_server)
     monkeypatch.setenv("BACKUPCTL_TEST_PGPASS", "not:the\\password")
     with pytest.raises(SourceError) as err:
@@ -270,9 +297,15 @@ def test_restore_into_older_major_is_refused_and_newer_warns(pg_server: Postgres
     captured = take_backup(make_source(pg_server, databases=[db]))
     pg_server.psql("INSERT INTO t VALUES (2)", db)
 
-    newer = {**captured.info, "server_version_num": (pg_server.major + 1) * 10000 + 3, "server_version": "99.3"}
+    newer = {
+        **captured.info,
+        "server_version_num": (pg_server.major + 1) * 10000 + 3,
+        "server_version": "99.3",
+    }
     with pytest.raises(SourceError, match="older major version"):
-        make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=newer))
+        make_source(pg_server).restore(
+            restore_entries(captured), RestoreRequest(target_dir=None, source_info=newer)
+        )
     assert pg_server.psql("SELECT count(*) FROM t", db) == "2"  # nothing was dropped
 
     older = {**captured.info, "server_version_num": (pg_server.major - 1) * 10000 + 5}
@@ -289,7 +322,9 @@ def test_restore_to_target_dir_writes_the_dump_files(pg_server: PostgresServer, 
     db = unique("files")
     pg_server.psql(f"CREATE DATABASE {db}")
     captured = take_backup(make_source(pg_server, databases=[db]))
-    make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=tmp_path, source_info=captured.info))
+    make_source(pg_server).restore(
+        restore_entries(captured), RestoreRequest(target_dir=tmp_path, source_info=captured.info)
+    )
     written = tmp_path / "postgres" / "databases" / f"{db}.sql"
     assert written.read_bytes() == captured.data(f"postgres/databases/{db}.sql")
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
@@ -302,10 +337,17 @@ def test_failing_restore_reports_psql_error(pg_server: PostgresServer) -> None:
     pg_server.psql(f"CREATE DATABASE {db}")
     captured = take_backup(make_source(pg_server, databases=[db], globals=False))
     path = f"postgres/databases/{db}.sql"
-    captured.entries = [(e, b"CREATE TABLE ok (x int);\nSELEC broken;\n" if e.path == path else d) for e, d in captured.entries]
+    captured.entries = [
+        (e, b"CREATE TABLE ok (x int);\nSELEC broken;\n" if e.path == path else d)
+        for e, d in captured.entries
+    ]
     with pytest.raises(SourceError, match=r"syntax error"):
-        make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target_dir=None, source_info=captured.info))
-    assert pg_server.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'ok'", db) == "0"  # one transaction
+        make_source(pg_server).restore(
+            restore_entries(captured), RestoreRequest(target_dir=None, source_info=captured.info)
+        )
+    assert (
+        pg_server.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'ok'", db) == "0"
+    )  # one transaction
     drop(pg_server, db)
 
 
@@ -321,11 +363,15 @@ def test_basebackup_restores_into_an_empty_dir_that_starts(pg_server: PostgresSe
 
     # Refused: the running server's live data directory, and a non-empty directory.
     with pytest.raises(SourceError, match="running"):
-        make_source(pg_server).restore(restore_entries(captured), RestoreRequest(pg_server.data, captured.info))
+        make_source(pg_server).restore(
+            restore_entries(captured), RestoreRequest(pg_server.data, captured.info)
+        )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(SourceError, match="not empty"):
-        make_source(pg_server).restore(restore_entries(captured), RestoreRequest(tmp_path / "full", captured.info))
+        make_source(pg_server).restore(
+            restore_entries(captured), RestoreRequest(tmp_path / "full", captured.info)
+        )
 
     target = pg_server.base / f"restored-{uuid.uuid4().hex[:6]}"
     make_source(pg_server).restore(restore_entries(captured), RestoreRequest(target, captured.info))
