@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# System packages the tests and benchmarks use; skips apt when all are present.
+set -euo pipefail
+need=()
+for pkg in git sqlite3 restic; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
