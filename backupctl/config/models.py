@@ -8,11 +8,11 @@ skeleton around them. Unknown keys are rejected everywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 from backupctl.destinations.base import DestinationOptions
+from backupctl.policy.models import Policy
 from backupctl.sources.base import SourceOptions
 
 
@@ -65,7 +65,7 @@ class Config(_Strict):
     destinations: dict[str, SerializeAsAny[DestinationOptions]] = Field(default_factory=dict)
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
     encryption: EncryptionConfig
-    policies: dict[str, Any] = Field(default_factory=dict)
+    policies: dict[str, Policy] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
     # Where the file was read from; not part of the YAML.
     path: Path | None = Field(default=None, exclude=True)
