@@ -1,0 +1,557 @@
+"""MariaDB/MySQL source: logical dumps (`mariadb-dump`) and physical backups (`mariabackup`).
+
+Logical (`method: mariadb-dump`; `mysqldump` where that is what is installed): one dump per
+database with `--single-transaction --routines --events --triggers`, streamed into the
+repository, plus users and grants (`mariadb-dump --system=users`, MariaDB only). Paths:
+
+    mariadb/globals.sql                   yielded first, restored first
+    mariadb/databases/<name>.sql          one per database; name escaped by `safe_name`
+
+Dumps are made without `--databases`, so they hold no `CREATE DATABASE`/`USE` and can be
+restored under another name (clone); the restore creates the database from the recorded
+character set and collation.
+
+Physical (`method: mariabackup`): `mariabackup --backup --stream=xbstream`, one entry
+(`mariadb/mariabackup.xbstream`). Full, or incremental from the parent's `to_lsn` (the
+engine calls `set_parent(parent_info)` before `scan()`). `restore_chain` extracts a full
+backup and its increments, prepares them in order and moves the result into an empty
+data directory that then starts.
+
+The password reaches the tools only through a 0600 option file passed as the FIRST
+argument (`--defaults-extra-file`); without `password_env`/`password_file` the user's own
+option files (~/.my.cnf) apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import Field
+
+from backupctl.config.secrets import resolve_secret
+from backupctl.errors import SourceError
+from backupctl.events import InfoEvent, WarningEvent
+from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, Source, SourceOptions
+from backupctl.sources.dbutil import (
+    Secrets,
+    ToolProcess,
+    child_env,
+    chown_tree,
+    ensure_empty_dir,
+    mysql_option_file,
+    run,
+    safe_name,
+    write_stream,
+)
+
+GLOBALS_PATH = "mariadb/globals.sql"
+DB_DIR = "mariadb/databases"
+XBSTREAM = "mariadb/mariabackup.xbstream"
+SYSTEM_DATABASES = ("information_schema", "performance_schema", "mysql", "sys")
+# Accounts whose statements are never replayed from a backup: the target's own.
+PROTECTED_USERS = ("root", "mariadb.sys")
+
+
+class MariaDBOptions(SourceOptions):
+    type: Literal["mariadb"] = "mariadb"  # type: ignore[assignment]
+    host: str = "localhost"
+    port: int = Field(3306, ge=1, le=65535)
+    socket: Path | None = None
+    user: str = "root"
+    databases: list[str] | Literal["all"] = "all"
+    password_env: str | None = None
+    password_file: Path | None = None
+    method: Literal["mariadb-dump", "mariabackup"] = "mariadb-dump"
+    # The server's data directory: read by mariabackup (default: the server's @@datadir)
+    # and the destination of an in-place physical restore (the server must be stopped).
+    datadir: Path | None = None
+    # Capture users and grants (MariaDB's mariadb-dump only).
+    globals: bool = True
+
+
+def quote_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _which(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise SourceError(
+        f"none of {', '.join(names)} is installed", hint="install the MariaDB client / backup tools"
+    )
+
+
+class MariaDBSource(Source):
+    Options = MariaDBOptions
+    options: MariaDBOptions
+
+    def __init__(self, options: SourceOptions, reporter: Any = None) -> None:
+        super().__init__(options, reporter)
+        self._secrets = Secrets("backupctl-mariadb-")
+        self._procs: list[ToolProcess] = []
+        self._info: dict[str, Any] = {}
+        self._parent: dict[str, Any] | None = None
+        self._lsndir: Path | None = None
+
+    @property
+    def method(self) -> str:
+        return self.options.method
+
+    @property
+    def supports_incremental(self) -> bool:
+        return self.options.method == "mariabackup"
+
+    def set_parent(self, info: dict[str, Any] | None) -> None:
+        """The parent backup's recorded `info()` for an incremental backup; None for a full one."""
+        self._parent = info
+
+    # -- connection helpers ---------------------------------------------------------------
+
+    def _prepare(self, secrets: Secrets) -> tuple[list[str], dict[str, str]]:
+        """(leading argv with the option file first, environment) for any client tool."""
+        opts = self.options
+        password = resolve_secret(env=opts.password_env, file=opts.password_file, what="mariadb password")
+        lead: list[str] = []
+        drop = ["MYSQL_PWD"]
+        if password is not None:
+            path = secrets.write("client.cnf", mysql_option_file(password), secret=password)
+            lead.append(f"--defaults-extra-file={path}")
+            if opts.password_env:
+                drop.append(opts.password_env)
+        return lead, child_env(drop=drop)
+
+    def _conn(self) -> list[str]:
+        o = self.options
+        args = [f"--host={o.host}", f"--port={o.port}", f"--user={o.user}"]
+        if o.socket:
+            args.append(f"--socket={o.socket}")
+        return args
+
+    def _query(self, secrets: Secrets, lead: list[str], env: dict[str, str], sql: str) -> list[list[str]]:
+        client = _which("mariadb", "mysql")
+        out = run(
+            [client, *lead, *self._conn(), "--batch", "--skip-column-names", "--raw", "-e", sql],
+            env=env,
+            secrets=secrets,
+            what=Path(client).name,
+        )
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    # -- backup ---------------------------------------------------------------------------
+
+    def scan(self) -> Iterator[Entry]:
+        lead, env = self._prepare(self._secrets)
+        version = self._query(self._secrets, lead, env, "SELECT VERSION()")[0][0]
+        self._info = {
+            "method": self.options.method,
+            "server_version": version,
+            "flavor": "mariadb" if "mariadb" in version.lower() else "mysql",
+            "host": self.options.host,
+            "port": self.options.port,
+        }
+        if self.options.method == "mariabackup":
+            yield from self._scan_physical(lead, env)
+        else:
+            yield from self._scan_logical(lead, env)
+
+    def _scan_logical(self, lead: list[str], env: dict[str, str]) -> Iterator[Entry]:
+        rows = self._query(
+            self._secrets,
+            lead,
+            env,
+            "SELECT schema_name, default_character_set_name, default_collation_name FROM information_schema.schemata"
+            " ORDER BY schema_name",
+        )
+        facts = {
+            r[0]: {"name": r[0], "charset": r[1], "collation": r[2]}
+            for r in rows
+            if r[0] not in SYSTEM_DATABASES
+        }
+        wanted = sorted(facts) if self.options.databases == "all" else list(self.options.databases)
+        missing = [name for name in wanted if name not in facts]
+        if missing:
+            raise SourceError(
+                f"mariadb: database(s) {', '.join(missing)} not found on {self.options.host}:{self.options.port}",
+                hint=f"existing: {', '.join(sorted(facts)) or 'none'}",
+            )
+        databases = [{**facts[name], "path": f"{DB_DIR}/{safe_name(name)}.sql"} for name in wanted]
+        self._info["databases"] = databases
+        dump = _which("mariadb-dump", "mysqldump")
+        with_globals = (
+            self.options.globals and self._info["flavor"] == "mariadb" and "mariadb" in Path(dump).name
+        )
+        self._info["globals"] = GLOBALS_PATH if with_globals else None
+
+        yield Entry(path="mariadb", kind="dir", mode=0o700)
+        if with_globals:
+            argv = [dump, *lead, *self._conn(), "--system=users", "--insert-ignore", "--skip-dump-date"]
+            yield self._stream_entry(GLOBALS_PATH, argv, env, "mariadb-dump --system=users")
+        yield Entry(path=DB_DIR, kind="dir", mode=0o700)
+        common = [
+            "--single-transaction",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--hex-blob",
+            "--skip-dump-date",
+        ]
+        common += ["--default-character-set=utf8mb4"]
+        for db in databases:
+            argv = [dump, *lead, *self._conn(), *common, "--", db["name"]]
+            yield self._stream_entry(db["path"], argv, env, f"{Path(dump).name} of database {db['name']!r}")
+
+    def _scan_physical(self, lead: list[str], env: dict[str, str]) -> Iterator[Entry]:
+        datadir = self.options.datadir or Path(
+            self._query(self._secrets, lead, env, "SELECT @@datadir")[0][0]
+        )
+        tool = _which("mariabackup", "mariadb-backup")
+        self._lsndir = self._secrets.dir / "lsn"
+        self._lsndir.mkdir(mode=0o700)
+        work = self._secrets.dir / "work"
+        work.mkdir(mode=0o700)
+        argv = [
+            tool,
+            *lead,
+            "--backup",
+            "--stream=xbstream",
+            f"--target-dir={work}",
+            f"--extra-lsndir={self._lsndir}",
+        ]
+        argv += [f"--datadir={datadir}", *self._conn()]
+        parent_lsn = (self._parent or {}).get("to_lsn")
+        if self._parent is not None and (self._parent.get("method") != "mariabackup" or parent_lsn is None):
+            self.reporter.emit(
+                InfoEvent("the parent is not a mariabackup backup with a recorded LSN; taking a full backup")
+            )
+            parent_lsn = None
+        if parent_lsn is not None:
+            argv.append(f"--incremental-lsn={parent_lsn}")
+            self._info["parent_to_lsn"] = parent_lsn
+        self._info["backup_type"] = "incremental" if parent_lsn is not None else "full"
+        self._info["path"] = XBSTREAM
+        yield Entry(path="mariadb", kind="dir", mode=0o700)
+        yield self._stream_entry(XBSTREAM, argv, env, "mariabackup", cwd=work)
+
+    def _stream_entry(
+        self, path: str, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
+    ) -> Entry:
+        def open_stream() -> IO[bytes]:
+            tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what, cwd=cwd)
+            self._procs.append(tool)
+            return tool.stdout
+
+        return Entry(path=path, kind="file", mode=0o600, size=-1, open=open_stream)
+
+    def finish(self) -> None:
+        try:
+            for tool in self._procs:
+                tool.check()
+            if self._lsndir is not None:
+                self._info.update(read_checkpoints(self._lsndir / "xtrabackup_checkpoints"))
+                inc = self._info.get("backup_type") == "incremental"
+                if inc and str(self._info.get("from_lsn")) != str(self._info.get("parent_to_lsn")):
+                    raise SourceError("mariabackup: the increment does not start at the parent's LSN")
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._secrets.cleanup()
+        self._procs = []
+
+    def abort(self) -> None:
+        for tool in self._procs:
+            tool.kill()
+        self._procs = []
+        self._secrets.cleanup()
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    # -- restore --------------------------------------------------------------------------
+
+    def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
+        """Restore one backup. For a mariabackup increment the engine calls `restore_chain`.
+
+        request.source_info is what `info()` recorded, plus optional keys from the engine:
+          rename: {old database name: new name}  restore (clone) databases under new names
+          only_databases: [names]                restore only these databases (original names)
+          skip_globals: bool                     do not apply users and grants
+        """
+        info = request.source_info
+        if info.get("method", self.options.method) == "mariabackup":
+            self.restore_chain([(info, entries)], request)
+        elif request.target_dir is not None:
+            for entry in entries:
+                dest = request.target_dir / entry.path
+                if entry.kind == "dir":
+                    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+                elif entry.kind == "file":
+                    write_stream(dest, entry.chunks())
+        else:
+            self._restore_logical(entries, request)
+
+    def check_version(self, recorded: dict[str, Any], target_version: str, reporter: Any) -> None:
+        source = recorded.get("server_version")
+        if not source:
+            return
+        src, dst = version_tuple(str(source)), version_tuple(target_version)
+        if dst < src:
+            raise SourceError(
+                f"refusing to restore: the backup was taken from {source} but the target server runs"
+                f" {target_version}, an older version",
+                hint=f"restore into a server running {src[0]}.{src[1]} or newer",
+            )
+        if dst > src:
+            reporter.emit(
+                WarningEvent(f"the backup was taken from {source}; restoring into the newer {target_version}")
+            )
+
+    def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
+        info = request.source_info
+        rename: dict[str, str] = dict(info.get("rename") or {})
+        only = set(info.get("only_databases") or [])
+        by_path = {d["path"]: d for d in info.get("databases", [])}
+        secrets = Secrets("backupctl-mariadb-")
+        try:
+            lead, env = self._prepare(secrets)
+            target_version = self._query(secrets, lead, env, "SELECT VERSION()")[0][0]
+            self.check_version(info, target_version, request.reporter)
+            for entry in entries:
+                if entry.kind != "file":
+                    continue
+                if entry.path == GLOBALS_PATH:
+                    if not info.get("skip_globals"):
+                        self._apply_globals(entry, secrets, lead, env, request)
+                    continue
+                db = by_path.get(entry.path)
+                if db is None:
+                    request.reporter.emit(
+                        WarningEvent("not part of a MariaDB dump; skipped", path=entry.path)
+                    )
+                    continue
+                if only and db["name"] not in only:
+                    continue
+                name = rename.get(db["name"], db["name"])
+                self._restore_database(db, name, entry, secrets, lead, env, request)
+        finally:
+            secrets.cleanup()
+
+    def _apply_globals(
+        self,
+        entry: RestoreEntry,
+        secrets: Secrets,
+        lead: list[str],
+        env: dict[str, str],
+        request: RestoreRequest,
+    ) -> None:
+        """Create users and grants; never touch root, mariadb.sys or the account we log in as."""
+        protected = [*PROTECTED_USERS, self.options.user]
+        needles = [f"`{u}`@".encode() for u in protected] + [f"'{u}'@".encode() for u in protected]
+
+        def filtered() -> Iterator[bytes]:
+            pending = b""
+            for chunk in entry.chunks():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not any(n in line for n in needles):
+                        yield line + b"\n"
+            if pending and not any(n in pending for n in needles):
+                yield pending
+
+        client = _which("mariadb", "mysql")
+        tool = ToolProcess(
+            [client, *lead, *self._conn(), "--force"],
+            env=env,
+            secrets=secrets,
+            what="mariadb (users)",
+            stdin=True,
+        )
+        assert tool.proc.stdin is not None
+        try:
+            for chunk in filtered():
+                tool.proc.stdin.write(chunk)
+            tool.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except BaseException:
+            tool.kill()
+            raise
+        try:
+            stderr = tool.check()
+        except SourceError as exc:
+            stderr = exc.message
+        for line in stderr.splitlines():
+            if "ERROR" in line:
+                request.reporter.emit(WarningEvent(f"users and grants: {line.strip()}", path=entry.path))
+
+    def _restore_database(
+        self,
+        db: dict[str, str],
+        name: str,
+        entry: RestoreEntry,
+        secrets: Secrets,
+        lead: list[str],
+        env: dict[str, str],
+        request: RestoreRequest,
+    ) -> None:
+        request.reporter.emit(InfoEvent(f"restoring MariaDB database {name!r}"))
+        sessions = self._query(
+            secrets,
+            lead,
+            env,
+            f"SELECT id FROM information_schema.processlist WHERE db = {quote_literal(name)} AND id <> CONNECTION_ID()",
+        )
+        kills = "".join(f"KILL CONNECTION {int(row[0])};" for row in sessions if row and row[0].isdigit())
+        create = f"CREATE DATABASE {quote_ident(name)}"
+        if db.get("charset"):
+            create += f" CHARACTER SET {db['charset']}"
+        if db.get("collation"):
+            create += f" COLLATE {db['collation']}"
+        # A session may end on its own between the listing and the KILL: ignore that error.
+        if kills:
+            with contextlib.suppress(SourceError):
+                self._query(secrets, lead, env, kills)
+        self._query(secrets, lead, env, f"DROP DATABASE IF EXISTS {quote_ident(name)}; {create}")
+        client = _which("mariadb", "mysql")
+        argv = [client, *lead, *self._conn(), f"--database={name}", "--binary-mode"]
+        try:
+            run(
+                argv,
+                env=env,
+                secrets=secrets,
+                what=f"mariadb (restore of {name!r})",
+                input_chunks=entry.chunks(),
+            )
+        except SourceError as exc:
+            raise SourceError(f"restore of MariaDB database {name!r} failed: {exc.message}") from None
+
+    # -- physical restore -----------------------------------------------------------------
+
+    def restore_chain(
+        self, chain: list[tuple[dict[str, Any], Iterator[RestoreEntry]]], request: RestoreRequest
+    ) -> None:
+        """Restore a full mariabackup backup followed by its increments, oldest first.
+
+        Each element is (the backup's recorded info, its entries). The entries are read in
+        order, each stream extracted once; the base is prepared, each increment applied with
+        --incremental-dir, and the result moved into request.target_dir (or the configured
+        datadir), which must be empty or absent; a running server's datadir is refused.
+        """
+        if not chain:
+            raise SourceError("nothing to restore: empty backup chain")
+        dest = request.target_dir or self.options.datadir
+        if dest is None:
+            raise SourceError(
+                "a mariabackup backup restores into a data directory",
+                hint="give a target directory, or set datadir in the deployment and stop the server",
+            )
+        dest = Path(dest)
+        self._check_chain([info for info, _ in chain])
+        if request.target_dir is None:
+            self._refuse_running_server(dest)
+        existed = dest.exists()
+        ensure_empty_dir(dest, what="physical restore")
+        owner = dest.stat() if existed else None
+        tool = _which("mariabackup", "mariadb-backup")
+        mbstream = _which("mbstream")
+        work = Path(tempfile.mkdtemp(prefix=".backupctl-mariabackup-", dir=dest.parent))
+        try:
+            dirs: list[Path] = []
+            for i, (_info, entries) in enumerate(chain):
+                target = work / str(i)
+                target.mkdir(mode=0o700)
+                found = False
+                for entry in entries:
+                    if entry.kind == "file" and entry.path == XBSTREAM:
+                        run([mbstream, "-x", "-C", str(target)], what="mbstream", input_chunks=entry.chunks())
+                        found = True
+                if not found:
+                    raise SourceError(f"backup {i + 1} of the chain holds no {XBSTREAM}")
+                dirs.append(target)
+            base = dirs[0]
+            request.reporter.emit(
+                InfoEvent(f"preparing the full backup ({len(dirs) - 1} increment(s) to apply)")
+            )
+            run([tool, "--prepare", f"--target-dir={base}"], what="mariabackup --prepare")
+            for inc in dirs[1:]:
+                run(
+                    [tool, "--prepare", f"--target-dir={base}", f"--incremental-dir={inc}"],
+                    what="mariabackup --prepare",
+                )
+            run(
+                [tool, "--move-back", f"--target-dir={base}", f"--datadir={dest}"],
+                what="mariabackup --move-back",
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        os.chmod(dest, 0o750)
+        if owner is not None and os.geteuid() == 0:
+            chown_tree(dest, owner.st_uid, owner.st_gid)
+        request.reporter.emit(
+            InfoEvent(
+                f"restored {chain[-1][0].get('server_version', 'MariaDB')} data into {dest}; make it owned by the"
+                " server's user (e.g. chown -R mysql:mysql) if needed, then start the server on it"
+            )
+        )
+
+    def _check_chain(self, infos: list[dict[str, Any]]) -> None:
+        if infos[0].get("backup_type", "full") != "full":
+            raise SourceError("a mariabackup chain must start with a full backup")
+        for prev, cur in zip(infos, infos[1:], strict=False):
+            if cur.get("backup_type") != "incremental":
+                raise SourceError("only the first backup of a chain may be a full backup")
+            if str(cur.get("from_lsn")) != str(prev.get("to_lsn")):
+                raise SourceError(
+                    f"broken chain: an increment starts at LSN {cur.get('from_lsn')} but its parent ends at {prev.get('to_lsn')}"
+                )
+
+    def _refuse_running_server(self, datadir: Path) -> None:
+        secrets = Secrets("backupctl-mariadb-")
+        try:
+            lead, env = self._prepare(secrets)
+            live = self._query(secrets, lead, env, "SELECT @@datadir")[0][0]
+        except SourceError:
+            return  # not reachable: stopped
+        finally:
+            secrets.cleanup()
+        if Path(live).resolve() == datadir.resolve():
+            raise SourceError(
+                f"refusing to restore into {datadir}: the MariaDB server is running on it",
+                hint="stop the server first, or restore into a new data directory",
+            )
+
+
+def read_checkpoints(path: Path) -> dict[str, Any]:
+    """from_lsn, to_lsn, last_lsn and the backup type from mariabackup's xtrabackup_checkpoints."""
+    facts: dict[str, Any] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SourceError("mariabackup wrote no xtrabackup_checkpoints; the backup is incomplete") from None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if key in ("from_lsn", "to_lsn", "last_lsn"):
+            facts[key] = int(value)
+        elif key == "backup_type":
+            facts["backup_type"] = "incremental" if value.startswith("incremental") else "full"
+    return facts
