@@ -216,3 +216,63 @@ def verify(
             )
     if not result["ok"]:
         raise IntegrityError(f"backup {result['id'][:8]} is damaged: {len(result['errors'])} objects failed verification")
+
+
+@app.command("upload")
+def upload(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    destination: Annotated[list[str] | None, typer.Option("--destination", help="Only this destination (repeatable).")] = None,
+) -> None:
+    """Upload a backup to its deployment's remote destinations, or retry a failed upload.
+
+    Only objects a destination lacks are sent. Example: backupctl backup upload 1a2b3c4d --destination s3
+    """
+    with CliReporter() as reporter:
+        states = context.service(reporter).upload_backup(backup_id, destination or None)
+    rows = [{"destination": n, **st} for n, st in states.items()]
+    if output.structured():
+        output.emit_document({"id": backup_id, "destinations": states})
+    else:
+        output.emit_table(rows, [("Destination", "destination", None), ("State", "state", None),
+                                 ("Sent", "bytes_sent", human_bytes), ("Duration", "duration_s", human_duration),
+                                 ("Error", "error", None)])
+    if any(st["state"] == "failed" for st in states.values()):
+        raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command("download")
+def download(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    part: Annotated[str, typer.Option("--part", help="all, database or files.")] = "all",
+    out: Annotated[str, typer.Option("--output-file", "--out", "-O", help="File to write, or - for stdout.")] = "-",
+    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination.")] = None,
+) -> None:
+    """Write a backup in standard formats: a tar for files, the native dump for databases.
+
+    Example: backupctl backup download 1a2b3c4d --part files --out shop-files.tar
+    """
+    if part not in ("all", "database", "files"):
+        raise typer.BadParameter("must be all, database or files", param_hint="--part")
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        if out == "-":
+            if sys.stdout.isatty():
+                raise typer.BadParameter("refusing to write binary data to a terminal; use --out FILE or a pipe",
+                                         param_hint="--out")
+            result = svc.download_backup(backup_id, part, sys.stdout.buffer, destination)
+            sys.stdout.buffer.flush()
+            return
+        path = Path(out)
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            with open(tmp, "wb") as fh:
+                result = svc.download_backup(backup_id, part, fh, destination)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    result["output"] = str(path)
+    if output.structured():
+        output.emit_document(result)
+    else:
+        output.message(f"Wrote {path} ({result['format']}, {result['files']} files, {human_bytes(result['bytes'])}).")

@@ -203,7 +203,79 @@ class Service:
         record["destinations"] = destinations
         record["warning_list"] = [w for r in results for w in r.warnings]
         collector.emit(Finished("backup", backup_id, ok=True))
+        remotes = [n for n in dep.destinations if n != primary]
+        if remotes and dep.upload:
+            states = self.upload_backup(backup_id, remotes)
+            record["destinations"] = self.state.get_job(backup_id)["destinations"]  # type: ignore[index]
+            failed = {n: st for n, st in states.items() if st["state"] == "failed"}
+            if failed:
+                record["status"] = "Failed"
+                record["error"] = "; ".join(f"upload to {n} failed: {st['error']}" for n, st in failed.items())
+                self.state.update_job(backup_id, status="Failed", error=record["error"])
+                raise BackupFailedError(
+                    f"backup {backup_id[:8]} is stored in {primary!r} but {record['error']}",
+                    hint=f"fix the destination, then run `backupctl backup upload {backup_id[:8]}`",
+                )
+        elif remotes:
+            for name in remotes:
+                destinations[name] = {"state": "not uploaded"}
+            self.state.update_job(backup_id, destinations=destinations)
         return record
+
+    def upload_backup(self, id_prefix: str, destinations: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Copy a completed backup from its primary repository to remote destinations, in parallel.
+
+        Sends only the objects a destination lacks. Returns each destination's state;
+        the states are also recorded for `backup show`.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from backupctl.engine.upload import upload_backup
+
+        record = self.find_backup(id_prefix)
+        deployment = record["deployment"]
+        dep = self.deployment(deployment)
+        primary = self.primary_destination(deployment)
+        repo = self.repository(primary)
+        repo.load_index()
+        manifest = repo.load_manifest(record["id"])
+        names = destinations or [n for n in dep.destinations if n != primary]
+        for name in names:
+            self.destination(name)  # unknown name -> NotFound before anything is sent
+        job = self.state.get_job(record["id"])
+        if job is None:
+            self.state.insert_job(
+                id=record["id"], deployment=deployment, method=record["method"], type=record["type"],
+                status="Completed", created_by=record["created_by"], started=record["started"],
+                finished=record["finished"], duration_s=record["duration_s"], size_bytes=record["size_bytes"],
+                stored_bytes=record["stored_bytes"], comment=record["comment"], repository_id=repo.id,
+                destinations={primary: {"state": "stored"}},
+            )
+            job = self.state.get_job(record["id"])
+        assert job is not None
+        states: dict[str, dict[str, Any]] = dict(job["destinations"])
+
+        def one(name: str) -> tuple[str, dict[str, Any]]:
+            try:
+                result = upload_backup(repo, manifest, self.destination(name), self.reporter,
+                                       self.config.destinations[name].connections)
+                result["uploaded_at"] = iso(utcnow())
+                return name, result
+            except BackupctlError as exc:
+                return name, {"state": "failed", "error": exc.message}
+            except Exception as exc:  # an SDK error that escaped classification
+                return name, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            for name, state in pool.map(one, names):
+                states[name] = state
+        failed = [n for n, st in states.items() if st.get("state") == "failed"]
+        self.state.update_job(
+            record["id"], destinations=states,
+            status="Failed" if failed else "Completed",
+            error="; ".join(f"upload to {n} failed: {states[n]['error']}" for n in failed) or None,
+        )
+        return {n: states[n] for n in names}
 
     def _parent_manifest(self, repo: Repository, deployment: str) -> dict[str, Any] | None:
         candidates = [b for b in self._repo_records(repo) if b["deployment"] == deployment]
@@ -246,6 +318,9 @@ class Service:
             rec = records.get(job["id"])
             if rec is not None:
                 rec["destinations"] = job["destinations"]
+                if job["status"] == "Failed":  # stored in the primary, but an upload failed
+                    rec["status"] = "Failed"
+                    rec["error"] = job["error"]
             elif job["status"] != "Completed" and destination is None:
                 records[job["id"]] = summarize_job(job)
         out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
@@ -267,11 +342,14 @@ class Service:
 
     def _completed(self, id_prefix: str, destination: str | None) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
         record = self.find_backup(id_prefix, destination)
-        if record["status"] != "Completed":
+        usable_copy = destination is not None and record.get("repository_id")
+        if record["status"] != "Completed" and not usable_copy:
             raise BackupFailedError(
                 f"backup {record['short_id']} is {record['status']}"
                 + (f": {record['error']}" if record.get("error") else "")
-                + "; only completed backups can be used"
+                + "; only completed backups can be used",
+                hint="if only an upload failed, run `backupctl backup upload ID` or pass --destination NAME "
+                "to use a copy that is complete",
             )
         dest_name = destination or self.primary_destination(record["deployment"]) if record["deployment"] in self.config.deployments else destination
         if dest_name is None:
@@ -376,6 +454,47 @@ class Service:
         result["id"] = record["id"]
         result["destination"] = destination or self.primary_destination(record["deployment"])
         return result
+
+    def download_backup(self, id_prefix: str, part: str, out: Any, destination: str | None = None) -> dict[str, Any]:
+        from backupctl.engine.download import download
+
+        record, repo, manifest = self._completed(id_prefix, destination)
+        repo.load_index()
+        result = download(repo, manifest, part, out)
+        result["id"] = record["id"]
+        result["part"] = part
+        return result
+
+    # ---- destinations --------------------------------------------------------------
+
+    def list_destinations(self) -> list[dict[str, Any]]:
+        from backupctl.destinations.base import NotFound
+
+        rows = []
+        for name, options in self.config.destinations.items():
+            row: dict[str, Any] = {"name": name, "type": options.type, "location": "", "reachable": False,
+                                   "repository": False, "error": None}
+            try:
+                dest = self.destination(name)
+                row["location"] = dest.location
+                try:
+                    dest.stat("config")
+                    row["repository"] = True
+                except NotFound:
+                    pass
+                row["reachable"] = True
+            except BackupctlError as exc:
+                row["error"] = exc.message
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            row["used_by"] = sorted(d for d, dep in self.config.deployments.items() if name in dep.destinations)
+            rows.append(row)
+        return rows
+
+    def check_destination(self, name: str) -> dict[str, Any]:
+        from backupctl.engine.probe import probe_destination
+
+        return probe_destination(self.destination(name))
 
     def close(self) -> None:
         for dest in self._destinations.values():

@@ -1,0 +1,53 @@
+"""`backupctl destination ...`: list configured destinations, probe one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from backupctl.cli import context, output
+from backupctl.errors import ExitCode
+
+app = typer.Typer(help="List and check the places backups are stored.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_() -> None:
+    """List destinations: name, type, location, reachable, whether a repository is there.
+
+    Example: backupctl destination list -o json
+    """
+    rows = context.service().list_destinations()
+    if output.structured():
+        output.emit_document(rows)
+        return
+    output.emit_table(rows, [("Name", "name", None), ("Type", "type", None), ("Location", "location", None),
+                             ("Reachable", "reachable", None), ("Repository", "repository", None),
+                             ("Used by", "used_by", None), ("Error", "error", None)])
+
+
+@app.command("check")
+def check(name: Annotated[str, typer.Argument(help="Destination name from the config.")]) -> None:
+    """Probe a destination for real: write, read, range read, list, conditional create, delete,
+    latency and throughput.
+
+    Example: backupctl destination check offsite
+    """
+    result = context.service().check_destination(name)
+    if output.structured():
+        output.emit_document(result)
+    else:
+        output.emit_table(result["checks"], [("Check", "check", None), ("OK", "ok", None),
+                                             ("Seconds", "seconds", None), ("Error", "error", None)])
+        caps = result["capabilities"]
+        output.emit_fields([
+            ("Location", result["location"]),
+            ("Conditional create", "yes" if caps["conditional_create"] else "no (leases are best effort)"),
+            ("Range reads", "yes" if caps["range_reads"] else "no"),
+            ("Latency (small write)", f"{result['latency_ms']} ms" if result["latency_ms"] is not None else ""),
+            ("Write throughput", f"{result.get('write_mb_s', '')} MB/s"),
+            ("Read throughput", f"{result.get('read_mb_s', '')} MB/s"),
+        ])
+    if not result["ok"]:
+        raise typer.Exit(ExitCode.DESTINATION)
