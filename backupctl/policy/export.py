@@ -12,8 +12,8 @@ scheduler only has to wake it up at (or after) the right moments:
   schedule's time zone, `Persistent=true` so a run missed while off is made up at boot.
 * kubernetes: a CronJob per schedule with `timeZone:` and `concurrencyPolicy: Forbid`.
 
-What the target cannot express (intervals; the `L` last-day-of-month for Kubernetes) is
-woken up more often (every 5 minutes, or daily at the same time) and run-due decides.
+What the target cannot express (intervals; `L`, the last day of the month, outside
+systemd) is woken up more often (every 5 minutes; days 28-31) and run-due decides.
 """
 
 from __future__ import annotations
@@ -99,9 +99,8 @@ def _crontab(config: Config, command: str, config_path: str | None, mode: str) -
         return "\n".join(lines) + "\n"
     by_tz: dict[str, set[str]] = {}
     for _, _, _, schedule in _schedules(config):
-        expr = schedule.cron_expression()
-        tz = schedule.timezone if expr else "UTC"
-        by_tz.setdefault(tz, set()).add(expr or _FALLBACK_CRON)
+        expr, tz = portable_cron(schedule)
+        by_tz.setdefault(tz, set()).add(expr)
     for tz in sorted(by_tz):
         lines.append(f"CRON_TZ={tz}")
         lines.extend(f"{expr} {run}" for expr in sorted(by_tz[tz]))
@@ -169,20 +168,21 @@ def _k8s_name(*parts: str) -> str:
     return name[:52].rstrip("-")
 
 
-def _k8s_cron(schedule: Schedule) -> tuple[str, str]:
+def portable_cron(schedule: Schedule) -> tuple[str, str]:
+    """(expression, time zone) any cron understands; run-due filters the extra wake-ups."""
     expr = schedule.cron_expression()
     if expr is None:
         return _FALLBACK_CRON, "UTC"
     fields = expr.split()
-    if "L" in fields[2].upper():  # Kubernetes has no L: wake daily, run-due picks the day
-        fields[2] = "*"
+    if "L" in fields[2].upper():  # no `L` outside croniter: wake on days 28-31
+        fields[2] = "28-31"
     return " ".join(fields), schedule.timezone
 
 
 def _kubernetes(config: Config, image: str, namespace: str | None) -> str:
     docs: list[dict[str, Any]] = []
     for name, _, key, schedule in _schedules(config):
-        cron, tz = _k8s_cron(schedule)
+        cron, tz = portable_cron(schedule)
         meta: dict[str, Any] = {
             "name": _k8s_name("backupctl", name, key),
             "labels": {"app.kubernetes.io/name": "backupctl", "backupctl/policy": _k8s_name(name)},
