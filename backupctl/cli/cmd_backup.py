@@ -32,7 +32,9 @@ LIST_COLUMNS: list[output.Column] = [
 @app.command("create")
 def create(
     deployment: Annotated[str, typer.Argument(help="Deployment name from the config.")],
-    type_: Annotated[str, typer.Option("--type", "-t", help="full or incremental (files: skip unchanged files).")] = "incremental",
+    type_: Annotated[
+        str, typer.Option("--type", "-t", help="full or incremental (files: skip unchanged files).")
+    ] = "incremental",
     comment: Annotated[str, typer.Option("--comment", help="A note stored with the backup.")] = "",
 ) -> None:
     """Take a backup of DEPLOYMENT now and print its ID.
@@ -62,8 +64,12 @@ def create(
 
 @app.command("list")
 def list_(
-    deployment: Annotated[str | None, typer.Option("--deployment", "-d", help="Only this deployment.")] = None,
-    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination's repository.")] = None,
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", "-d", help="Only this deployment.")
+    ] = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Read from this destination's repository.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N backups.")] = 20,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Show every backup.")] = False,
 ) -> None:
@@ -84,7 +90,9 @@ def list_(
 @app.command("show")
 def show(
     backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
-    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination.")] = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Read from this destination.")
+    ] = None,
 ) -> None:
     """Show every detail of a backup, including what it contains.
 
@@ -123,8 +131,13 @@ def show(
     for i, src in enumerate(record.get("sources", [])):
         what = ", ".join(f"{k}={v}" for k, v in src["describe"].items() if v)
         pairs.append((f"Source {i + 1}", f"{src['method']}: {what}"))
-        pairs.append(("", f"{src['files']} files, {src['dirs']} directories, {human_bytes(src['bytes'])}"
-                      + (f", {len(src['warnings'])} warnings" if src["warnings"] else "")))
+        pairs.append(
+            (
+                "",
+                f"{src['files']} files, {src['dirs']} directories, {human_bytes(src['bytes'])}"
+                + (f", {len(src['warnings'])} warnings" if src["warnings"] else ""),
+            )
+        )
     output.emit_fields(pairs)
 
 
@@ -138,10 +151,18 @@ def _target_is_live(target: Path | None) -> bool:
 @app.command("restore")
 def restore(
     backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
-    target: Annotated[Path | None, typer.Option("--target", help="Restore under this directory instead of in place.")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Restore into another configured deployment.")] = None,
-    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination.")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")] = False,
+    target: Annotated[
+        Path | None, typer.Option("--target", help="Restore under this directory instead of in place.")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Restore into another configured deployment.")
+    ] = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Read from this destination.")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")
+    ] = False,
 ) -> None:
     """Restore a backup in place (after confirmation) or into an empty --target directory.
 
@@ -172,7 +193,9 @@ def restore(
 @app.command("delete")
 def delete(
     backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
-    destination: Annotated[str | None, typer.Option("--destination", help="Delete only from this destination.")] = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Delete only from this destination.")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a backup and the data only it referenced.
@@ -196,7 +219,9 @@ def delete(
 @app.command("verify")
 def verify(
     backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
-    destination: Annotated[str | None, typer.Option("--destination", help="Verify the copy at this destination.")] = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Verify the copy at this destination.")
+    ] = None,
 ) -> None:
     """Read back every chunk of a backup and check authentication and hashes.
 
@@ -215,13 +240,17 @@ def verify(
                 f"{human_bytes(result['bytes_checked'])} read back."
             )
     if not result["ok"]:
-        raise IntegrityError(f"backup {result['id'][:8]} is damaged: {len(result['errors'])} objects failed verification")
+        raise IntegrityError(
+            f"backup {result['id'][:8]} is damaged: {len(result['errors'])} objects failed verification"
+        )
 
 
 @app.command("upload")
 def upload(
     backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
-    destination: Annotated[list[str] | None, typer.Option("--destination", help="Only this destination (repeatable).")] = None,
+    destination: Annotated[
+        list[str] | None, typer.Option("--destination", help="Only this destination (repeatable).")
+    ] = None,
 ) -> None:
     """Upload a backup to its deployment's remote destinations, or retry a failed upload.
 
@@ -233,9 +262,16 @@ def upload(
     if output.structured():
         output.emit_document({"id": backup_id, "destinations": states})
     else:
-        output.emit_table(rows, [("Destination", "destination", None), ("State", "state", None),
-                                 ("Sent", "bytes_sent", human_bytes), ("Duration", "duration_s", human_duration),
-                                 ("Error", "error", None)])
+        output.emit_table(
+            rows,
+            [
+                ("Destination", "destination", None),
+                ("State", "state", None),
+                ("Sent", "bytes_sent", human_bytes),
+                ("Duration", "duration_s", human_duration),
+                ("Error", "error", None),
+            ],
+        )
     if any(st["state"] == "failed" for st in states.values()):
         raise typer.Exit(ExitCode.FAILED)
 
@@ -244,8 +280,12 @@ def upload(
 def download(
     backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
     part: Annotated[str, typer.Option("--part", help="all, database or files.")] = "all",
-    out: Annotated[str, typer.Option("--output-file", "--out", "-O", help="File to write, or - for stdout.")] = "-",
-    destination: Annotated[str | None, typer.Option("--destination", help="Read from this destination.")] = None,
+    out: Annotated[
+        str, typer.Option("--output-file", "--out", "-O", help="File to write, or - for stdout.")
+    ] = "-",
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Read from this destination.")
+    ] = None,
 ) -> None:
     """Write a backup in standard formats: a tar for files, the native dump for databases.
 
@@ -257,8 +297,10 @@ def download(
         svc = context.service(reporter)
         if out == "-":
             if sys.stdout.isatty():
-                raise typer.BadParameter("refusing to write binary data to a terminal; use --out FILE or a pipe",
-                                         param_hint="--out")
+                raise typer.BadParameter(
+                    "refusing to write binary data to a terminal; use --out FILE or a pipe",
+                    param_hint="--out",
+                )
             result = svc.download_backup(backup_id, part, sys.stdout.buffer, destination)
             sys.stdout.buffer.flush()
             return
@@ -275,4 +317,6 @@ def download(
     if output.structured():
         output.emit_document(result)
     else:
-        output.message(f"Wrote {path} ({result['format']}, {result['files']} files, {human_bytes(result['bytes'])}).")
+        output.message(
+            f"Wrote {path} ({result['format']}, {result['files']} files, {human_bytes(result['bytes'])})."
+        )

@@ -22,9 +22,18 @@ def list_() -> None:
     if output.structured():
         output.emit_document(rows)
         return
-    output.emit_table(rows, [("Name", "name", None), ("Type", "type", None), ("Location", "location", None),
-                             ("Reachable", "reachable", None), ("Repository", "repository", None),
-                             ("Used by", "used_by", None), ("Error", "error", None)])
+    output.emit_table(
+        rows,
+        [
+            ("Name", "name", None),
+            ("Type", "type", None),
+            ("Location", "location", None),
+            ("Reachable", "reachable", None),
+            ("Repository", "repository", None),
+            ("Used by", "used_by", None),
+            ("Error", "error", None),
+        ],
+    )
 
 
 @app.command("check")
@@ -38,16 +47,31 @@ def check(name: Annotated[str, typer.Argument(help="Destination name from the co
     if output.structured():
         output.emit_document(result)
     else:
-        output.emit_table(result["checks"], [("Check", "check", None), ("OK", "ok", None),
-                                             ("Seconds", "seconds", None), ("Error", "error", None)])
+        output.emit_table(
+            result["checks"],
+            [
+                ("Check", "check", None),
+                ("OK", "ok", None),
+                ("Seconds", "seconds", None),
+                ("Error", "error", None),
+            ],
+        )
         caps = result["capabilities"]
-        output.emit_fields([
-            ("Location", result["location"]),
-            ("Conditional create", "yes" if caps["conditional_create"] else "no (leases are best effort)"),
-            ("Range reads", "yes" if caps["range_reads"] else "no"),
-            ("Latency (small write)", f"{result['latency_ms']} ms" if result["latency_ms"] is not None else ""),
-            ("Write throughput", f"{result.get('write_mb_s', '')} MB/s"),
-            ("Read throughput", f"{result.get('read_mb_s', '')} MB/s"),
-        ])
+        output.emit_fields(
+            [
+                ("Location", result["location"]),
+                (
+                    "Conditional create",
+                    "yes" if caps["conditional_create"] else "no (leases are best effort)",
+                ),
+                ("Range reads", "yes" if caps["range_reads"] else "no"),
+                (
+                    "Latency (small write)",
+                    f"{result['latency_ms']} ms" if result["latency_ms"] is not None else "",
+                ),
+                ("Write throughput", f"{result.get('write_mb_s', '')} MB/s"),
+                ("Read throughput", f"{result.get('read_mb_s', '')} MB/s"),
+            ]
+        )
     if not result["ok"]:
         raise typer.Exit(ExitCode.DESTINATION)

@@ -19,13 +19,21 @@ from backupctl.repo.crypto import generate_key_file
 
 def init(
     example_path: Annotated[
-        Path | None, typer.Option("--example-path", help="Directory the example deployment backs up (default: ~/.config).")
+        Path | None,
+        typer.Option(
+            "--example-path", help="Directory the example deployment backs up (default: ~/.config)."
+        ),
     ] = None,
     repository: Annotated[
-        Path | None, typer.Option("--repository", help="Path of the local repository (default: under ~/.local/share).")
+        Path | None,
+        typer.Option("--repository", help="Path of the local repository (default: under ~/.local/share)."),
     ] = None,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help="Where to create the key (default: next to the config).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config file (never an existing key).")] = False,
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="Where to create the key (default: next to the config).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing config file (never an existing key).")
+    ] = False,
 ) -> None:
     """Write a commented starter config and create a new repository key (mode 0600).
 
@@ -56,7 +64,8 @@ def init(
         output.message(f"Created key {key} (mode 0600).")
         output.message(
             "IMPORTANT: store a copy of this key somewhere else (password manager, another machine). "
-            "Without it no backup can be read.", style="bold yellow",
+            "Without it no backup can be read.",
+            style="bold yellow",
         )
     else:
         output.message(f"Kept existing key {key}.")

@@ -27,6 +27,8 @@ def confirm(prompt: str, *, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise AbortedError(f"{prompt.rstrip('?. ')}: refusing without confirmation (no terminal)", hint="pass --yes")
+        raise AbortedError(
+            f"{prompt.rstrip('?. ')}: refusing without confirmation (no terminal)", hint="pass --yes"
+        )
     if not typer.confirm(prompt, default=False, err=True):
         raise AbortedError("cancelled; nothing was changed")

@@ -9,7 +9,6 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
 
 from backupctl import __version__
@@ -36,15 +35,26 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Config file (default: $BACKUPCTL_CONFIG, "
-                                               "then ~/.config/backupctl/config.yaml).", metavar="PATH")] = None,
-    output_format: Annotated[str, typer.Option("--output", "-o", help="Output format: table, json or yaml.",
-                                               metavar="FORMAT")] = "table",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (default: $BACKUPCTL_CONFIG, then ~/.config/backupctl/config.yaml).",
+            metavar="PATH",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--output", "-o", help="Output format: table, json or yaml.", metavar="FORMAT")
+    ] = "table",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours (also: NO_COLOR env).")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug details.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug details.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     if output_format not in ("table", "json", "yaml"):
         raise typer.BadParameter("must be table, json or yaml", param_hint="--output")
@@ -61,8 +71,11 @@ def _register() -> None:
     app.add_typer(cmd_backup.app, name="backup")
     app.add_typer(cmd_config.app, name="config")
     app.command("init")(cmd_init.init)
-    for module_name, name in (("cmd_destination", "destination"), ("cmd_policy", "policy"),
-                              ("cmd_schedule", "schedule")):
+    for module_name, name in (
+        ("cmd_destination", "destination"),
+        ("cmd_policy", "policy"),
+        ("cmd_schedule", "schedule"),
+    ):
         try:
             module = __import__(f"backupctl.cli.{module_name}", fromlist=["app"])
         except ImportError:
@@ -103,7 +116,9 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 def _report_error(exc: BackupctlError) -> None:
     if output.OPTS.output == "json":
-        doc = {"error": {"kind": exc.kind, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}}
+        doc = {
+            "error": {"kind": exc.kind, "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+        }
         sys.stderr.write(json.dumps(doc) + "\n")
     else:
         text = f"error: {exc.message}"
@@ -121,15 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="backupctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        return ExitCode.ABORTED
-    except click.ClickException as exc:
-        exc.show()
-        return ExitCode.USAGE
+        result = command.main(args=args, prog_name="backupctl", standalone_mode=False)
+        if isinstance(result, int):  # Click returns the exit code of typer.Exit here
+            return result
     except BackupctlError as exc:
         if output.OPTS.verbose:
             traceback.print_exc()
@@ -141,10 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
-    except Exception as exc:  # a bug: one line, traceback with -v
+    except Exception as exc:
+        # Typer may vendor Click, so Click's exceptions are recognised by shape, not by class.
+        kind = type(exc).__name__
+        if isinstance(exc, typer.Exit) or kind == "Exit":
+            return int(getattr(exc, "exit_code", 0) or 0)
+        if isinstance(exc, typer.Abort) or kind == "Abort":
+            sys.stderr.write("aborted\n")
+            return ExitCode.ABORTED
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # UsageError, BadParameter...
+            exc.show()
+            return ExitCode.USAGE
+        # A bug: one line, traceback with -v.
         if output.OPTS.verbose:
             traceback.print_exc()
-        _report_error(BackupctlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with -v for details"))
+        _report_error(
+            BackupctlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with -v for details")
+        )
         return ExitCode.FAILED
     return ExitCode.OK
 

@@ -85,8 +85,14 @@ def human_time(value: str | None) -> str:
     return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-STATUS_STYLE = {"Completed": "green", "Failed": "bold red", "Running": "yellow", "Queued": "cyan",
-                "Active": "green", "Paused": "yellow"}
+STATUS_STYLE = {
+    "Completed": "green",
+    "Failed": "bold red",
+    "Running": "yellow",
+    "Queued": "cyan",
+    "Active": "green",
+    "Paused": "yellow",
+}
 
 
 # ---- documents ----------------------------------------------------------------------
@@ -114,14 +120,18 @@ def structured() -> bool:
 Column = tuple[str, str, Callable[[Any], str] | None]  # (header, key, formatter)
 
 
-def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None) -> None:
+def emit_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None
+) -> None:
     """A Rich table on a terminal; in a pipe, plain aligned columns with an upper-case header."""
-    cells = [[(fmt(row.get(key)) if fmt else _plain(row.get(key))) for _, key, fmt in columns] for row in rows]
+    cells = [
+        [(fmt(row.get(key)) if fmt else _plain(row.get(key))) for _, key, fmt in columns] for row in rows
+    ]
     if is_tty():
         table = Table(title=title, show_edge=False, header_style="bold")
         for header, _, _ in columns:
             table.add_column(header)
-        for row, values in zip(rows, cells, strict=True):
+        for values in cells:
             styled = []
             for (_, key, _), value in zip(columns, values, strict=True):
                 style = STATUS_STYLE.get(value) if key in ("status",) else None

@@ -22,7 +22,8 @@ from rich.progress import (
 )
 
 from backupctl.cli import output
-from backupctl.events import Event, Finished, InfoEvent, Progress as ProgressEvent, Started, WarningEvent
+from backupctl.events import Event, Finished, InfoEvent, Started, WarningEvent
+from backupctl.events import Progress as ProgressEvent
 
 
 class CliReporter:
@@ -36,7 +37,9 @@ class CliReporter:
     def __enter__(self) -> CliReporter:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop()
 
     def _start(self, event: Started) -> None:
@@ -70,7 +73,9 @@ class CliReporter:
                     total = event.total_bytes or None
                     if total is not None and event.bytes_done > total:
                         total = None
-                    self._progress.update(self._task, completed=event.bytes_done, total=total, files=event.files_done)
+                    self._progress.update(
+                        self._task, completed=event.bytes_done, total=total, files=event.files_done
+                    )
             elif isinstance(event, WarningEvent):
                 self.warnings.append(event)
                 text = f"{event.path}: {event.message}" if event.path else event.message

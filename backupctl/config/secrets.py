@@ -16,7 +16,9 @@ REDACTED = "<redacted>"
 SECRET_KEY_PARTS = ("password", "secret", "token", "passphrase", "connection_string", "account_key", "sas")
 
 
-def resolve_secret(*, env: str | None = None, file: Path | str | None = None, what: str = "secret") -> str | None:
+def resolve_secret(
+    *, env: str | None = None, file: Path | str | None = None, what: str = "secret"
+) -> str | None:
     """Return the secret named by an env var or file reference, or None if neither is set.
 
     A trailing newline in a file is stripped (editors add one).
@@ -48,7 +50,10 @@ def is_secret_key(key: str) -> bool:
 def redact(value: object) -> object:
     """Copy of a JSON-like structure with secret values replaced by REDACTED."""
     if isinstance(value, dict):
-        return {k: (REDACTED if is_secret_key(str(k)) and v not in (None, "") else redact(v)) for k, v in value.items()}
+        return {
+            k: (REDACTED if is_secret_key(str(k)) and v not in (None, "") else redact(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

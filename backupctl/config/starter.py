@@ -26,7 +26,7 @@ deployments:
     sources:
       - type: files
         paths: [{example_path}]
-        exclude: ["*.tmp", "*.key"]
+        exclude: ["*.tmp"]
       # - type: sqlite
       #   path: /srv/app/app.db
       # - type: postgres

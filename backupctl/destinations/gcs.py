@@ -54,7 +54,9 @@ class GCSDestination(Destination):
         conditional_create=True,
         range_reads=True,
         archive_tiers=False,
-        notes=("NEARLINE/COLDLINE/ARCHIVE are readable at once, with retrieval fees and minimum storage time",),
+        notes=(
+            "NEARLINE/COLDLINE/ARCHIVE are readable at once, with retrieval fees and minimum storage time",
+        ),
     )
 
     def __init__(self, name: str, options: DestinationOptions) -> None:
@@ -95,7 +97,10 @@ class GCSDestination(Destination):
     def _bucket(self) -> Any:
         bucket = getattr(self._local, "bucket", None)
         if bucket is None:
-            kwargs: dict[str, Any] = {"project": self.opts.project or "backupctl", "credentials": self._credentials}
+            kwargs: dict[str, Any] = {
+                "project": self.opts.project or "backupctl",
+                "credentials": self._credentials,
+            }
             if self._endpoint:
                 kwargs["client_options"] = {"api_endpoint": self._endpoint}
             try:
@@ -124,7 +129,8 @@ class GCSDestination(Destination):
         if isinstance(exc, api.NotFound):
             if bucket_op:
                 return DestinationError(
-                    f"{where}: bucket {self.opts.bucket!r} does not exist", hint="create it, or check bucket and project"
+                    f"{where}: bucket {self.opts.bucket!r} does not exist",
+                    hint="create it, or check bucket and project",
                 )
             return NotFound(f"{where}: no such object")
         if isinstance(exc, api.PreconditionFailed) and exclusive:
@@ -165,7 +171,9 @@ class GCSDestination(Destination):
         return DestinationError(f"{where}: {type(exc).__name__}")
 
     def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
-        self._put(name, data, exclusive, None if is_metadata(name) and not self.opts.storage_class else "auto")
+        self._put(
+            name, data, exclusive, None if is_metadata(name) and not self.opts.storage_class else "auto"
+        )
 
     def put_metadata(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
         self._put(name, data, exclusive, "STANDARD" if self.opts.storage_class else None)

@@ -62,7 +62,9 @@ class LocalDestination(Destination):
         if exc.errno == errno.ENOENT:
             return NotFound(f"{where}: no such object")
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return PermissionDenied(f"{where}: permission denied", hint="check the directory's owner and mode")
+            return PermissionDenied(
+                f"{where}: permission denied", hint="check the directory's owner and mode"
+            )
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageFull(f"{where}: no space left on device", hint="free space or choose another path")
         return DestinationError(f"{where}: {exc.strerror or exc}")

@@ -132,11 +132,15 @@ class S3Destination(Destination):
         boto3 = require_module("boto3", "s3")
         botocore_config = require_module("botocore.config", "s3")
         self._botocore_exc = require_module("botocore.exceptions", "s3")
-        key_id = self._scrub.add(secret(options.access_key_id_env, options.access_key_id_file, "s3 access key id"))
+        key_id = self._scrub.add(
+            secret(options.access_key_id_env, options.access_key_id_file, "s3 access key id")
+        )
         key = self._scrub.add(
             secret(options.secret_access_key_env, options.secret_access_key_file, "s3 secret access key")
         )
-        token = self._scrub.add(secret(options.session_token_env, options.session_token_file, "s3 session token"))
+        token = self._scrub.add(
+            secret(options.session_token_env, options.session_token_file, "s3 session token")
+        )
         session = boto3.session.Session(
             aws_access_key_id=key_id,
             aws_secret_access_key=key,
@@ -266,7 +270,11 @@ class S3Destination(Destination):
             parts = []
             for number, start in enumerate(range(0, len(data), size), start=1):
                 resp = self._client.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(view[start : start + size])
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=bytes(view[start : start + size]),
                 )
                 parts.append({"PartNumber": number, "ETag": resp["ETag"]})
             complete: dict[str, Any] = {"IfNoneMatch": if_none_match} if if_none_match else {}

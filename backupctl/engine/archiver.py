@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from backupctl.engine.items import Item, ItemStreamWriter, read_items
 from backupctl.events import Progress, Reporter, WarningEvent
 from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
-from backupctl.engine.items import Item, ItemStreamWriter, read_items
 from backupctl.sources.base import Entry, SkipEntry, Source
 
 
@@ -57,7 +57,9 @@ class _WarningTap:
 
 
 class Archiver:
-    def __init__(self, repo: Repository, writer: BlobWriter, reporter: Reporter, total_bytes: int = 0) -> None:
+    def __init__(
+        self, repo: Repository, writer: BlobWriter, reporter: Reporter, total_bytes: int = 0
+    ) -> None:
         self.repo = repo
         self.writer = writer
         self.reporter = reporter
@@ -103,7 +105,9 @@ class Archiver:
         tree = [bytes.fromhex(h) for h in parent.get("tree", [])]
         return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}
 
-    def _store_entry(self, entry: Entry, previous: dict[str, Item], result: SourceResult, source: Source) -> Item | None:
+    def _store_entry(
+        self, entry: Entry, previous: dict[str, Item], result: SourceResult, source: Source
+    ) -> Item | None:
         if entry.kind != "file":
             return Item.from_entry(entry, 0, [])
         old = previous.get(entry.path) if entry.reusable else None
@@ -146,7 +150,7 @@ class Archiver:
         if small:
             data = _read_full(fh, DATA_CHUNKS.min_size + 1)
             if len(data) > DATA_CHUNKS.min_size:  # grew since stat: fall back to streaming
-                pieces = chunk_stream(_Prepend(data, fh))
+                pieces = chunk_stream(_Prepend(data, fh))  # type: ignore[arg-type]
             else:
                 pieces = iter([data] if data else [])
         else:

@@ -71,8 +71,10 @@ def _sources(manifest: dict[str, Any], part: str) -> list[dict[str, Any]]:
     want_files = part == "files"
     chosen = [s for s in manifest["sources"] if (s["type"] in FILE_SOURCES) == want_files]
     if not chosen:
-        raise NotFoundError(f"backup {manifest['id'][:8]} has no {part} part",
-                            hint="its sources are: " + ", ".join(s["method"] for s in manifest["sources"]))
+        raise NotFoundError(
+            f"backup {manifest['id'][:8]} has no {part} part",
+            hint="its sources are: " + ", ".join(s["method"] for s in manifest["sources"]),
+        )
     return chosen
 
 

@@ -40,11 +40,31 @@ class Item:
 
     @classmethod
     def from_entry(cls, e: Entry, size: int, chunks: list[bytes]) -> Item:
-        return cls(e.path, e.kind, e.mode, e.uid, e.gid, e.user, e.group, e.mtime_ns, e.ctime_ns, e.inode, size,
-                   e.target, chunks)
+        return cls(
+            e.path,
+            e.kind,
+            e.mode,
+            e.uid,
+            e.gid,
+            e.user,
+            e.group,
+            e.mtime_ns,
+            e.ctime_ns,
+            e.inode,
+            size,
+            e.target,
+            chunks,
+        )
 
     def to_json(self) -> bytes:
-        doc = {"p": self.path, "k": self.kind, "m": self.mode, "u": self.uid, "g": self.gid, "mt": self.mtime_ns}
+        doc = {
+            "p": self.path,
+            "k": self.kind,
+            "m": self.mode,
+            "u": self.uid,
+            "g": self.gid,
+            "mt": self.mtime_ns,
+        }
         if self.user:
             doc["un"] = self.user
         if self.group:
@@ -63,9 +83,21 @@ class Item:
     @classmethod
     def from_json(cls, line: bytes) -> Item:
         d = json.loads(line)
-        return cls(d["p"], d["k"], d.get("m", 0), d.get("u", 0), d.get("g", 0), d.get("un", ""), d.get("gn", ""),
-                   d.get("mt", 0), d.get("ct", 0), d.get("i", 0), d.get("s", 0), d.get("t", ""),
-                   [bytes.fromhex(c) for c in d.get("c", ())])
+        return cls(
+            d["p"],
+            d["k"],
+            d.get("m", 0),
+            d.get("u", 0),
+            d.get("g", 0),
+            d.get("un", ""),
+            d.get("gn", ""),
+            d.get("mt", 0),
+            d.get("ct", 0),
+            d.get("i", 0),
+            d.get("s", 0),
+            d.get("t", ""),
+            [bytes.fromhex(c) for c in d.get("c", ())],
+        )
 
 
 class ItemStreamWriter:

@@ -23,8 +23,9 @@ _PER_FILE_AHEAD = 8
 class Prefetcher:
     def __init__(self, repo: Repository, workers: int = 0) -> None:
         self.repo = repo
-        self.pool = ThreadPoolExecutor(max_workers=workers or max(2, min(8, (os.cpu_count() or 1) * 2)),
-                                       thread_name_prefix="restore")
+        self.pool = ThreadPoolExecutor(
+            max_workers=workers or max(2, min(8, (os.cpu_count() or 1) * 2)), thread_name_prefix="restore"
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

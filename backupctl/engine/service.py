@@ -49,7 +49,9 @@ def iso(t: dt.datetime) -> str:
 
 
 class Service:
-    def __init__(self, config: Config, reporter: Reporter | None = None, state_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: Config, reporter: Reporter | None = None, state_dir: Path | None = None
+    ) -> None:
         self.config = config
         self.reporter: Reporter = reporter or NullReporter()
         self.state = StateDB(state_dir or config.settings.state_dir or default_state_dir())
@@ -97,7 +99,9 @@ class Service:
         enc = self.config.encryption
         if enc.key_file is not None:
             return KeyMaterial("key_file", read_key_file(Path(os.path.expanduser(str(enc.key_file)))))
-        secret = resolve_secret(env=enc.passphrase_env, file=enc.passphrase_file, what="encryption passphrase")
+        secret = resolve_secret(
+            env=enc.passphrase_env, file=enc.passphrase_file, what="encryption passphrase"
+        )
         if not secret:
             raise ConfigError("encryption: the passphrase is empty")
         return KeyMaterial("passphrase", secret.encode())
@@ -120,7 +124,12 @@ class Service:
     # ---- backup ------------------------------------------------------------------
 
     def create_backup(
-        self, deployment: str, *, type: str = "incremental", comment: str = "", created_by: str = "manual",
+        self,
+        deployment: str,
+        *,
+        type: str = "incremental",
+        comment: str = "",
+        created_by: str = "manual",
         backup_id: str | None = None,
     ) -> dict[str, Any]:
         """Take a backup; returns its record. Raises BackupFailedError (recorded as Failed)."""
@@ -132,8 +141,14 @@ class Service:
         sources = [self.build_source(opts) for opts in dep.sources]
         method = ",".join(dict.fromkeys(s.method for s in sources))
         self.state.insert_job(
-            id=backup_id, deployment=deployment, method=method, type=type, status="Running",
-            created_by=created_by, started=iso(started), comment=comment,
+            id=backup_id,
+            deployment=deployment,
+            method=method,
+            type=type,
+            status="Running",
+            created_by=created_by,
+            started=iso(started),
+            comment=comment,
             destinations={name: {"state": "pending"} for name in dep.destinations},
         )
         writer: BlobWriter | None = None
@@ -148,15 +163,26 @@ class Service:
                     collector.emit(InfoEvent("no earlier backup of this deployment: taking a full backup"))
                     type = "full"
                     self.state.update_job(backup_id, type=type)
-                collector.emit(Started("backup", deployment, int(parent.get("source_bytes", 0)) if parent else 0))
-                writer = BlobWriter(repo, workers=self.config.settings.workers,
-                                    pack_size=self.config.settings.pack_size_mib << 20)
-                archiver = Archiver(repo, writer, collector, int(parent.get("source_bytes", 0)) if parent else 0)
+                collector.emit(
+                    Started("backup", deployment, int(parent.get("source_bytes", 0)) if parent else 0)
+                )
+                writer = BlobWriter(
+                    repo,
+                    workers=self.config.settings.workers,
+                    pack_size=self.config.settings.pack_size_mib << 20,
+                )
+                archiver = Archiver(
+                    repo, writer, collector, int(parent.get("source_bytes", 0)) if parent else 0
+                )
                 parents = {source_key(s["type"], s["describe"]): s for s in (parent or {}).get("sources", [])}
                 results = []
                 for source in sources:
                     source.reporter = collector
-                    results.append(archiver.backup_source(source, parents.get(source_key(source.options.type, source.describe()))))
+                    results.append(
+                        archiver.backup_source(
+                            source, parents.get(source_key(source.options.type, source.describe()))
+                        )
+                    )
                 stats = writer.finish()
                 writer = None
                 finished = utcnow()
@@ -185,20 +211,30 @@ class Service:
                 writer.abort()
             message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
             self.state.update_job(
-                backup_id, status="Failed", error=message, finished=iso(utcnow()),
+                backup_id,
+                status="Failed",
+                error=message,
+                finished=iso(utcnow()),
                 duration_s=round(time.monotonic() - t0, 3),
             )
             collector.emit(Finished("backup", backup_id, ok=False))
             if isinstance(exc, BackupctlError) and not isinstance(exc, BackupFailedError):
-                raise BackupFailedError(f"backup of {deployment!r} failed: {exc.message}", hint=exc.hint) from exc
+                raise BackupFailedError(
+                    f"backup of {deployment!r} failed: {exc.message}", hint=exc.hint
+                ) from exc
             raise
         record = summarize_manifest(manifest, repo.id)
         self.state.cache_summary(repo.id, backup_id, record)
         destinations = {name: {"state": "pending"} for name in dep.destinations}
         destinations[primary] = {"state": "stored"}
         self.state.update_job(
-            backup_id, status="Completed", finished=manifest["finished"], duration_s=manifest["duration_s"],
-            size_bytes=manifest["source_bytes"], stored_bytes=manifest["stored_bytes"], destinations=destinations,
+            backup_id,
+            status="Completed",
+            finished=manifest["finished"],
+            duration_s=manifest["duration_s"],
+            size_bytes=manifest["source_bytes"],
+            stored_bytes=manifest["stored_bytes"],
+            destinations=destinations,
         )
         record["destinations"] = destinations
         record["warning_list"] = [w for r in results for w in r.warnings]
@@ -210,7 +246,9 @@ class Service:
             failed = {n: st for n, st in states.items() if st["state"] == "failed"}
             if failed:
                 record["status"] = "Failed"
-                record["error"] = "; ".join(f"upload to {n} failed: {st['error']}" for n, st in failed.items())
+                record["error"] = "; ".join(
+                    f"upload to {n} failed: {st['error']}" for n, st in failed.items()
+                )
                 self.state.update_job(backup_id, status="Failed", error=record["error"])
                 raise BackupFailedError(
                     f"backup {backup_id[:8]} is stored in {primary!r} but {record['error']}",
@@ -222,7 +260,9 @@ class Service:
             self.state.update_job(backup_id, destinations=destinations)
         return record
 
-    def upload_backup(self, id_prefix: str, destinations: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    def upload_backup(
+        self, id_prefix: str, destinations: list[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Copy a completed backup from its primary repository to remote destinations, in parallel.
 
         Sends only the objects a destination lacks. Returns each destination's state;
@@ -245,10 +285,19 @@ class Service:
         job = self.state.get_job(record["id"])
         if job is None:
             self.state.insert_job(
-                id=record["id"], deployment=deployment, method=record["method"], type=record["type"],
-                status="Completed", created_by=record["created_by"], started=record["started"],
-                finished=record["finished"], duration_s=record["duration_s"], size_bytes=record["size_bytes"],
-                stored_bytes=record["stored_bytes"], comment=record["comment"], repository_id=repo.id,
+                id=record["id"],
+                deployment=deployment,
+                method=record["method"],
+                type=record["type"],
+                status="Completed",
+                created_by=record["created_by"],
+                started=record["started"],
+                finished=record["finished"],
+                duration_s=record["duration_s"],
+                size_bytes=record["size_bytes"],
+                stored_bytes=record["stored_bytes"],
+                comment=record["comment"],
+                repository_id=repo.id,
                 destinations={primary: {"state": "stored"}},
             )
             job = self.state.get_job(record["id"])
@@ -257,8 +306,13 @@ class Service:
 
         def one(name: str) -> tuple[str, dict[str, Any]]:
             try:
-                result = upload_backup(repo, manifest, self.destination(name), self.reporter,
-                                       self.config.destinations[name].connections)
+                result = upload_backup(
+                    repo,
+                    manifest,
+                    self.destination(name),
+                    self.reporter,
+                    self.config.destinations[name].connections,
+                )
                 result["uploaded_at"] = iso(utcnow())
                 return name, result
             except BackupctlError as exc:
@@ -271,7 +325,8 @@ class Service:
                 states[name] = state
         failed = [n for n, st in states.items() if st.get("state") == "failed"]
         self.state.update_job(
-            record["id"], destinations=states,
+            record["id"],
+            destinations=states,
             status="Failed" if failed else "Completed",
             error="; ".join(f"upload to {n} failed: {states[n]['error']}" for n in failed) or None,
         )
@@ -296,7 +351,9 @@ class Service:
             records.append(record)
         return records
 
-    def list_backups(self, deployment: str | None = None, destination: str | None = None) -> list[dict[str, Any]]:
+    def list_backups(
+        self, deployment: str | None = None, destination: str | None = None
+    ) -> list[dict[str, Any]]:
         """Completed backups from the repositories, plus queued/running/failed jobs; newest first."""
         if deployment is not None:
             self.deployment(deployment)
@@ -315,12 +372,12 @@ class Service:
             for rec in self._repo_records(repo):
                 records[rec["id"]] = rec
         for job in self.state.jobs(deployment):
-            rec = records.get(job["id"])
-            if rec is not None:
-                rec["destinations"] = job["destinations"]
+            known = records.get(job["id"])
+            if known is not None:
+                known["destinations"] = job["destinations"]
                 if job["status"] == "Failed":  # stored in the primary, but an upload failed
-                    rec["status"] = "Failed"
-                    rec["error"] = job["error"]
+                    known["status"] = "Failed"
+                    known["error"] = job["error"]
             elif job["status"] != "Completed" and destination is None:
                 records[job["id"]] = summarize_job(job)
         out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
@@ -336,11 +393,14 @@ class Service:
             raise NotFoundError(f"no backup with ID {id_prefix!r}", hint="see `backupctl backup list`")
         if len(matches) > 1:
             raise AmbiguousIdError(
-                f"backup ID {id_prefix!r} is ambiguous ({len(matches)} backups match)", hint="give more characters"
+                f"backup ID {id_prefix!r} is ambiguous ({len(matches)} backups match)",
+                hint="give more characters",
             )
         return matches[0]
 
-    def _completed(self, id_prefix: str, destination: str | None) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
+    def _completed(
+        self, id_prefix: str, destination: str | None
+    ) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
         record = self.find_backup(id_prefix, destination)
         usable_copy = destination is not None and record.get("repository_id")
         if record["status"] != "Completed" and not usable_copy:
@@ -351,10 +411,16 @@ class Service:
                 hint="if only an upload failed, run `backupctl backup upload ID` or pass --destination NAME "
                 "to use a copy that is complete",
             )
-        dest_name = destination or self.primary_destination(record["deployment"]) if record["deployment"] in self.config.deployments else destination
+        dest_name = (
+            destination or self.primary_destination(record["deployment"])
+            if record["deployment"] in self.config.deployments
+            else destination
+        )
         if dest_name is None:
-            raise NotFoundError(f"deployment {record['deployment']!r} of backup {record['short_id']} is not configured",
-                                hint="pass --destination")
+            raise NotFoundError(
+                f"deployment {record['deployment']!r} of backup {record['short_id']} is not configured",
+                hint="pass --destination",
+            )
         repo = self.repository(dest_name)
         manifest = repo.load_manifest(record["id"])
         return record, repo, manifest
@@ -367,9 +433,15 @@ class Service:
         record = dict(record)
         record["sources"] = [
             {
-                "type": s["type"], "method": s["method"], "describe": s["describe"], "info": s.get("info", {}),
-                "files": s.get("files", 0), "dirs": s.get("dirs", 0), "bytes": s.get("bytes", 0),
-                "reused_files": s.get("reused_files", 0), "warnings": s.get("warnings", []),
+                "type": s["type"],
+                "method": s["method"],
+                "describe": s["describe"],
+                "info": s.get("info", {}),
+                "files": s.get("files", 0),
+                "dirs": s.get("dirs", 0),
+                "bytes": s.get("bytes", 0),
+                "reused_files": s.get("reused_files", 0),
+                "warnings": s.get("warnings", []),
             }
             for s in manifest["sources"]
         ]
@@ -378,7 +450,11 @@ class Service:
     # ---- restore -----------------------------------------------------------------
 
     def restore_backup(
-        self, id_prefix: str, *, target_dir: Path | None = None, to_deployment: str | None = None,
+        self,
+        id_prefix: str,
+        *,
+        target_dir: Path | None = None,
+        to_deployment: str | None = None,
         destination: str | None = None,
     ) -> dict[str, Any]:
         """Restore a completed backup in place (target_dir None) or under target_dir."""
@@ -394,15 +470,19 @@ class Service:
         try:
             for i, src in enumerate(manifest["sources"]):
                 source = self._restore_source(src, dep, i)
-                request = RestoreRequest(target_dir=target_dir, source_info=dict(src.get("info", {})),
-                                         reporter=self.reporter)
+                request = RestoreRequest(
+                    target_dir=target_dir, source_info=dict(src.get("info", {})), reporter=self.reporter
+                )
                 source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
         finally:
             prefetcher.close()
         self.reporter.emit(Finished("restore", record["id"]))
         return {
-            "id": record["id"], "deployment": dep_name, "target": str(target_dir) if target_dir else None,
-            "bytes": manifest.get("source_bytes", 0), "duration_s": round(time.monotonic() - t0, 3),
+            "id": record["id"],
+            "deployment": dep_name,
+            "target": str(target_dir) if target_dir else None,
+            "bytes": manifest.get("source_bytes", 0),
+            "duration_s": round(time.monotonic() - t0, 3),
         }
 
     def _restore_source(self, src: dict[str, Any], dep: DeploymentConfig | None, position: int) -> Source:
@@ -455,7 +535,9 @@ class Service:
         result["destination"] = destination or self.primary_destination(record["deployment"])
         return result
 
-    def download_backup(self, id_prefix: str, part: str, out: Any, destination: str | None = None) -> dict[str, Any]:
+    def download_backup(
+        self, id_prefix: str, part: str, out: Any, destination: str | None = None
+    ) -> dict[str, Any]:
         from backupctl.engine.download import download
 
         record, repo, manifest = self._completed(id_prefix, destination)
@@ -472,8 +554,14 @@ class Service:
 
         rows = []
         for name, options in self.config.destinations.items():
-            row: dict[str, Any] = {"name": name, "type": options.type, "location": "", "reachable": False,
-                                   "repository": False, "error": None}
+            row: dict[str, Any] = {
+                "name": name,
+                "type": options.type,
+                "location": "",
+                "reachable": False,
+                "repository": False,
+                "error": None,
+            }
             try:
                 dest = self.destination(name)
                 row["location"] = dest.location
@@ -487,7 +575,9 @@ class Service:
                 row["error"] = exc.message
             except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {exc}"
-            row["used_by"] = sorted(d for d, dep in self.config.deployments.items() if name in dep.destinations)
+            row["used_by"] = sorted(
+                d for d, dep in self.config.deployments.items() if name in dep.destinations
+            )
             rows.append(row)
         return rows
 

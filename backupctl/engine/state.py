@@ -50,8 +50,23 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 _JOB_COLUMNS = (
-    "id", "deployment", "method", "type", "status", "created_by", "started", "finished", "duration_s",
-    "size_bytes", "stored_bytes", "comment", "error", "pid", "hostname", "destinations", "repository_id",
+    "id",
+    "deployment",
+    "method",
+    "type",
+    "status",
+    "created_by",
+    "started",
+    "finished",
+    "duration_s",
+    "size_bytes",
+    "stored_bytes",
+    "comment",
+    "error",
+    "pid",
+    "hostname",
+    "destinations",
+    "repository_id",
 )
 
 
@@ -121,17 +136,28 @@ class StateDB:
         job = {k: row[k] for k in _JOB_COLUMNS}
         job["destinations"] = json.loads(job["destinations"] or "{}")
         # A Running job whose process is gone was killed: it is Failed, never Completed.
-        if job["status"] in ("Running", "Queued") and job["hostname"] == socket.gethostname() and not pid_alive(job["pid"]):
+        if (
+            job["status"] in ("Running", "Queued")
+            and job["hostname"] == socket.gethostname()
+            and not pid_alive(job["pid"])
+        ):
             job["status"] = "Failed"
-            job["error"] = job["error"] or "interrupted: the backupctl process ended before the backup completed"
+            job["error"] = (
+                job["error"] or "interrupted: the backupctl process ended before the backup completed"
+            )
         return job
 
     # ---- manifest cache ----------------------------------------------------------
 
     def cached_summary(self, repository_id: str, backup_id: str) -> dict[str, Any] | None:
-        row = self._conn().execute(
-            "SELECT summary FROM manifest_cache WHERE repository_id = ? AND id = ?", (repository_id, backup_id)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT summary FROM manifest_cache WHERE repository_id = ? AND id = ?",
+                (repository_id, backup_id),
+            )
+            .fetchone()
+        )
         return json.loads(row["summary"]) if row else None
 
     def cache_summary(self, repository_id: str, backup_id: str, summary: dict[str, Any]) -> None:

@@ -13,9 +13,28 @@ from typing import Any
 SHORT_ID = 8
 
 BACKUP_KEYS = (
-    "id", "short_id", "deployment", "method", "type", "status", "created_by", "started", "finished",
-    "duration_s", "size_bytes", "stored_bytes", "files", "expires", "comment", "warnings", "error",
-    "parent", "source_versions", "hostname", "destinations", "repository_id",
+    "id",
+    "short_id",
+    "deployment",
+    "method",
+    "type",
+    "status",
+    "created_by",
+    "started",
+    "finished",
+    "duration_s",
+    "size_bytes",
+    "stored_bytes",
+    "files",
+    "expires",
+    "comment",
+    "warnings",
+    "error",
+    "parent",
+    "source_versions",
+    "hostname",
+    "destinations",
+    "repository_id",
 )
 
 

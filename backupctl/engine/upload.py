@@ -36,14 +36,17 @@ def needed_packs(repo: Repository, manifest: dict[str, Any]) -> dict[str, list[B
     for blob_id in wanted:
         loc = repo.index.lookup(blob_id)
         if loc is None:
-            raise IntegrityError(f"blob {blob_id.hex()[:16]} of backup {manifest['id'][:8]} is not in the index")
+            raise IntegrityError(
+                f"blob {blob_id.hex()[:16]} of backup {manifest['id'][:8]} is not in the index"
+            )
         pack_ids.add(loc.pack_id)
     by_pack = repo.index.blobs_by_pack()
     return {pid: by_pack[pid] for pid in pack_ids}
 
 
-def upload_backup(repo: Repository, manifest: dict[str, Any], target: Destination, reporter: Reporter,
-                  connections: int = 4) -> dict[str, Any]:
+def upload_backup(
+    repo: Repository, manifest: dict[str, Any], target: Destination, reporter: Reporter, connections: int = 4
+) -> dict[str, Any]:
     """Make `target` hold this backup. Returns counts; raises DestinationError on failure."""
     t0 = time.monotonic()
     repo.copy_identity_to(target)

@@ -216,7 +216,9 @@ def _kubernetes(config: Config, image: str, namespace: str | None) -> str:
                                 "spec": {
                                     "restartPolicy": "Never",
                                     "containers": [container],
-                                    "volumes": [{"name": "config", "secret": {"secretName": "backupctl-config"}}],
+                                    "volumes": [
+                                        {"name": "config", "secret": {"secretName": "backupctl-config"}}
+                                    ],
                                 }
                             },
                         }

@@ -185,10 +185,14 @@ class Schedule(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Schedule:
-        given = [k for k in ("cron", "hourly", "daily", "monthly", "interval") if getattr(self, k) is not None]
+        given = [
+            k for k in ("cron", "hourly", "daily", "monthly", "interval") if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             found = ", ".join(given) or "none"
-            raise ValueError(f"a schedule needs exactly one of cron, hourly, daily, monthly, interval (found {found})")
+            raise ValueError(
+                f"a schedule needs exactly one of cron, hourly, daily, monthly, interval (found {found})"
+            )
         return self
 
     @property
@@ -262,7 +266,8 @@ class Retention(_Strict):
 
     def keeps_nothing(self) -> bool:
         return self.keep_within is None and not any(
-            getattr(self, k) for k in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+            getattr(self, k)
+            for k in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
         )
 
 

@@ -275,7 +275,9 @@ def _run_opening_nth_period(
     return None
 
 
-def _expiry(dep: _Deployment, b: BackupRecord, decision: Decision, now: datetime, next_run: NextRun) -> datetime | None:
+def _expiry(
+    dep: _Deployment, b: BackupRecord, decision: Decision, now: datetime, next_run: NextRun
+) -> datetime | None:
     spec = dep.spec
     if not decision.keep:
         return now
@@ -293,7 +295,9 @@ def _expiry(dep: _Deployment, b: BackupRecord, decision: Decision, now: datetime
         start = dep.period_of(rule, b.created)
         limit = getattr(spec, f"keep_{rule}")
         if dep.keepers[rule].get(start) is b and periods.index(start) < limit:
-            counted_ends.append(_run_opening_nth_period(dep, rule, next_run, now, limit - periods.index(start)))
+            counted_ends.append(
+                _run_opening_nth_period(dep, rule, next_run, now, limit - periods.index(start))
+            )
     if b is dep.newest_completed:
         counted_ends.append(next_run(now))
     if any(e is None for e in counted_ends):
@@ -361,7 +365,9 @@ def describe_retention(spec: Retention) -> list[str]:
     if spec.keep_last:
         lines.append(f"Keep the {spec.keep_last} newest backups.")
     if spec.keep_hourly:
-        lines.append(f"Keep the first backup of each hour for the last {spec.keep_hourly} hours with backups.")
+        lines.append(
+            f"Keep the first backup of each hour for the last {spec.keep_hourly} hours with backups."
+        )
     if spec.keep_daily:
         lines.append(f"Keep the first backup of each day for the last {spec.keep_daily} days with backups.")
     if spec.keep_weekly:
@@ -376,7 +382,9 @@ def describe_retention(spec: Retention) -> list[str]:
             f"for the last {spec.keep_monthly} months with backups."
         )
     if spec.keep_yearly:
-        lines.append(f"Keep the first backup of each year for the last {spec.keep_yearly} years with backups.")
+        lines.append(
+            f"Keep the first backup of each year for the last {spec.keep_yearly} years with backups."
+        )
     if spec.keeps_nothing():
         lines.append("No retention rules: only the newest completed backup is guaranteed to be kept.")
     lines.append("Always keep the newest completed backup of each deployment.")

@@ -108,18 +108,21 @@ class _Doc:
                 if stripped in ("---", "...") or ind < col or (ind == col and not stripped.startswith("-")):
                     break
             end += 1
-        while end - 1 > line and _is_blank_or_comment(self.lines[end - 1]) and (
-            not self.lines[end - 1].strip() or _indent_of(self.lines[end - 1]) <= col
+        while (
+            end - 1 > line
+            and _is_blank_or_comment(self.lines[end - 1])
+            and (not self.lines[end - 1].strip() or _indent_of(self.lines[end - 1]) <= col)
         ):
             end -= 1
         return line, end, col
 
     # -- rendering --------------------------------------------------------------------
 
-    def render(self, key: Key, value: Any) -> list[str]:
+    def render(self, key: Key, value: Any, seq_offset: int | None = None) -> list[str]:
+        offset = self.seq_offset if seq_offset is None else seq_offset
         y = YAML(typ="rt")
         y.width = 4096
-        y.indent(mapping=self.step, sequence=max(self.step, self.seq_offset + 2), offset=self.seq_offset)
+        y.indent(mapping=self.step, sequence=max(self.step, offset + 2), offset=offset)
         buf = io.StringIO()
         y.dump({key: _plain(value)}, buf)
         return buf.getvalue().splitlines(keepends=True)
@@ -152,14 +155,26 @@ class _Doc:
         vline, vcol = parent.lc.value(key)
         if self._inline_scalar(current, value, line, vline, end):
             return self._replace_scalar(line, vcol, key, value)
-        rendered = self.render(key, value)
+        rendered = self.render(key, value, self._local_seq_offset(line, end, col))
         prefix = self.lines[line][:col]
         new = [prefix + rendered[0]] + [" " * col + r for r in rendered[1:]]
         return self.splice(line, end, new)
 
+    def _local_seq_offset(self, line: int, end: int, col: int) -> int | None:
+        """How this block already indents its list items, to render it the same way."""
+        body = [ln for ln in self.lines[line + 1 : end] if not _is_blank_or_comment(ln)]
+        if body and body[0].lstrip().startswith("- "):
+            return max(_indent_of(body[0]) - col, 0)
+        return None
+
     def _inline_scalar(self, current: Any, value: Any, line: int, vline: int, end: int) -> bool:
         scalar = (str, int, float, bool)
-        if not isinstance(value, scalar) or not isinstance(current, scalar) or vline != line or end != line + 1:
+        if (
+            not isinstance(value, scalar)
+            or not isinstance(current, scalar)
+            or vline != line
+            or end != line + 1
+        ):
             return False
         return not self.lines[line].rstrip("\n")[self._after_colon(line) :].lstrip().startswith(("|", ">"))
 
@@ -200,7 +215,11 @@ class _Doc:
         if len(parent) == 1 and len(path) > 1:
             return self.set(path[:-1], {})
         start = line
-        while start > 0 and self.lines[start - 1].strip().startswith("#") and _indent_of(self.lines[start - 1]) == col:
+        while (
+            start > 0
+            and self.lines[start - 1].strip().startswith("#")
+            and _indent_of(self.lines[start - 1]) == col
+        ):
             start -= 1
         next_blank = end >= len(self.lines) or not self.lines[end].strip()
         while next_blank and start > 0 and not self.lines[start - 1].strip():
@@ -222,7 +241,12 @@ class _Doc:
             current = self.lookup(sub)
             if value is None:
                 self.delete(sub)
-            elif isinstance(value, Mapping) and isinstance(current, CommentedMap) and current and not current.fa.flow_style():
+            elif (
+                isinstance(value, Mapping)
+                and isinstance(current, CommentedMap)
+                and current
+                and not current.fa.flow_style()
+            ):
                 self.merge(sub, value, replace)
             else:
                 self.set(sub, value)
@@ -288,7 +312,10 @@ def _edit(path: str | Path, change: Callable[[_Doc], None], dry_run: bool = Fals
         return ""
     diff = "".join(
         difflib.unified_diff(
-            before.splitlines(keepends=True), after.splitlines(keepends=True), f"{path} (before)", f"{path} (after)"
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            f"{path} (before)",
+            f"{path} (after)",
         )
     )
     if not dry_run:
@@ -318,7 +345,9 @@ def set_policy(path: str | Path, name: str, mapping: Mapping[str, Any], *, dry_r
     return _edit(path, change, dry_run)
 
 
-def update_policy_fields(path: str | Path, name: str, changes: Mapping[str, Any], *, dry_run: bool = False) -> str:
+def update_policy_fields(
+    path: str | Path, name: str, changes: Mapping[str, Any], *, dry_run: bool = False
+) -> str:
     """Merge `changes` into an existing policy (nested mappings merge; None removes a key).
 
     E.g. {"status": "paused"} or {"retention": {"keep_daily": 14}}. Lists (schedules)

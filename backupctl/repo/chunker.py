@@ -78,7 +78,9 @@ class PushChunker:
         return list(chunk_bytes(buf, self.params))
 
 
-def chunk_stream(stream: IO[bytes], params: ChunkParams = DATA_CHUNKS, read_size: int = _READ_SIZE) -> Iterator[bytes]:
+def chunk_stream(
+    stream: IO[bytes], params: ChunkParams = DATA_CHUNKS, read_size: int = _READ_SIZE
+) -> Iterator[bytes]:
     """Chunk a stream of unknown length with bounded memory (about read_size + 2 * max_size)."""
     chunker = PushChunker(params)
     while True:

@@ -86,7 +86,9 @@ def generate_key_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write("# backupctl repository key. Keep a copy somewhere safe: without it no backup can be read.\n")
+        fh.write(
+            "# backupctl repository key. Keep a copy somewhere safe: without it no backup can be read.\n"
+        )
         fh.write(base64.b64encode(os.urandom(32)).decode() + "\n")
 
 
@@ -144,8 +146,13 @@ def unwrap_master_keys(slot: bytes, material: KeyMaterial) -> MasterKeys | None:
     salt = base64.b64decode(doc["salt"])
     if material.kind == "passphrase":
         params = doc.get("scrypt") or {}
-        kek = Scrypt(salt=salt, length=32, n=params.get("n", SCRYPT_N), r=params.get("r", SCRYPT_R),
-                     p=params.get("p", SCRYPT_P)).derive(material.secret)
+        kek = Scrypt(
+            salt=salt,
+            length=32,
+            n=params.get("n", SCRYPT_N),
+            r=params.get("r", SCRYPT_R),
+            p=params.get("p", SCRYPT_P),
+        ).derive(material.secret)
     else:
         kek = material.derive_kek(salt)
     data = base64.b64decode(doc["data"])

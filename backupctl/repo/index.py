@@ -79,7 +79,10 @@ def index_doc(packs: dict[str, list[BlobEntry]], supersedes: Iterable[str] = ())
     return {
         "v": 1,
         "packs": [
-            {"id": pid, "blobs": [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in entries]}
+            {
+                "id": pid,
+                "blobs": [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in entries],
+            }
             for pid, entries in sorted(packs.items())
         ],
         "supersedes": sorted(supersedes),

@@ -120,5 +120,7 @@ class RepositoryLock:
     def __enter__(self) -> RepositoryLock:
         return self.acquire()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

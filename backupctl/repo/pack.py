@@ -46,7 +46,8 @@ class PackBuilder:
     def finish(self, codec: Codec) -> tuple[str, bytes]:
         """(pack id, pack bytes)."""
         header = codec.encode_doc(
-            [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in self.entries], b"pack-header"
+            [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in self.entries],
+            b"pack-header",
         )
         self.parts.append(header)
         self.parts.append(struct.pack("<I", len(header)))

@@ -31,7 +31,14 @@ from backupctl.destinations.base import AlreadyExists, Destination, NotFound
 from backupctl.errors import FormatVersionError, IntegrityError, NoRepositoryError, NotFoundError
 from backupctl.repo.chunker import DATA_CHUNKS, TREE_CHUNKS
 from backupctl.repo.codec import Codec
-from backupctl.repo.crypto import Cipher, KeyMaterial, MasterKeys, no_slot_opened, unwrap_master_keys, wrap_master_keys
+from backupctl.repo.crypto import (
+    Cipher,
+    KeyMaterial,
+    MasterKeys,
+    no_slot_opened,
+    unwrap_master_keys,
+    wrap_master_keys,
+)
 from backupctl.repo.index import Index, index_doc
 from backupctl.repo.lock import RepositoryLock
 from backupctl.repo.pack import BlobEntry, pack_name
@@ -44,7 +51,9 @@ def _now() -> str:
 
 
 class Repository:
-    def __init__(self, dest: Destination, keys: MasterKeys, config: dict[str, Any], compression_level: int = 3):
+    def __init__(
+        self, dest: Destination, keys: MasterKeys, config: dict[str, Any], compression_level: int = 3
+    ):
         self.dest = dest
         self.config = config
         self.id: str = config["id"]
@@ -158,7 +167,9 @@ class Repository:
     def index_ids(self) -> set[str]:
         return set(self._index_ids)
 
-    def write_index(self, packs: dict[str, list[BlobEntry]], supersedes: set[str] | frozenset[str] = frozenset()) -> str:
+    def write_index(
+        self, packs: dict[str, list[BlobEntry]], supersedes: set[str] | frozenset[str] = frozenset()
+    ) -> str:
         data = self.codec.encode_doc(index_doc(packs, supersedes), b"index")
         index_id = blake3.blake3(data).hexdigest()
         self.dest.put_metadata(f"index/{index_id}", data)

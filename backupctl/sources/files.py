@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from pydantic import Field
 
@@ -143,7 +143,7 @@ class FilesSource(Source):
 
     def _entry(self, path: str, st: os.stat_result, seen: dict[tuple[int, int], str]) -> Entry:
         rel = path.lstrip("/")
-        common = dict(
+        common: dict[str, Any] = dict(
             path=rel,
             mode=stat.S_IMODE(st.st_mode),
             uid=st.st_uid,
@@ -180,7 +180,9 @@ class FilesSource(Source):
                 return "changed while being read; stored as read"
             return None
 
-        return Entry(kind="file", size=st.st_size, open=opener, check_unchanged=check, reusable=True, **common)  # type: ignore[arg-type]
+        return Entry(
+            kind="file", size=st.st_size, open=opener, check_unchanged=check, reusable=True, **common
+        )  # type: ignore[arg-type]
 
     def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
         FsRestorer(request.target_dir, request.reporter).restore(entries)

@@ -10,9 +10,9 @@ their mtimes.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
-import grp
 from collections.abc import Iterator
 from pathlib import Path
 
