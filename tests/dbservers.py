@@ -302,8 +302,8 @@ class MariaDBServer:
             "--batch",
             "--skip-column-names",
         ]
-        if db:
-            argv.append(f"--database={db}")
+        # A default database, so the sequence engine's seq_1_to_N tables work everywhere.
+        argv.append(f"--database={db or 'mysql'}")
         res = subprocess.run([*argv, "-e", sql], capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             raise RuntimeError(f"mariadb failed: {res.stderr.strip()}")
