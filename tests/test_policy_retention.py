@@ -61,9 +61,14 @@ def test_keep_monthly_first_sunday_or_first_of_month() -> None:
 
 
 def test_keep_yearly_and_hourly() -> None:
-    backups = [BackupRecord(f"y{y}", "app", datetime(y, 6, 1, tzinfo=UTC), "completed", "p") for y in range(2020, 2027)]
+    backups = [
+        BackupRecord(f"y{y}", "app", datetime(y, 6, 1, tzinfo=UTC), "completed", "p")
+        for y in range(2020, 2027)
+    ]
     assert kept(backups, Retention(keep_yearly=3)) == {"y2024", "y2025", "y2026"}
-    hours = [BackupRecord(f"h{i}", "app", NOW - timedelta(minutes=20 * i), "completed", "p") for i in range(12)]
+    hours = [
+        BackupRecord(f"h{i}", "app", NOW - timedelta(minutes=20 * i), "completed", "p") for i in range(12)
+    ]
     # 12:00, 11:40, 11:20, 11:00, ... -> first of each hour: 11:00 (h3), 10:00 (h6), 09:00 (h9)
     assert kept(hours, Retention(keep_hourly=3)) == {"h0", "h3", "h6"}
 
@@ -100,7 +105,10 @@ def test_manual_failed_running_and_parents() -> None:
     failed_new = BackupRecord("f-new", "app", NOW + timedelta(hours=1), "failed", "nightly")
     running = BackupRecord("run", "app", NOW, "running", "nightly")
     spec = Retention(keep_last=1)
-    decisions = {d.backup.id: d for d in apply_retention(backups + [manual, failed_old, failed_new, running], spec, NOW)}
+    decisions = {
+        d.backup.id: d
+        for d in apply_retention(backups + [manual, failed_old, failed_new, running], spec, NOW)
+    }
     assert decisions["man"].keep and decisions["man"].reasons == ["manual backup (no retention)"]
     assert not decisions["f-old"].keep and decisions["f-old"].reasons == ["failed backup"]
     assert decisions["f-new"].keep and decisions["run"].keep
@@ -143,16 +151,24 @@ def test_expiry_of_daily_weekly_monthly_keepers() -> None:
     assert expiry(manual, backups, policy.retention, NOW, next_run_fn(policy)) is None
     paused = policy.model_copy(update={"status": "paused"})
     assert backup_expiries(paused, backups, NOW, only=["app-1"]) == {"app-1": None}
-    within = Policy.model_validate({"schedules": [{"cron": "0 3 * * *"}], "retention": {"keep_within": "90d"}})
-    assert backup_expiries(within, backups, NOW, only=["app-10"])["app-10"] == datetime(2027, 2, 10, 3, tzinfo=UTC)
+    within = Policy.model_validate(
+        {"schedules": [{"cron": "0 3 * * *"}], "retention": {"keep_within": "90d"}}
+    )
+    assert backup_expiries(within, backups, NOW, only=["app-10"])["app-10"] == datetime(
+        2027, 2, 10, 3, tzinfo=UTC
+    )
 
 
 def test_plan_prune_uses_the_policy_time_zone() -> None:
     policy = Policy.model_validate(
         {"schedules": [{"cron": "30 23 * * *", "timezone": "Europe/Berlin"}], "retention": {"keep_daily": 1}}
     )
-    b1 = BackupRecord("b1", "app", datetime(2026, 11, 21, 22, 30, tzinfo=UTC), "completed", "p")  # 23:30 Berlin
-    b2 = BackupRecord("b2", "app", datetime(2026, 11, 21, 23, 30, tzinfo=UTC), "completed", "p")  # 00:30 next day
+    b1 = BackupRecord(
+        "b1", "app", datetime(2026, 11, 21, 22, 30, tzinfo=UTC), "completed", "p"
+    )  # 23:30 Berlin
+    b2 = BackupRecord(
+        "b2", "app", datetime(2026, 11, 21, 23, 30, tzinfo=UTC), "completed", "p"
+    )  # 00:30 next day
     assert [d.keep for d in plan_prune(policy, [b1, b2], NOW)] == [False, True]
 
 

@@ -28,13 +28,16 @@ def local_times(p: Policy, after: datetime, n: int, tz: ZoneInfo) -> list[str]:
 
 def test_recurrence_text_of_each_form() -> None:
     assert recurrence_text(Schedule(cron="5 * * * *")) == "TZ=UTC 5 * * * *"
-    assert recurrence_text(Schedule.model_validate({"daily": {"at": "05:00"}, "timezone": "Europe/Berlin"})) == (
-        "TZ=Europe/Berlin 0 5 * * *"
-    )
+    assert recurrence_text(
+        Schedule.model_validate({"daily": {"at": "05:00"}, "timezone": "Europe/Berlin"})
+    ) == ("TZ=Europe/Berlin 0 5 * * *")
     assert recurrence_text(Schedule.model_validate({"daily": {"at": "5:30", "days": ["Monday", "fri"]}})) == (
         "TZ=UTC 30 5 * * mon,fri"
     )
-    assert recurrence_text(Schedule.model_validate({"hourly": {"every": 2, "minute": 15}})) == "TZ=UTC 15 */2 * * *"
+    assert (
+        recurrence_text(Schedule.model_validate({"hourly": {"every": 2, "minute": 15}}))
+        == "TZ=UTC 15 */2 * * *"
+    )
     assert recurrence_text(Schedule.model_validate({"monthly": {"day": "last", "at": "23:00"}})) == (
         "TZ=UTC 0 23 L * *"
     )
@@ -44,7 +47,12 @@ def test_recurrence_text_of_each_form() -> None:
 def test_daily_berlin_keeps_wall_clock_time_across_both_dst_changes() -> None:
     p = policy({"daily": {"at": "05:00"}, "timezone": "Europe/Berlin"})
     runs = next_runs(p, utc(2026, 3, 27), 4)
-    assert [r.slot for r in runs] == [utc(2026, 3, 27, 4), utc(2026, 3, 28, 4), utc(2026, 3, 29, 3), utc(2026, 3, 30, 3)]
+    assert [r.slot for r in runs] == [
+        utc(2026, 3, 27, 4),
+        utc(2026, 3, 28, 4),
+        utc(2026, 3, 29, 3),
+        utc(2026, 3, 30, 3),
+    ]
     runs = next_runs(p, utc(2026, 10, 24), 3)
     assert [r.slot for r in runs] == [utc(2026, 10, 24, 3), utc(2026, 10, 25, 4), utc(2026, 10, 26, 4)]
 
@@ -73,7 +81,10 @@ def test_spring_forward_gap_hourly_new_york_has_no_duplicate_or_reordered_slot()
 def test_fall_back_repeated_hour_runs_once_berlin() -> None:
     # 2026-10-25: 03:00 CEST -> 02:00 CET; 02:30 happens twice, runs at the first.
     p = policy({"cron": "30 2 * * *", "timezone": "Europe/Berlin"})
-    assert local_times(p, utc(2026, 10, 24, 12), 2, BERLIN) == ["2026-10-25 02:30 +0200", "2026-10-26 02:30 +0100"]
+    assert local_times(p, utc(2026, 10, 24, 12), 2, BERLIN) == [
+        "2026-10-25 02:30 +0200",
+        "2026-10-26 02:30 +0100",
+    ]
     hourly = policy({"cron": "0 * * * *", "timezone": "Europe/Berlin"})
     slots = [r.slot for r in next_runs(hourly, utc(2026, 10, 24, 23, 30), 3)]
     assert slots == [utc(2026, 10, 25, 0), utc(2026, 10, 25, 2), utc(2026, 10, 25, 3)]  # 02:00 CET skipped
@@ -145,7 +156,11 @@ def test_full_and_incremental_at_the_same_slot_run_the_full_only() -> None:
     runs = due(p, monday, {"full": utc(2026, 11, 22, 0), "incremental": utc(2026, 11, 22, 23)})
     assert [(r.schedule.type, r.key) for r in runs] == [("incremental", "incremental")]
     planned = next_runs(p, utc(2026, 11, 21, 22, 30), 3)
-    assert [(r.schedule.type, r.slot.hour) for r in planned] == [("incremental", 23), ("full", 0), ("incremental", 1)]
+    assert [(r.schedule.type, r.slot.hour) for r in planned] == [
+        ("incremental", 23),
+        ("full", 0),
+        ("incremental", 1),
+    ]
 
 
 def test_interval_counts_from_the_last_successful_backup_of_any_kind() -> None:
@@ -160,7 +175,10 @@ def test_interval_counts_from_the_last_successful_backup_of_any_kind() -> None:
     manual = utc(2026, 11, 21, 5)
     clock.set(utc(2026, 11, 21, 9, 30))
     assert due(p, clock.now(), runs, manual) == []
-    assert [r.slot for r in next_runs(p, clock.now(), 2, manual)] == [utc(2026, 11, 22, 5), utc(2026, 11, 23, 5)]
+    assert [r.slot for r in next_runs(p, clock.now(), 2, manual)] == [
+        utc(2026, 11, 22, 5),
+        utc(2026, 11, 23, 5),
+    ]
     clock.set(utc(2026, 11, 22, 5))
     assert [r.slot for r in due(p, clock.now(), runs, manual)] == [utc(2026, 11, 22, 5)]
 

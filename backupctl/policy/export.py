@@ -121,10 +121,7 @@ def on_calendar(expr: str, timezone: str) -> list[str]:
     minutes, hours, doms, months, dows = croniter(expr).expanded
     time = f"{_field(hours)}:{_field(minutes)}:00"
     month = _field(months)
-    if doms == ["l"] or "l" in doms:
-        day_part = f"*-{month}~01"
-    else:
-        day_part = f"*-{month}-{_field(doms)}"
+    day_part = f"*-{month}~01" if doms == ["l"] or "l" in doms else f"*-{month}-{_field(doms)}"
     if dows == ["*"]:
         return [f"{day_part} {time} {timezone}"]
     names = ",".join(dict.fromkeys(_DOW_NAMES[int(d)] for d in dows))

@@ -220,9 +220,8 @@ def apply_retention(
                 reasons.append("manual backup (no retention)")
             elif b.status in ("running", "queued"):
                 reasons.append("in progress")
-            elif b.status == FAILED:
-                if newer_completed is None or newer_completed < b.created:
-                    reasons.append("failed; kept until a newer backup completes")
+            elif b.status == FAILED and (newer_completed is None or newer_completed < b.created):
+                reasons.append("failed; kept until a newer backup completes")
             decisions[id(b)] = Decision(b, bool(reasons), reasons)
         # Keep whatever a kept backup depends on.
         for b in group:
