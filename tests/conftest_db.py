@@ -1,6 +1,6 @@
 """Fixtures for the throwaway database servers (see tests/dbservers.py).
 
-Load them in a test module with `pytest_plugins = ["conftest_db"]`.
+tests/conftest.py loads this module as a plugin, so every test module can use them.
 A server that cannot start skips its tests on a workstation and fails them when the `CI`
 environment variable is set, so CI never passes by skipping.
 """

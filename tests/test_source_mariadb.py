@@ -25,7 +25,6 @@ from backupctl.sources.base import Entry, RestoreRequest, source_class
 from backupctl.sources.mariadb import MariaDBOptions, MariaDBSource
 
 pytestmark = pytest.mark.server
-pytest_plugins = ["conftest_db"]  # mariadb_server, fresh_mariadb_server
 
 
 def make_source(server: MariaDBServer, **overrides: object) -> MariaDBSource:

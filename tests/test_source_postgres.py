@@ -28,7 +28,6 @@ from backupctl.sources.base import Entry, RestoreRequest, source_class
 from backupctl.sources.postgres import PostgresOptions, PostgresSource
 
 pytestmark = pytest.mark.server
-pytest_plugins = ["conftest_db"]  # pg_server, fresh_pg_server
 
 
 def make_source(server: PostgresServer, **overrides: object) -> PostgresSource:
