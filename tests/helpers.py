@@ -218,3 +218,11 @@ def make_sample_tree(root: Path, *, seed: int = 1) -> Path:
         os.utime(p, ns=(t + i * 1_000_000_007, t + i * 1_000_000_007), follow_symlinks=False)
     os.utime(root, ns=(t, t))
     return root
+
+
+def service(config_path: Path, reporter: Any = None) -> Any:
+    """The engine façade on a config file, in-process (state dir from XDG_STATE_HOME)."""
+    from backupctl.config.loader import load_config
+    from backupctl.engine.service import Service
+
+    return Service(load_config(config_path), reporter)

@@ -109,38 +109,45 @@ def test_json_output_is_one_document_and_show_yaml_parses(files_deployment) -> N
 
 def test_id_prefix_unknown_and_ambiguous(files_deployment) -> None:
     dep = files_deployment
-    ids = [dep.create() for _ in range(20)]
-    # 20 random hex IDs: some pair shares a first hex digit (pigeonhole over 16 digits).
-    first = {}
-    for i in ids:
-        first.setdefault(i[0], []).append(i)
-    shared = next(v for v in first.values() if len(v) > 1)
-    amb = dep.run("backup", "show", shared[0][0])
+    svc = helpers.service(dep.config)
+    # Backups with chosen IDs (the engine accepts one) so that prefixes collide for sure.
+    ids = ["abc1" + "0" * 28, "abc2" + "0" * 28, "f00d" + "1" * 28]
+    for backup_id in ids:
+        svc.create_backup("app", backup_id=backup_id)
+    svc.close()
+    amb = dep.run("backup", "show", "abc")
     helpers.assert_one_line_error(amb, ExitCode.NOT_FOUND, "ambiguous")
-    amb_json = dep.run("backup", "show", shared[0][0], "-o", "json")
-    assert amb_json.returncode == ExitCode.NOT_FOUND
+    amb_json = dep.run("backup", "show", "abc", "-o", "json")
+    assert amb_json.returncode == ExitCode.NOT_FOUND, str(amb_json)
     err = json.loads(amb_json.stderr)["error"]
     assert err["kind"] == "ambiguous_id" and err["exit_code"] == ExitCode.NOT_FOUND
     assert amb_json.stdout == ""
+    for cmd in (["restore", "abc", "--target", str(dep.root / "t")], ["verify", "abc"], ["delete", "abc", "--yes"]):
+        helpers.assert_one_line_error(dep.run("backup", *cmd), ExitCode.NOT_FOUND, "ambiguous")
+    assert not (dep.root / "t").exists()
 
     unknown = dep.run("backup", "show", "zzzz")
     helpers.assert_one_line_error(unknown, ExitCode.NOT_FOUND, "zzzz")
-    for cmd in (["restore", "zzzz", "--target", str(dep.root / "t")], ["verify", "zzzz"], ["delete", "zzzz", "--yes"]):
-        r = dep.run("backup", *cmd)
-        helpers.assert_one_line_error(r, ExitCode.NOT_FOUND)
+    for cmd in (["restore", "9999", "--target", str(dep.root / "t")], ["verify", "9999"], ["delete", "9999", "--yes"]):
+        helpers.assert_one_line_error(dep.run("backup", *cmd), ExitCode.NOT_FOUND, "9999")
 
-    # A unique prefix of every ID works.
-    for backup_id in ids[:3]:
-        n = 1
-        while sum(1 for i in ids if i.startswith(backup_id[:n])) > 1:
-            n += 1
-        assert dep.show(backup_id[:n])["id"] == backup_id
-    # list: 20 by default with a note when there are more.
-    dep.create()
+    # Unique prefixes (any length) and the full ID work, case-insensitively.
+    assert dep.show("abc2")["id"] == ids[1]
+    assert dep.show("F")["id"] == ids[2]
+    assert dep.show(ids[0])["id"] == ids[0]
+    assert len(dep.list()) == 3
+
+
+def test_list_limit_and_more_note(files_deployment) -> None:
+    dep = files_deployment
+    svc = helpers.service(dep.config)
+    ids = [svc.create_backup("app")["id"] for _ in range(21)]
+    svc.close()
     table = dep.ok("backup", "list")
-    assert len(table.stdout.splitlines()) == 21, str(table)
+    assert len(table.stdout.splitlines()) == 21, str(table)  # header + 20 rows
     assert "1 more" in table.stderr, str(table)
-    assert len(dep.ok("backup", "list", "-o", "json").json()) == 20
+    assert ids[0][:8] not in table.stdout, "the oldest backup is the one left off"
+    assert [r["id"] for r in dep.ok("backup", "list", "-o", "json").json()] == ids[::-1][:20]
     assert len(dep.ok("backup", "list", "--all", "-o", "json").json()) == 21
     assert len(dep.ok("backup", "list", "--limit", "3", "-o", "json").json()) == 3
 
