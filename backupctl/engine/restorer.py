@@ -16,7 +16,7 @@ from backupctl.engine.items import Item, read_items
 from backupctl.repo.repository import Repository
 from backupctl.sources.base import RestoreEntry
 
-_WINDOW_BYTES = 96 << 20
+_WINDOW_BYTES = 48 << 20
 _PER_FILE_AHEAD = 8
 
 

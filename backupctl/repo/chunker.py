@@ -27,7 +27,7 @@ DATA_CHUNKS = ChunkParams(512 * 1024, 1024 * 1024, 8 * 1024 * 1024)
 # Metadata (the item stream of a backup): small chunks so one changed file costs little.
 TREE_CHUNKS = ChunkParams(16 * 1024, 64 * 1024, 256 * 1024)
 
-_READ_SIZE = 16 * 1024 * 1024
+_READ_SIZE = 4 * 1024 * 1024
 
 
 def _boundaries(buf: bytes, params: ChunkParams) -> list[tuple[int, int]]:
@@ -49,7 +49,12 @@ def chunk_bytes(buf: bytes, params: ChunkParams = DATA_CHUNKS) -> Iterator[bytes
 
 
 class PushChunker:
-    """Chunker fed with pieces of a stream: `feed()` returns the chunks that are final."""
+    """Chunker fed with pieces of a stream: `feed()` returns the chunks that are final.
+
+    Every chunk FastCDC finds in a buffer except the last one is final: its end was
+    decided by the rolling hash or by max_size, both within data already seen. Only the
+    last chunk may have been cut by the end of the buffer, so it is carried over.
+    """
 
     def __init__(self, params: ChunkParams) -> None:
         self.params = params
@@ -57,20 +62,14 @@ class PushChunker:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._carry + data if self._carry else data
-        if len(buf) <= 2 * self.params.max_size:
+        if len(buf) <= self.params.max_size:
             self._carry = buf
             return []
+        bounds = _boundaries(buf, self.params)
         view = memoryview(buf)
-        out = []
-        cut = 0
-        # Boundaries in the last max_size bytes might move once more data arrives.
-        limit = len(buf) - self.params.max_size
-        for offset, length in _boundaries(buf, self.params):
-            if offset + length > limit:
-                break
-            out.append(bytes(view[offset : offset + length]))
-            cut = offset + length
-        self._carry = bytes(view[cut:])
+        out = [bytes(view[offset : offset + length]) for offset, length in bounds[:-1]]
+        last_offset = bounds[-1][0]
+        self._carry = bytes(view[last_offset:])
         return out
 
     def close(self) -> list[bytes]:
@@ -81,7 +80,7 @@ class PushChunker:
 def chunk_stream(
     stream: IO[bytes], params: ChunkParams = DATA_CHUNKS, read_size: int = _READ_SIZE
 ) -> Iterator[bytes]:
-    """Chunk a stream of unknown length with bounded memory (about read_size + 2 * max_size)."""
+    """Chunk a stream of unknown length with bounded memory (about read_size + max_size)."""
     chunker = PushChunker(params)
     while True:
         data = _read_full(stream, read_size)
