@@ -23,9 +23,11 @@ class _Strict(BaseModel):
 class EncryptionConfig(_Strict):
     """Where the repository key comes from: exactly one of the three."""
 
-    key_file: Path | None = None
-    passphrase_env: str | None = None
-    passphrase_file: Path | None = None
+    key_file: Path | None = Field(None, description="Key file created by `backupctl init` (mode 0600).")
+    passphrase_env: str | None = Field(
+        None, description="Environment variable holding a passphrase (scrypt)."
+    )
+    passphrase_file: Path | None = Field(None, description="File holding a passphrase (scrypt).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EncryptionConfig:
@@ -38,33 +40,43 @@ class EncryptionConfig(_Strict):
 class DeploymentConfig(_Strict):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    sources: list[SerializeAsAny[SourceOptions]] = Field(min_length=1)
-    destinations: list[str] = Field(min_length=1)
-    # Policy name; None means the default policy, "none" means no schedule.
-    policy: str | None = None
-    # Upload to remote destinations right after the backup (False: `backup upload` later).
-    upload: bool = True
-    description: str = ""
+    sources: list[SerializeAsAny[SourceOptions]] = Field(
+        min_length=1, description="What to back up: a list of sources (files, sqlite, postgres, mariadb)."
+    )
+    destinations: list[str] = Field(
+        min_length=1,
+        description="Destination names; backups are written to the first local one, then uploaded.",
+    )
+    policy: str | None = Field(
+        None, description="Policy name; omitted = the `default` policy; `none` = no scheduled backups."
+    )
+    upload: bool = Field(
+        True,
+        description="Upload to remote destinations right after each backup (false: `backup upload` later).",
+    )
+    description: str = Field("", description="Free text shown in listings.")
 
 
 class Settings(_Strict):
     """Engine tuning; the defaults suit most machines."""
 
-    compression_level: int = Field(3, ge=1, le=19)
-    pack_size_mib: int = Field(16, ge=1, le=512)
-    # Threads that compress and encrypt; 0 = one per CPU.
-    workers: int = Field(0, ge=0, le=64)
-    # Backups of different deployments the scheduler may run at once.
-    max_parallel_backups: int = Field(2, ge=1, le=64)
-    state_dir: Path | None = None
+    compression_level: int = Field(3, ge=1, le=19, description="zstd level for compressible data.")
+    pack_size_mib: int = Field(16, ge=1, le=512, description="Size at which a pack object is closed.")
+    workers: int = Field(0, ge=0, le=64, description="Threads that compress and encrypt; 0 = one per CPU.")
+    max_parallel_backups: int = Field(
+        2, ge=1, le=64, description="Backups of different deployments the scheduler may run at once."
+    )
+    state_dir: Path | None = Field(None, description="Local job state (default: $XDG_STATE_HOME/backupctl).")
 
 
 class Config(_Strict):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    destinations: dict[str, SerializeAsAny[DestinationOptions]] = Field(default_factory=dict)
-    deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
-    encryption: EncryptionConfig
+    destinations: dict[str, SerializeAsAny[DestinationOptions]] = Field(
+        default_factory=dict, description="Name -> destination (see Destinations)."
+    )
+    deployments: dict[str, DeploymentConfig] = Field(default_factory=dict, description="Name -> deployment.")
+    encryption: EncryptionConfig = Field(description="Where the repository key comes from.")
     policies: dict[str, Policy] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
     # Where the file was read from; not part of the YAML.

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from backupctl.errors import BackupctlError, ConfigError, DestinationError, NotFoundError
 
@@ -80,8 +80,7 @@ class DestinationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
-    # How many objects are transferred at once (uploads, downloads).
-    connections: int = 4
+    connections: int = Field(4, ge=1, le=64, description="Objects transferred at once (uploads, downloads).")
 
 
 class Destination(abc.ABC):

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from backupctl.destinations.base import (
     AlreadyExists,
     Capabilities,
@@ -32,9 +34,10 @@ _TMP_SUFFIX = ".tmp-backupctl"
 
 class LocalOptions(DestinationOptions):
     type: Literal["local"] = "local"
-    path: Path
-    # fsync every object before it becomes visible. Off only for throwaway benchmarks.
-    fsync: bool = True
+    path: Path = Field(description="Directory holding the repository; created if missing.")
+    fsync: bool = Field(
+        True, description="fsync every object before it becomes visible (off only for tests)."
+    )
 
 
 class LocalDestination(Destination):

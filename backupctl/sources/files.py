@@ -32,12 +32,14 @@ from backupctl.sources.restore_fs import FsRestorer
 
 class FilesOptions(SourceOptions):
     type: Literal["files"] = "files"
-    paths: list[Path] = Field(min_length=1)
-    # fnmatch patterns, matched against the base name and against the full path.
-    exclude: list[str] = Field(default_factory=list)
-    # If set, only files matching one of these patterns are stored (directories are walked).
-    include: list[str] = Field(default_factory=list)
-    one_file_system: bool = False
+    paths: list[Path] = Field(min_length=1, description="Files or directories to back up (absolute or ~).")
+    exclude: list[str] = Field(
+        default_factory=list, description="fnmatch patterns matched against base names and full paths."
+    )
+    include: list[str] = Field(
+        default_factory=list, description="If set, only files matching one of these patterns are stored."
+    )
+    one_file_system: bool = Field(False, description="Do not descend into other mounted filesystems.")
 
 
 @lru_cache(maxsize=1024)

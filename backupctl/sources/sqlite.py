@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
 
+from pydantic import Field
+
 from backupctl.errors import SourceError
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, Source, SourceOptions
 from backupctl.sources.restore_fs import FsRestorer
@@ -25,7 +27,7 @@ from backupctl.sources.restore_fs import FsRestorer
 
 class SQLiteOptions(SourceOptions):
     type: Literal["sqlite"] = "sqlite"
-    path: Path
+    path: Path = Field(description="The SQLite database file; copied with the online backup API.")
 
 
 class SQLiteSource(Source):
