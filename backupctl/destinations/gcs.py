@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from backupctl.destinations._common import check_name, clean_prefix, is_metadata
 from backupctl.destinations.base import (
     AlreadyExists,
@@ -33,19 +35,27 @@ _MIB = 1024 * 1024
 
 class GCSOptions(DestinationOptions):
     type: Literal["gcs"] = "gcs"
-    bucket: str
-    prefix: str = ""
-    # Service-account JSON key; without it, application default credentials are used.
-    credentials_file: Path | None = None
-    project: str | None = None
-    # Emulator or private endpoint, e.g. http://127.0.0.1:4443 (STORAGE_EMULATOR_HOST also works).
-    # Without credentials_file, an endpoint is used anonymously.
-    endpoint: str | None = None
-    # Class for pack files under data/; other objects go to STANDARD. None: the bucket default.
-    storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
-    # Objects larger than this use a resumable upload in chunks of that size.
-    resumable_chunk_mib: int = 16
-    timeout: float = 60.0
+    bucket: str = Field(description="Bucket name (it must exist).")
+    prefix: str = Field("", description="Object name prefix inside the bucket, e.g. `backups/prod`.")
+    credentials_file: Path | None = Field(
+        None, description="Service-account JSON key; without it, application default credentials."
+    )
+    project: str | None = Field(None, description="Project for requests that need one.")
+    endpoint: str | None = Field(
+        None,
+        description="Emulator or private endpoint, e.g. `http://127.0.0.1:4443` (or set "
+        "STORAGE_EMULATOR_HOST); used anonymously unless credentials_file is set.",
+    )
+    storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = Field(
+        None, description="Class of pack files under `data/` (others: STANDARD); omitted = bucket default."
+    )
+    resumable_chunk_mib: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Objects larger than this use a resumable upload in chunks of this size.",
+    )
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for each request.")
 
 
 class GCSDestination(Destination):

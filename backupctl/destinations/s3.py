@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from backupctl.destinations._common import Scrubber, check_name, clean_prefix, is_metadata, secret
 from backupctl.destinations.base import (
@@ -72,29 +72,35 @@ _TRANSIENT = {
 
 class S3Options(DestinationOptions):
     type: Literal["s3"] = "s3"
-    bucket: str
-    prefix: str = ""
-    region: str | None = None
-    # S3-compatible host, e.g. https://minio.example.com:9000
-    endpoint: str | None = None
-    force_path_style: bool = False
-    # Class for pack files under data/; every other object is always STANDARD.
-    storage_class: StorageClass = "STANDARD"
-    sse: Literal["none", "AES256", "aws:kms"] = "none"
-    kms_key_id: str | None = None
-    # Credentials: the default AWS chain (env, ~/.aws, instance role) unless referenced here.
-    profile: str | None = None
-    access_key_id_env: str | None = None
-    access_key_id_file: Path | None = None
-    secret_access_key_env: str | None = None
-    secret_access_key_file: Path | None = None
-    session_token_env: str | None = None
-    session_token_file: Path | None = None
-    # Objects at least this large go up in parts of part_size_mib (5 MiB minimum on AWS).
-    multipart_threshold_mib: int = 64
-    part_size_mib: int = 16
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    bucket: str = Field(description="Bucket name (it must exist).")
+    prefix: str = Field("", description="Key prefix inside the bucket, e.g. `backups/prod`.")
+    region: str | None = Field(None, description="AWS region; default from the AWS config chain.")
+    endpoint: str | None = Field(
+        None, description="URL of an S3-compatible host, e.g. `https://minio.example.com:9000`."
+    )
+    force_path_style: bool = Field(
+        False, description="Path-style URLs (`host/bucket/key`), needed by most S3-compatible hosts."
+    )
+    storage_class: StorageClass = Field(
+        "STANDARD", description="Class of pack files under `data/`; every other object is STANDARD."
+    )
+    sse: Literal["none", "AES256", "aws:kms"] = Field("none", description="Server-side encryption.")
+    kms_key_id: str | None = Field(None, description="KMS key ID or ARN for `sse: aws:kms`.")
+    profile: str | None = Field(None, description="Profile in ~/.aws/config and ~/.aws/credentials.")
+    access_key_id_env: str | None = Field(None, description="Environment variable holding the access key ID.")
+    access_key_id_file: Path | None = Field(None, description="File holding the access key ID.")
+    secret_access_key_env: str | None = Field(
+        None, description="Environment variable holding the secret access key."
+    )
+    secret_access_key_file: Path | None = Field(None, description="File holding the secret access key.")
+    session_token_env: str | None = Field(None, description="Environment variable holding a session token.")
+    session_token_file: Path | None = Field(None, description="File holding a session token.")
+    multipart_threshold_mib: int = Field(
+        64, ge=5, description="Objects at least this large are uploaded in parts (multipart upload)."
+    )
+    part_size_mib: int = Field(16, ge=5, le=5120, description="Part size of a multipart upload.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a response.")
 
     @model_validator(mode="after")
     def _check(self) -> S3Options:
@@ -104,8 +110,6 @@ class S3Options(DestinationOptions):
         has_secret = bool(self.secret_access_key_env or self.secret_access_key_file)
         if has_id != has_secret:
             raise ValueError("set both access_key_id_env/_file and secret_access_key_env/_file, or neither")
-        if self.part_size_mib < 5:
-            raise ValueError("part_size_mib must be at least 5")
         if self.multipart_threshold_mib < self.part_size_mib:
             raise ValueError("multipart_threshold_mib must be at least part_size_mib")
         return self
