@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,11 @@ from typing import IO, Any
 from backupctl.sources.base import Entry, RestoreEntry, Source
 
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-PASSWORD = "s3cr:et\\pa ss'\"w0rd"  # deliberately awkward: ':' '\' quotes and a space
+
+
+def awkward_password() -> str:
+    """A password with ':' '\\' quotes and a space, different for every server."""
+    return "s3cr:et\\pa ss'\"" + uuid.uuid4().hex[:10]
 
 
 class ServerUnavailable(Exception):
@@ -55,7 +60,6 @@ def _wait_for(check: object, timeout: float, what: str) -> None:
 
 class PostgresServer:
     user = "postgres"
-    password = PASSWORD
 
     def __init__(self) -> None:
         bins = [b for b in PG_BIN_CANDIDATES if (b / "initdb").exists()]
@@ -68,6 +72,7 @@ class PostgresServer:
         except KeyError:
             raise ServerUnavailable("no 'postgres' system user") from None
         self.bin = bins[0]
+        self.password = awkward_password()
         self.base = Path(tempfile.mkdtemp(prefix="backupctl-pg-"))
         os.chown(self.base, self._pw.pw_uid, self._pw.pw_gid)
         self.data = self.base / "data"
@@ -157,17 +162,21 @@ class PostgresServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def options(self, **overrides: object) -> dict[str, object]:
-        """Source options connecting over TCP with the password from $BACKUPCTL_TEST_PGPASS."""
-        os.environ["BACKUPCTL_TEST_PGPASS"] = self.password
+        """Source options connecting over TCP with the password from $BACKUPCTL_TEST_PGPASS_<port>."""
+        os.environ[self.password_env] = self.password
         opts: dict[str, object] = {
             "type": "postgres",
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password_env": "BACKUPCTL_TEST_PGPASS",
+            "password_env": self.password_env,
         }
         opts.update(overrides)
         return opts
+
+    @property
+    def password_env(self) -> str:
+        return f"BACKUPCTL_TEST_PGPASS_{self.port}"
 
     def psql(self, sql: str, db: str = "postgres", *, port: int | None = None) -> str:
         """Run SQL as the superuser over the socket; return unaligned, tuples-only output."""
@@ -206,7 +215,6 @@ class PostgresServer:
 
 class MariaDBServer:
     user = "backup"
-    password = PASSWORD
 
     def __init__(self) -> None:
         self.mariadbd = shutil.which("mariadbd") or (
@@ -219,6 +227,7 @@ class MariaDBServer:
         if os.geteuid() != 0:
             raise ServerUnavailable("the throwaway MariaDB runs with --user=root")
         self.base = Path(tempfile.mkdtemp(prefix="backupctl-mariadb-"))
+        self.password = awkward_password()
         self.data = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.log = self.base / "error.log"
@@ -309,6 +318,10 @@ class MariaDBServer:
             raise RuntimeError(f"mariadb failed: {res.stderr.strip()}")
         return res.stdout.strip()
 
+    @property
+    def password_env(self) -> str:
+        return f"BACKUPCTL_TEST_MARIADBPASS_{self.port}"
+
     @staticmethod
     def sql_str(value: str) -> str:
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -332,13 +345,13 @@ class MariaDBServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def options(self, **overrides: object) -> dict[str, object]:
-        os.environ["BACKUPCTL_TEST_MARIADBPASS"] = self.password
+        os.environ[self.password_env] = self.password
         opts: dict[str, object] = {
             "type": "mariadb",
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password_env": "BACKUPCTL_TEST_MARIADBPASS",
+            "password_env": self.password_env,
         }
         opts.update(overrides)
         return opts

@@ -69,7 +69,6 @@ def test_postgres_restore_to_another_deployment_on_another_server(
     pg_server.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g", db)
     before = pg_fingerprint(pg_server, db)
     other = fresh_pg_server.options(databases=[db])
-    other["password_env"] = "BACKUPCTL_TEST_PGPASS"  # both clusters share the harness password
     deployment = make_deployment([pg_server.options(databases=[db])])
     from helpers import dump_yaml, load_yaml
 

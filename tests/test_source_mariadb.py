@@ -251,7 +251,7 @@ def test_wrong_password_fails_without_revealing_it(
     mariadb_server: MariaDBServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = make_source(mariadb_server)  # sets the right password in the environment...
-    monkeypatch.setenv("BACKUPCTL_TEST_MARIADBPASS", "wrong\"pass'word")  # ...replaced here
+    monkeypatch.setenv(mariadb_server.password_env, "wrong\"pass'word")  # ...replaced here
     with pytest.raises(SourceError, match="Access denied") as err:
         take_backup(source)
     assert "wrong" not in str(err.value).replace("wrong password", "")

@@ -282,7 +282,7 @@ def test_wrong_password_fails_without_revealing_it(
     pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = make_source(pg_server)
-    monkeypatch.setenv("BACKUPCTL_TEST_PGPASS", "not:the\\password")
+    monkeypatch.setenv(pg_server.password_env, "not:the\\password")
     with pytest.raises(SourceError) as err:
         take_backup(source)
     assert "password authentication failed" in str(err.value)
@@ -393,6 +393,6 @@ def test_options_reject_unknown_keys_and_secrets_are_not_described(pg_server: Po
     with pytest.raises(ValueError):
         PostgresOptions.model_validate({"type": "postgres", "pasword": "x"})
     described = make_source(pg_server).describe()
-    assert described["password_env"] == "BACKUPCTL_TEST_PGPASS"
+    assert described["password_env"] == pg_server.password_env
     assert pg_server.password not in repr(described)
-    assert os.environ["BACKUPCTL_TEST_PGPASS"] == pg_server.password
+    assert os.environ[pg_server.password_env] == pg_server.password
