@@ -219,9 +219,10 @@ class Service:
             )
             collector.emit(Finished("backup", backup_id, ok=False))
             if isinstance(exc, BackupctlError) and not isinstance(exc, BackupFailedError):
-                raise BackupFailedError(
-                    f"backup of {deployment!r} failed: {exc.message}", hint=exc.hint
-                ) from exc
+                failed = BackupFailedError(f"backup of {deployment!r} failed: {exc.message}", hint=exc.hint)
+                # Keep the documented exit code and kind of the cause (wrong key 12, destination 6, ...).
+                failed.exit_code, failed.kind = exc.exit_code, exc.kind
+                raise failed from exc
             raise
         record = summarize_manifest(manifest, repo.id)
         self.state.cache_summary(repo.id, backup_id, record)
