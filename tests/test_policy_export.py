@@ -50,7 +50,7 @@ def test_crontab_is_one_run_due_line_per_minute(config: Config) -> None:
     active = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert active == ["BACKUPCTL_CONFIG=/etc/backupctl/config.yaml", "* * * * * backupctl schedule run-due"]
     assert "#   nightly/full [app]: TZ=Europe/Amsterdam 0 21 * * *" in text
-    assert "#   default/full [web]: TZ=UTC 0 */2 * * *" in text
+    assert "#   default/incremental [web]: TZ=UTC 0 */2 * * *" in text
     assert "paused" not in text and "unused" not in text
 
 
@@ -102,7 +102,7 @@ def test_kubernetes_cronjobs_forbid_concurrency_and_carry_time_zone(config: Conf
     by_name = {d["metadata"]["name"]: d for d in docs}
     assert sorted(by_name) == [
         "backupctl-csc-full",
-        "backupctl-default-full",
+        "backupctl-default-incremental",
         "backupctl-eom-full",
         "backupctl-nightly-full",
         "backupctl-nightly-incremental",

@@ -49,6 +49,7 @@ policies:
       keep_last: 12
       keep_daily: 14
       keep_weekly: 8
+      keep_monthly: 12
 
 encryption:
   # The repository key. Keep a copy somewhere else: without it backups cannot be read.

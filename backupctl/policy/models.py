@@ -317,7 +317,7 @@ class Policy(_Strict):
 
 # Every two hours (Oasis), GFS retention that survives long pauses.
 DEFAULT_POLICY = Policy(
-    schedules=[Schedule(type="full", hourly=Hourly(every=2, minute=0), timezone="UTC")],
+    schedules=[Schedule(type="incremental", hourly=Hourly(every=2, minute=0), timezone="UTC")],
     status="active",
     retention=Retention(keep_last=12, keep_daily=14, keep_weekly=8, keep_monthly=12),
     description="Built-in default: a backup every two hours.",
