@@ -29,10 +29,19 @@ from backupctl.errors import (
     BackupctlError,
     BackupFailedError,
     ConfigError,
+    IntegrityError,
     NoRepositoryError,
     NotFoundError,
 )
-from backupctl.events import CollectingReporter, Finished, InfoEvent, NullReporter, Reporter, Started
+from backupctl.events import (
+    CollectingReporter,
+    Finished,
+    InfoEvent,
+    NullReporter,
+    Reporter,
+    Started,
+    WarningEvent,
+)
 from backupctl.repo.crypto import KeyMaterial, read_key_file
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -347,7 +356,12 @@ class Service:
         for backup_id in repo.manifest_ids():
             record = self.state.cached_summary(repo.id, backup_id)
             if record is None:
-                record = summarize_manifest(repo.load_manifest(backup_id), repo.id)
+                try:
+                    manifest = repo.load_manifest(backup_id)
+                except IntegrityError as exc:  # one damaged manifest must not hide every other backup
+                    self.reporter.emit(WarningEvent(f"skipped a damaged backup: {exc.message}"))
+                    continue
+                record = summarize_manifest(manifest, repo.id)
                 self.state.cache_summary(repo.id, backup_id, record)
             records.append(record)
         return records
