@@ -65,14 +65,21 @@ class Scrubber:
 class ConnectionPool(Generic[T]):
     """Idle connections kept for reuse; a connection is used by one thread at a time.
 
-    ``borrow()`` hands out an idle connection or makes a new one. A connection is put
-    back only when the block ends without an exception: after any error its state is
-    unknown, so it is closed.
+    ``borrow()`` hands out an idle connection or makes a new one. After an exception the
+    connection is closed unless ``healthy(conn, exc)`` says the session is still usable (a
+    "no such file" reply, say): its state is otherwise unknown.
     """
 
-    def __init__(self, factory: Callable[[], T], closer: Callable[[T], None], max_idle: int) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], T],
+        closer: Callable[[T], None],
+        max_idle: int,
+        healthy: Callable[[T, BaseException], bool] = lambda conn, exc: False,
+    ) -> None:
         self._factory = factory
         self._closer = closer
+        self._healthy = healthy
         self._max_idle = max(1, max_idle)
         self._idle: list[T] = []
         self._lock = threading.Lock()
@@ -88,9 +95,15 @@ class ConnectionPool(Generic[T]):
             conn = self._factory()
         try:
             yield conn
-        except BaseException:
-            self._discard(conn)
+        except BaseException as exc:
+            if not self._healthy(conn, exc):
+                self._discard(conn)
+                raise
+            self._give_back(conn)
             raise
+        self._give_back(conn)
+
+    def _give_back(self, conn: T) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < self._max_idle:
                 self._idle.append(conn)
