@@ -187,11 +187,9 @@ class Service:
                 results = []
                 for source in sources:
                     source.reporter = collector
-                    results.append(
-                        archiver.backup_source(
-                            source, parents.get(source_key(source.options.type, source.describe()))
-                        )
-                    )
+                    parent_src = parents.get(source_key(source.options.type, source.describe()))
+                    self._announce_type(source, type, parent_src, collector)
+                    results.append(archiver.backup_source(source, parent_src))
                 stats = writer.finish()
                 writer = None
                 finished = utcnow()
@@ -253,11 +251,11 @@ class Service:
         if remotes and dep.upload:
             states = self.upload_backup(backup_id, remotes)
             record["destinations"] = self.state.get_job(backup_id)["destinations"]  # type: ignore[index]
-            failed = {n: st for n, st in states.items() if st["state"] == "failed"}
-            if failed:
+            failed_uploads = {n: st for n, st in states.items() if st["state"] == "failed"}
+            if failed_uploads:
                 record["status"] = "Failed"
                 record["error"] = "; ".join(
-                    f"upload to {n} failed: {st['error']}" for n, st in failed.items()
+                    f"upload to {n} failed: {st['error']}" for n, st in failed_uploads.items()
                 )
                 self.state.update_job(backup_id, status="Failed", error=record["error"])
                 raise BackupFailedError(
@@ -341,6 +339,26 @@ class Service:
             error="; ".join(f"upload to {n} failed: {states[n]['error']}" for n in failed) or None,
         )
         return {n: states[n] for n in names}
+
+    @staticmethod
+    def _announce_type(
+        source: Source, type_: str, parent_src: dict[str, Any] | None, reporter: Reporter
+    ) -> None:
+        """Hand an incremental-capable source its parent, and say what kind of copy is taken."""
+        set_parent = getattr(source, "set_parent", None)
+        if set_parent is not None:
+            set_parent(parent_src.get("info") if (type_ == "incremental" and parent_src) else None)
+        if (
+            type_ == "incremental"
+            and not source.supports_incremental
+            and source.method not in ("files", "sqlite")
+        ):
+            reporter.emit(
+                InfoEvent(
+                    f"{source.method} has no incremental form: took a full dump (dumps are always complete; "
+                    "deduplication stores only new chunks)"
+                )
+            )
 
     def _parent_manifest(self, repo: Repository, deployment: str) -> dict[str, Any] | None:
         candidates = [b for b in self._repo_records(repo) if b["deployment"] == deployment]
@@ -471,24 +489,57 @@ class Service:
         target_dir: Path | None = None,
         to_deployment: str | None = None,
         destination: str | None = None,
+        safety_backup: bool = True,
+        extra_info: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Restore a completed backup in place (target_dir None) or under target_dir."""
+        """Restore a completed backup in place (target_dir None) or under target_dir.
+
+        In place, a safety backup of the deployment's current state is taken first (unless
+        `safety_backup=False`), so a mistaken restore can be undone by restoring it.
+        `extra_info` is merged into each source's RestoreRequest.source_info (clone uses
+        it for `rename`, `only_databases`, `skip_globals`).
+        """
         record, repo, manifest = self._completed(id_prefix, destination)
-        t0 = time.monotonic()
-        repo.load_index()
-        self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
         dep_name = to_deployment or record["deployment"]
         dep = self.config.deployments.get(dep_name)
         if to_deployment is not None and dep is None:
             self.deployment(to_deployment)  # raises NotFound
+        safety: dict[str, Any] | None = None
+        if target_dir is None and safety_backup and dep is not None:
+            self.reporter.emit(InfoEvent(f"taking a safety backup of {dep_name!r} before overwriting it"))
+            try:
+                safety = self.create_backup(
+                    dep_name, type="incremental", comment=f"safety backup before restoring {record['id'][:8]}"
+                )
+            except BackupctlError as exc:
+                raise BackupFailedError(
+                    f"the safety backup of {dep_name!r} failed, so nothing was restored: {exc.message}",
+                    hint="fix the problem, or pass --no-safety-backup to restore without one",
+                ) from exc
+            self.reporter.emit(
+                InfoEvent(f"safety backup {safety['id'][:8]} taken; restore it to undo this restore")
+            )
+        t0 = time.monotonic()
+        repo.load_index()
+        self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
         prefetcher = Prefetcher(repo)
         try:
             for i, src in enumerate(manifest["sources"]):
                 source = self._restore_source(src, dep, i)
-                request = RestoreRequest(
-                    target_dir=target_dir, source_info=dict(src.get("info", {})), reporter=self.reporter
-                )
-                source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
+                info = dict(src.get("info", {}))
+                info.update(extra_info or {})
+                request = RestoreRequest(target_dir=target_dir, source_info=info, reporter=self.reporter)
+                if info.get("backup_type") == "incremental" and hasattr(source, "restore_chain"):
+                    chain = self._chain(repo, manifest, src)
+                    source.restore_chain(
+                        [
+                            (c.get("info", {}), prefetcher.entries([bytes.fromhex(b) for b in c["tree"]]))
+                            for c in chain
+                        ],
+                        request,
+                    )
+                else:
+                    source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
         finally:
             prefetcher.close()
         self.reporter.emit(Finished("restore", record["id"]))
@@ -498,7 +549,24 @@ class Service:
             "target": str(target_dir) if target_dir else None,
             "bytes": manifest.get("source_bytes", 0),
             "duration_s": round(time.monotonic() - t0, 3),
+            "safety_backup": safety["id"] if safety else None,
         }
+
+    def _chain(self, repo: Repository, manifest: dict[str, Any], src: dict[str, Any]) -> list[dict[str, Any]]:
+        """The stored source records from the full backup up to `src`, oldest first."""
+        key = source_key(src["type"], src["describe"])
+        chain = [src]
+        current = manifest
+        while chain[0].get("info", {}).get("backup_type") == "incremental":
+            parent_id = current.get("parent")
+            if not parent_id:
+                raise IntegrityError(f"backup {current['id'][:8]} is incremental but records no parent")
+            current = repo.load_manifest(parent_id)  # NotFound if the parent was deleted
+            match = [s for s in current["sources"] if source_key(s["type"], s["describe"]) == key]
+            if not match:
+                raise IntegrityError(f"parent backup {parent_id[:8]} has no matching source for the chain")
+            chain.insert(0, match[0])
+        return chain
 
     def _restore_source(self, src: dict[str, Any], dep: DeploymentConfig | None, position: int) -> Source:
         """The configured source that receives a stored source, or one rebuilt from the manifest."""
