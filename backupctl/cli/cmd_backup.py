@@ -163,8 +163,17 @@ def restore(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")
     ] = False,
+    no_safety_backup: Annotated[
+        bool,
+        typer.Option(
+            "--no-safety-backup", help="Restore in place without first backing up the current state."
+        ),
+    ] = False,
 ) -> None:
     """Restore a backup in place (after confirmation) or into an empty --target directory.
+
+    In place, a safety backup of the current state is taken first and its ID printed,
+    so that the restore can be undone.
 
     Example: backupctl backup restore 1a2b3c4d --target /tmp/restore
     """
@@ -173,12 +182,23 @@ def restore(
         record = svc.find_backup(backup_id, destination)
         if _target_is_live(target):
             where = f"{target}" if target else f"deployment {to or record['deployment']!r}"
+            offline = (
+                ""
+                if record["method"] in ("files", "sqlite")
+                else " The database is unavailable during the restore."
+            )
             context.confirm(
                 f"Restore backup {record['short_id']} created {human_time(record['started'])} into {where}? "
-                "Current data there will be overwritten and changes since the backup will be lost.",
+                f"Current data there will be overwritten and changes since the backup will be lost.{offline}",
                 yes=yes,
             )
-        result = svc.restore_backup(backup_id, target_dir=target, to_deployment=to, destination=destination)
+        result = svc.restore_backup(
+            backup_id,
+            target_dir=target,
+            to_deployment=to,
+            destination=destination,
+            safety_backup=not no_safety_backup,
+        )
     if output.structured():
         output.emit_document(result)
     else:
@@ -186,6 +206,11 @@ def restore(
             f"Restored backup {result['id'][:8]} ({human_bytes(result['bytes'])}) "
             f"{'into ' + result['target'] if result['target'] else 'in place'} in {human_duration(result['duration_s'])}."
         )
+        if result.get("safety_backup"):
+            output.message(
+                f"Safety backup of the previous state: {result['safety_backup']} "
+                f"(undo with: backupctl backup restore {result['safety_backup'][:8]})"
+            )
     if reporter.warnings:
         raise typer.Exit(ExitCode.PARTIAL)
 
