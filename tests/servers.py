@@ -233,9 +233,9 @@ def run_azurite() -> Iterator[AzureServer]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="backupctl-azurite-")
     argv = [str(AZURITE_BIN), "--blobHost", HOST, "--blobPort", str(port), "--inMemoryPersistence"]
-    argv += ["--skipApiVersionCheck", "--disableTelemetry", "--silent", "--location", workdir]
+    argv += ["--skipApiVersionCheck", "--disableTelemetry", "--silent"]
     try:
-        with _process(argv, "azurite-blob", lambda: tcp_open(port)):
+        with _process(argv, "azurite-blob", lambda: tcp_open(port), cwd=workdir):
             yield AzureServer(f"http://{HOST}:{port}/{AZURITE_ACCOUNT}", AZURITE_ACCOUNT, AZURITE_KEY)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

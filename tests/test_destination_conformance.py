@@ -192,10 +192,22 @@ def test_large_object_multipart(dest: Destination) -> None:
     assert hashlib.sha256(dest.get(name)).digest() == hashlib.sha256(data).digest()
     assert dest.get(name, 5 * MiB - 10, 20) == data[5 * MiB - 10 : 5 * MiB + 10]
     assert dest.get(name, len(data) - 5) == data[-5:]
-    if dest.capabilities.conditional_create:
-        with pytest.raises(AlreadyExists):
-            dest.put(name, data, exclusive=True)
     assert names(dest, "data/") == {name: len(data)}  # no parts or temporaries visible
+
+
+def test_large_object_exclusive(dest: Destination, request: pytest.FixtureRequest) -> None:
+    if type(dest).__name__ == "GCSDestination":
+        # Real GCS enforces ifGenerationMatch on every upload type; fake-gcs-server 1.x
+        # only on multipart uploads. Strict: this fails once the emulator is fixed.
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="fake-gcs-server ignores ifGenerationMatch on resumable uploads")
+        )
+    data = os.urandom(20 * MiB)
+    name = pack_name("large-x")
+    dest.put(name, data, exclusive=True)
+    with pytest.raises(AlreadyExists):
+        dest.put(name, os.urandom(20 * MiB), exclusive=True)
+    assert dest.get(name, 0, 1000) == data[:1000]
 
 
 def test_metadata_put(dest: Destination) -> None:
