@@ -123,7 +123,7 @@ class SFTPDestination(Destination):
         if self.opts.key_file:
             key_path = Path(os.path.expanduser(str(self.opts.key_file)))
             try:
-                pkey = paramiko.PKey.from_path(key_path, passphrase=self._passphrase)
+                pkey = paramiko.PKey.from_path(key_path, password=self._passphrase)
             except FileNotFoundError:
                 raise DestinationError(f"{self._where}: key_file {key_path} does not exist") from None
             except (paramiko.SSHException, ValueError) as exc:
