@@ -345,3 +345,49 @@ def download(
         output.message(
             f"Wrote {path} ({result['format']}, {result['files']} files, {human_bytes(result['bytes'])})."
         )
+
+
+@app.command("prune")
+def prune(
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", "-d", help="Only this deployment.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Only show what would be deleted.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Apply the retention rules of each deployment's policy; list what is kept and why.
+
+    Example: backupctl backup prune --deployment shop --dry-run
+    """
+    from backupctl.engine.scheduler import Scheduler
+
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        names = [deployment] if deployment else list(svc.config.deployments)
+        if deployment:
+            svc.deployment(deployment)
+        scheduler = Scheduler(svc)
+        plan = [row for name in names for row in scheduler.apply_retention(name, dry_run=True)]
+        doomed = [r for r in plan if r["action"] == "delete"]
+        if doomed and not dry_run:
+            context.confirm(f"Delete {len(doomed)} backups that retention no longer keeps?", yes=yes)
+            for name in names:
+                scheduler.apply_retention(name, dry_run=False)
+    if output.structured():
+        output.emit_document({"dry_run": dry_run, "decisions": plan})
+        return
+    output.emit_table(
+        plan,
+        [
+            ("ID", "id", lambda v: v[:8]),
+            ("Deployment", "deployment", None),
+            ("Started", "started", human_time),
+            ("Created by", "created_by", None),
+            ("Action", "action", None),
+            ("Why", "reasons", lambda v: "; ".join(v)),
+        ],
+    )
+    verb = "would delete" if dry_run else "deleted"
+    output.message(f"{verb} {len(doomed)} of {len(plan)} backups")

@@ -27,7 +27,28 @@ def to_policy_records(records: Iterable[dict[str, Any]]) -> list[BackupRecord]:
                 status=str(r["status"]).lower(),
                 created_by=r.get("created_by") or "manual",
                 type=r.get("type") or "full",
-                parent=r.get("parent"),
+                parent=r.get("depends_on"),
             )
         )
     return out
+
+
+def fill_expiries(config: Any, records: list[dict[str, Any]], now: dt.datetime) -> None:
+    """Set each record's `expires` from its deployment's policy (None: manual, or kept by count)."""
+    from backupctl.policy.resolve import backup_expiries, effective_policy, last_success_of
+
+    by_dep: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_dep.setdefault(r["deployment"], []).append(r)
+    for deployment, rows in by_dep.items():
+        if deployment not in config.deployments:
+            continue
+        resolved = effective_policy(config, deployment)
+        if resolved is None:
+            continue
+        policy = resolved[1]
+        recs = to_policy_records(rows)
+        expiries = backup_expiries(policy, recs, now, last_success_of(recs, deployment))
+        for r in rows:
+            when = expiries.get(r["id"])
+            r["expires"] = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None

@@ -21,6 +21,7 @@ from backupctl.config.paths import state_dir as default_state_dir
 from backupctl.config.secrets import resolve_secret
 from backupctl.destinations.base import Destination, open_destination
 from backupctl.engine.archiver import Archiver, source_key
+from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher
 from backupctl.engine.state import StateDB
 from backupctl.engine.summary import summarize_job, summarize_manifest
@@ -415,6 +416,10 @@ class Service:
                 records[job["id"]] = summarize_job(job)
         out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
         out.sort(key=lambda r: r["started"] or "", reverse=True)
+        try:
+            fill_expiries(self.config, out, utcnow())
+        except BackupctlError as exc:  # an invalid policy must not hide the backups
+            self.reporter.emit(WarningEvent(f"cannot compute expiry dates: {exc.message}"))
         return out
 
     def find_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:

@@ -63,6 +63,11 @@ def summarize_manifest(m: dict[str, Any], repository_id: str) -> dict[str, Any]:
         "warnings": sum(len(s.get("warnings", [])) for s in m.get("sources", [])),
         "error": None,
         "parent": m.get("parent"),
+        # Restore needs the parent only for physical incremental chains (mariabackup);
+        # file incrementals are self-contained.
+        "depends_on": m.get("parent")
+        if any((s.get("info") or {}).get("backup_type") == "incremental" for s in m.get("sources", []))
+        else None,
         "source_versions": versions,
         "hostname": m.get("hostname", ""),
         "destinations": {},
@@ -90,6 +95,7 @@ def summarize_job(job: dict[str, Any]) -> dict[str, Any]:
         "warnings": 0,
         "error": job["error"],
         "parent": None,
+        "depends_on": None,
         "source_versions": {},
         "hostname": job["hostname"],
         "destinations": job["destinations"],

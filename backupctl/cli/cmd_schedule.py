@@ -1,0 +1,127 @@
+"""`backupctl schedule ...`: run what is due (cron), a daemon, and exports for other schedulers."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from backupctl.cli import context, output
+from backupctl.cli.output import human_time
+from backupctl.cli.progress import CliReporter
+from backupctl.engine.scheduler import Scheduler
+from backupctl.errors import ExitCode
+
+app = typer.Typer(
+    help="Run scheduled backups: from cron, as a daemon, or exported to other schedulers.",
+    no_args_is_help=True,
+)
+
+RUN_COLUMNS: list[output.Column] = [
+    ("Deployment", "deployment", None),
+    ("Policy", "policy", None),
+    ("Schedule", "schedule", None),
+    ("Type", "type", None),
+    ("Slot", "slot", human_time),
+    ("Backup", "backup_id", lambda v: (v or "")[:8]),
+    ("Status", "status", None),
+    ("Error", "error", None),
+]
+
+
+def _render_runs(rows: list[dict[str, Any]]) -> None:
+    if output.structured():
+        output.emit_document(rows)
+    elif rows:
+        output.emit_table(rows, RUN_COLUMNS)
+    else:
+        output.message("nothing is due")
+
+
+@app.command("run-due")
+def run_due() -> None:
+    """Run every backup that is due now, apply retention, then exit.
+
+    Meant for cron or a systemd timer; running it twice in the same minute starts
+    nothing twice. Example: * * * * * backupctl schedule run-due --quiet
+    """
+    with CliReporter() as reporter:
+        rows = Scheduler(context.service(reporter)).run_due()
+    _render_runs(rows)
+    if any(r.get("status") == "Failed" or str(r.get("status", "")).startswith("failed") for r in rows):
+        raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command("daemon")
+def daemon(
+    poll: Annotated[int, typer.Option("--poll", help="Re-read the config at least every N seconds.")] = 60,
+) -> None:
+    """Run in the foreground, sleeping until the next backup is due.
+
+    SIGTERM/SIGINT stop it cleanly: a running backup finishes first (a second signal
+    stops at once; the interrupted backup is then Failed, never half-visible).
+    Example: backupctl schedule daemon
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        output.message("stopping after the running backups finish (signal again to stop now)")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    output.message("backupctl scheduler started")
+    while not stop.is_set():
+        with CliReporter() as reporter:
+            scheduler = Scheduler(context.service(reporter))
+            rows = scheduler.run_due()
+            if rows and not output.OPTS.quiet:
+                _render_runs(rows)
+            upcoming = scheduler.next_run()
+        wait = float(poll)
+        if upcoming is not None:
+            wait = max(1.0, min(wait, (upcoming - scheduler.clock.now()).total_seconds() + 1))
+        stop.wait(wait)
+    output.message("backupctl scheduler stopped")
+
+
+@app.command("export")
+def export(
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="crontab, systemd or kubernetes.")
+    ] = "crontab",
+    per_schedule: Annotated[
+        bool,
+        typer.Option(
+            "--per-schedule", help="crontab: one line per schedule instead of one every-minute run-due line."
+        ),
+    ] = False,
+    image: Annotated[str, typer.Option("--image", help="kubernetes: container image.")] = "backupctl:latest",
+    namespace: Annotated[str | None, typer.Option("--namespace", help="kubernetes: namespace.")] = None,
+) -> None:
+    """Print the entries that let an existing scheduler run backupctl.
+
+    Example: backupctl schedule export --format systemd
+    """
+    from backupctl.policy.export import export as render
+
+    if format_ not in ("crontab", "systemd", "kubernetes"):
+        raise typer.BadParameter("must be crontab, systemd or kubernetes", param_hint="--format")
+    cfg = context.config()
+    text = render(
+        cfg,
+        format_,
+        config_path=str(cfg.path) if output.OPTS.config else None,
+        mode="per-schedule" if per_schedule else "minutely",
+        image=image,
+        namespace=namespace,
+    )
+    if output.structured():
+        output.emit_document({"format": format_, "text": text})
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")

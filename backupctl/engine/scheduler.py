@@ -1,0 +1,227 @@
+"""Running what policies say is due: `schedule run-due`, the daemon, and retention.
+
+One call of `run_due()`:
+1. for every deployment under an active policy, asks `policy.schedule.due()` which
+   schedules are due now, given the last slot attempted (local state) and the newest
+   successful backup (interval schedules);
+2. records each due slot as attempted *before* starting it, so a second `run-due` in
+   the same minute starts nothing twice;
+3. takes a lease per slot in the deployment's primary destination by conditional
+   create (`leases/<deployment>/<policy>.<key>.<slot>`): when several hosts run the
+   scheduler against one repository, exactly one of them runs each slot; the others
+   skip it. A host that dies holding a lease costs that one slot; the next slot is
+   taken by whichever host is alive. Destinations without atomic conditional create
+   (FTP) make this best effort, as `destination check` says;
+4. queues the runs (status Queued in `backup list`) and runs them, at most
+   `settings.max_parallel_backups` at once and never two of one deployment;
+5. after each scheduled backup, applies its policy's retention to that deployment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from backupctl.destinations.base import AlreadyExists
+from backupctl.engine.policy_records import parse_time, to_policy_records
+from backupctl.engine.service import Service, iso
+from backupctl.engine.state import pid_alive
+from backupctl.errors import BackupctlError
+from backupctl.events import InfoEvent
+from backupctl.policy.models import Policy
+from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
+from backupctl.policy.schedule import Clock, PlannedRun, SystemClock, due, next_runs
+
+LEASE_TTL = dt.timedelta(hours=6)
+
+
+@dataclass
+class DueRun:
+    deployment: str
+    policy_name: str
+    policy: Policy
+    run: PlannedRun
+    backup_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def _last_run_key(deployment: str, policy_name: str, key: str) -> str:
+    return f"lastrun/{deployment}/{policy_name}/{key}"
+
+
+class Scheduler:
+    def __init__(self, service: Service, clock: Clock | None = None) -> None:
+        self.service = service
+        self.clock: Clock = clock or SystemClock()
+        self._lock = threading.Lock()
+
+    # ---- what is due -------------------------------------------------------------
+
+    def _last_runs(self, deployment: str, policy_name: str, policy: Policy) -> dict[str, dt.datetime]:
+        out = {}
+        for key in policy.schedule_keys():
+            value = self.service.state.get(_last_run_key(deployment, policy_name, key))
+            if value:
+                out[key] = parse_time(value)
+        return out
+
+    def due_runs(self) -> list[DueRun]:
+        now = self.clock.now()
+        runs: list[DueRun] = []
+        backups = to_policy_records(self.service.list_backups())
+        for deployment in self.service.config.deployments:
+            resolved = effective_policy(self.service.config, deployment)
+            if resolved is None:
+                continue
+            name, policy = resolved
+            last_runs = self._last_runs(deployment, name, policy)
+            for planned in due(policy, now, last_runs, last_success_of(backups, deployment)):
+                runs.append(DueRun(deployment, name, policy, planned))
+        return runs
+
+    def next_run(self) -> dt.datetime | None:
+        """The earliest time anything is due after now (for the daemon's sleep)."""
+        now = self.clock.now()
+        backups = to_policy_records(self.service.list_backups())
+        times: list[dt.datetime] = []
+        for deployment in self.service.config.deployments:
+            resolved = effective_policy(self.service.config, deployment)
+            if resolved is None or resolved[1].paused:
+                continue
+            upcoming = next_runs(resolved[1], now, 1, last_success_of(backups, deployment))
+            times.extend(r.slot for r in upcoming)
+        return min(times) if times else None
+
+    # ---- running -----------------------------------------------------------------
+
+    def _take_lease(self, item: DueRun) -> bool:
+        dest = self.service.destination(self.service.primary_destination(item.deployment))
+        slot = item.run.slot.strftime("%Y%m%dT%H%M%SZ")
+        name = f"leases/{item.deployment}/{item.policy_name}.{item.run.key}.{slot}"
+        doc = {
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "backup_id": item.backup_id,
+            "taken": iso(self.clock.now()),
+            "expires": iso(self.clock.now() + LEASE_TTL),
+        }
+        try:
+            dest.put_metadata(name, json.dumps(doc).encode(), exclusive=True)
+        except AlreadyExists:
+            return False
+        return True
+
+    def _running_deployments(self) -> set[str]:
+        return {
+            j["deployment"]
+            for j in self.service.state.jobs()
+            if j["status"] == "Running" and pid_alive(j["pid"])
+        }
+
+    def run_due(self) -> list[dict[str, Any]]:
+        """Start everything due now; returns one result row per due slot."""
+        results: list[dict[str, Any]] = []
+        busy = self._running_deployments()
+        todo: list[DueRun] = []
+        for item in self.due_runs():
+            row = {
+                "deployment": item.deployment,
+                "policy": item.policy_name,
+                "schedule": item.run.key,
+                "type": item.run.schedule.type,
+                "slot": iso(item.run.slot),
+                "backup_id": None,
+                "status": "",
+            }
+            results.append(row)
+            if item.deployment in busy or any(t.deployment == item.deployment for t in todo):
+                row["status"] = "skipped: a backup of this deployment is still running"
+                continue
+            # Record the attempt first: a concurrent or repeated run-due must not start it again.
+            self.service.state.set(
+                _last_run_key(item.deployment, item.policy_name, item.run.key), iso(item.run.slot)
+            )
+            try:
+                leased = self._take_lease(item)
+            except BackupctlError as exc:
+                row["status"] = f"failed: cannot take the lease: {exc.message}"
+                continue
+            if not leased:
+                row["status"] = "skipped: another host runs this slot"
+                continue
+            row["backup_id"] = item.backup_id
+            row["status"] = "Queued"
+            todo.append(item)
+            self.service.state.insert_job(
+                id=item.backup_id,
+                deployment=item.deployment,
+                type=item.run.schedule.type,
+                status="Queued",
+                created_by=item.policy_name,
+                started=iso(self.clock.now()),
+            )
+        by_id = {r["backup_id"]: r for r in results if r["backup_id"]}
+        workers = max(1, self.service.config.settings.max_parallel_backups)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scheduled") as pool:
+            for item, outcome in zip(todo, pool.map(self._run_one, todo), strict=True):
+                by_id[item.backup_id].update(outcome)
+        return results
+
+    def _run_one(self, item: DueRun) -> dict[str, Any]:
+        try:
+            record = self.service.create_backup(
+                item.deployment,
+                type=item.run.schedule.type,
+                created_by=item.policy_name,
+                backup_id=item.backup_id,
+            )
+        except BackupctlError as exc:
+            return {"status": "Failed", "error": exc.message}
+        outcome: dict[str, Any] = {"status": record["status"], "error": record.get("error")}
+        try:
+            pruned = self.apply_retention(item.deployment, dry_run=False)
+            outcome["pruned"] = [d["id"] for d in pruned if d["action"] == "delete"]
+        except BackupctlError as exc:
+            outcome["retention_error"] = exc.message
+        return outcome
+
+    # ---- retention -----------------------------------------------------------------
+
+    def apply_retention(self, deployment: str, *, dry_run: bool) -> list[dict[str, Any]]:
+        """Keep/delete decisions (with reasons) for one deployment; deletes unless dry_run."""
+        resolved = effective_policy(self.service.config, deployment)
+        if resolved is None:
+            return []
+        name, policy = resolved
+        records = self.service.list_backups(deployment)
+        decisions = plan_prune(policy, to_policy_records(records), self.clock.now())
+        rows: list[dict[str, Any]] = []
+        for d in decisions:
+            rows.append(
+                {
+                    "id": d.backup.id,
+                    "deployment": deployment,
+                    "started": iso(d.backup.created),
+                    "created_by": d.backup.created_by,
+                    "status": d.backup.status.capitalize(),
+                    "policy": name,
+                    "action": "keep" if d.keep else "delete",
+                    "reasons": list(d.reasons),
+                }
+            )
+        if not dry_run:
+            for row in rows:
+                if row["action"] == "delete":
+                    with self._lock:
+                        self.service.delete_backup(str(row["id"]))
+                    self.service.reporter.emit(
+                        InfoEvent(f"retention deleted backup {row['id'][:8]} of {deployment}")
+                    )
+        rows.sort(key=lambda r: r["started"], reverse=True)
+        return rows
