@@ -58,7 +58,7 @@ def _last_run_key(deployment: str, policy_name: str, key: str) -> str:
 class Scheduler:
     def __init__(self, service: Service, clock: Clock | None = None) -> None:
         self.service = service
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or service.clock or SystemClock()
         self._lock = threading.Lock()
 
     # ---- what is due -------------------------------------------------------------

@@ -68,6 +68,9 @@ class Service:
         self._destinations: dict[str, Destination] = {}
         self._repos: dict[str, Repository] = {}
 
+    def now(self) -> dt.datetime:
+        return self.clock.now().astimezone(dt.UTC) if self.clock is not None else utcnow()
+
     # ---- configuration lookups ----------------------------------------------------
 
     def deployment(self, name: str) -> DeploymentConfig:
@@ -146,7 +149,7 @@ class Service:
         dep = self.deployment(deployment)
         primary = self.primary_destination(deployment)
         backup_id = backup_id or uuid.uuid4().hex
-        started = utcnow()
+        started = self.now()
         t0 = time.monotonic()
         sources = [self.build_source(opts) for opts in dep.sources]
         method = ",".join(dict.fromkeys(s.method for s in sources))
@@ -193,7 +196,7 @@ class Service:
                     results.append(archiver.backup_source(source, parent_src))
                 stats = writer.finish()
                 writer = None
-                finished = utcnow()
+                finished = self.now()
                 manifest = {
                     "format": 1,
                     "id": backup_id,
@@ -222,7 +225,7 @@ class Service:
                 backup_id,
                 status="Failed",
                 error=message,
-                finished=iso(utcnow()),
+                finished=iso(self.now()),
                 duration_s=round(time.monotonic() - t0, 3),
             )
             collector.emit(Finished("backup", backup_id, ok=False))
@@ -322,7 +325,7 @@ class Service:
                     self.reporter,
                     self.config.destinations[name].connections,
                 )
-                result["uploaded_at"] = iso(utcnow())
+                result["uploaded_at"] = iso(self.now())
                 return name, result
             except BackupctlError as exc:
                 return name, {"state": "failed", "error": exc.message}
@@ -417,7 +420,7 @@ class Service:
         out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
         out.sort(key=lambda r: r["started"] or "", reverse=True)
         try:
-            fill_expiries(self.config, out, utcnow())
+            fill_expiries(self.config, out, self.now())
         except BackupctlError as exc:  # an invalid policy must not hide the backups
             self.reporter.emit(WarningEvent(f"cannot compute expiry dates: {exc.message}"))
         return out
