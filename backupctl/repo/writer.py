@@ -72,6 +72,8 @@ class BlobWriter:
 
     def _done(self, fut: Future[None]) -> None:
         self._slots.release()
+        if fut.cancelled():  # abort() cancels queued work; fut.exception() would raise CancelledError
+            return
         exc = fut.exception()
         if exc is not None and self._error is None:
             self._error = exc
