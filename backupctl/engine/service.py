@@ -60,9 +60,16 @@ def iso(t: dt.datetime) -> str:
 
 class Service:
     def __init__(
-        self, config: Config, reporter: Reporter | None = None, state_dir: Path | None = None
+        self,
+        config: Config,
+        reporter: Reporter | None = None,
+        state_dir: Path | None = None,
+        clock: Any = None,
     ) -> None:
+        """`clock` (an object whose `now()` returns an aware datetime) stamps backups; tests
+        inject a fake one so that schedules and retention can be simulated without sleeping."""
         self.config = config
+        self.clock = clock
         self.reporter: Reporter = reporter or NullReporter()
         self.state = StateDB(state_dir or config.settings.state_dir or default_state_dir())
         self._destinations: dict[str, Destination] = {}
