@@ -66,7 +66,7 @@ def root(
 
 
 def _register() -> None:
-    from backupctl.cli import cmd_backup, cmd_config, cmd_init
+    from backupctl.cli import cmd_backup, cmd_clone, cmd_config, cmd_init  # noqa: F401 (cmd_clone registers `backup clone`)
 
     app.add_typer(cmd_backup.app, name="backup")
     app.add_typer(cmd_config.app, name="config")

@@ -155,6 +155,29 @@ class MariaDBSource(Source):
         )
         return [line.split("\t") for line in out.splitlines() if line]
 
+    def admin_sql(self, sql: str, *, secret: str | None = None) -> list[list[str]]:
+        """Run `sql` as the configured user and return the result rows (tab-separated fields).
+
+        The SQL reaches the client through stdin, never argv, so it may carry a secret;
+        `secret` is redacted from any error message. Used by clone.
+        """
+        secrets = Secrets("backupctl-mariadb-")
+        if secret:
+            secrets.write("redact", "", secret=secret)
+        try:
+            lead, env = self._prepare(secrets)
+            client = _which("mariadb", "mysql")
+            out = run(
+                [client, *lead, *self._conn(), "--batch", "--skip-column-names", "--raw"],
+                env=env,
+                secrets=secrets,
+                what=Path(client).name,
+                input_chunks=[sql.encode()],
+            )
+        finally:
+            secrets.cleanup()
+        return [line.split("\t") for line in out.splitlines() if line]
+
     # -- backup ---------------------------------------------------------------------------
 
     def scan(self) -> Iterator[Entry]:

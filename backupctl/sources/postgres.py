@@ -162,6 +162,24 @@ class PostgresSource(Source):
             argv += ["-c", command]
         run(argv, env=env, secrets=secrets, what="psql")
 
+    def admin_sql(self, sql: str, db: str | None = None, *, secret: str | None = None) -> list[list[str]]:
+        """Run `sql` as the configured user in one transaction and return the result rows.
+
+        The SQL reaches psql through stdin, never argv, so it may carry a secret (e.g. a
+        password verifier); `secret` is redacted from any error message. Used by clone.
+        """
+        secrets = Secrets("backupctl-pg-")
+        if secret:
+            secrets.write("redact", "", secret=secret)
+        try:
+            env = self._env(secrets)
+            argv = ["psql", "-X", "-q", "-1", "-A", "-t", "-F", "\x1f", "-R", "\x1e", "-v", "ON_ERROR_STOP=1"]
+            argv += [*self._conn_args(), "-d", conninfo_dbname(db or self.options.maintenance_db), "-f", "-"]
+            out = run(argv, env=env, secrets=secrets, what="psql", input_chunks=[sql.encode()])
+        finally:
+            secrets.cleanup()
+        return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
+
     def _server_version(self, secrets: Secrets, env: dict[str, str]) -> tuple[str, int]:
         rows = self._query(
             secrets, env, "SELECT current_setting('server_version'), current_setting('server_version_num')"

@@ -1,0 +1,603 @@
+"""Clone a database backup into a new deployment, leaving the original untouched.
+
+Logical backups (pg_dump, mariadb-dump) are restored into new databases (default name
+`<db>_<NEW>`, or `--database` for a one-database backup) on the original server or on
+`host`/`port`. A new owner account `<NEW>_owner` gets a newly generated password:
+
+* PostgreSQL: a LOGIN role created with a SCRAM-SHA-256 verifier computed here, so the
+  plain password never reaches the server, a child's argv or a log. The cloned database
+  and, inside the clone only, every object the original owner owned are given to it
+  (`ALTER ... OWNER TO`, never `REASSIGN OWNED`, which would also reach shared objects
+  such as the original database).
+* MariaDB: a user `'<NEW>_owner'@'%'` with ALL on the cloned database (MariaDB: created
+  from the mysql_native_password hash, so again no plain password on the wire).
+
+The password is stored in a 0600 file under `$XDG_CONFIG_HOME/backupctl/secrets/` and
+the new deployment (same destinations, policy and settings, `user: <NEW>_owner`,
+`password_file: ...`) is appended to the config file with comments kept.
+
+Physical backups (pg_basebackup, mariabackup) are restored into a new, empty data
+directory; the new deployment points at it with a free port. The copy has the same
+accounts and passwords as the original (backupctl cannot change them while it is not
+running); the result says how to start it.
+
+Every SQL statement goes through stdin (`admin_sql`), all SQL text with a secret is
+redacted from errors. Nothing here prints: events go to the service's reporter.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backupctl.config.paths import config_dir
+from backupctl.engine.restorer import Prefetcher
+from backupctl.errors import BackupctlError, ConfigError
+from backupctl.events import Finished, InfoEvent, Started, WarningEvent
+from backupctl.sources.base import RestoreRequest, Source, source_class
+
+if TYPE_CHECKING:
+    from backupctl.engine.service import Service
+    from backupctl.repo.repository import Repository
+
+DB_TYPES = ("postgres", "mariadb")
+PHYSICAL = ("pg_basebackup", "mariabackup")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+PG_IDENT_MAX = 63
+MARIADB_IDENT_MAX = 64
+
+
+class CloneError(BackupctlError):
+    """A clone could not be made (bad name, existing database, unsupported backup...)."""
+
+    kind = "clone"
+
+
+# ---- secrets ---------------------------------------------------------------------------
+
+
+def new_password() -> str:
+    """32 URL-safe characters (192 bits): no quoting problems in any client or file."""
+    return secrets.token_urlsafe(24)
+
+
+def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677)."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def mysql_native_hash(password: str) -> str:
+    """The mysql_native_password hash: '*' + upper hex SHA1(SHA1(password))."""
+    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
+
+
+def secrets_dir() -> Path:
+    return config_dir() / "secrets"
+
+
+def write_secret_file(name: str, password: str) -> Path:
+    """Create secrets/<name>.password with mode 0600 (directory 0700); never overwrite."""
+    directory = secrets_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    path = directory / f"{name}.password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CloneError(
+            f"a secrets file {path} already exists",
+            hint="choose another --name, or remove the file if it belongs to a deleted clone",
+        ) from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---- the clone -------------------------------------------------------------------------
+
+
+def clone_backup(
+    svc: Service,
+    id_prefix: str,
+    *,
+    name: str,
+    database: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    datadir: Path | None = None,
+    destination: str | None = None,
+) -> dict[str, Any]:
+    """Create deployment `name` from a backup; returns what was made (never the password).
+
+    Keys: name, backup_id, from_deployment, method, kind (logical|physical), databases
+    ({original: clone}), host, port, datadir, user, password_file, config, uploaded,
+    start_command, and `password` — the caller shows it once and must not log it.
+    """
+    reporter = svc.reporter
+    if not NAME_RE.match(name):
+        raise CloneError(
+            f"invalid clone name {name!r}",
+            hint="start with a letter; letters, digits, '_' and '-' only; at most 40 characters",
+        )
+    if name in svc.config.deployments:
+        raise ConfigError(f"a deployment named {name!r} already exists", hint="choose another --name")
+    config_path = svc.config.path
+    if config_path is None:
+        raise ConfigError("the configuration was not read from a file, so the clone cannot be added to it")
+
+    record, repo, manifest = svc._completed(id_prefix, destination)
+    orig_name = record["deployment"]
+    orig_dep = svc.config.deployments.get(orig_name)
+    db_sources = [(i, s) for i, s in enumerate(manifest["sources"]) if s["type"] in DB_TYPES]
+    if not db_sources:
+        raise CloneError(
+            f"backup {record['short_id']} holds no PostgreSQL or MariaDB database; clone needs one",
+            hint="use `backupctl backup restore --target DIR` for files",
+        )
+    if len(db_sources) > 1:
+        raise CloneError(
+            f"backup {record['short_id']} holds {len(db_sources)} database sources; clone supports one"
+        )
+    for s in manifest["sources"]:
+        if s["type"] not in DB_TYPES:
+            reporter.emit(
+                WarningEvent(f"the {s['method']} source of the backup is not cloned (databases only)")
+            )
+    position, src = db_sources[0]
+    source = svc._restore_source(src, orig_dep, position)
+    info: dict[str, Any] = dict(src.get("info", {}))
+    method = str(info.get("method", source.method))
+
+    uploaded = _uploaded(svc, record)
+    if not uploaded:
+        reporter.emit(
+            InfoEvent(
+                f"backup {record['short_id']} has not been uploaded to a remote destination: it can be cloned on "
+                f"this machine only (run `backupctl backup upload {record['short_id']}` to clone it elsewhere)"
+            )
+        )
+    dest_names = (
+        list(orig_dep.destinations) if orig_dep else [destination or svc.primary_destination(orig_name)]
+    )
+
+    result: dict[str, Any] = {
+        "name": name,
+        "backup_id": record["id"],
+        "from_deployment": orig_name,
+        "method": method,
+        "uploaded": uploaded,
+        "config": str(config_path),
+        "destinations": dest_names,
+    }
+    if method in PHYSICAL:
+        if database is not None:
+            raise CloneError("--database applies to logical backups; a physical clone copies every database")
+        if host is not None:
+            raise CloneError(
+                "--host applies to logical backups; a physical clone is a data directory on this machine"
+            )
+        if datadir is None:
+            raise CloneError(
+                f"a {method} backup is cloned into a new data directory",
+                hint="pass --datadir DIR (empty or absent)",
+            )
+        doc = _clone_physical(svc, repo, manifest, src, source, info, datadir, port, result)
+    else:
+        if datadir is not None:
+            raise CloneError("--datadir applies to physical backups; a logical clone is a new database")
+        doc = _clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
+
+    mapping: dict[str, Any] = {
+        "description": f"clone of {orig_name} from backup {record['short_id']}",
+        "sources": [doc],
+        "destinations": dest_names,
+    }
+    if orig_dep is not None:
+        if orig_dep.policy is not None:
+            mapping["policy"] = orig_dep.policy
+        if not orig_dep.upload:
+            mapping["upload"] = False
+    from backupctl.policy import yaml_edit
+
+    try:
+        source_class(doc["type"]).Options.model_validate(doc)
+        yaml_edit.add_deployment(config_path, name, mapping)
+    except BaseException:
+        if "cleanup" in result:
+            result.pop("cleanup")()
+        raise
+    result.pop("cleanup", None)
+    reporter.emit(InfoEvent(f"added deployment {name!r} to {config_path}"))
+    return result
+
+
+def _uploaded(svc: Service, record: dict[str, Any]) -> bool:
+    """True when a copy of the backup is complete in a non-local destination."""
+    for dest_name, state in (record.get("destinations") or {}).items():
+        options = svc.config.destinations.get(dest_name)
+        if options is not None and options.type != "local" and state.get("state") in ("uploaded", "stored"):
+            return True
+    return False
+
+
+def _restore_into(
+    svc: Service,
+    repo: Repository,
+    manifest: dict[str, Any],
+    src: dict[str, Any],
+    source: Source,
+    target_dir: Path | None,
+    extra_info: dict[str, Any],
+) -> None:
+    """Restore one stored source into `source` (what Service.restore_backup does per source)."""
+    repo.load_index()
+    svc.reporter.emit(Started("restore", manifest["id"], int(src.get("bytes", 0))))
+    info = dict(src.get("info", {}))
+    info.update(extra_info)
+    request = RestoreRequest(target_dir=target_dir, source_info=info, reporter=svc.reporter)
+    prefetcher = Prefetcher(repo)
+    try:
+        if info.get("backup_type") == "incremental" and hasattr(source, "restore_chain"):
+            chain = svc._chain(repo, manifest, src)
+            source.restore_chain(
+                [
+                    (c.get("info", {}), prefetcher.entries([bytes.fromhex(b) for b in c["tree"]]))
+                    for c in chain
+                ],
+                request,
+            )
+        else:
+            source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
+    finally:
+        prefetcher.close()
+    svc.reporter.emit(Finished("restore", manifest["id"]))
+
+
+def _source_doc(source: Source) -> dict[str, Any]:
+    """The original source's config entry as the user wrote it (plus its type)."""
+    doc: dict[str, Any] = source.options.model_dump(mode="json", exclude_unset=True)
+    doc["type"] = source.options.type
+    return doc
+
+
+# ---- logical -----------------------------------------------------------------------------
+
+
+def _clone_logical(
+    svc: Service,
+    repo: Repository,
+    manifest: dict[str, Any],
+    src: dict[str, Any],
+    source: Source,
+    info: dict[str, Any],
+    name: str,
+    database: str | None,
+    host: str | None,
+    port: int | None,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    kind = src["type"]
+    originals = [str(d["name"]) for d in info.get("databases", [])]
+    if not originals:
+        raise CloneError(f"backup {manifest['id'][:8]} records no databases to clone")
+    if database is not None and len(originals) > 1:
+        raise CloneError(
+            f"the backup holds {len(originals)} databases; --database names one clone",
+            hint=f"leave it out to clone each as <db>_{name}",
+        )
+    rename = {db: (database if database is not None else f"{db}_{name}") for db in originals}
+    limit = PG_IDENT_MAX if kind == "postgres" else MARIADB_IDENT_MAX
+    for new in rename.values():
+        if not new or len(new.encode()) > limit:
+            raise CloneError(
+                f"database name {new!r} is empty or longer than {limit} bytes", hint="pass --database"
+            )
+    owner = f"{name}_owner"
+    if len(owner.encode()) > (PG_IDENT_MAX if kind == "postgres" else 80):
+        raise CloneError(f"user name {owner!r} is too long", hint="choose a shorter --name")
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+        if kind == "mariadb":
+            overrides["socket"] = None
+    if port is not None:
+        overrides["port"] = port
+    target_opts = source.options.model_copy(update=overrides)
+    target = source_class(kind)(target_opts, svc.reporter)
+    same_server = (target_opts.host, target_opts.port) == (source.options.host, source.options.port)  # type: ignore[attr-defined]
+    if same_server and set(rename.values()) & set(originals):
+        raise CloneError(
+            "the clone's database name equals the original's on the same server", hint="pass --database"
+        )
+
+    if kind == "postgres":
+        from backupctl.sources.postgres import PostgresSource
+
+        assert isinstance(target, PostgresSource)
+        cleanup = _precheck_postgres(target, rename, owner)
+    else:
+        from backupctl.sources.mariadb import MariaDBSource
+
+        assert isinstance(target, MariaDBSource)
+        cleanup = _precheck_mariadb(target, rename, owner)
+
+    password = new_password()
+    secret_path = write_secret_file(name, password)
+
+    def undo() -> None:
+        try:
+            cleanup()
+        except BackupctlError as exc:
+            svc.reporter.emit(WarningEvent(f"could not remove the partial clone: {exc.message}"))
+        secret_path.unlink(missing_ok=True)
+
+    try:
+        svc.reporter.emit(
+            InfoEvent(
+                "cloning "
+                + ", ".join(f"{o!r} -> {n!r}" for o, n in rename.items())
+                + f" on {target_opts.host}:{target_opts.port}"  # type: ignore[attr-defined]
+            )
+        )
+        extra = {"rename": rename, "only_databases": originals, "skip_globals": same_server}
+        _restore_into(svc, repo, manifest, src, target, None, extra)
+        if kind == "postgres":
+            _own_postgres(target, info, rename, owner, password)  # type: ignore[arg-type]
+        else:
+            _own_mariadb(target, info, rename, owner, password)  # type: ignore[arg-type]
+    except BaseException:
+        undo()
+        raise
+    result["cleanup"] = undo
+    result.update(
+        {
+            "kind": "logical",
+            "databases": rename,
+            "host": target_opts.host,  # type: ignore[attr-defined]
+            "port": target_opts.port,  # type: ignore[attr-defined]
+            "datadir": None,
+            "user": owner,
+            "password_file": str(secret_path),
+            "password": password,
+            "start_command": None,
+        }
+    )
+    doc = _source_doc(source)
+    doc.pop("password_env", None)
+    doc.update(overrides)
+    if doc.get("socket") is None:
+        doc.pop("socket", None)
+    doc.update(
+        {
+            "user": owner,
+            "password_file": str(secret_path),
+            "databases": list(rename.values()),
+            # The new owner is not a superuser: it cannot read roles/users.
+            "globals": False,
+        }
+    )
+    return doc
+
+
+def _precheck_postgres(target: Any, rename: dict[str, str], owner: str) -> Any:
+    from backupctl.sources.postgres import quote_ident, quote_literal
+
+    names = ", ".join(quote_literal(n) for n in rename.values())
+    existing = [r[0] for r in target.admin_sql(f"SELECT datname FROM pg_database WHERE datname IN ({names})")]
+    if existing:
+        raise CloneError(
+            f"database(s) {', '.join(existing)} already exist on {target.options.host}:{target.options.port};"
+            " a clone never overwrites a database",
+            hint="pass --database NAME or choose another --name",
+        )
+    if target.admin_sql(f"SELECT 1 FROM pg_roles WHERE rolname = {quote_literal(owner)}"):
+        raise CloneError(f"role {owner!r} already exists", hint="choose another --name")
+
+    def cleanup() -> None:
+        drops = "".join(f"DROP DATABASE IF EXISTS {quote_ident(n)} WITH (FORCE);" for n in rename.values())
+        for stmt in drops.split(";"):
+            if stmt:
+                _pg_autocommit(target, stmt)
+        _pg_autocommit(target, f"DROP ROLE IF EXISTS {quote_ident(owner)}")
+
+    return cleanup
+
+
+def _pg_autocommit(target: Any, sql: str) -> None:
+    """A statement that cannot run in a transaction block (DROP DATABASE): psql -c, no secret."""
+    from backupctl.sources.dbutil import Secrets
+
+    secrets_ = Secrets("backupctl-pg-")
+    try:
+        env = target._env(secrets_)
+        target._psql(secrets_, env, sql)
+    finally:
+        secrets_.cleanup()
+
+
+# Objects the original owner owned inside the clone, as `ALTER <kind> <name>` targets.
+# OIDs below 16384 are the system's (pg_catalog, information_schema, public in PG 15+);
+# extension members follow their extension; sequences owned by a column follow the table.
+_PG_OWNED = """
+WITH old AS (SELECT oid FROM pg_roles WHERE rolname = {owner}),
+ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
+SELECT 'SCHEMA ' || quote_ident(n.nspname) FROM pg_namespace n, old
+ WHERE n.nspowner = old.oid AND n.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = n.oid)
+UNION ALL
+SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' WHEN 'v' THEN 'VIEW ' WHEN 'm' THEN 'MATERIALIZED VIEW '
+       WHEN 'f' THEN 'FOREIGN TABLE ' ELSE 'TABLE ' END || c.oid::regclass::text
+  FROM pg_class c, old
+ WHERE c.relowner = old.oid AND c.oid >= 16384 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)
+   AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+            AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+UNION ALL
+SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE ' WHEN 'a' THEN 'AGGREGATE ' ELSE 'FUNCTION ' END
+       || p.oid::regprocedure::text
+  FROM pg_proc p, old
+ WHERE p.proowner = old.oid AND p.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid)
+UNION ALL
+SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN ' ELSE 'TYPE ' END || t.oid::regtype::text
+  FROM pg_type t, old
+ WHERE t.typowner = old.oid AND t.oid >= 16384 AND t.typtype IN ('e', 'd', 'r', 'c')
+   AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass AND ext.objid = t.oid)
+"""
+
+
+def _own_postgres(
+    target: Any, info: dict[str, Any], rename: dict[str, str], owner: str, password: str
+) -> None:
+    """Create the owner role, give it each cloned database and, inside it, the original owner's objects."""
+    from backupctl.sources.postgres import quote_ident, quote_literal
+
+    verifier = scram_verifier(password)
+    role = quote_ident(owner)
+    target.admin_sql(f"CREATE ROLE {role} LOGIN PASSWORD {quote_literal(verifier)}", secret=verifier)
+    owners = {str(d["name"]): str(d.get("owner") or "") for d in info.get("databases", [])}
+    for original, clone in rename.items():
+        target.admin_sql(f"ALTER DATABASE {quote_ident(clone)} OWNER TO {role}")
+        old = owners.get(original) or ""
+        if not old or old == owner:
+            continue
+        targets = [r[0] for r in target.admin_sql(_PG_OWNED.format(owner=quote_literal(old)), db=clone)]
+        if targets:
+            # Runs connected to the clone: pg_namespace, pg_class, ... are the clone's own catalogs.
+            target.admin_sql("".join(f"ALTER {t} OWNER TO {role};\n" for t in targets), db=clone)
+
+
+def _precheck_mariadb(target: Any, rename: dict[str, str], owner: str) -> Any:
+    from backupctl.sources.mariadb import quote_ident, quote_literal
+
+    names = ", ".join(quote_literal(n) for n in rename.values())
+    existing = [
+        r[0]
+        for r in target.admin_sql(
+            f"SELECT schema_name FROM information_schema.schemata WHERE schema_name IN ({names})"
+        )
+    ]
+    if existing:
+        raise CloneError(
+            f"database(s) {', '.join(existing)} already exist on {target.options.host}:{target.options.port};"
+            " a clone never overwrites a database",
+            hint="pass --database NAME or choose another --name",
+        )
+    if target.admin_sql(f"SELECT 1 FROM mysql.user WHERE user = {quote_literal(owner)}"):
+        raise CloneError(f"user {owner!r} already exists", hint="choose another --name")
+
+    def cleanup() -> None:
+        sql = "".join(f"DROP DATABASE IF EXISTS {quote_ident(n)};" for n in rename.values())
+        sql += f"DROP USER IF EXISTS {quote_literal(owner)}@'%';"
+        target.admin_sql(sql)
+
+    return cleanup
+
+
+def _grant_pattern(name: str) -> str:
+    """A database name for GRANT, where '_' and '%' are wildcards unless escaped."""
+    from backupctl.sources.mariadb import quote_ident
+
+    return quote_ident(name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%"))
+
+
+def _own_mariadb(
+    target: Any, info: dict[str, Any], rename: dict[str, str], owner: str, password: str
+) -> None:
+    from backupctl.sources.mariadb import quote_literal
+
+    user = f"{quote_literal(owner)}@'%'"
+    if info.get("flavor", "mariadb") == "mariadb":
+        create = f"CREATE USER {user} IDENTIFIED BY PASSWORD {quote_literal(mysql_native_hash(password))};"
+        secret = None
+    else:
+        create = f"CREATE USER {user} IDENTIFIED BY {quote_literal(password)};"
+        secret = password
+    grants = "".join(f"GRANT ALL PRIVILEGES ON {_grant_pattern(n)}.* TO {user};" for n in rename.values())
+    target.admin_sql(create + grants, secret=secret)
+
+
+# ---- physical ----------------------------------------------------------------------------
+
+
+def _clone_physical(
+    svc: Service,
+    repo: Repository,
+    manifest: dict[str, Any],
+    src: dict[str, Any],
+    source: Source,
+    info: dict[str, Any],
+    datadir: Path,
+    port: int | None,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    datadir = Path(os.path.abspath(os.path.expanduser(str(datadir))))
+    if datadir.exists() and (not datadir.is_dir() or any(datadir.iterdir())):
+        raise CloneError(f"{datadir} is not empty; a clone goes into a new data directory")
+    new_port = port or free_port()
+    kind = src["type"]
+    _restore_into(svc, repo, manifest, src, source, datadir, {})
+    doc = _source_doc(source)
+    doc["port"] = new_port
+    if kind == "postgres":
+        auto = datadir / "postgresql.auto.conf"
+        ref = datadir / "PG_VERSION"
+        with open(auto, "a") as fh:
+            fh.write(
+                "\n# Added by `backupctl backup clone`: the clone listens on its own port and does not\n"
+                "# archive WAL into the original's archive.\n"
+                f"port = {new_port}\narchive_mode = off\n"
+            )
+        if os.geteuid() == 0 and ref.exists():
+            st = ref.stat()
+            os.chown(auto, st.st_uid, st.st_gid)
+        doc["data_dir"] = str(datadir)
+        start = f"pg_ctl -D {datadir} -l {datadir}/clone.log start  (as the owner of {datadir}, e.g. runuser -u postgres --)"
+    else:
+        doc["datadir"] = str(datadir)
+        doc.pop("socket", None)
+        doc["host"] = "127.0.0.1"
+        start = f"mariadbd --datadir={datadir} --port={new_port} --socket={datadir}/mysqld.sock --user=mysql"
+    svc.reporter.emit(InfoEvent(f"start the clone with: {start}"))
+    svc.reporter.emit(
+        InfoEvent("the clone has the same accounts and passwords as the original; change them once it runs")
+    )
+    result.update(
+        {
+            "kind": "physical",
+            "databases": {},
+            "host": doc.get("host"),
+            "port": new_port,
+            "datadir": str(datadir),
+            "user": doc.get("user"),
+            "password_file": doc.get("password_file"),
+            "password": None,
+            "start_command": start,
+        }
+    )
+    return doc
