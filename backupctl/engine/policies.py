@@ -347,7 +347,10 @@ def write_checked(path: Path, steps: Sequence[Callable[[Path], str]]) -> str:
 
 
 def _assign_steps(deployments: Sequence[str], value: str) -> list[Callable[[Path], str]]:
-    return [(lambda p, d=d: yaml_edit.set_deployment_key(p, d, "policy", value)) for d in deployments]
+    def step(dep: str) -> Callable[[Path], str]:
+        return lambda p: yaml_edit.set_deployment_key(p, dep, "policy", value)
+
+    return [step(d) for d in deployments]
 
 
 @dataclass
