@@ -403,7 +403,12 @@ def create_policy(config: Config, name: str, flags: PolicyFlags, now: datetime |
     path = config_path(config)
     steps: list[Callable[[Path], str]] = [lambda p: yaml_edit.set_policy(p, name, mapping)]
     diff = write_checked(path, steps + _assign_steps(flags.deployments, name))
-    return WriteResult(name, "created", diff, list(flags.deployments))
+    notes = []
+    if not retention:
+        notes.append(
+            f"no retention rules given; add them with `backupctl policy edit {name} --keep-daily N` etc."
+        )
+    return WriteResult(name, "created", diff, list(flags.deployments), notes)
 
 
 def edit_changes(current: dict[str, Any], flags: PolicyFlags) -> dict[str, Any]:

@@ -103,8 +103,10 @@ def check_cron(expr: str) -> str:
 
 
 class Hourly(_Strict):
-    every: int = Field(1, ge=1, le=12)
-    minute: int = Field(0, ge=0, le=59)
+    """`hourly: {every: N, minute: M}`: cron `M */N * * *`."""
+
+    every: int = Field(1, ge=1, le=12, description="Every N hours; N divides 24 (1, 2, 3, 4, 6, 8, 12).")
+    minute: int = Field(0, ge=0, le=59, description="Minute past the hour (0-59).")
 
     @field_validator("every")
     @classmethod
@@ -118,9 +120,13 @@ class Hourly(_Strict):
 
 
 class Daily(_Strict):
-    at: str = "00:00"
+    """`daily: {at: "05:00", days: [mon, fri]}`: cron `0 5 * * mon,fri`."""
+
+    at: str = Field("00:00", description='Time of day, HH:MM on a 24-hour clock (quote it: "05:00").')
     # Empty/None: every day.
-    days: list[str] | None = None
+    days: list[str] | None = Field(
+        None, description="Weekdays (mon..sun or full names); omitted or empty: every day."
+    )
 
     @field_validator("at")
     @classmethod
@@ -134,9 +140,13 @@ class Daily(_Strict):
 
 
 class Monthly(_Strict):
+    """`monthly: {day: D, at: "05:00"}`: cron `0 5 D * *`."""
+
     # 1..31 or "last". A day the month lacks (31 in April) is skipped, as in cron.
-    day: int | Literal["last"] = 1
-    at: str = "00:00"
+    day: int | Literal["last"] = Field(
+        1, description="Day of the month, 1-31 or `last`; a day the month lacks is skipped, as in cron."
+    )
+    at: str = Field("00:00", description="Time of day, HH:MM on a 24-hour clock.")
 
     @field_validator("at")
     @classmethod
@@ -154,16 +164,32 @@ class Monthly(_Strict):
 class Schedule(_Strict):
     """One recurrence. Exactly one of cron / hourly / daily / monthly / interval."""
 
-    type: Literal["full", "incremental"] = "full"
+    type: Literal["full", "incremental"] = Field(
+        "full",
+        description="`full`, or `incremental` (files: unchanged files are reused from the last backup).",
+    )
     # Optional stable name; the scheduler records the last run under `Policy.schedule_key`.
-    name: str | None = None
-    cron: str | None = None
-    hourly: Hourly | None = None
-    daily: Daily | None = None
-    monthly: Monthly | None = None
+    name: str | None = Field(
+        None,
+        description="Stable name the scheduler records last runs under (default: the type, then type-2...).",
+    )
+    cron: str | None = Field(
+        None,
+        description='Five-field cron expression in `timezone`, e.g. "0 5 * * *" (`L`: last day of month).',
+    )
+    hourly: Hourly | None = Field(None, description="`{every: N, minute: M}`: every N hours at minute M.")
+    daily: Daily | None = Field(
+        None, description='`{at: "HH:MM", days: [mon, ...]}`: every day (or the given weekdays) at a time.'
+    )
+    monthly: Monthly | None = Field(
+        None, description='`{day: 1-31 or last, at: "HH:MM"}`: once a month on that day.'
+    )
     # Time after the last successful backup of any kind (a manual backup resets it).
-    interval: str | None = None
-    timezone: str = "UTC"
+    interval: str | None = Field(
+        None,
+        description="Duration after the last successful backup of any kind, e.g. 24h (a manual backup resets it).",
+    )
+    timezone: str = Field("UTC", description="IANA time zone the recurrence is read in, e.g. Europe/Berlin.")
 
     @field_validator("timezone")
     @classmethod
@@ -224,21 +250,50 @@ class Schedule(_Strict):
 class Retention(_Strict):
     """What to keep; everything no rule keeps is deleted. See docs/scheduling.md."""
 
-    keep_within: str | None = None
-    keep_last: int | None = Field(None, ge=0)
-    keep_hourly: int | None = Field(None, ge=0)
-    keep_daily: int | None = Field(None, ge=0)
-    keep_weekly: int | None = Field(None, ge=0)
-    keep_monthly: int | None = Field(None, ge=0)
-    keep_yearly: int | None = Field(None, ge=0)
+    keep_within: str | None = Field(
+        None, description="Keep every backup younger than this duration, e.g. 90d."
+    )
+    keep_last: int | None = Field(None, ge=0, description="Keep the N newest backups.")
+    keep_hourly: int | None = Field(
+        None,
+        ge=0,
+        description="Keep the first backup of each hour, for the N newest hours that have backups.",
+    )
+    keep_daily: int | None = Field(
+        None, ge=0, description="Keep the first backup of each day, for the N newest days that have backups."
+    )
+    keep_weekly: int | None = Field(
+        None,
+        ge=0,
+        description="Keep the first backup of each week (from `weekly_day`), for N weeks with backups.",
+    )
+    keep_monthly: int | None = Field(
+        None,
+        ge=0,
+        description="Keep the first backup of each month (see `monthly_rule`), for N months with backups.",
+    )
+    keep_yearly: int | None = Field(
+        None,
+        ge=0,
+        description="Keep the first backup of each year, for the N newest years that have backups.",
+    )
     # Weeks start on this day; the first backup of each week is its weekly keeper.
-    weekly_day: str = "sunday"
+    weekly_day: str = Field(
+        "sunday", description="Day weeks start on (its first backup is the weekly keeper)."
+    )
     # first_weekday: months start on their first `weekly_day` (Mendix "first Sunday");
     # first_of_month: months start on the 1st.
-    monthly_rule: Literal["first_weekday", "first_of_month"] = "first_weekday"
-    include_manual: bool = False
+    monthly_rule: Literal["first_weekday", "first_of_month"] = Field(
+        "first_weekday",
+        description="`first_weekday`: months start on their first `weekly_day`; `first_of_month`: on the 1st.",
+    )
+    include_manual: bool = Field(
+        False, description="Apply retention to manual backups too (default: never deleted)."
+    )
     # Calendar for days/weeks/months; None = the time zone of the policy's first schedule.
-    timezone: str | None = None
+    timezone: str | None = Field(
+        None, description="Calendar for days, weeks, months; default: the time zone of the first schedule."
+    )
 
     @field_validator("keep_within")
     @classmethod
@@ -272,14 +327,26 @@ class Retention(_Strict):
 
 
 class Policy(_Strict):
-    schedules: list[Schedule] = Field(default_factory=list)
-    status: Literal["active", "paused"] = "active"
-    created: datetime | None = None
-    retention: Retention = Field(default_factory=Retention)
+    schedules: list[Schedule] = Field(
+        default_factory=list,
+        description="When to back up; several schedules may run side by side (see Schedule).",
+    )
+    status: Literal["active", "paused"] = Field(
+        "active", description="`active`, or `paused`: nothing runs and nothing is pruned; backups are kept."
+    )
+    created: datetime | None = Field(
+        None,
+        description="When the policy was made (ISO 8601 with offset); slots before it are never made up.",
+    )
+    retention: Retention = Field(
+        default_factory=Retention, description="Which backups to keep (see Retention)."
+    )
     # None: each deployment's own `upload` / `destinations` apply.
-    upload: bool | None = None
-    destinations: list[str] | None = None
-    description: str = ""
+    upload: bool | None = Field(None, description="Overrides each deployment's `upload` when set.")
+    destinations: list[str] | None = Field(
+        None, description="Overrides each deployment's `destinations` when set."
+    )
+    description: str = Field("", description="Free text shown by `policy show`.")
 
     @field_validator("created")
     @classmethod
