@@ -219,6 +219,7 @@ def one_run(tools: list[Tool], tree: Path, seed: int, scale: float, run_no: int)
     log(f"run {run_no}: generating the tree (scale {scale})")
     gen = generate(tree, seed, scale, force=True, quiet=True)
     out["tree"] = gen
+    out["load_before"] = os.getloadavg()[0]
     log(f"run {run_no}: warming the page cache ({warm(tree):.1f} s)")
     order = tools if run_no % 2 == 0 else list(reversed(tools))
     for t in order:
@@ -271,6 +272,10 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, dict[st
             "full_s": median([r["full"]["wall_s"] for r in rs]),
             "full_mb_s": median([r["full"]["mb_s"] for r in rs]),
             "full_cores": median([r["full"]["cpu_s"] / r["full"]["wall_s"] for r in rs]),
+            "full_cpu_s": median([r["full"]["cpu_s"] for r in rs]),
+            "nochange_cpu_s": median([r["nochange"]["cpu_s"] for r in rs]),
+            "mutated_cpu_s": median([r["mutated"]["cpu_s"] for r in rs]),
+            "restore_cpu_s": median([r["restore"]["cpu_s"] for r in rs]),
             "nochange_s": median([r["nochange"]["wall_s"] for r in rs]),
             "mutated_s": median([r["mutated"]["wall_s"] for r in rs]),
             "mutated_growth_mb": median([r["mutated"]["repo_growth_bytes"] / MB for r in rs]),
@@ -285,14 +290,14 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, dict[st
     return s
 
 
-def table(s: dict[str, dict[str, float]], names: list[str]) -> str:
+def table(s: dict[str, dict[str, float]], names: list[str], runs: list[dict[str, Any]] | None = None) -> str:
     def cell(n: str, key: str) -> str:
         v = s[n]
         return {
-            "full": f"{v['full_s']:.2f} s, {v['full_mb_s']:.0f} MB/s, {v['full_cores']:.2f} cores",
-            "nochange": f"{v['nochange_s']:.2f} s",
-            "mutated": f"{v['mutated_s']:.2f} s, +{v['mutated_growth_mb']:.1f} MB in repo",
-            "restore": f"{v['restore_s']:.2f} s, {v['restore_mb_s']:.0f} MB/s"
+            "full": f"{v['full_s']:.2f} s, {v['full_mb_s']:.0f} MB/s, CPU {v['full_cpu_s']:.1f} s",
+            "nochange": f"{v['nochange_s']:.2f} s, CPU {v['nochange_cpu_s']:.1f} s",
+            "mutated": f"{v['mutated_s']:.2f} s, CPU {v['mutated_cpu_s']:.1f} s, +{v['mutated_growth_mb']:.1f} MB in repo",
+            "restore": f"{v['restore_s']:.2f} s, {v['restore_mb_s']:.0f} MB/s, CPU {v['restore_cpu_s']:.1f} s"
             + ("" if v["restore_ok"] else " (MISMATCH)"),
             "repo": f"{v['repo_mb']:.0f} MB",
             "rss": f"{v['peak_rss_mib']:.0f} MiB (backup {v['full_rss_mib']:.0f}, restore {v['restore_rss_mib']:.0f})",
@@ -316,46 +321,59 @@ def table(s: dict[str, dict[str, float]], names: list[str]) -> str:
         def verdict(ok: bool) -> str:
             return "met" if ok else "**missed**"
 
+        def per_run(fn: Any) -> str:
+            return " / ".join(f"{fn(x['backupctl'], x['restic']):.2f}" for x in runs or [])
+
+        mbs = "mb_s"
         checks = [
             (
                 "full-backup throughput vs restic",
                 f"{b['full_mb_s'] / r['full_mb_s']:.2f}x",
+                per_run(lambda b_, r_: b_["full"][mbs] / r_["full"][mbs]),
                 ">= 1.5x",
                 b["full_mb_s"] >= TARGET_BACKUP_THROUGHPUT * r["full_mb_s"],
             ),
             (
                 "no-change backup time vs restic",
                 f"{b['nochange_s'] / r['nochange_s']:.2f}x",
+                per_run(lambda b_, r_: b_["nochange"]["wall_s"] / r_["nochange"]["wall_s"]),
                 "<= 1.0x",
                 b["nochange_s"] <= r["nochange_s"],
             ),
             (
                 "after-change backup time vs restic",
                 f"{b['mutated_s'] / r['mutated_s']:.2f}x",
+                per_run(lambda b_, r_: b_["mutated"]["wall_s"] / r_["mutated"]["wall_s"]),
                 "<= 1.0x",
                 b["mutated_s"] <= r["mutated_s"],
             ),
             (
                 "restore throughput vs restic",
                 f"{b['restore_mb_s'] / r['restore_mb_s']:.2f}x",
+                per_run(lambda b_, r_: b_["restore"][mbs] / r_["restore"][mbs]),
                 ">= 1.5x",
                 b["restore_mb_s"] >= TARGET_RESTORE_THROUGHPUT * r["restore_mb_s"] and bool(b["restore_ok"]),
             ),
             (
                 "repository size vs restic",
                 f"{b['repo_mb'] / r['repo_mb']:.2f}x",
+                per_run(lambda b_, r_: b_["full"]["repo_bytes"] / r_["full"]["repo_bytes"]),
                 "<= 1.0x",
                 b["repo_mb"] <= r["repo_mb"],
             ),
             (
                 "backupctl peak RSS",
                 f"{b['peak_rss_mib']:.0f} MiB",
+                per_run(lambda b_, r_: b_["peak_rss_mib"]),
                 "< 250 MiB",
                 b["peak_rss_mib"] < TARGET_RSS_MIB,
             ),
         ]
-        lines += ["", "| target | measured | target | verdict |", "|---|---|---|---|"]
-        lines += [f"| {a} | {m} | {t} | {verdict(ok)} |" for a, m, t, ok in checks]
+        lines += ["", "| target | median | each run | target | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {a} | {m} | {e} | {t} | {verdict(ok)} |" for a, m, e, t, ok in checks]
+    if runs:
+        loads = ", ".join(f"{x.get('load_before', float('nan')):.1f}" for x in runs)
+        lines += ["", f"Load average (1 min) before each run: {loads} (2 cores is the machine's own share)."]
     return "\n".join(lines)
 
 
@@ -407,7 +425,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     s = summarize(runs, names)
-    md = table(s, names)
+    md = table(s, names, runs)
     args.json.write_text(json.dumps({"meta": meta, "summary": s, "runs": runs}, indent=2) + "\n")
     if args.md:
         args.md.write_text(md + "\n")

@@ -323,6 +323,24 @@ def main() -> None:
                         log=work / "psql.log",
                     ),
                 )
+                # What an in-place restore has to do: drop the loaded database, create it
+                # again and load the dump in one transaction.
+                sync()
+                log(f"run {i}: drop + create + psql -1")
+                psql = " ".join(["psql", *c.conn, "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+                add(
+                    "dropdb + createdb + psql -1 -f dump.sql (in place)",
+                    run(
+                        [
+                            "sh",
+                            "-c",
+                            f"{psql} -d postgres -c 'DROP DATABASE restore_psql WITH (FORCE)'"
+                            f" && {psql} -d postgres -c 'CREATE DATABASE restore_psql'"
+                            f" && {psql} -1 -d restore_psql -f {dump}",
+                        ],
+                        log=work / "psql.log",
+                    ),
+                )
                 c.recreate("restore_restic")
                 sync()
                 log(f"run {i}: restic dump | psql")
