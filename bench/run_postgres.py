@@ -415,8 +415,12 @@ def main() -> None:
         if restored:
             p = summary["psql -f dump.sql (new database)"]["wall_s"]
             lines.append(
-                f"| restore vs psql of the same dump (reported) | {restored['wall_s'] / p:.2f}x | - |"
+                f"| restore vs psql of the same dump into a new database | {restored['wall_s'] / p:.2f}x | - |"
             )
+            inplace = summary.get("dropdb + createdb + psql -1 -f dump.sql (in place)")
+            if inplace:
+                ratio = restored["wall_s"] / inplace["wall_s"]
+                lines.append(f"| restore vs drop + create + psql -1 of the same dump | {ratio:.2f}x | - |")
         lines.append(
             f"| repository: backupctl {meta['backupctl_repo_bytes'] / MB:.1f} MB, restic {meta['restic_repo_bytes'] / MB:.1f} MB"
             f" (after {args.runs} dumps) | {meta['backupctl_repo_bytes'] / meta['restic_repo_bytes']:.2f}x | - |"
