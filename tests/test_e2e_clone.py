@@ -249,6 +249,7 @@ def test_mariadb_logical_clone(
     assert "ALL PRIVILEGES ON *.*" not in grants, grants
     assert not mariadb_can_use(server, new_owner, password, f"{lookalike}_{name.replace('_', 'x', 1)}")
     assert not mariadb_can_use(server, new_owner, password, db)
+    assert server.root_sql(f"SELECT definer FROM mysql.proc WHERE db = '{db}'") == "root@localhost"
 
     server.root_sql(f"INSERT INTO {db}.items (v) VALUES ('source only')")
     mariadb_login(server, new_owner, password, clone_db, "INSERT INTO items (v) VALUES ('clone only')")

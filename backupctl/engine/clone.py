@@ -540,6 +540,17 @@ def _own_mariadb(
         secret = password
     grants = "".join(f"GRANT ALL PRIVILEGES ON {_grant_pattern(n)}.* TO {user};" for n in rename.values())
     target.admin_sql(create + grants, secret=secret)
+    if info.get("flavor", "mariadb") == "mariadb":
+        # The clone's stored routines become the new owner's (MariaDB keeps them in mysql.proc),
+        # so it can dump them (SHOW CREATE FUNCTION needs the definer or mysql.proc access) and
+        # they no longer run with the original definer's rights. Only the clone's rows change.
+        definer = quote_literal(f"{owner}@%")
+        target.admin_sql(
+            "".join(
+                f"UPDATE mysql.proc SET definer = {definer} WHERE db = {quote_literal(n)};"
+                for n in rename.values()
+            )
+        )
 
 
 # ---- physical ----------------------------------------------------------------------------
