@@ -227,7 +227,7 @@ def render_config_md() -> str:
         from backupctl.policy import models as policy_models
 
         lines += ["## Policies", "", "See docs/scheduling.md for worked examples.", ""]
-        for name in ("Policy", "Schedule", "Retention"):
+        for name in ("Policy", "Schedule", "Hourly", "Daily", "Monthly", "Retention"):
             model = getattr(policy_models, name, None)
             if model is not None and hasattr(model, "model_fields"):
                 lines += _model_table(f"`{name}`", model)

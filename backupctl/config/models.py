@@ -77,7 +77,10 @@ class Config(_Strict):
     )
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict, description="Name -> deployment.")
     encryption: EncryptionConfig = Field(description="Where the repository key comes from.")
-    policies: dict[str, Policy] = Field(default_factory=dict)
+    policies: dict[str, Policy] = Field(
+        default_factory=dict,
+        description="Name -> backup policy: schedules and retention (docs/scheduling.md).",
+    )
     settings: Settings = Field(default_factory=Settings)
     # Where the file was read from; not part of the YAML.
     path: Path | None = Field(default=None, exclude=True)
@@ -85,6 +88,11 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Config:
         for dep_name, dep in self.deployments.items():
+            if dep.policy not in (None, "none", "default") and dep.policy not in self.policies:
+                known = ", ".join(sorted({"default", "none", *self.policies}))
+                raise ValueError(
+                    f"deployments.{dep_name}.policy: unknown policy {dep.policy!r} (defined: {known})"
+                )
             for dest in dep.destinations:
                 if dest not in self.destinations:
                     known = ", ".join(sorted(self.destinations)) or "none defined"

@@ -200,6 +200,21 @@ class Scheduler:
             return []
         name, policy = resolved
         records = self.service.list_backups(deployment)
+        if policy.retention.keeps_nothing():
+            # No rule at all means "keep everything", never "keep only the newest".
+            return [
+                {
+                    "id": r["id"],
+                    "deployment": deployment,
+                    "started": r["started"],
+                    "created_by": r["created_by"],
+                    "status": r["status"],
+                    "policy": name,
+                    "action": "keep",
+                    "reasons": ["the policy has no retention rules: everything is kept"],
+                }
+                for r in records
+            ]
         decisions = plan_prune(policy, to_policy_records(records), self.clock.now())
         rows: list[dict[str, Any]] = []
         for d in decisions:
