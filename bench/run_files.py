@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_tree import generate  # noqa: E402
-from measure import MB, StepFailed, Timed, log, median, run, sync, tree_bytes, warm  # noqa: E402
+from measure import MB, StepFailed, Timed, git_commit, log, median, run, sync, tree_bytes, warm  # noqa: E402
 from mutate_tree import mutate  # noqa: E402
 
 # Targets of issue 2, section 11 (ratios from the same run).
@@ -416,6 +416,7 @@ def main() -> None:
         "size_scale": args.size_scale,
         "runs": args.runs,
         "seed": args.seed,
+        "commit": git_commit(),
     }
     runs: list[dict[str, Any]] = []
     try:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import MB, StepFailed, Timed, log, median, run, run_pipeline, sync, tree_bytes  # noqa: E402
+from measure import MB, StepFailed, Timed, git_commit, log, median, run, run_pipeline, sync, tree_bytes  # noqa: E402
 
 PG_BIN_CANDIDATES = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin")]
 TARGET_VS_DUMP = 1.25
@@ -221,6 +221,7 @@ def main() -> None:
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "scale": args.scale,
+        "commit": git_commit(),
         "runs": args.runs,
     }
     try:
