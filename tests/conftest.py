@@ -7,7 +7,6 @@ those modules exist, so a single `pytest` run sees all fixtures.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,12 +50,17 @@ def cli() -> Any:
 class Deployment:
     """A config with one deployment `app` of the given sources to a local repository."""
 
-    def __init__(self, root: Path, sources: list[dict[str, Any]], settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, root: Path, sources: list[dict[str, Any]], settings: dict[str, Any] | None = None
+    ) -> None:
         self.root = root
         self.repository = root / "repo"
         self.key_file = root / "repo.key"
         self.config = helpers.write_config(
-            root / "config.yaml", sources=sources, repository=self.repository, key_file=self.key_file,
+            root / "config.yaml",
+            sources=sources,
+            repository=self.repository,
+            key_file=self.key_file,
             settings=settings,
         )
         self.env = {"BACKUPCTL_CONFIG": str(self.config)}
@@ -82,7 +86,11 @@ class Deployment:
 
     def packs(self) -> set[str]:
         data = self.repository / "data"
-        return {p.name for p in data.rglob("*") if p.is_file() and not p.name.endswith(".tmp-backupctl")} if data.exists() else set()
+        return (
+            {p.name for p in data.rglob("*") if p.is_file() and not p.name.endswith(".tmp-backupctl")}
+            if data.exists()
+            else set()
+        )
 
 
 @pytest.fixture
@@ -106,4 +114,3 @@ def sample_tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def files_deployment(make_deployment: Any, sample_tree: Path) -> Iterator[Deployment]:
     yield make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
-

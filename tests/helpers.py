@@ -159,7 +159,15 @@ def snapshot_tree(root: Path, *, with_content: bool = True) -> dict[str, Any]:
                 out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_uid, st.st_gid)
             elif stat.S_ISREG(st.st_mode):
                 digest = file_digest(Path(full)) if with_content else None
-                out[rel] = ["file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_uid, st.st_gid, st.st_size, digest]
+                out[rel] = [
+                    "file",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_mtime_ns,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_size,
+                    digest,
+                ]
                 inodes.setdefault(st.st_ino, []).append(rel)
             else:
                 out[rel] = ("other", stat.S_IFMT(st.st_mode))

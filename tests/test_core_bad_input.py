@@ -20,7 +20,11 @@ from backupctl.repo.crypto import generate_key_file
 
 
 def _repo_files(repo: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file() and "locks" not in p.parts}
+    return {
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in repo.rglob("*")
+        if p.is_file() and "locks" not in p.parts
+    }
 
 
 # ---- keys ------------------------------------------------------------------------------
@@ -34,8 +38,12 @@ def test_wrong_key_file(tmp_path: Path, files_deployment) -> None:
     dep.key_file.unlink()
     generate_key_file(dep.key_file)  # a different, valid key
 
-    for args in (["backup", "list"], ["backup", "show", backup_id], ["backup", "verify", backup_id],
-                 ["backup", "restore", backup_id, "--target", str(tmp_path / "r")]):
+    for args in (
+        ["backup", "list"],
+        ["backup", "show", backup_id],
+        ["backup", "verify", backup_id],
+        ["backup", "restore", backup_id, "--target", str(tmp_path / "r")],
+    ):
         result = dep.run(*args)
         helpers.assert_one_line_error(result, ExitCode.WRONG_KEY, "key")
     assert not (tmp_path / "r").exists()
@@ -53,19 +61,26 @@ def test_wrong_key_file(tmp_path: Path, files_deployment) -> None:
 def test_wrong_passphrase(tmp_path: Path, sample_tree: Path) -> None:
     secret = tmp_path / "pass.txt"
     secret.write_text("correct horse battery staple\n")
-    config = helpers.write_config(tmp_path / "c" / "config.yaml", sources=[{"type": "files", "paths": [str(sample_tree)]}],
-                                  repository=tmp_path / "repo")
+    config = helpers.write_config(
+        tmp_path / "c" / "config.yaml",
+        sources=[{"type": "files", "paths": [str(sample_tree)]}],
+        repository=tmp_path / "repo",
+    )
     cfg = helpers.load_yaml(config)
     cfg["encryption"] = {"passphrase_file": str(secret)}
     helpers.dump_yaml(cfg, config)
     env = {"BACKUPCTL_CONFIG": str(config)}
     helpers.run_ok("backup", "create", "app", env=env)
     secret.write_text("wrong horse\n")
-    helpers.assert_one_line_error(helpers.run_cli("backup", "list", env=env), ExitCode.WRONG_KEY, "passphrase")
+    helpers.assert_one_line_error(
+        helpers.run_cli("backup", "list", env=env), ExitCode.WRONG_KEY, "passphrase"
+    )
     # A missing passphrase env var is a config error naming the variable, not the value.
     cfg["encryption"] = {"passphrase_env": "BACKUPCTL_TEST_UNSET_VAR"}
     helpers.dump_yaml(cfg, config)
-    helpers.assert_one_line_error(helpers.run_cli("backup", "list", env=env), ExitCode.CONFIG, "BACKUPCTL_TEST_UNSET_VAR")
+    helpers.assert_one_line_error(
+        helpers.run_cli("backup", "list", env=env), ExitCode.CONFIG, "BACKUPCTL_TEST_UNSET_VAR"
+    )
 
 
 def test_key_file_missing(files_deployment) -> None:
@@ -88,7 +103,9 @@ def test_missing_config_hints_at_init(isolated_env) -> None:
 
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     config = tmp_path / "broken.yaml"
-    config.write_text("destinations:\n  local: {type: local, path: /tmp/x}\ndeployments:\n  app: [unclosed\n  other: 1\n")
+    config.write_text(
+        "destinations:\n  local: {type: local, path: /tmp/x}\ndeployments:\n  app: [unclosed\n  other: 1\n"
+    )
     result = helpers.run_cli("--config", config, "config", "validate")
     helpers.assert_one_line_error(result, ExitCode.CONFIG, str(config), "line ")
     line_no = int(result.stderr.split("line ", 1)[1].split(",", 1)[0].split(":", 1)[0])
@@ -99,11 +116,17 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     ("mutate", "needle"),
     [
         (lambda c: c["deployments"]["app"].__setitem__("sourcez", []), "deployments.app.sourcez"),
-        (lambda c: c["deployments"]["app"]["sources"][0].__setitem__("pathz", ["/x"]), "deployments.app.sources[0].pathz"),
+        (
+            lambda c: c["deployments"]["app"]["sources"][0].__setitem__("pathz", ["/x"]),
+            "deployments.app.sources[0].pathz",
+        ),
         (lambda c: c["destinations"]["local"].__setitem__("colour", "red"), "destinations.local.colour"),
         (lambda c: c.__setitem__("encryptionn", {}), "encryptionn"),
         (lambda c: c["deployments"]["app"].__setitem__("destinations", ["nowhere"]), "nowhere"),
-        (lambda c: c["deployments"]["app"]["sources"][0].__setitem__("type", "tape"), "deployments.app.sources[0].type"),
+        (
+            lambda c: c["deployments"]["app"]["sources"][0].__setitem__("type", "tape"),
+            "deployments.app.sources[0].type",
+        ),
         (lambda c: c["encryption"].__setitem__("passphrase_env", "X"), "exactly one"),
     ],
 )
@@ -122,7 +145,9 @@ def test_unknown_deployment(files_deployment) -> None:
     result = dep.run("backup", "create", "nosuch")
     helpers.assert_one_line_error(result, ExitCode.NOT_FOUND, "nosuch")
     assert "app" in result.stderr, "the hint lists the configured deployments"
-    helpers.assert_one_line_error(dep.run("backup", "list", "--deployment", "nosuch"), ExitCode.NOT_FOUND, "nosuch")
+    helpers.assert_one_line_error(
+        dep.run("backup", "list", "--deployment", "nosuch"), ExitCode.NOT_FOUND, "nosuch"
+    )
     assert dep.list() == [], "a failed lookup must not leave a job behind"
 
 
@@ -130,14 +155,25 @@ def test_config_show_never_prints_secrets(tmp_path: Path, sample_tree: Path) -> 
     secret_value = "s3cr3t-Passphrase-VALUE"
     pass_file = tmp_path / "pass.txt"
     pass_file.write_text(secret_value)
-    config = helpers.write_config(tmp_path / "c" / "config.yaml", sources=[{"type": "files", "paths": [str(sample_tree)]}],
-                                  repository=tmp_path / "repo")
+    config = helpers.write_config(
+        tmp_path / "c" / "config.yaml",
+        sources=[{"type": "files", "paths": [str(sample_tree)]}],
+        repository=tmp_path / "repo",
+    )
     cfg = helpers.load_yaml(config)
     cfg["encryption"] = {"passphrase_file": str(pass_file)}
-    env = {"BACKUPCTL_CONFIG": str(config), "MY_S3_SECRET": "AKIA-very-secret-key", "PGPASSWORD_X": "pg-secret-pw"}
+    env = {
+        "BACKUPCTL_CONFIG": str(config),
+        "MY_S3_SECRET": "AKIA-very-secret-key",
+        "PGPASSWORD_X": "pg-secret-pw",
+    }
     if importlib.util.find_spec("backupctl.destinations.s3") is not None:
-        cfg["destinations"]["offsite"] = {"type": "s3", "bucket": "b", "secret_access_key_env": "MY_S3_SECRET",
-                                          "access_key_id_env": "MY_S3_SECRET"}
+        cfg["destinations"]["offsite"] = {
+            "type": "s3",
+            "bucket": "b",
+            "secret_access_key_env": "MY_S3_SECRET",
+            "access_key_id_env": "MY_S3_SECRET",
+        }
     helpers.dump_yaml(cfg, config)
     for fmt in ("table", "json", "yaml"):
         result = helpers.run_ok("config", "show", "-o", fmt, env=env)
@@ -165,14 +201,19 @@ def test_init_key_mode_and_no_overwrite_of_key(tmp_path: Path, isolated_env) -> 
 def test_destination_not_writable(tmp_path: Path, sample_tree: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    config = helpers.write_config(tmp_path / "c" / "config.yaml", sources=[{"type": "files", "paths": [str(sample_tree)]}],
-                                  repository=blocker / "repo")
+    config = helpers.write_config(
+        tmp_path / "c" / "config.yaml",
+        sources=[{"type": "files", "paths": [str(sample_tree)]}],
+        repository=blocker / "repo",
+    )
     env = {"BACKUPCTL_CONFIG": str(config)}
     result = helpers.run_cli("backup", "create", "app", env=env)
     helpers.assert_one_line_error(result, ExitCode.DESTINATION, str(blocker))
     assert blocker.read_text() == "not a directory"
     # Listing reads the same broken destination: the same clear error.
-    helpers.assert_one_line_error(helpers.run_cli("backup", "list", env=env), ExitCode.DESTINATION, str(blocker))
+    helpers.assert_one_line_error(
+        helpers.run_cli("backup", "list", env=env), ExitCode.DESTINATION, str(blocker)
+    )
     # The attempt is recorded as Failed with its error in the local job state.
     jobs = helpers.service(config).state.jobs("app")
     assert [j["status"] for j in jobs] == ["Failed"]
@@ -187,8 +228,12 @@ def test_newer_repository_format_is_refused(tmp_path: Path, files_deployment) ->
     cfg["format_version"] = 99
     cfg_path.write_text(json.dumps(cfg))
     stored = _repo_files(dep.repository)
-    for args in (["backup", "list"], ["backup", "verify", backup_id], ["backup", "create", "app"],
-                 ["backup", "restore", backup_id, "--target", str(tmp_path / "r")]):
+    for args in (
+        ["backup", "list"],
+        ["backup", "verify", backup_id],
+        ["backup", "create", "app"],
+        ["backup", "restore", backup_id, "--target", str(tmp_path / "r")],
+    ):
         helpers.assert_one_line_error(dep.run(*args), ExitCode.FORMAT, "99")
     assert _repo_files(dep.repository) == stored
     assert not (tmp_path / "r").exists()
@@ -276,7 +321,9 @@ def test_file_growing_while_read_is_a_warning(tmp_path: Path, make_deployment) -
         stop.set()
         writer.join()
     assert record["status"] == "Completed"
-    assert any(w.path.endswith("app.log") and "changed" in w.message for w in reporter.warnings), reporter.warnings
+    assert any(w.path.endswith("app.log") and "changed" in w.message for w in reporter.warnings), (
+        reporter.warnings
+    )
     assert record["warnings"] >= 1
     target = tmp_path / "r"
     svc = helpers.service(dep.config)

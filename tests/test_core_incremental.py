@@ -26,7 +26,9 @@ def _source(dep, backup_id: str) -> dict:
     return shown | {"src": shown["sources"][0]}
 
 
-def test_incremental_reuses_unchanged_files_and_full_rereads(tmp_path: Path, files_deployment, sample_tree: Path) -> None:
+def test_incremental_reuses_unchanged_files_and_full_rereads(
+    tmp_path: Path, files_deployment, sample_tree: Path
+) -> None:
     dep = files_deployment
     n_regular = _regular_file_entries(sample_tree)
     first = dep.create()
@@ -52,8 +54,9 @@ def test_incremental_reuses_unchanged_files_and_full_rereads(tmp_path: Path, fil
     for backup_id in (first, second, third):
         target = tmp_path / backup_id
         dep.ok("backup", "restore", backup_id, "--target", target)
-        helpers.assert_same_tree(helpers.snapshot_tree(sample_tree),
-                                 helpers.snapshot_tree(helpers.restored(target, sample_tree)))
+        helpers.assert_same_tree(
+            helpers.snapshot_tree(sample_tree), helpers.snapshot_tree(helpers.restored(target, sample_tree))
+        )
 
 
 def test_modified_file_is_reread(tmp_path: Path, files_deployment, sample_tree: Path) -> None:
@@ -85,7 +88,9 @@ def test_modified_file_is_reread(tmp_path: Path, files_deployment, sample_tree: 
     helpers.assert_same_tree(expected, helpers.snapshot_tree(root))
 
 
-def test_every_backup_restorable_after_its_parent_is_deleted(tmp_path: Path, files_deployment, sample_tree: Path) -> None:
+def test_every_backup_restorable_after_its_parent_is_deleted(
+    tmp_path: Path, files_deployment, sample_tree: Path
+) -> None:
     dep = files_deployment
     first = dep.create()
     (sample_tree / "added.bin").write_bytes(os.urandom(600 * KIB))
@@ -115,12 +120,16 @@ def test_every_backup_restorable_after_its_parent_is_deleted(tmp_path: Path, fil
     helpers.assert_same_tree(state3, helpers.snapshot_tree(helpers.restored(target4, sample_tree)))
 
 
-def test_incremental_of_a_changed_source_definition_is_not_mixed_up(tmp_path: Path, make_deployment, sample_tree: Path) -> None:
+def test_incremental_of_a_changed_source_definition_is_not_mixed_up(
+    tmp_path: Path, make_deployment, sample_tree: Path
+) -> None:
     """Two deployments with different paths in one repository: each has its own parent chain."""
     dep = make_deployment([{"type": "files", "paths": [str(sample_tree / "docs")]}])
     cfg = helpers.load_yaml(dep.config)
-    cfg["deployments"]["other"] = {"sources": [{"type": "files", "paths": [str(sample_tree / "data")]}],
-                                   "destinations": ["local"]}
+    cfg["deployments"]["other"] = {
+        "sources": [{"type": "files", "paths": [str(sample_tree / "data")]}],
+        "destinations": ["local"],
+    }
     helpers.dump_yaml(cfg, dep.config)
     a1 = dep.create()
     b1 = dep.ok("backup", "create", "other").stdout.strip()

@@ -66,12 +66,20 @@ class World:
         d = self.repository / sub
         if not d.exists():
             return {}
-        return {p.name: p.stat().st_size for p in d.rglob("*") if p.is_file() and not p.name.endswith(".tmp-backupctl")}
+        return {
+            p.name: p.stat().st_size
+            for p in d.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp-backupctl")
+        }
 
     def start_backup(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            helpers.cli_command("backup", "create", "app"), env=helpers.cli_env(self.env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            helpers.cli_command("backup", "create", "app"),
+            env=helpers.cli_env(self.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             # A shell may start us with SIGINT ignored; the child must see SIGINT like a user's ^C.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
@@ -114,7 +122,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return w
 
 
-def _kill_when(world: World, proc: subprocess.Popen[str], ready: Callable[[], bool], timeout: float = 60) -> None:
+def _kill_when(
+    world: World, proc: subprocess.Popen[str], ready: Callable[[], bool], timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, (
@@ -196,14 +206,18 @@ def test_sigkill_at_several_points(tmp_path: Path, world: World) -> None:
     referenced = world.referenced_packs(new_id)
     reused = referenced & killed_run_packs
     assert reused, "the completed backup reused nothing the killed runs stored"
-    new_data = sum(size for name, size in world.objects("data").items() if name in referenced and name not in base_packs)
+    new_data = sum(
+        size for name, size in world.objects("data").items() if name in referenced and name not in base_packs
+    )
     assert record["stored_bytes"] < new_data, (
         f"stored {record['stored_bytes']} bytes, as much as a run from scratch needs ({new_data})"
     )
     # ... and restores byte-identical.
     target = tmp_path / "restore"
     world.ok("backup", "restore", new_id[:10], "--target", target)
-    helpers.assert_same_tree(helpers.snapshot_tree(world.src), helpers.snapshot_tree(helpers.restored(target, world.src)))
+    helpers.assert_same_tree(
+        helpers.snapshot_tree(world.src), helpers.snapshot_tree(helpers.restored(target, world.src))
+    )
     world.ok("backup", "verify", new_id)
     world.ok("backup", "verify", baseline)
 

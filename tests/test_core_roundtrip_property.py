@@ -105,7 +105,11 @@ def _build(root: Path, tree: dict[str, Any], budget: list[int], rnd: random.Rand
 @settings(
     max_examples=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
 )
 @given(
     tree=trees,
@@ -136,7 +140,9 @@ def test_generated_trees_round_trip(
         event(f"{len(expected)} objects" if len(expected) < 3 else "3+ objects")
 
         config = helpers.write_config(
-            base / "config.yaml", sources=[{"type": "files", "paths": [str(src)]}], repository=base / "repo",
+            base / "config.yaml",
+            sources=[{"type": "files", "paths": [str(src)]}],
+            repository=base / "repo",
             settings={"state_dir": str(base / "state")},
         )
         svc = helpers.service(config)
@@ -145,9 +151,7 @@ def test_generated_trees_round_trip(
             assert record["status"] == "Completed"
             assert record["warnings"] == 0, record
             # Every source byte counted once (hard links share content).
-            assert record["size_bytes"] == sum(
-                {p.stat().st_ino: p.stat().st_size for p in regular}.values()
-            )
+            assert record["size_bytes"] == sum({p.stat().st_ino: p.stat().st_size for p in regular}.values())
             target = base / "restore"
             svc.restore_backup(record["id"][:10], target_dir=target)
             actual = helpers.snapshot_tree(helpers.restored(target, src))

@@ -108,7 +108,9 @@ def test_backup_while_the_application_writes(tmp_path: Path, make_deployment, jo
 
 
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
-def test_in_place_restore_replaces_the_database_atomically(tmp_path: Path, make_deployment, journal_mode: str) -> None:
+def test_in_place_restore_replaces_the_database_atomically(
+    tmp_path: Path, make_deployment, journal_mode: str
+) -> None:
     db = tmp_path / "live" / "app.db"
     db.parent.mkdir()
     _make_db(db, journal_mode, rows=500)
@@ -167,11 +169,15 @@ def test_files_and_sqlite_in_one_deployment(tmp_path: Path, make_deployment, sam
     db = tmp_path / "db" / "x.sqlite"
     db.parent.mkdir()
     _make_db(db, "wal", rows=50)
-    dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}, {"type": "sqlite", "path": str(db)}])
+    dep = make_deployment(
+        [{"type": "files", "paths": [str(sample_tree)]}, {"type": "sqlite", "path": str(db)}]
+    )
     rec = dep.ok("backup", "create", "app", "-o", "json").json()
     assert rec["method"] == "files,sqlite"
     target = tmp_path / "r"
     dep.ok("backup", "restore", rec["id"], "--target", target)
     _check_snapshot(helpers.restored(target, db), 50, 50)
-    helpers.assert_same_tree(helpers.snapshot_tree(sample_tree), helpers.snapshot_tree(helpers.restored(target, sample_tree)))
+    helpers.assert_same_tree(
+        helpers.snapshot_tree(sample_tree), helpers.snapshot_tree(helpers.restored(target, sample_tree))
+    )
     assert os.path.getsize(helpers.restored(target, db)) > 0

@@ -17,13 +17,19 @@ NON_UI_PACKAGES = ("engine", "repo", "sources", "destinations", "config", "polic
 def test_import_linter_contracts_pass() -> None:
     exe = shutil.which("lint-imports")
     if exe is None:
-        cmd = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from importlinter.cli import lint_imports_command; lint_imports_command()",
+        ]
     else:
         cmd = [exe]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " 0 broken" in proc.stdout, proc.stdout
-    assert "never import the UI KEPT" in proc.stdout, "the UI layering contract was not checked:\n" + proc.stdout
+    assert "never import the UI KEPT" in proc.stdout, (
+        "the UI layering contract was not checked:\n" + proc.stdout
+    )
 
 
 def _print_calls(path: Path) -> list[int]:
