@@ -70,6 +70,7 @@ def run_pipeline(
     log: Path | None = None,
     check: bool = True,
     cwd: Path | None = None,
+    stdin: IO[Any] | None = None,
 ) -> Timed:
     """Run cmds[0] | cmds[1] | ... and time it from the first start to the last exit.
 
@@ -99,7 +100,7 @@ def run_pipeline(
                 rss_files.append(rss_file)
                 p = subprocess.Popen(
                     argv,
-                    stdin=prev if prev is not None else subprocess.DEVNULL,
+                    stdin=prev if prev is not None else (stdin if stdin is not None else subprocess.DEVNULL),
                     stdout=stdout if last else subprocess.PIPE,
                     stderr=err,
                     env=full_env,
