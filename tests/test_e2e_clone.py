@@ -72,7 +72,9 @@ def pg_login(server: PostgresServer, user: str, password: str, db: str, sql: str
     return res.stdout.strip()
 
 
-def test_postgres_logical_clone(pg_server: PostgresServer, make_deployment: Any, isolated_env: dict[str, Path]) -> None:
+def test_postgres_logical_clone(
+    pg_server: PostgresServer, make_deployment: Any, isolated_env: dict[str, Path]
+) -> None:
     server = pg_server
     db, owner = unique("cl"), unique("cl_owner")
     server.psql(f"CREATE ROLE {owner} LOGIN PASSWORD 'pw'")
@@ -114,17 +116,31 @@ def test_postgres_logical_clone(pg_server: PostgresServer, make_deployment: Any,
     assert data_part(after_clone) == data_part(before)
     assert pg_fingerprint(server, db) == before
     assert server.psql(datdba) == owner
-    assert server.psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{clone_db}'") == new_owner
+    assert (
+        server.psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{clone_db}'")
+        == new_owner
+    )
     owned = server.psql(
         "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class"
         " WHERE relnamespace::regnamespace::text IN ('app', 'public') AND relkind IN ('r', 'v', 'S')",
         clone_db,
     )
     assert owned == new_owner, owned
-    assert server.psql("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'app'", clone_db) == new_owner
-    assert server.psql("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'double'", clone_db) == new_owner
-    assert server.psql("SELECT pg_get_userbyid(typowner) FROM pg_type WHERE typname = 'mood'", clone_db) == new_owner
-    assert server.psql("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'app'", db) == owner
+    assert (
+        server.psql("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'app'", clone_db)
+        == new_owner
+    )
+    assert (
+        server.psql("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'double'", clone_db)
+        == new_owner
+    )
+    assert (
+        server.psql("SELECT pg_get_userbyid(typowner) FROM pg_type WHERE typname = 'mood'", clone_db)
+        == new_owner
+    )
+    assert (
+        server.psql("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'app'", db) == owner
+    )
     assert server.psql("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'double'", db) == owner
 
     # The new owner logs in with the stored password and reads and writes its tables.
@@ -267,7 +283,11 @@ def test_mariadb_logical_clone(
     text = deployment.config.read_text()
     assert_only_added(commented, text)
     src = load_yaml(deployment.config)["deployments"][name]["sources"][0]
-    assert src["user"] == new_owner and src["databases"] == [clone_db] and src["password_file"] == str(password_file)
+    assert (
+        src["user"] == new_owner
+        and src["databases"] == [clone_db]
+        and src["password_file"] == str(password_file)
+    )
     clone_backup = deployment.ok("backup", "create", name).stdout.strip().splitlines()[-1]
     assert deployment.show(clone_backup)["status"] == "Completed"
 

@@ -349,6 +349,12 @@ class PostgresSource(Source):
         rename: dict[str, str] = dict(info.get("rename") or {})
         only = set(info.get("only_databases") or [])
         by_path = {d["path"]: d for d in info.get("databases", [])}
+        if "rename" not in info:
+            rename = target_names(
+                [d["name"] for d in info.get("databases", []) if not only or d["name"] in only],
+                self.options.databases,
+                request.reporter,
+            )
         secrets = Secrets("backupctl-pg-")
         try:
             env = self._env(secrets)
@@ -527,4 +533,24 @@ def refuse_running_postgres(data_dir: Path) -> None:
     raise SourceError(
         f"refusing to restore into {data_dir}: a PostgreSQL server is running on it (pid {pid})",
         hint="stop the server first, or restore into a new data directory",
+    )
+
+
+def target_names(backed_up: list[str], configured: list[str] | str, reporter: Any) -> dict[str, str]:
+    """Where each backed-up database goes when the receiving deployment lists its databases.
+
+    A deployment never has databases restored into it that it does not list: with the same
+    names nothing is renamed; one database into a deployment of one other database
+    (`restore --to`) is restored under that name; any other mismatch is refused.
+    """
+    if configured == "all" or not isinstance(configured, list) or set(backed_up) <= set(configured):
+        return {}
+    if len(backed_up) == 1 and len(configured) == 1:
+        reporter.emit(InfoEvent(f"restoring database {backed_up[0]!r} as {configured[0]!r}"))
+        return {backed_up[0]: configured[0]}
+    outside = sorted(set(backed_up) - set(configured))
+    raise SourceError(
+        f"refusing to restore database(s) {', '.join(outside)}: the receiving deployment lists only "
+        f"{', '.join(configured)}",
+        hint="restore into a deployment that lists these databases, or use `backupctl backup clone`",
     )
