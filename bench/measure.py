@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -186,3 +187,9 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def json_doc(text: str) -> Any:
+    """The JSON document in a command's stdout, skipping any banner before it (py-spy prints one)."""
+    start = text.find("\n{") + 1 if not text.lstrip().startswith("{") else text.find("{")
+    return json.JSONDecoder().raw_decode(text[start:])[0]

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_tree import generate  # noqa: E402
-from measure import MB, StepFailed, Timed, git_commit, log, median, run, sync, tree_bytes, warm  # noqa: E402
+from measure import MB, StepFailed, Timed, git_commit, json_doc, log, median, run, sync, tree_bytes, warm  # noqa: E402
 from mutate_tree import mutate  # noqa: E402
 
 # Targets of issue 2, section 11 (ratios from the same run).
@@ -174,7 +174,7 @@ class Backupctl(Tool):
 
     def backup(self) -> Timed:
         t = run(self.cli("-o", "json", "backup", "create", "bench"), env=self.env, log=self.logfile)
-        doc = json.loads(t.stdout)
+        doc = json_doc(t.stdout)
         self.last_id = str(doc["id"])
         return t
 

@@ -36,7 +36,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import MB, StepFailed, Timed, git_commit, log, median, run, run_pipeline, sync, tree_bytes  # noqa: E402
+from measure import (  # noqa: E402
+    MB,
+    StepFailed,
+    Timed,
+    git_commit,
+    json_doc,
+    log,
+    median,
+    run,
+    run_pipeline,
+    sync,
+    tree_bytes,
+)
 
 TARGET_VS_DUMP = 1.25
 DUMP_OPTIONS = [
@@ -235,7 +247,7 @@ class BackupctlMaria:
             env=self.env,
             log=self.logfile,
         )
-        self.ids[deployment] = str(json.loads(t.stdout)["id"])
+        self.ids[deployment] = str(json_doc(t.stdout)["id"])
         return t
 
     def restore(self, deployment: str) -> Timed:

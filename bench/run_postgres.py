@@ -36,7 +36,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import MB, StepFailed, Timed, git_commit, log, median, run, run_pipeline, sync, tree_bytes  # noqa: E402
+from measure import (  # noqa: E402
+    MB,
+    StepFailed,
+    Timed,
+    git_commit,
+    json_doc,
+    log,
+    median,
+    run,
+    run_pipeline,
+    sync,
+    tree_bytes,
+)
 
 PG_BIN_CANDIDATES = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin")]
 TARGET_VS_DUMP = 1.25
@@ -185,7 +197,7 @@ class BackupctlPg:
 
     def backup(self) -> Timed:
         t = run(self.cli("-o", "json", "backup", "create", "pgbench"), env=self.env, log=self.logfile)
-        self.last_id = str(json.loads(t.stdout)["id"])
+        self.last_id = str(json_doc(t.stdout)["id"])
         return t
 
     def restore(self) -> tuple[Timed, float, bool]:
@@ -196,7 +208,7 @@ class BackupctlPg:
             log=self.logfile,
         )
         try:
-            doc = json.loads(t.stdout)
+            doc = json_doc(t.stdout)
         except json.JSONDecodeError:
             doc = {}
         return t, float(doc.get("duration_s", t.wall_s)), bool(doc.get("safety_backup"))
