@@ -46,7 +46,7 @@ from backupctl.events import (
 from backupctl.repo.crypto import KeyMaterial, read_key_file
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
-from backupctl.sources.base import RestoreRequest, Source, source_class
+from backupctl.sources.base import NothingToBackUp, RestoreRequest, Source, source_class
 
 
 def utcnow() -> dt.datetime:
@@ -396,9 +396,13 @@ class Service:
         return records
 
     def list_backups(
-        self, deployment: str | None = None, destination: str | None = None
+        self, deployment: str | None = None, destination: str | None = None, *, expiries: bool = True
     ) -> list[dict[str, Any]]:
-        """Completed backups from the repositories, plus queued/running/failed jobs; newest first."""
+        """Completed backups from the repositories, plus queued/running/failed jobs; newest first.
+
+        `expiries=False` skips the `expires` dates (each walks the policy's future runs, which
+        costs far more than the listing: the scheduler and lookups by ID do not need them).
+        """
         if deployment is not None:
             self.deployment(deployment)
         if destination is not None:
@@ -426,17 +430,22 @@ class Service:
                 records[job["id"]] = summarize_job(job)
         out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
         out.sort(key=lambda r: r["started"] or "", reverse=True)
+        if not expiries:
+            return out
         try:
             fill_expiries(self.config, out, self.now())
         except BackupctlError as exc:  # an invalid policy must not hide the backups
             self.reporter.emit(WarningEvent(f"cannot compute expiry dates: {exc.message}"))
         return out
 
-    def find_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+    def find_backup(
+        self, id_prefix: str, destination: str | None = None, *, expiries: bool = True
+    ) -> dict[str, Any]:
         prefix = id_prefix.strip().lower()
         if not prefix:
             raise NotFoundError("empty backup ID")
-        matches = [r for r in self.list_backups(destination=destination) if r["id"].startswith(prefix)]
+        listed = self.list_backups(destination=destination, expiries=expiries)
+        matches = [r for r in listed if r["id"].startswith(prefix)]
         if not matches:
             raise NotFoundError(f"no backup with ID {id_prefix!r}", hint="see `backupctl backup list`")
         if len(matches) > 1:
@@ -449,7 +458,7 @@ class Service:
     def _completed(
         self, id_prefix: str, destination: str | None
     ) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
-        record = self.find_backup(id_prefix, destination)
+        record = self.find_backup(id_prefix, destination, expiries=False)
         usable_copy = destination is not None and record.get("repository_id")
         if record["status"] != "Completed" and not usable_copy:
             raise BackupFailedError(
@@ -527,13 +536,20 @@ class Service:
                     dep_name, type="incremental", comment=f"safety backup before restoring {record['id'][:8]}"
                 )
             except BackupctlError as exc:
-                raise BackupFailedError(
-                    f"the safety backup of {dep_name!r} failed, so nothing was restored: {exc.message}",
-                    hint="fix the problem, or pass --no-safety-backup to restore without one",
-                ) from exc
-            self.reporter.emit(
-                InfoEvent(f"safety backup {safety['id'][:8]} taken; restore it to undo this restore")
-            )
+                if isinstance(exc.__cause__, NothingToBackUp):
+                    self.reporter.emit(
+                        InfoEvent(f"no safety backup: {exc.__cause__.message} (nothing to overwrite)")
+                    )
+                    safety = None
+                else:
+                    raise BackupFailedError(
+                        f"the safety backup of {dep_name!r} failed, so nothing was restored: {exc.message}",
+                        hint="fix the problem, or pass --no-safety-backup to restore without one",
+                    ) from exc
+            if safety is not None:
+                self.reporter.emit(
+                    InfoEvent(f"safety backup {safety['id'][:8]} taken; restore it to undo this restore")
+                )
         t0 = time.monotonic()
         repo.load_index()
         self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
@@ -601,7 +617,7 @@ class Service:
     def delete_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
         from backupctl.engine.prune import delete_and_prune
 
-        record = self.find_backup(id_prefix, destination)
+        record = self.find_backup(id_prefix, destination, expiries=False)
         if record["status"] != "Completed":
             self.state.delete_job(record["id"])
             return {"id": record["id"], "deleted": True, "freed_bytes": 0, "packs_deleted": 0}

@@ -33,10 +33,15 @@ from typing import IO, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from backupctl.errors import ConfigError
+from backupctl.errors import ConfigError, SourceError
 from backupctl.events import NullReporter, Reporter
 
 EntryKind = Literal["file", "dir", "symlink", "hardlink"]
+
+
+class NothingToBackUp(SourceError):
+    """The source's data does not exist at all (no database yet): distinct from an outage,
+    so that a safety backup before a restore into an empty target can be skipped."""
 
 
 class SkipEntry(Exception):

@@ -34,7 +34,7 @@ from pydantic import Field
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent, WarningEvent
-from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, Source, SourceOptions
+from backupctl.sources.base import Entry, NothingToBackUp, RestoreEntry, RestoreRequest, Source, SourceOptions
 from backupctl.sources.dbutil import (
     ChunkReader,
     Secrets,
@@ -223,7 +223,9 @@ class PostgresSource(Source):
         wanted = sorted(facts) if self.options.databases == "all" else list(self.options.databases)
         missing = [name for name in wanted if name not in facts]
         if missing:
-            raise SourceError(
+            # Nothing at all to back up (e.g. the target of `restore --to` before its first restore).
+            error_class = NothingToBackUp if len(missing) == len(wanted) else SourceError
+            raise error_class(
                 f"postgres: database(s) {', '.join(missing)} not found on {self.options.host}:{self.options.port}",
                 hint=f"existing: {', '.join(sorted(facts)) or 'none'}",
             )
