@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="backupctl", standalone_mode=False)
         if isinstance(result, int):  # Click returns the exit code of typer.Exit here
+            if result == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent exit(130)
+                sys.stderr.write("interrupted: nothing half-written is visible\n")
             return result
     except BackupctlError as exc:
         if output.OPTS.verbose:

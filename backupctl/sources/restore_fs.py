@@ -13,6 +13,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,9 +90,9 @@ class FsRestorer:
         os.replace(tmp, dest)
 
     def _write_file(self, dest: Path, entry: RestoreEntry) -> None:
-        target = dest.with_name(f".{dest.name}.backupctl-restore") if self.in_place else dest
-        if not self.in_place and (dest.is_symlink() or dest.exists()):
-            dest.unlink()
+        # Written under a temporary name and renamed: an interrupted or failed restore
+        # never leaves a truncated file under the real name.
+        target = dest.with_name(f".{dest.name}.backupctl-restore")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             for chunk in entry.chunks():
@@ -100,11 +101,15 @@ class FsRestorer:
                     n = os.write(fd, view)
                     view = view[n:]
                 self.bytes += len(chunk)
-        finally:
+        except BaseException:
             os.close(fd)
+            target.unlink(missing_ok=True)
+            raise
+        os.close(fd)
         self._set_meta(target, entry)
-        if self.in_place:
-            os.replace(target, dest)
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(target, dest)
 
     def _set_meta(self, path: Path, entry: RestoreEntry, symlink: bool = False) -> None:
         if self.is_root:
