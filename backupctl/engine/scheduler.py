@@ -74,7 +74,7 @@ class Scheduler:
     def due_runs(self) -> list[DueRun]:
         now = self.clock.now()
         runs: list[DueRun] = []
-        backups = to_policy_records(self.service.list_backups())
+        backups = to_policy_records(self.service.list_backups(expiries=False))
         for deployment in self.service.config.deployments:
             resolved = effective_policy(self.service.config, deployment)
             if resolved is None:
@@ -88,7 +88,7 @@ class Scheduler:
     def next_run(self) -> dt.datetime | None:
         """The earliest time anything is due after now (for the daemon's sleep)."""
         now = self.clock.now()
-        backups = to_policy_records(self.service.list_backups())
+        backups = to_policy_records(self.service.list_backups(expiries=False))
         times: list[dt.datetime] = []
         for deployment in self.service.config.deployments:
             resolved = effective_policy(self.service.config, deployment)
@@ -199,7 +199,7 @@ class Scheduler:
         if resolved is None:
             return []
         name, policy = resolved
-        records = self.service.list_backups(deployment)
+        records = self.service.list_backups(deployment, expiries=False)
         if policy.retention.keeps_nothing():
             # No rule at all means "keep everything", never "keep only the newest".
             return [
