@@ -63,6 +63,11 @@ class Reporter(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
+# Set to stop running backups at their next progress point (the daemon's second signal).
+# A cancelled backup raises InterruptedError_ and ends Failed; nothing is half-visible.
+CANCEL = threading.Event()
+
+
 class NullReporter:
     def emit(self, event: Event) -> None:
         return None

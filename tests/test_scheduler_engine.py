@@ -225,9 +225,10 @@ def test_a_year_of_run_due_keeps_exactly_the_gfs_set(tmp_path: Path) -> None:
         service.restore_backup(bid, target_dir=target)
         helpers.assert_same_tree(contents[bid], helpers.snapshot_tree(helpers.restored(target, tree)))
     assert elapsed < 120, f"the simulated year took {elapsed:.0f}s"
-    # Each slot took exactly one lease object in the (local) primary destination.
+    # Each slot took one lease object in the (local) primary destination; leases older than
+    # a week are dropped, so only the last week's remain, one per daily slot.
     leases = sorted(p.name for p in (tmp_path / "repo" / "leases" / "app").iterdir())
-    assert len(leases) == 365 and all(name.startswith("nightly.full.") for name in leases), leases[:3]
+    assert 7 <= len(leases) <= 8 and all(name.startswith("nightly.full.") for name in leases), leases
 
 
 # ---- 2. made up once, idempotency, interval reset, pause, DST ----------------------------
@@ -498,7 +499,7 @@ def test_daemon_runs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 def big_tree(root: Path) -> Path:
     """Enough incompressible data that a backup takes a few seconds."""
     root.mkdir()
-    for i in range(6):
+    for i in range(12):
         (root / f"blob{i}.bin").write_bytes(os.urandom(32 << 20))
     return root
 
@@ -507,15 +508,7 @@ def big_tree(root: Path) -> Path:
     "signals",
     [
         1,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="engine bug: the daemon's second signal raises KeyboardInterrupt in the main thread "
-                "only; the backup runs on in the scheduler's worker thread and completes (the executor "
-                "waits for it), so 'a second signal stops at once, the backup is Failed' does not hold",
-            ),
-        ),
+        2,
     ],
     ids=["finish-running", "second-signal-stops-now"],
 )
@@ -524,10 +517,10 @@ def test_daemon_sigterm_during_a_backup_is_never_half_visible(tmp_path: Path, si
     proc = start_daemon(env, tmp_path / "daemon.log")
     try:
         wait_for(lambda: any(j["status"] == "Running" for j in jobs_of(env)), 60, "a running backup")
-        time.sleep(0.5)
+        time.sleep(0.1)
         for _ in range(signals):
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            time.sleep(0.05)
         code = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

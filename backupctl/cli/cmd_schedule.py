@@ -14,6 +14,7 @@ from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
 from backupctl.engine.scheduler import Scheduler
 from backupctl.errors import ExitCode
+from backupctl.events import CANCEL
 
 app = typer.Typer(
     help="Run scheduled backups: from cron, as a daemon, or exported to other schedulers.",
@@ -32,12 +33,20 @@ RUN_COLUMNS: list[output.Column] = [
 ]
 
 
+def _failed(row: dict[str, Any]) -> bool:
+    status = str(row.get("status", ""))
+    return status == "Failed" or status.startswith("failed")
+
+
 def _render_runs(rows: list[dict[str, Any]]) -> None:
+    """With --quiet (cron), only failures are printed, so cron mails only when something is wrong."""
     if output.structured():
         output.emit_document(rows)
-    elif rows:
-        output.emit_table(rows, RUN_COLUMNS)
-    else:
+        return
+    shown = [r for r in rows if _failed(r)] if output.OPTS.quiet else rows
+    if shown:
+        output.emit_table(shown, RUN_COLUMNS)
+    elif not rows:
         output.message("nothing is due")
 
 
@@ -51,7 +60,7 @@ def run_due() -> None:
     with CliReporter() as reporter:
         rows = Scheduler(context.service(reporter)).run_due()
     _render_runs(rows)
-    if any(r.get("status") == "Failed" or str(r.get("status", "")).startswith("failed") for r in rows):
+    if any(_failed(r) for r in rows):
         raise typer.Exit(ExitCode.FAILED)
 
 
@@ -69,6 +78,7 @@ def daemon(
 
     def on_signal(signum: int, frame: object) -> None:
         if stop.is_set():
+            CANCEL.set()  # running backups stop at their next progress point and end Failed
             raise KeyboardInterrupt
         stop.set()
         output.message("stopping after the running backups finish (signal again to stop now)")

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from backupctl.engine.items import Item, ItemStreamWriter, read_items
-from backupctl.events import Progress, Reporter, WarningEvent
+from backupctl.errors import InterruptedError_
+from backupctl.events import CANCEL, Progress, Reporter, WarningEvent
 from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -69,6 +70,8 @@ class Archiver:
         self._last_emit = 0.0
 
     def _progress(self, current: str, force: bool = False) -> None:
+        if CANCEL.is_set():
+            raise InterruptedError_("interrupted: the backup was cancelled")
         now = time.monotonic()
         if force or now - self._last_emit > 0.2:
             self._last_emit = now

@@ -115,7 +115,19 @@ class Scheduler:
             dest.put_metadata(name, json.dumps(doc).encode(), exclusive=True)
         except AlreadyExists:
             return False
+        self._forget_old_leases(dest, item.deployment)
         return True
+
+    def _forget_old_leases(self, dest: Any, deployment: str) -> None:
+        """Leases only matter while their slot can still be contended: drop week-old ones."""
+        cutoff = (self.clock.now() - dt.timedelta(days=7)).strftime("%Y%m%dT%H%M%SZ")
+        for info in list(dest.list(f"leases/{deployment}/")):
+            slot = info.name.rsplit(".", 1)[-1]
+            if slot < cutoff:
+                try:
+                    dest.delete(info.name)
+                except BackupctlError:
+                    pass
 
     def _running_deployments(self) -> set[str]:
         return {
