@@ -53,7 +53,10 @@ def _tar_info(entry: RestoreEntry) -> tarfile.TarInfo:
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
     info.uname, info.gname = entry.user, entry.group
-    info.mtime = entry.mtime_ns // 1_000_000_000
+    seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
+    info.mtime = seconds
+    if nanos:  # PAX keeps nanosecond mtimes exactly; GNU tar restores them
+        info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
     if entry.kind == "dir":
         info.type = tarfile.DIRTYPE
     elif entry.kind == "symlink":
