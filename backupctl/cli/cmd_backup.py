@@ -148,9 +148,64 @@ def _target_is_live(target: Path | None) -> bool:
     return target.exists() and (not target.is_dir() or any(os.scandir(target)))
 
 
+def _restore_to_moment(
+    backup_id: str | None,
+    deployment: str | None,
+    target: Path | None,
+    to_time: str | None,
+    to_lsn: str | None,
+    to_name: str | None,
+    to_position: str | None,
+    yes: bool,
+    no_safety_backup: bool,
+) -> None:
+    from backupctl.engine import pitr
+
+    if sum(bool(x) for x in (to_time, to_lsn, to_name, to_position)) != 1:
+        raise typer.BadParameter("give exactly one of --to-time, --to-lsn, --to-name, --to-position")
+    moment = pitr.Target(
+        time=pitr.parse_moment(to_time) if to_time else None, lsn=to_lsn or None, name=to_name or None
+    )
+    if to_position:
+        file, _, pos = to_position.rpartition(":")
+        if not pos.isdigit():
+            raise typer.BadParameter("FILE:POSITION or POSITION", param_hint="--to-position")
+        moment.position, moment.position_file = int(pos), file or None
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        if _target_is_live(target):
+            where = f"{target}" if target else f"deployment {deployment or backup_id!r}"
+            context.confirm(
+                f"Restore {where} to {moment.describe()}? Current data there will be overwritten "
+                "and the database is unavailable during the restore.",
+                yes=yes,
+            )
+        result = pitr.restore_to_moment(
+            svc,
+            deployment=deployment,
+            backup_id=backup_id,
+            target=moment,
+            target_dir=target,
+            safety_backup=not no_safety_backup,
+        )
+    if output.structured():
+        output.emit_document(result)
+    else:
+        output.message(
+            f"Restored backup {result['backup'][:8]} into {result.get('datadir') or 'place'}; "
+            f"recovery target {result['target_moment']}."
+        )
+        output.message(f"Next: {result['next_step']}")
+        if result.get("safety_backup"):
+            output.message(f"Safety backup: {result['safety_backup'][:8]}")
+
+
 @app.command("restore")
 def restore(
-    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    backup_id: Annotated[
+        str | None,
+        typer.Argument(help="Backup ID or a unique prefix of it (optional with --deployment and --to-*)."),
+    ] = None,
     target: Annotated[
         Path | None, typer.Option("--target", help="Restore under this directory instead of in place.")
     ] = None,
@@ -169,14 +224,54 @@ def restore(
             "--no-safety-backup", help="Restore in place without first backing up the current state."
         ),
     ] = False,
+    deployment: Annotated[
+        str | None,
+        typer.Option("--deployment", "-d", help="Point-in-time restore: the deployment (picks the backup)."),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time",
+            help="Point-in-time restore to this moment, e.g. '2026-11-20 09:03:00 Europe/Berlin'.",
+        ),
+    ] = None,
+    to_lsn: Annotated[
+        str | None, typer.Option("--to-lsn", help="PostgreSQL: replay WAL up to this LSN (e.g. 0/3000060).")
+    ] = None,
+    to_name: Annotated[
+        str | None,
+        typer.Option(
+            "--to-name", help="PostgreSQL: replay up to this restore point (pg_create_restore_point)."
+        ),
+    ] = None,
+    to_position: Annotated[
+        str | None,
+        typer.Option(
+            "--to-position",
+            help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file).",
+        ),
+    ] = None,
 ) -> None:
     """Restore a backup in place (after confirmation) or into an empty --target directory.
 
     In place, a safety backup of the current state is taken first and its ID printed,
-    so that the restore can be undone.
+    so that the restore can be undone. With --to-time/--to-lsn/--to-name/--to-position
+    (point-in-time recovery, docs/pitr.md) the newest physical backup before that moment is
+    restored and the archived WAL or binary logs are replayed up to it.
 
     Example: backupctl backup restore 1a2b3c4d --target /tmp/restore
+
+    Example: backupctl backup restore --deployment shop --to-time "2026-11-20 09:03:00 Europe/Berlin" --target /srv/pg-restored
     """
+    if to_time or to_lsn or to_name or to_position:
+        _restore_to_moment(
+            backup_id, deployment, target, to_time, to_lsn, to_name, to_position, yes, no_safety_backup
+        )
+        return
+    if backup_id is None:
+        raise typer.BadParameter(
+            "give a backup ID (or --deployment with --to-time/--to-lsn/--to-name/--to-position)"
+        )
     with CliReporter() as reporter:
         svc = context.service(reporter)
         record = svc.find_backup(backup_id, destination)

@@ -1,0 +1,708 @@
+"""Point-in-time recovery: set-up, the recoverable window, verification and restore to a moment.
+
+PostgreSQL: base backups (`method: pg_basebackup`) + WAL archived by `backupctl wal push`
+(engine.logarchive). MariaDB/MySQL: mariabackup backups + binary logs archived by
+`backupctl binlog sync` (engine.binlog). See docs/pitr.md.
+
+The window of a PostgreSQL deployment: for each retained base backup whose WAL is archived
+continuously from its start segment on, every moment from the backup's end to the last
+transaction (commit/abort record) held by that continuous run. PostgreSQL itself refuses a
+time target it never passes ("recovery ended before configured recovery target was
+reached"), so the latest moment is the last archived commit, read with `pg_waldump`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backupctl.engine.logarchive import (
+    WAL_SEGMENT_SIZE,
+    LogNotFoundError,
+    Segment,
+    contiguous_from,
+    fetch_log,
+    gaps_in,
+    list_wal,
+    lsn_segment,
+    lsn_to_int,
+    read_meta,
+    segment_name,
+    wal_object,
+)
+from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError
+from backupctl.events import InfoEvent
+
+if TYPE_CHECKING:
+    from backupctl.engine.service import Service
+    from backupctl.repo.repository import Repository
+
+
+class PitrError(BackupctlError):
+    """A point-in-time restore that cannot reach the requested moment, or a bad target."""
+
+    kind = "pitr"
+
+
+# ---- time parsing ------------------------------------------------------------------------
+
+_TIME_RE = re.compile(
+    r"^\s*(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)\s*(Z|UTC|[+-]\d{2}:?\d{2}|[A-Za-z_]+/[A-Za-z_/+-]+)?\s*$"
+)
+
+
+def parse_moment(text: str) -> dt.datetime:
+    """'2026-11-20 09:03:00 Europe/Berlin', '...T09:03:00Z', '...+01:00', or local time -> aware UTC."""
+    m = _TIME_RE.match(text)
+    if not m:
+        raise PitrError(
+            f"cannot read the time {text!r}",
+            hint="use 'YYYY-MM-DD HH:MM[:SS[.ffffff]] [ZONE]', e.g. '2026-11-20 09:03:00 Europe/Berlin' or a +01:00 offset",
+        )
+    date, clock, zone = m.groups()
+    if clock.count(":") == 1:
+        clock += ":00"
+    naive = dt.datetime.fromisoformat(f"{date}T{clock.zfill(8) if len(clock.split(':')[0]) == 1 else clock}")
+    if zone in (None, ""):
+        return naive.astimezone().astimezone(dt.UTC)
+    if zone in ("Z", "UTC"):
+        return naive.replace(tzinfo=dt.UTC)
+    if zone[0] in "+-":
+        z = zone.replace(":", "")
+        offset = dt.timedelta(hours=int(z[1:3]), minutes=int(z[3:5]))
+        return naive.replace(tzinfo=dt.timezone(offset if z[0] == "+" else -offset)).astimezone(dt.UTC)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return naive.replace(tzinfo=ZoneInfo(zone)).astimezone(dt.UTC)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PitrError(
+            f"unknown time zone {zone!r}", hint="an IANA name such as Europe/Berlin, or +01:00"
+        ) from None
+
+
+def parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def fmt(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+# ---- backups ------------------------------------------------------------------------------
+
+
+def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
+    """Completed pg_basebackup / mariabackup backups of a deployment with their source info, oldest first."""
+    primary = service.primary_destination(deployment)
+    repo = service.repository(primary)
+    out = []
+    for rec in service.list_backups(deployment, expiries=False):
+        if rec["status"] != "Completed" or rec["method"] not in ("pg_basebackup", "mariabackup"):
+            continue
+        manifest = repo.load_manifest(rec["id"])
+        srcs = [s for s in manifest["sources"] if s.get("method") in ("pg_basebackup", "mariabackup")]
+        if not srcs:
+            continue
+        out.append(
+            {
+                "id": rec["id"],
+                "method": srcs[0]["method"],
+                "started": rec["started"],
+                "finished": rec["finished"],
+                "info": srcs[0].get("info", {}),
+            }
+        )
+    out.sort(key=lambda b: b["started"])
+    return out
+
+
+def pg_source(service: Service, deployment: str) -> Any:
+    dep = service.deployment(deployment)
+    for opts in dep.sources:
+        if opts.type == "postgres":
+            return service.build_source(opts)
+    raise ConfigError(f"deployment {deployment!r} has no postgres source")
+
+
+# ---- pg_waldump -----------------------------------------------------------------------------
+
+
+def pg_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    return candidates[0] if candidates else None
+
+
+@dataclass(frozen=True)
+class WalRecord:
+    lsn: int
+    kind: str  # COMMIT, ABORT, RESTORE_POINT
+    time: dt.datetime | None
+    name: str = ""
+
+
+_REC_RE = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+), prev [0-9A-F/]+, desc: (COMMIT|ABORT|RESTORE_POINT) ?(.*)$"
+)
+_TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) UTC")
+
+
+def waldump(repo: Repository, segment: Segment) -> list[WalRecord] | None:
+    """Commit/abort/restore-point records of one archived segment (None: no pg_waldump installed)."""
+    exe = pg_tool("pg_waldump")
+    if exe is None:
+        return None
+    data, _ = fetch_log(repo, segment.object)
+    with tempfile.TemporaryDirectory(prefix="backupctl-waldump-") as tmp:
+        (Path(tmp) / segment.name).write_bytes(data)
+        env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}
+        proc = subprocess.run(
+            [exe, "-p", tmp, segment.name, segment.name],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    records = []
+    for line in proc.stdout.splitlines():
+        m = _REC_RE.search(line)
+        if not m:
+            continue
+        lsn, kind, rest = lsn_to_int(m.group(1)), m.group(2), m.group(3)
+        if kind == "RESTORE_POINT":
+            records.append(WalRecord(lsn, kind, None, rest.strip()))
+            continue
+        tm = _TS_RE.match(rest)
+        when = dt.datetime.fromisoformat(tm.group(1)).replace(tzinfo=dt.UTC) if tm else None
+        records.append(WalRecord(lsn, kind, when))
+    return records
+
+
+def last_commit(repo: Repository, run: list[Segment], stop_at: int) -> tuple[dt.datetime | None, str]:
+    """The time of the last commit/abort in `run` (searching back to segment `stop_at`).
+
+    Falls back to the archive time of the last segment when pg_waldump is not installed
+    ("archived_at": an upper bound, said so in the result)."""
+    for seg in reversed(run):
+        if seg.segno < stop_at:
+            break
+        records = waldump(repo, seg)
+        if records is None:
+            _, meta = read_meta(repo, run[-1].object)
+            return parse_iso(meta["archived_at"]), "archived_at (pg_waldump not installed)"
+        times = [r.time for r in records if r.time is not None]
+        if times:
+            return max(times), "last archived transaction"
+    return None, "no transaction archived after the backup"
+
+
+# ---- the window -------------------------------------------------------------------------------
+
+
+def wal_window(service: Service, deployment: str) -> dict[str, Any]:
+    """Earliest/latest recoverable moments, per-backup ranges, gaps and timeline changes."""
+    primary = service.primary_destination(deployment)
+    repo = service.repository(primary)
+    timelines, others = list_wal(repo.dest, deployment)
+    backups = [b for b in physical_backups(service, deployment) if b["method"] == "pg_basebackup"]
+    problems: list[dict[str, Any]] = []
+    for tl, segs in sorted(timelines.items()):
+        for first, last in gaps_in(segs):
+            problems.append(
+                {
+                    "kind": "missing_segments",
+                    "timeline": tl,
+                    "first": segment_name(tl, first),
+                    "last": segment_name(tl, last),
+                    "count": last - first + 1,
+                }
+            )
+    for tl in sorted(timelines):
+        if tl > 1:
+            history = any(o.endswith(f"/{tl:08X}.history") for o in others)
+            problems.append(
+                {
+                    "kind": "timeline_change",
+                    "timeline": tl,
+                    "first": timelines[tl][0].name,
+                    "history_file": history,
+                }
+            )
+    ranges = []
+    for b in backups:
+        ranges.append(backup_range(repo, timelines, b))
+    usable = [r for r in ranges if r["usable"]]
+    earliest = min((r["from"] for r in usable), default=None)
+    latest = max((r["to"] for r in usable if r["to"]), default=None)
+    return {
+        "deployment": deployment,
+        "engine": "postgres",
+        "destination": primary,
+        "earliest": earliest,
+        "latest": latest,
+        "segments": sum(len(s) for s in timelines.values()),
+        "timelines": sorted(timelines),
+        "newest_segment": max((s[-1].name for s in timelines.values()), default=None),
+        "backups": ranges,
+        "gaps": problems,
+    }
+
+
+def backup_range(repo: Repository, timelines: dict[int, list[Segment]], b: dict[str, Any]) -> dict[str, Any]:
+    info = b["info"]
+    out: dict[str, Any] = {
+        "id": b["id"],
+        "finished": b["finished"],
+        "usable": False,
+        "from": None,
+        "to": None,
+    }
+    if not info.get("start_lsn") or not info.get("end_lsn"):
+        out["reason"] = "the backup recorded no WAL positions"
+        return out
+    tl = int(info.get("timeline", 1))
+    start, end = lsn_segment(info["start_lsn"]), lsn_segment(info["end_lsn"])
+    run, gap = contiguous_from(timelines.get(tl, []), start)
+    out.update(timeline=tl, start_segment=segment_name(tl, start), end_segment=segment_name(tl, end))
+    out["last_segment"] = run[-1].name if run else None
+    out["missing_segment"] = segment_name(tl, gap) if gap is not None else None
+    if not run or run[-1].segno < end:
+        missing = segment_name(tl, run[-1].segno + 1 if run else start)
+        out["reason"] = f"WAL segment {missing} needed by this backup is not in the archive"
+        return out
+    latest, how = last_commit(repo, run, end)
+    out.update(usable=True, **{"from": b["finished"], "to": fmt(latest) if latest else b["finished"]})
+    out["to_basis"] = how
+    return out
+
+
+def verify_wal(service: Service, deployment: str, reporter: Any = None) -> dict[str, Any]:
+    """Decrypt and hash-check every archived WAL file; continuity from each base backup on."""
+    window = wal_window(service, deployment)
+    repo = service.repository(window["destination"])
+    timelines, others = list_wal(repo.dest, deployment)
+    damaged = []
+    checked = 0
+    for name in [s.object for segs in timelines.values() for s in segs] + others:
+        try:
+            fetch_log(repo, name)
+            checked += 1
+        except (IntegrityError, LogNotFoundError) as exc:
+            damaged.append({"object": name, "error": exc.message})
+    problems = list(window["gaps"])
+    for r in window["backups"]:
+        if not r["usable"]:
+            problems.append({"kind": "backup_without_wal", "backup": r["id"], "reason": r.get("reason")})
+    ok = not damaged and not any(p["kind"] in ("missing_segments", "backup_without_wal") for p in problems)
+    return {**window, "checked": checked, "damaged": damaged, "problems": problems, "ok": ok}
+
+
+# ---- set-up and check ----------------------------------------------------------------------------
+
+
+def default_command_prefix() -> str:
+    """How PostgreSQL runs backupctl's light entry point: this interpreter, `-m backupctl.wal`.
+
+    $BACKUPCTL_WAL_COMMAND overrides it (e.g. a wrapper script, or another interpreter that the
+    postgres OS user can execute)."""
+    return os.environ.get("BACKUPCTL_WAL_COMMAND") or f"{shlex.quote(sys.executable)} -m backupctl.wal"
+
+
+def wal_command(service: Service, deployment: str, action: str, prefix: str | None = None) -> str:
+    cfg = service.config.path
+    if cfg is None:
+        raise ConfigError("the configuration was not read from a file; archive_command needs its path")
+    parts = [prefix or default_command_prefix(), "--config", shlex.quote(str(Path(cfg).resolve()))]
+    parts += ["--deployment", shlex.quote(deployment)]
+    parts += ["push %p"] if action == "push" else ["fetch %f %p"]
+    return " ".join(parts)
+
+
+def pg_settings(service: Service, deployment: str, prefix: str | None = None) -> dict[str, str]:
+    return {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": wal_command(service, deployment, "push", prefix),
+    }
+
+
+def _psql_autocommit(source: Any, sql: str) -> str:
+    """Run SQL through psql's stdin in autocommit mode (ALTER SYSTEM refuses a transaction)."""
+    from backupctl.sources.dbutil import Secrets, run
+    from backupctl.sources.postgres import conninfo_dbname
+
+    secrets = Secrets("backupctl-pg-")
+    try:
+        env = source._env(secrets)
+        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", *source._conn_args()]
+        argv += ["-d", conninfo_dbname(source.options.maintenance_db), "-f", "-"]
+        return run(argv, env=env, secrets=secrets, what="psql", input_chunks=[sql.encode()])
+    finally:
+        secrets.cleanup()
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def setup_postgres(
+    service: Service, deployment: str, *, apply: bool, prefix: str | None = None
+) -> dict[str, Any]:
+    source = pg_source(service, deployment)
+    settings = pg_settings(service, deployment, prefix)
+    primary = service.primary_destination(deployment)
+    repo = service.repository(primary, create=True)  # archive_command needs the repository to exist
+    result: dict[str, Any] = {
+        "deployment": deployment,
+        "settings": settings,
+        "applied": False,
+        "repository": repo.dest.location,
+        "restart_needed": None,
+        "sql": [f"ALTER SYSTEM SET {k} = {quote_literal(v)};" for k, v in settings.items()],
+    }
+    if not apply:
+        return result
+    sql = "".join(result["sql"]) + "SELECT pg_reload_conf();\n"
+    _psql_autocommit(source, sql)
+    time.sleep(0.5)
+    out = _psql_autocommit(
+        source,
+        "SELECT name || '=' || setting || '=' || pending_restart FROM pg_settings"
+        " WHERE name IN ('wal_level', 'archive_mode', 'archive_command');\n",
+    )
+    pending = [line.split("=", 1)[0] for line in out.splitlines() if line.endswith("=t")]
+    result.update(applied=True, restart_needed=bool(pending), pending_restart=sorted(pending))
+    return result
+
+
+def check_postgres(service: Service, deployment: str, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Write a transaction, switch WAL, and wait until the switched segment is in the archive."""
+    source = pg_source(service, deployment)
+    repo = service.repository(service.primary_destination(deployment))
+    t0 = time.monotonic()
+    out = _psql_autocommit(
+        source,
+        "SELECT txid_current();\nSELECT pg_walfile_name(pg_switch_wal());\n"
+        "SELECT setting FROM pg_settings WHERE name = 'archive_command';\n",
+    )
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    segment, archive_command = lines[1].strip(), lines[2].strip() if len(lines) > 2 else ""
+    name = wal_object(deployment, segment)
+    while time.monotonic() - t0 < timeout:
+        if repo.dest.exists(name):
+            return {
+                "deployment": deployment,
+                "segment": segment,
+                "object": name,
+                "ok": True,
+                "seconds": round(time.monotonic() - t0, 3),
+            }
+        time.sleep(0.2)
+    failed = _psql_autocommit(
+        source,
+        "SELECT coalesce(last_failed_wal, '') || ' ' || coalesce(last_failed_time::text, '') FROM pg_stat_archiver;\n",
+    ).strip()
+    raise PitrError(
+        f"WAL segment {segment} did not arrive in the archive within {timeout:.0f} s"
+        + (f" (last failure: {failed})" if failed else ""),
+        hint=f"archive_command is {archive_command!r}; run `backupctl pitr setup {deployment} --apply`, "
+        "restart PostgreSQL if archive_mode changed, and read the server log",
+    )
+
+
+# ---- restore to a moment ----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    time: dt.datetime | None = None
+    lsn: str | None = None
+    name: str | None = None
+    position: int | None = None  # MariaDB binlog position (with the file)
+    position_file: str | None = None
+
+    def describe(self) -> str:
+        if self.time is not None:
+            return fmt(self.time) or ""
+        if self.lsn:
+            return f"LSN {self.lsn}"
+        if self.name:
+            return f"restore point {self.name!r}"
+        return f"position {self.position_file or ''}:{self.position}"
+
+
+def find_restore_point(
+    repo: Repository, segments: list[Segment], name: str
+) -> tuple[Segment, WalRecord] | None:
+    for seg in reversed(segments):
+        records = waldump(repo, seg)
+        if records is None:
+            raise PitrError("finding a restore point needs pg_waldump (PostgreSQL server binaries)")
+        for rec in records:
+            if rec.kind == "RESTORE_POINT" and rec.name == name:
+                return seg, rec
+    return None
+
+
+def choose_pg_backup(
+    service: Service, deployment: str, target: Target, backup_id: str | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(backup, its range in the window, extra recovery facts) or PitrError with the reason."""
+    repo = service.repository(service.primary_destination(deployment))
+    timelines, _ = list_wal(repo.dest, deployment)
+    backups = [b for b in physical_backups(service, deployment) if b["method"] == "pg_basebackup"]
+    if backup_id:
+        backups = [b for b in backups if b["id"].startswith(backup_id.lower())]
+        if not backups:
+            raise NotFoundError(f"no pg_basebackup backup {backup_id!r} of deployment {deployment!r}")
+    if not backups:
+        raise PitrError(
+            f"deployment {deployment!r} has no completed pg_basebackup backup",
+            hint="point-in-time recovery starts from a physical backup: set `method: pg_basebackup`",
+        )
+    extra: dict[str, Any] = {}
+    target_lsn: int | None = None
+    if target.lsn:
+        target_lsn = lsn_to_int(target.lsn)
+    if target.name:
+        all_segs = [s for tl in sorted(timelines) for s in timelines[tl]]
+        found = find_restore_point(repo, all_segs, target.name)
+        if found is None:
+            raise PitrError(
+                f"no restore point named {target.name!r} in the archive of {deployment!r}",
+                hint="restore points are made with SELECT pg_create_restore_point('NAME'); the segment holding "
+                "it must have been archived (pg_switch_wal() or `backupctl pitr check`)",
+            )
+        target_lsn = found[1].lsn
+        extra["restore_point_lsn"] = f"{target_lsn >> 32:X}/{target_lsn & 0xFFFFFFFF:X}"
+    candidates = []
+    for b in reversed(backups):
+        info = b["info"]
+        if target.time is not None and parse_iso(b["finished"]) >= target.time:
+            continue
+        if target_lsn is not None and info.get("end_lsn") and lsn_to_int(info["end_lsn"]) > target_lsn:
+            continue
+        candidates.append(b)
+    if not candidates:
+        oldest = backups[0]
+        raise PitrError(
+            f"no base backup of {deployment!r} ends before {target.describe()}"
+            + (f"; the oldest ends at {oldest['finished']}" if target.time else ""),
+            hint="the earliest recoverable moment is the end of the oldest retained backup (`backupctl pitr show`)",
+        )
+    b = candidates[0]
+    rng = backup_range(repo, timelines, b)
+    if not rng["usable"]:
+        raise PitrError(f"cannot restore to {target.describe()} from backup {b['id'][:8]}: {rng['reason']}")
+    tl = rng["timeline"]
+    run, gap = contiguous_from(timelines.get(tl, []), lsn_segment(b["info"]["start_lsn"]))
+    gap_text = (
+        f"WAL segment {segment_name(tl, gap)} is missing from the archive, so from backup {b['id'][:8]} "
+        f"recovery can only reach {rng['to']} (the last transaction before the gap)"
+        if gap is not None
+        else None
+    )
+    if target.time is not None:
+        last = parse_iso(rng["to"]) if rng["to"] else None
+        if last is None or last <= target.time:
+            if gap_text:
+                raise PitrError(f"refusing to restore to {target.describe()}: {gap_text}")
+            raise PitrError(
+                f"refusing to restore to {target.describe()}: it is after the last archived transaction "
+                f"({rng['to']}); the WAL after it has not been archived yet",
+                hint=f"run `backupctl pitr check {deployment}` to archive the current segment, then retry",
+            )
+    elif target_lsn is not None and target_lsn // WAL_SEGMENT_SIZE > run[-1].segno:
+        if gap_text:
+            raise PitrError(f"refusing to restore to {target.describe()}: {gap_text}")
+        raise PitrError(
+            f"refusing to restore to {target.describe()}: the archive ends at segment {run[-1].name}",
+            hint=f"run `backupctl pitr check {deployment}` to archive the current segment, then retry",
+        )
+    return b, rng, extra
+
+
+def restore_command_for(service: Service, deployment: str, datadir: Path) -> str:
+    """restore_command: the restored server's own archive_command turned into `fetch %f %p`
+    when it is backupctl's, else this interpreter."""
+    for conf in ("postgresql.auto.conf", "postgresql.conf"):
+        try:
+            text = (datadir / conf).read_text()
+        except OSError:
+            continue
+        found = None
+        for line in text.splitlines():
+            m = re.match(r"^\s*archive_command\s*=\s*'((?:[^']|'')*)'", line)
+            if m:
+                found = m.group(1).replace("''", "'")
+        if found and "backupctl" in found and found.rstrip().endswith("push %p"):
+            return found.rstrip()[: -len("push %p")] + "fetch %f %p"
+    return wal_command(service, deployment, "fetch")
+
+
+def restore_postgres_to(
+    service: Service,
+    deployment: str,
+    target: Target,
+    *,
+    backup_id: str | None,
+    target_dir: Path | None,
+    safety_backup: bool = True,
+) -> dict[str, Any]:
+    b, rng, extra = choose_pg_backup(service, deployment, target, backup_id)
+    service.reporter.emit(
+        InfoEvent(
+            f"restoring base backup {b['id'][:8]} (ended {b['finished']}), then replaying WAL to {target.describe()}"
+        )
+    )
+    datadir = target_dir
+    if datadir is None:
+        datadir = pg_source(service, deployment).options.data_dir
+        if datadir is None:
+            raise ConfigError(
+                f"deployment {deployment!r} has no data_dir; give --target NEWDATADIR",
+                hint="a point-in-time restore writes a data directory",
+            )
+    result = service.restore_backup(b["id"], target_dir=target_dir, safety_backup=safety_backup)
+    datadir = Path(datadir)
+    settings: dict[str, str] = {
+        "restore_command": restore_command_for(service, deployment, datadir),
+        "recovery_target_action": "promote",
+        "recovery_target_timeline": "current",
+    }
+    if target.time is not None:
+        settings["recovery_target_time"] = target.time.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    elif target.name:
+        settings["recovery_target_name"] = target.name
+    elif target.lsn:
+        settings["recovery_target_lsn"] = target.lsn
+    if target_dir is not None:
+        # A side copy must not write into the deployment's archive once promoted.
+        settings["archive_mode"] = "off"
+    lines = ["", f"# point-in-time recovery by backupctl: backup {b['id'][:8]} to {target.describe()}"]
+    lines += [f"{k} = {quote_literal(v)}" for k, v in settings.items()]
+    with open(datadir / "postgresql.auto.conf", "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    (datadir / "recovery.signal").write_text("")
+    version = datadir / "PG_VERSION"
+    if os.geteuid() == 0 and version.exists():
+        st = version.stat()
+        for p in (datadir / "postgresql.auto.conf", datadir / "recovery.signal"):
+            os.chown(p, st.st_uid, st.st_gid)
+    result.update(
+        engine="postgres",
+        backup=b["id"],
+        target_moment=target.describe(),
+        datadir=str(datadir),
+        recovery_settings=settings,
+        window_to=rng["to"],
+        **extra,
+        next_step=f"start the server on {datadir} (pg_ctl -D {datadir} start): it replays the archived WAL up to "
+        "the target and promotes",
+    )
+    return result
+
+
+def restore_to_moment(
+    service: Service,
+    *,
+    deployment: str | None,
+    backup_id: str | None,
+    target: Target,
+    target_dir: Path | None,
+    safety_backup: bool = True,
+) -> dict[str, Any]:
+    if deployment is None:
+        if backup_id is None:
+            raise PitrError(
+                "give --deployment (or a backup ID) with --to-time/--to-lsn/--to-name/--to-position"
+            )
+        deployment = service.find_backup(backup_id, expiries=False)["deployment"]
+    dep = service.deployment(deployment)
+    types = {o.type for o in dep.sources}
+    if "postgres" in types:
+        if target.position is not None:
+            raise PitrError("--to-position is for MariaDB/MySQL; use --to-lsn for PostgreSQL")
+        return restore_postgres_to(
+            service,
+            deployment,
+            target,
+            backup_id=backup_id,
+            target_dir=target_dir,
+            safety_backup=safety_backup,
+        )
+    if "mariadb" in types:
+        if target.lsn or target.name:
+            raise PitrError(
+                "--to-lsn and --to-name are for PostgreSQL; use --to-time or --to-position for MariaDB"
+            )
+        from backupctl.engine.binlog import restore_mariadb_to
+
+        return restore_mariadb_to(
+            service,
+            deployment,
+            target,
+            backup_id=backup_id,
+            target_dir=target_dir,
+            safety_backup=safety_backup,
+        )
+    raise PitrError(
+        f"deployment {deployment!r} has no PostgreSQL or MariaDB source: no point-in-time recovery"
+    )
+
+
+def show(service: Service, deployment: str) -> dict[str, Any]:
+    dep = service.deployment(deployment)
+    types = {o.type for o in dep.sources}
+    if "postgres" in types:
+        return wal_window(service, deployment)
+    if "mariadb" in types:
+        from backupctl.engine.binlog import binlog_window
+
+        return binlog_window(service, deployment)
+    raise PitrError(f"deployment {deployment!r} has no PostgreSQL or MariaDB source")
+
+
+def verify(service: Service, deployment: str) -> dict[str, Any]:
+    dep = service.deployment(deployment)
+    types = {o.type for o in dep.sources}
+    if "postgres" in types:
+        return verify_wal(service, deployment)
+    if "mariadb" in types:
+        from backupctl.engine.binlog import verify_binlogs
+
+        return verify_binlogs(service, deployment)
+    raise PitrError(f"deployment {deployment!r} has no PostgreSQL or MariaDB source")
+
+
+def sync_copies(service: Service, deployment: str) -> dict[str, Any]:
+    """Copy archived log objects the deployment's other destinations lack."""
+    from backupctl.engine.logarchive import binlog_prefix, copy_to_others, wal_prefix
+
+    dep = service.deployment(deployment)
+    primary = service.primary_destination(deployment)
+    repo = service.repository(primary)
+    others = [service.destination(n) for n in dep.destinations if n != primary]
+    counts: dict[str, dict[str, int]] = {o.name: {} for o in others}
+    for prefix in (wal_prefix(deployment), binlog_prefix(deployment)):
+        for info in repo.dest.list(prefix):
+            for dest_name, state in copy_to_others(repo, info.name, others).items():
+                key = state.split(":", 1)[0]
+                counts[dest_name][key] = counts[dest_name].get(key, 0) + 1
+    return {"deployment": deployment, "destinations": counts}

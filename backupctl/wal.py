@@ -1,0 +1,203 @@
+"""The light entry point PostgreSQL runs for every WAL file: `python -m backupctl.wal`.
+
+    python -m backupctl.wal [--config CFG] [--deployment D] push PATH            (archive_command, %p)
+    python -m backupctl.wal [--config CFG] [--deployment D] fetch NAME PATH      (restore_command, %f %p)
+
+It reads only what it needs from the config (the deployment's destinations and the
+encryption key), opens the primary destination's repository and stores or fetches one
+object through engine.logarchive; no CLI framework, no job database, no full config
+validation, so a push costs a fraction of a `backupctl` command (docs/pitr.md).
+`backupctl wal push|fetch` runs the same code.
+
+The deployment: --deployment, else $BACKUPCTL_DEPLOYMENT, else the only deployment with a
+postgres source. Exit codes: 0 stored (or already archived with the same content) /
+fetched; non-zero otherwise, so PostgreSQL retries a push and ends recovery at a missing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from backupctl.errors import BackupctlError, ConfigError, NotFoundError
+
+
+class LightConfig:
+    """The parts of the config file a log push/fetch needs, validated piecemeal."""
+
+    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
+        self.path = path
+        self.raw = raw
+
+    @classmethod
+    def load(cls, explicit: str | None) -> LightConfig:
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        if explicit:
+            path = Path(os.path.expanduser(explicit))
+        elif os.environ.get("BACKUPCTL_CONFIG"):
+            path = Path(os.path.expanduser(os.environ["BACKUPCTL_CONFIG"]))
+        else:  # backupctl.config.paths, without importing backupctl.config (its loader is heavy)
+            xdg = os.environ.get("XDG_CONFIG_HOME")
+            base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+            path = base / "backupctl" / "config.yaml"
+        try:
+            raw = YAML(typ="safe").load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"no configuration file at {path}") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: cannot read (permission denied for uid {os.getuid()})") from None
+        except YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: not a backupctl config")
+        return cls(path, raw)
+
+    def deployment(self, name: str | None, engine: str = "postgres") -> str:
+        deps = self.raw.get("deployments") or {}
+        name = name or os.environ.get("BACKUPCTL_DEPLOYMENT")
+        if name:
+            if name not in deps:
+                raise NotFoundError(f"no deployment named {name!r} in {self.path}")
+            return name
+        matching = [
+            d
+            for d, spec in deps.items()
+            if any(isinstance(s, dict) and s.get("type") == engine for s in (spec or {}).get("sources") or [])
+        ]
+        if len(matching) != 1:
+            raise ConfigError(
+                f"cannot tell which deployment to use ({len(matching)} have a {engine} source)",
+                hint="pass --deployment NAME or set BACKUPCTL_DEPLOYMENT",
+            )
+        return matching[0]
+
+    def destinations(self, deployment: str) -> list[tuple[str, Any]]:
+        from backupctl.destinations.base import options_model
+
+        dep = (self.raw.get("deployments") or {})[deployment] or {}
+        out = []
+        for name in dep.get("destinations") or []:
+            spec = (self.raw.get("destinations") or {}).get(name)
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise ConfigError(f"{self.path}: destination {name!r} of {deployment!r} is not defined")
+            try:
+                out.append((name, options_model(spec["type"]).model_validate(spec)))
+            except ValueError as exc:
+                raise ConfigError(f"{self.path}: destinations.{name}: {exc}") from None
+        if not out:
+            raise ConfigError(f"{self.path}: deployment {deployment!r} has no destinations")
+        return out
+
+    def key_material(self) -> Any:
+        from backupctl.repo.crypto import KeyMaterial, read_key_file
+
+        enc = self.raw.get("encryption") or {}
+        if enc.get("key_file"):
+            return KeyMaterial("key_file", read_key_file(Path(os.path.expanduser(str(enc["key_file"])))))
+        secret = None
+        if enc.get("passphrase_env"):
+            secret = os.environ.get(enc["passphrase_env"])
+            if secret is None:
+                raise ConfigError(
+                    f"encryption passphrase: environment variable {enc['passphrase_env']} is not set"
+                )
+        elif enc.get("passphrase_file"):
+            try:
+                secret = Path(os.path.expanduser(str(enc["passphrase_file"]))).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    f"encryption passphrase: cannot read {enc['passphrase_file']}: {exc.strerror}"
+                ) from None
+        if not secret:
+            raise ConfigError("encryption: no key_file or passphrase configured")
+        return KeyMaterial("passphrase", secret.encode())
+
+    def compression_level(self) -> int:
+        return int((self.raw.get("settings") or {}).get("compression_level", 3))
+
+
+def open_archive(
+    config: str | None, deployment: str | None, engine: str = "postgres"
+) -> tuple[Any, str, list[Any]]:
+    """(repository on the primary destination, deployment name, the other destinations)."""
+    from backupctl.destinations.base import open_destination
+    from backupctl.repo.repository import Repository
+
+    cfg = LightConfig.load(config)
+    dep = cfg.deployment(deployment, engine)
+    dests = cfg.destinations(dep)
+    primary = next((d for d in dests if d[1].type == "local"), dests[0])
+
+    def opened(name: str, options: Any) -> Any:
+        dest = open_destination(name, options)
+        if options.type != "local":
+            from backupctl.destinations.retry import RetryingDestination
+
+            dest = RetryingDestination(dest)
+        return dest
+
+    repo = Repository.open(opened(*primary), cfg.key_material(), cfg.compression_level())
+    others = [opened(n, o) for n, o in dests if n != primary[0]]
+    return repo, dep, others
+
+
+def push(config: str | None, deployment: str | None, path: str) -> dict[str, Any]:
+    from backupctl.engine.logarchive import copy_to_others, wal_push
+
+    repo, dep, others = open_archive(config, deployment)
+    file = Path(path)
+    if not file.is_absolute() and not file.exists():
+        raise NotFoundError(f"{path}: no such file (archive_command runs in the data directory)")
+    result = wal_push(repo, dep, file)
+    if others:
+        result.copies = copy_to_others(repo, result.name, others)
+    return result.to_doc()
+
+
+def fetch(config: str | None, deployment: str | None, filename: str, target: str) -> dict[str, Any]:
+    from backupctl.engine.logarchive import wal_fetch, wal_object
+
+    repo, dep, _ = open_archive(config, deployment)
+    size = wal_fetch(repo, dep, filename, Path(target))
+    return {"object": wal_object(dep, filename), "size": size, "target": target}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backupctl.wal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", "-c")
+    parser.add_argument("--deployment", "-d")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_push = sub.add_parser("push")
+    p_push.add_argument("path")
+    p_fetch = sub.add_parser("fetch")
+    p_fetch.add_argument("filename")
+    p_fetch.add_argument("target")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "push":
+            doc = push(args.config, args.deployment, args.path)
+            if doc["copies"] and any(v.startswith("failed") for v in doc["copies"].values()):
+                sys.stderr.write(f"backupctl wal push: {doc['object']} stored; copies: {doc['copies']}\n")
+        else:
+            fetch(args.config, args.deployment, args.filename, args.target)
+    except BackupctlError as exc:
+        from backupctl.engine.logarchive import LogNotFoundError
+
+        if isinstance(exc, LogNotFoundError):
+            sys.stderr.write(f"backupctl wal fetch: {exc.message}\n")
+            return 1
+        sys.stderr.write(f"backupctl wal {args.action}: error: {exc}\n")
+        return exc.exit_code or 1
+    except OSError as exc:
+        sys.stderr.write(f"backupctl wal {args.action}: error: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
