@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -85,13 +86,17 @@ def free_port() -> int:
 
 
 def wait_until(
-    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None, timeout: float = 20.0
+    check: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path | None = None,
+    timeout: float = 20.0,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace")[-800:] if proc.stderr else ""
-            raise ServerUnavailable(f"{what} exited with {proc.returncode}: {err.strip()}")
+            err = log.read_text(errors="replace")[-800:].strip() if log else ""
+            raise ServerUnavailable(f"{what} exited with {proc.returncode}: {err}")
         try:
             if check():
                 return
@@ -112,15 +117,22 @@ def http_ok(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], what: str, ready: Callable[[], bool], **kwargs: object) -> Iterator[None]:
+def _process(argv: list[str], what: str, ready: Callable[[], bool], **kwargs: Any) -> Iterator[None]:
+    # Output goes to a file, never a pipe: a server that logs every request (pyftpdlib,
+    # moto) blocks once a pipe nobody reads is full.
+    log_fd, log_name = tempfile.mkstemp(prefix="backupctl-server-", suffix=".log")
+    log = Path(log_name)
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs
-        )  # type: ignore[call-overload]
+            argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, **kwargs
+        )
     except OSError as exc:
+        log.unlink()
         raise ServerUnavailable(f"cannot run {argv[0]}: {exc}") from None
+    finally:
+        os.close(log_fd)
     try:
-        wait_until(ready, what, proc)
+        wait_until(ready, what, proc, log)
         yield
     finally:
         proc.terminate()
@@ -129,6 +141,7 @@ def _process(argv: list[str], what: str, ready: Callable[[], bool], **kwargs: ob
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.unlink(missing_ok=True)
 
 
 # --- S3: moto --------------------------------------------------------------------------------

@@ -223,7 +223,7 @@ class FTPDestination(Destination):
         try:
             entries = builtins.list(ftp.mlsd(directory, facts=["type", "size"]))
         except ftplib.error_perm as exc:
-            if str(exc).startswith("550"):
+            if str(exc).startswith(("550", "501")):  # pyftpdlib: "501 No such directory."
                 return  # no such directory: nothing stored under it yet
             raise
         for filename, facts in entries:
