@@ -93,6 +93,15 @@ def test_restore_to_a_time_and_to_a_restore_point_gives_exactly_the_rows_before_
     assert not [g for g in window["gaps"] if g["kind"] == "missing_segments"], window
     assert dep.ok("pitr", "verify", "app", "-o", "json").json()["ok"]
 
+    # Retention: the segment archived before the only base backup goes; everything after stays.
+    first_check = check["object"]
+    pruned = dep.ok("pitr", "prune", "app", "--yes", "-o", "json").json()
+    assert first_check in pruned["deleted"], pruned
+    assert not (dep.repository / first_check).exists()
+    start = pruned["keep_from"]["wal"]["segment"]
+    assert all(name.rsplit("/", 1)[-1] < start for name in pruned["deleted"]), pruned
+    assert (dep.repository / "wal" / "app" / start[:8] / start).exists()
+
     # To a time between batch 1 and batch 2: exactly batch 1.
     target = dep.root / "restored-time"
     result = dep.ok(

@@ -37,8 +37,7 @@ def setup(
     """Print (or apply) the server settings continuous archiving needs; creates the repository.
 
     PostgreSQL: wal_level, archive_mode and archive_command (a restart is needed when
-    archive_mode or wal_level change). MariaDB: binary logging must be on (log_bin); archive
-    the closed binary logs with `backupctl binlog sync DEPLOYMENT` (scheduled or --follow).
+    archive_mode or wal_level change). MariaDB/MySQL is not supported yet.
 
     Example: backupctl pitr setup shop --apply
     """
@@ -48,17 +47,11 @@ def setup(
         if any(o.type == "mariadb" for o in dep.sources) and not any(
             o.type == "postgres" for o in dep.sources
         ):
-            from backupctl.engine.binlog import setup_mariadb
-
-            result = setup_mariadb(svc, deployment)
+            raise pitr.mariadb_not_implemented()
         else:
             result = pitr.setup_postgres(svc, deployment, apply=apply, prefix=command)
     if output.structured():
         output.emit_document(result)
-        return
-    if result.get("engine") == "mariadb":
-        output.emit_fields([(k, str(v)) for k, v in result["settings"].items()])
-        output.message(result["next_step"])
         return
     if result["applied"]:
         output.message(f"Applied to {deployment} with ALTER SYSTEM and reloaded:")
@@ -95,9 +88,7 @@ def check(
         if any(o.type == "mariadb" for o in dep.sources) and not any(
             o.type == "postgres" for o in dep.sources
         ):
-            from backupctl.engine.binlog import check_mariadb
-
-            result = check_mariadb(svc, deployment)
+            raise pitr.mariadb_not_implemented()
         else:
             result = pitr.check_postgres(svc, deployment, timeout=timeout)
     if output.structured():
