@@ -20,6 +20,7 @@ from backupctl.config.models import Config, DeploymentConfig
 from backupctl.config.paths import state_dir as default_state_dir
 from backupctl.config.secrets import resolve_secret
 from backupctl.destinations.base import Destination, open_destination
+from backupctl.destinations.retry import RetryingDestination
 from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher
@@ -100,10 +101,6 @@ class Service:
     def _wrap(self, dest: Destination) -> Destination:
         """Retries for remote destinations (a wrapper, not code in each destination)."""
         if dest.options.type == "local":
-            return dest
-        try:
-            from backupctl.destinations.retry import RetryingDestination
-        except ImportError:
             return dest
         return RetryingDestination(dest)
 
