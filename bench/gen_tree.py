@@ -26,7 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - a set-up problem, said plainly
+    raise SystemExit("the benchmark tree generator needs numpy: pip install numpy") from None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from textgen import TextSource  # noqa: E402

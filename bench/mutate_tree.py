@@ -18,7 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - a set-up problem, said plainly
+    raise SystemExit("the benchmark tree generator needs numpy: pip install numpy") from None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from textgen import TextSource  # noqa: E402
@@ -82,8 +85,8 @@ def mutate(tree: Path, seed: int = 1, quiet: bool = False) -> dict[str, int]:
     growing = pick([q for q in large_text if _kind(q) in ("log", "jsonl", "csv")], 20)
     for p in growing:
         large_text.remove(p)
-        with open(p, "ab") as f:
-            f.write(_new_bytes(rng, text, _kind(p), append_each))
+        with open(p, "ab") as out:
+            out.write(_new_bytes(rng, text, _kind(p), append_each))
         stats["appended"] += 1
         stats["changed_bytes"] += append_each
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - a set-up problem, said plainly
+    raise SystemExit("the benchmark tree generator needs numpy: pip install numpy") from None
 
 VOCAB_SEED = 20240611
 
