@@ -424,8 +424,30 @@ def restore_entries(captured: Captured, chunk_size: int = 1 << 16) -> Iterator[R
         )
 
 
+CLIENT_TOOLS = frozenset(
+    {
+        "pg_dump",
+        "pg_dumpall",
+        "pg_basebackup",
+        "pg_restore",
+        "psql",
+        "mariadb",
+        "mysql",
+        "mariadb-dump",
+        "mysqldump",
+        "mariabackup",
+        "mariadb-backup",
+        "mbstream",
+        "mariadb-binlog",
+    }
+)
+
+
 def child_processes() -> list[tuple[int, list[str], dict[str, str]]]:
-    """(pid, argv, environment) of every process whose parent is this process."""
+    """(pid, argv, environment) of every database client tool whose parent is this process.
+
+    Servers that other fixtures of this test process started (fake-gcs-server, sshd, the
+    database servers themselves...) are not the source's children and are left out."""
     me = os.getpid()
     found = []
     for proc in Path("/proc").iterdir():
@@ -439,6 +461,8 @@ def child_processes() -> list[tuple[int, list[str], dict[str, str]]]:
             argv = (proc / "cmdline").read_bytes().decode("utf-8", "replace").split("\0")
             env_items = (proc / "environ").read_bytes().decode("utf-8", "replace").split("\0")
         except (OSError, IndexError, ValueError):
+            continue
+        if os.path.basename(argv[0]) not in CLIENT_TOOLS:
             continue
         env = dict(item.split("=", 1) for item in env_items if "=" in item)
         found.append((int(proc.name), argv, env))

@@ -274,7 +274,7 @@ def test_show_next_runs_and_expiries_of_real_backups(world: World) -> None:
     assert doc["last_full"] is not None and doc["last_incremental"] is not None
     row = world.rows()["often"]
     assert row["last_incremental"] == doc["last_incremental"]
-    assert _time(row["last_full"]) < _time(row["last_incremental"])
+    assert _time(row["last_full"]) <= _time(row["last_incremental"])  # second precision; may tie
 
     text = world.ok("policy", "show", "often").stdout
     assert "Next runs" in text and "keep_last 1/1" in text and "Keep the 1 newest backups." in text
