@@ -37,7 +37,9 @@ def setup(
     """Print (or apply) the server settings continuous archiving needs; creates the repository.
 
     PostgreSQL: wal_level, archive_mode and archive_command (a restart is needed when
-    archive_mode or wal_level change). MariaDB/MySQL is not supported yet.
+    archive_mode or wal_level change). MariaDB/MySQL: checks log_bin and server_id (set in
+    the server's configuration; --apply cannot change them) and prints the `binlog sync`
+    commands to run from cron or as a service.
 
     Example: backupctl pitr setup shop --apply
     """
@@ -47,9 +49,11 @@ def setup(
         if any(o.type == "mariadb" for o in dep.sources) and not any(
             o.type == "postgres" for o in dep.sources
         ):
-            raise pitr.mariadb_not_implemented()
-        else:
-            result = pitr.setup_postgres(svc, deployment, apply=apply, prefix=command)
+            from backupctl.engine import binlog
+
+            _setup_mariadb(binlog.setup(svc, deployment))
+            return
+        result = pitr.setup_postgres(svc, deployment, apply=apply, prefix=command)
     if output.structured():
         output.emit_document(result)
         return
@@ -73,12 +77,29 @@ def setup(
         )
 
 
+def _setup_mariadb(result: dict[str, Any]) -> None:
+    if output.structured():
+        output.emit_document(result)
+    else:
+        for key, value in result["settings"].items():
+            typer.echo(f"{key} = {value}")
+        for problem in result["problems"]:
+            output.warning(problem)
+        output.message(f"Archive closed binary logs: {result['sync_command']} (e.g. from cron)")
+        output.message(f"or continuously: {result['follow_command']}")
+    if not result["ok"]:
+        raise typer.Exit(ExitCode.CONFIG)
+
+
 @app.command("check")
 def check(
     deployment: DeploymentArg,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the segment.")] = 60.0,
 ) -> None:
     """Write a transaction, switch to a new WAL segment and wait until it is archived.
+
+    MariaDB/MySQL: close the current binary log (FLUSH BINARY LOGS), archive it with
+    `binlog sync` and confirm that it arrived.
 
     Example: backupctl pitr check shop
     """
@@ -88,7 +109,9 @@ def check(
         if any(o.type == "mariadb" for o in dep.sources) and not any(
             o.type == "postgres" for o in dep.sources
         ):
-            raise pitr.mariadb_not_implemented()
+            from backupctl.engine import binlog
+
+            result = binlog.check(svc, deployment)
         else:
             result = pitr.check_postgres(svc, deployment, timeout=timeout)
     if output.structured():
@@ -106,8 +129,8 @@ def _gap_text(g: dict[str, Any]) -> str:
             "" if g.get("history_file") else " (no history file archived)"
         )
     if g["kind"] == "missing_binlogs":
-        return f"missing binary logs between {g['after']} and {g['before']}"
-    if g["kind"] == "backup_without_wal":
+        return f"missing binary logs {g['first']}..{g['last']} ({g['count']} files, between {g['after']} and {g['before']})"
+    if g["kind"] in ("backup_without_wal", "backup_without_binlog"):
         return f"backup {g['backup'][:8]}: {g['reason']}"
     return str(g)
 
@@ -128,6 +151,7 @@ def show(deployment: DeploymentArg) -> None:
         ("Earliest", human_time(result["earliest"]) or "none (no usable backup)"),
         ("Latest", human_time(result["latest"]) or "none"),
         ("Archived files", str(result.get("segments", result.get("binlogs", 0)))),
+        ("Engine", result.get("engine", "")),
     ]
     for b in result["backups"]:
         text = (

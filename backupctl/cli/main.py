@@ -77,6 +77,7 @@ def _register() -> None:
         ("cmd_schedule", "schedule"),
         ("cmd_wal", "wal"),
         ("cmd_pitr", "pitr"),
+        ("cmd_binlog", "binlog"),
     ):
         try:
             module = __import__(f"backupctl.cli.{module_name}", fromlist=["app"])

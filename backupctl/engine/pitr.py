@@ -667,20 +667,15 @@ def restore_to_moment(
     )
 
 
-def mariadb_not_implemented() -> PitrError:
-    return PitrError(
-        "point-in-time recovery for MariaDB/MySQL (binary log archiving and replay) is not implemented yet",
-        hint="restore the newest mariabackup backup; see docs/pitr.md",
-    )
-
-
 def show(service: Service, deployment: str) -> dict[str, Any]:
     dep = service.deployment(deployment)
     types = {o.type for o in dep.sources}
     if "postgres" in types:
         return wal_window(service, deployment)
     if "mariadb" in types:
-        raise mariadb_not_implemented()
+        from backupctl.engine.binlog import binlog_window
+
+        return binlog_window(service, deployment)
     raise PitrError(f"deployment {deployment!r} has no PostgreSQL or MariaDB source")
 
 
@@ -690,7 +685,9 @@ def verify(service: Service, deployment: str) -> dict[str, Any]:
     if "postgres" in types:
         return verify_wal(service, deployment)
     if "mariadb" in types:
-        raise mariadb_not_implemented()
+        from backupctl.engine.binlog import verify_binlogs
+
+        return verify_binlogs(service, deployment)
     raise PitrError(f"deployment {deployment!r} has no PostgreSQL or MariaDB source")
 
 

@@ -291,6 +291,7 @@ class MariaDBSource(Source):
                 tool.check()
             if self._lsndir is not None:
                 self._info.update(read_checkpoints(self._lsndir / "xtrabackup_checkpoints"))
+                self._info.update(read_binlog_position(self._lsndir))
                 inc = self._info.get("backup_type") == "incremental"
                 if inc and str(self._info.get("from_lsn")) != str(self._info.get("parent_to_lsn")):
                     raise SourceError("mariabackup: the increment does not start at the parent's LSN")
@@ -586,6 +587,49 @@ def read_checkpoints(path: Path) -> dict[str, Any]:
         elif key == "backup_type":
             facts["backup_type"] = "incremental" if value.startswith("incremental") else "full"
     return facts
+
+
+_BINLOG_POS_RE = re.compile(
+    r"filename '(?P<file>[^']+)', position '?(?P<pos>\d+)'?(?:, GTID of the last change '(?P<gtid>[^']*)')?"
+)
+
+
+def read_binlog_position(lsndir: Path) -> dict[str, Any]:
+    """The binary log position mariabackup recorded under its backup lock (the PITR replay start).
+
+    From `binlog_pos = filename 'mariadb-bin.000002', position '597', GTID of the last change
+    '0-1-6'` in xtrabackup_info / mariadb_backup_info (written to --extra-lsndir), or from
+    xtrabackup_binlog_info / mariadb_backup_binlog_info (file, position, GTID separated by tabs).
+    Empty when binary logging was off.
+    """
+    for name in ("mariadb_backup_info", "xtrabackup_info"):
+        try:
+            text = (lsndir / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "binlog_pos":
+                m = _BINLOG_POS_RE.search(value)
+                if m:
+                    facts: dict[str, Any] = {
+                        "binlog_file": m.group("file"),
+                        "binlog_pos": int(m.group("pos")),
+                    }
+                    if m.group("gtid"):
+                        facts["binlog_gtid"] = m.group("gtid")
+                    return facts
+    for name in ("mariadb_backup_binlog_info", "xtrabackup_binlog_info"):
+        try:
+            fields = (lsndir / name).read_text().split()
+        except OSError:
+            continue
+        if len(fields) >= 2 and fields[1].isdigit():
+            facts = {"binlog_file": fields[0], "binlog_pos": int(fields[1])}
+            if len(fields) > 2:
+                facts["binlog_gtid"] = fields[2]
+            return facts
+    return {}
 
 
 def target_names(backed_up: list[str], configured: list[str] | str, reporter: Any) -> dict[str, str]:
