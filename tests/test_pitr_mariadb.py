@@ -11,19 +11,21 @@ reason.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from dbservers import MariaDBServer
-
-pytestmark = pytest.mark.server
 
 
 @contextlib.contextmanager
@@ -96,6 +98,7 @@ def master_status(server: MariaDBServer) -> tuple[str, int]:
     return file, int(pos)
 
 
+@pytest.mark.server
 def test_restore_to_a_time_and_to_a_position_gives_exactly_the_rows_before_it(
     fresh_mariadb_server: MariaDBServer, make_deployment: Any
 ) -> None:
@@ -227,5 +230,60 @@ def test_restore_to_a_time_and_to_a_position_gives_exactly_the_rows_before_it(
         )
         assert by_pos.returncode != 0 and "missing from the archive" in by_pos.stderr, str(by_pos)
         assert not (work / "refused").exists()
+
+        # --follow: one JSON line per round; with --flush each round archives the file it closed.
+        proc = subprocess.Popen(
+            helpers.cli_command(
+                "binlog", "sync", "app", "--follow", "--interval", "1", "--flush", "-o", "json"
+            ),
+            env=helpers.cli_env(dep.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        timer = threading.Timer(90, proc.kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            rounds = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        finally:
+            timer.cancel()
+            proc.terminate()
+            proc.communicate(timeout=30)
+        # Round 1 also re-archives the deleted file (still on the server), closing the gap.
+        assert [len(r["archived"]) for r in rounds] == [2, 1], rounds
+        assert rounds[0]["archived"][0]["file"] == file_3, rounds
+        assert rounds[0]["current"] == rounds[1]["archived"][0]["file"], rounds
+        assert dep.ok("pitr", "show", "app", "-o", "json").json()["gaps"] == []
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _event(ts: int, typ: int, body: bytes, pos: int) -> bytes:
+    size = 19 + len(body)
+    return struct.pack("<IBIIIH", ts, typ, 1, size, pos + size, 0) + body
+
+
+def test_scan_binlog_reads_times_and_positions_and_refuses_damage() -> None:
+    from backupctl.engine.binlog import _stop_datetime, scan_binlog
+    from backupctl.engine.pitr import parse_iso
+    from backupctl.errors import IntegrityError
+
+    data = b"\xfebin"
+    for ts, typ, body in (
+        (1795318755, 15, bytes(80)),
+        (1795318760, 162, bytes(23)),
+        (1795318761, 4, bytes(30)),
+    ):
+        data += _event(ts, typ, body, len(data))
+    facts = scan_binlog(data)
+    assert facts["first_event_time"] == "2026-11-22T03:39:15.000000Z"
+    assert facts["last_event_time"] == "2026-11-22T03:39:21.000000Z"
+    assert facts["last_transaction_time"] == "2026-11-22T03:39:20.000000Z"
+    assert facts["end_position"] == len(data) and facts["events"] == 3 and facts["closed_by"] == "rotate"
+    for bad in (data[:-5], b"junk" + data[4:]):
+        with pytest.raises(IntegrityError):
+            scan_binlog(bad)
+    # A time target replays events whose whole-second time is before it.
+    assert _stop_datetime(parse_iso("2026-11-22T03:39:20.300Z")) == "2026-11-22 03:39:21"
+    assert _stop_datetime(parse_iso("2026-11-22T03:39:20Z")) == "2026-11-22 03:39:20"

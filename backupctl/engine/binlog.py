@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.engine.logarchive import (
     BINLOG_RE,
+    ArchiveConflictError,
     binlog_object,
     binlog_sort_key,
     copy_to_others,
@@ -50,7 +51,7 @@ from backupctl.engine.logarchive import (
     store_log,
 )
 from backupctl.engine.pitr import PitrError, Target, fmt, parse_iso, physical_backups
-from backupctl.errors import ConfigError, IntegrityError, NotFoundError, SourceError
+from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError, SourceError
 from backupctl.events import InfoEvent
 from backupctl.sources.dbutil import Secrets, ToolProcess, child_env, run
 
@@ -311,7 +312,9 @@ def follow(
         started = time.monotonic()
         try:
             result = sync(service, deployment, flush=flush)
-        except (PitrError, SourceError) as exc:
+        except (ConfigError, ArchiveConflictError):
+            raise  # retrying cannot help
+        except BackupctlError as exc:
             result = {"deployment": deployment, "error": exc.message, "archived": []}
         on_round(result)
         n += 1

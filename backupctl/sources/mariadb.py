@@ -15,7 +15,9 @@ Physical (`method: mariabackup`): `mariabackup --backup --stream=xbstream`, one 
 (`mariadb/mariabackup.xbstream`). Full, or incremental from the parent's `to_lsn` (the
 engine calls `set_parent(parent_info)` before `scan()`). `restore_chain` extracts a full
 backup and its increments, prepares them in order and moves the result into an empty
-data directory that then starts.
+data directory that then starts. `info()` records the binary log position of the backup's
+consistent point (binlog_file, binlog_pos, binlog_gtid, from mariabackup's `binlog_pos`),
+where a point-in-time restore starts replaying binary logs (engine.binlog).
 
 The password reaches the tools only through a 0600 option file passed as the FIRST
 argument (`--defaults-extra-file`); without `password_env`/`password_file` the user's own
