@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from backupctl.destinations.base import (
 from backupctl.errors import DestinationError
 
 _TMP_SUFFIX = ".tmp-backupctl"
+_MAX_OPEN_PACKS = 32
 
 
 class LocalOptions(DestinationOptions):
@@ -50,6 +52,8 @@ class LocalDestination(Destination):
         self.root = Path(os.path.expanduser(str(options.path)))
         self._fsync = options.fsync
         self._made_dirs: set[str] = set()
+        self._fds: dict[str, list[int]] = {}  # name -> [fd, readers using it]
+        self._fd_lock = threading.Lock()
 
     @property
     def location(self) -> str:
@@ -123,6 +127,14 @@ class LocalDestination(Destination):
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
+            if length is not None and name.startswith("data/"):
+                # Range reads of packs (restore, verify) reuse an open descriptor: packs are
+                # immutable, and pread is safe from several threads.
+                fd = self._pack_fd(name)
+                try:
+                    return os.pread(fd, length, offset)
+                finally:
+                    self._release_fd(name)
             with open(self._path(name), "rb", buffering=0) as fh:
                 if length is None:
                     fh.seek(offset)
@@ -130,6 +142,42 @@ class LocalDestination(Destination):
                 return os.pread(fh.fileno(), length, offset)
         except OSError as exc:
             raise self._os_error(exc, name) from None
+
+    def _pack_fd(self, name: str) -> int:
+        """An open descriptor for a pack, held (not closable) until _release_fd."""
+        with self._fd_lock:
+            entry = self._fds.pop(name, None)
+            if entry is None:
+                entry = [os.open(self._path(name), os.O_RDONLY), 0]
+                self._evict()
+            entry[1] += 1
+            self._fds[name] = entry  # most recently used last
+            return entry[0]
+
+    def _release_fd(self, name: str) -> None:
+        with self._fd_lock:
+            entry = self._fds.get(name)
+            if entry is not None:
+                entry[1] -= 1
+
+    def _evict(self) -> None:
+        """Close least recently used descriptors that no reader holds (caller has the lock)."""
+        idle = [n for n, (_fd, users) in self._fds.items() if users == 0]
+        for victim in idle[: max(0, len(self._fds) - _MAX_OPEN_PACKS + 1)]:
+            os.close(self._fds.pop(victim)[0])
+
+    def _forget_fd(self, name: str) -> None:
+        with self._fd_lock:
+            entry = self._fds.get(name)
+            if entry is not None and entry[1] == 0:
+                del self._fds[name]
+                os.close(entry[0])
+
+    def close(self) -> None:
+        with self._fd_lock:
+            entries, self._fds = list(self._fds.values()), {}
+        for fd, _users in entries:
+            os.close(fd)
 
     def stat(self, name: str) -> ObjectInfo:
         try:
@@ -161,6 +209,7 @@ class LocalDestination(Destination):
                 yield ObjectInfo(rel, size)
 
     def delete(self, name: str) -> None:
+        self._forget_fd(name)
         try:
             os.unlink(self._path(name))
         except OSError as exc:

@@ -6,8 +6,11 @@ The archiver does not write the manifest; the caller (engine.backup) does that a
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -57,6 +60,12 @@ class _WarningTap:
         self.forward.emit(event)
 
 
+# Files read, chunked and hashed at once, and how many finished items may wait for an
+# earlier, slower file before the scan pauses (bounds memory: items hold only chunk IDs).
+_FILE_READERS = 2
+_READ_AHEAD = 64
+
+
 class Archiver:
     def __init__(
         self, repo: Repository, writer: BlobWriter, reporter: Reporter, total_bytes: int = 0
@@ -68,6 +77,7 @@ class Archiver:
         self.bytes_done = 0
         self.files_done = 0
         self._last_emit = 0.0
+        self._count_lock = threading.Lock()
 
     def _progress(self, current: str, force: bool = False) -> None:
         if CANCEL.is_set():
@@ -78,27 +88,54 @@ class Archiver:
             self.reporter.emit(Progress(self.bytes_done, self.files_done, self.total_bytes, 0, current))
 
     def backup_source(self, source: Source, parent: dict[str, Any] | None) -> SourceResult:
-        """Store one source; `parent` is the parent backup's record of the same source."""
+        """Store one source; `parent` is the parent backup's record of the same source.
+
+        Regular files are read, chunked and hashed by a small pool of threads (several
+        files at once keep both cores busy while zstd and AES run in the writer's pool);
+        streams are read inline, in order, because a dump's pipes must be drained in the
+        order the source opened them. Items reach the item stream in scan order either way.
+        """
         result = SourceResult(source.options.type, source.method, source.describe())
         source.reporter = _WarningTap(self.reporter, result.warnings)
         previous = self._parent_files(parent) if parent and source.supports_incremental else {}
         stream = ItemStreamWriter(self.writer)
+        pending: deque[Future[Item | None] | Item | None] = deque()
+
+        def emit(item: Item | None) -> None:
+            if item is None:
+                return
+            stream.add(item)
+            if item.kind == "dir":
+                result.dirs += 1
+            else:
+                result.files += 1
+                self.files_done += 1
+
+        def drain(keep: int) -> None:
+            while len(pending) > keep:
+                head = pending.popleft()
+                emit(head.result() if isinstance(head, Future) else head)
+
+        pool = ThreadPoolExecutor(max_workers=_FILE_READERS, thread_name_prefix="read")
         try:
             for entry in source.scan():
-                item = self._store_entry(entry, previous, result, source)
-                if item is None:
-                    continue
-                stream.add(item)
-                if item.kind == "dir":
-                    result.dirs += 1
+                if entry.kind == "file" and entry.reusable:
+                    pending.append(pool.submit(self._store_entry, entry, previous, result, source))
                 else:
-                    result.files += 1
-                    self.files_done += 1
+                    drain(0)  # a stream or a metadata entry: everything before it is written first
+                    pending.append(self._store_entry(entry, previous, result, source))
+                drain(_READ_AHEAD)
                 self._progress(entry.path)
+            drain(0)
             source.finish()
         except BaseException:
+            for item in pending:
+                if isinstance(item, Future):
+                    item.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
             source.abort()
             raise
+        pool.shutdown(wait=True)
         result.info = source.info()
         result.tree = [b.hex() for b in stream.close()]
         self._progress("", force=True)
@@ -122,9 +159,10 @@ class Archiver:
             and old.inode == entry.inode
             and all(c in self.repo.index for c in old.chunks)
         ):
-            result.reused_files += 1
-            result.bytes += entry.size
-            self.bytes_done += entry.size
+            with self._count_lock:
+                result.reused_files += 1
+                result.bytes += entry.size
+                self.bytes_done += entry.size
             return Item.from_entry(entry, entry.size, old.chunks)
         assert entry.open is not None
         try:
@@ -143,7 +181,8 @@ class Archiver:
             fh.close()
         if entry.check_unchanged is not None and (problem := entry.check_unchanged()):
             source.reporter.emit(WarningEvent(problem, "/" + entry.path))
-        result.bytes += size
+        with self._count_lock:
+            result.bytes += size
         return Item.from_entry(entry, size, chunks)
 
     def _store_content(self, fh: IO[bytes], entry: Entry, small: bool) -> tuple[int, list[bytes]]:
@@ -161,7 +200,8 @@ class Archiver:
         for piece in pieces:
             chunks.append(self.writer.add(piece))
             size += len(piece)
-            self.bytes_done += len(piece)
+            with self._count_lock:
+                self.bytes_done += len(piece)
             if len(chunks) % 16 == 0:
                 self._progress(entry.path)
         return size, chunks

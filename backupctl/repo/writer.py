@@ -8,8 +8,8 @@ that filled it. Every FLUSH_PACKS packs an index file is written, so blobs of an
 interrupted backup are found again by the next one. `finish()` writes the remaining
 packs and the last index file; only then may a manifest reference the blobs.
 
-Memory is bounded: at most `2 * workers + 2` chunks are in flight, plus one open pack
-per blob type.
+Memory is bounded: at most _INFLIGHT_BYTES of chunks are in flight, plus one open
+pack per blob type.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from backupctl.repo.pack import DATA, TREE, BlobEntry, PackBuilder, pack_name
 from backupctl.repo.repository import Repository
 
 FLUSH_PACKS = 8
+_INFLIGHT_BYTES = 24 << 20
 
 
 @dataclass
@@ -41,7 +42,11 @@ class BlobWriter:
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.stats = WriteStats()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pack")
-        self._slots = threading.BoundedSemaphore(2 * self.workers + 2)
+        # Bytes of chunks handed to workers and not yet encoded: bounds memory whatever the
+        # chunk sizes (a single chunk larger than the budget still goes through alone).
+        self._budget = _INFLIGHT_BYTES
+        self._inflight = 0
+        self._room = threading.Condition()
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()  # blobs handed to workers but not yet in a written pack
         self._open: dict[str, PackBuilder] = {DATA: PackBuilder(DATA), TREE: PackBuilder(TREE)}
@@ -62,16 +67,23 @@ class BlobWriter:
             self._pending.add(blob_id)
             self.stats.blobs_new += 1
             self.stats.raw_new += len(data)
-        self._slots.acquire()
+        size = len(data)
+        with self._room:
+            while self._inflight and self._inflight + size > self._budget:
+                self._room.wait()
+            self._inflight += size
         fut = self._pool.submit(self._encode, blob_id, data, blob_type)
-        fut.add_done_callback(self._done)
-        self._futures.append(fut)
-        if len(self._futures) > 256:
-            self._futures = [f for f in self._futures if not f.done()]
+        fut.add_done_callback(lambda f: self._done(f, size))
+        with self._lock:
+            self._futures.append(fut)
+            if len(self._futures) > 256:
+                self._futures = [f for f in self._futures if not f.done()]
         return blob_id
 
-    def _done(self, fut: Future[None]) -> None:
-        self._slots.release()
+    def _done(self, fut: Future[None], size: int) -> None:
+        with self._room:
+            self._inflight -= size
+            self._room.notify_all()
         if fut.cancelled():  # abort() cancels queued work; fut.exception() would raise CancelledError
             return
         exc = fut.exception()

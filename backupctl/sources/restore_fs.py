@@ -14,29 +14,44 @@ import grp
 import os
 import pwd
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import lru_cache
 from pathlib import Path
 
 from backupctl.events import Progress, Reporter, WarningEvent
 from backupctl.sources.base import RestoreEntry
 
+_WRITERS = 3
 
-def _uid(entry: RestoreEntry) -> int:
-    if entry.user:
+
+@lru_cache(maxsize=4096)
+def _uid_of(user: str, uid: int) -> int:
+    if user:
         try:
-            return pwd.getpwnam(entry.user).pw_uid
+            return pwd.getpwnam(user).pw_uid
         except KeyError:
             pass
-    return entry.uid
+    return uid
+
+
+@lru_cache(maxsize=4096)
+def _gid_of(group: str, gid: int) -> int:
+    if group:
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            pass
+    return gid
+
+
+def _uid(entry: RestoreEntry) -> int:
+    return _uid_of(entry.user, entry.uid)
 
 
 def _gid(entry: RestoreEntry) -> int:
-    if entry.group:
-        try:
-            return grp.getgrnam(entry.group).gr_gid
-        except KeyError:
-            pass
-    return entry.gid
+    return _gid_of(entry.group, entry.gid)
 
 
 class FsRestorer:
@@ -47,6 +62,8 @@ class FsRestorer:
         self.is_root = os.geteuid() == 0
         self.files = 0
         self.bytes = 0
+        self._count_lock = threading.Lock()
+        self._made: set[str] = set()  # directories known to exist
 
     def _dest(self, rel: str) -> Path | None:
         parts = rel.split("/")
@@ -56,29 +73,54 @@ class FsRestorer:
         return self.root / rel
 
     def restore(self, entries: Iterator[RestoreEntry]) -> None:
+        """Write entries; regular files go to a few writer threads (creating many small
+        files is system-call bound), everything else is done in order here."""
         dirs: list[tuple[Path, RestoreEntry]] = []
-        for entry in entries:
-            dest = self._dest(entry.path)
-            if dest is None:
-                continue
-            if entry.kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-                dirs.append((dest, entry))
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if entry.kind == "file":
-                self._write_file(dest, entry)
-            elif entry.kind == "symlink":
-                self._replace_with(dest, lambda p, e=entry: os.symlink(e.target, p))
-                self._set_meta(dest, entry, symlink=True)
-            elif entry.kind == "hardlink":
-                first = self._dest(entry.target)
-                if first is not None:
-                    self._replace_with(dest, lambda p, f=first: os.link(f, p))
-            self.files += 1
-            self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
+        pending: set[Future[None]] = set()
+        pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="write")
+
+        def settle(limit: int) -> None:
+            nonlocal pending
+            while len(pending) > limit:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    fut.result()  # a writer's error stops the restore here
+
+        try:
+            for entry in entries:
+                dest = self._dest(entry.path)
+                if dest is None:
+                    continue
+                if entry.kind == "dir":
+                    self._mkdir(dest)
+                    dirs.append((dest, entry))
+                    continue
+                self._mkdir(dest.parent)
+                if entry.kind == "file":
+                    pending.add(pool.submit(self._write_file, dest, entry))
+                    settle(_WRITERS * 4)
+                elif entry.kind == "symlink":
+                    self._replace_with(dest, lambda p, e=entry: os.symlink(e.target, p))
+                    self._set_meta(dest, entry, symlink=True)
+                elif entry.kind == "hardlink":
+                    first = self._dest(entry.target)
+                    if first is not None:
+                        settle(0)  # the first link must be written before linking to it
+                        self._replace_with(dest, lambda p, f=first: os.link(f, p))
+                with self._count_lock:
+                    self.files += 1
+                self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
+            settle(0)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         for dest, entry in reversed(dirs):
             self._set_meta(dest, entry)
+
+    def _mkdir(self, path: Path) -> None:
+        key = str(path)
+        if key not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made.add(key)
 
     def _replace_with(self, dest: Path, make: object) -> None:
         tmp = dest.with_name(f".{dest.name}.backupctl-restore")
@@ -100,7 +142,8 @@ class FsRestorer:
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
-                self.bytes += len(chunk)
+                with self._count_lock:
+                    self.bytes += len(chunk)
         except BaseException:
             os.close(fd)
             target.unlink(missing_ok=True)
