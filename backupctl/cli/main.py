@@ -134,7 +134,23 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread its own malloc arena; with the compression workers' large,
+    short-lived buffers that fragments into a much higher peak RSS. Two arenas keep the
+    peak bounded at no measurable speed cost. Must run before any thread starts."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _limit_malloc_arenas()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     signal.signal(signal.SIGTERM, _sigterm)
     command = typer.main.get_command(app)
