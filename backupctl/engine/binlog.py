@@ -278,7 +278,6 @@ def sync(service: Service, deployment: str, *, flush: bool = False) -> dict[str,
                     "copies": copies,
                 }
             )
-            service.reporter.emit(InfoEvent(f"archived {name} ({size} bytes, {meta['events']} events)"))
     finally:
         session.close()
     return {
