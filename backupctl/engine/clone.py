@@ -41,7 +41,7 @@ from backupctl.config.paths import config_dir
 from backupctl.engine.restorer import Prefetcher
 from backupctl.errors import BackupctlError, ConfigError
 from backupctl.events import Finished, InfoEvent, Started, WarningEvent
-from backupctl.sources.base import RestoreRequest, Source, source_class
+from backupctl.sources.base import Source, source_class
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -255,22 +255,9 @@ def _restore_into(
     """Restore one stored source into `source` (what Service.restore_backup does per source)."""
     repo.load_index()
     svc.reporter.emit(Started("restore", manifest["id"], int(src.get("bytes", 0))))
-    info = dict(src.get("info", {}))
-    info.update(extra_info)
-    request = RestoreRequest(target_dir=target_dir, source_info=info, reporter=svc.reporter)
     prefetcher = Prefetcher(repo)
     try:
-        if info.get("backup_type") == "incremental" and hasattr(source, "restore_chain"):
-            chain = svc._chain(repo, manifest, src)
-            source.restore_chain(
-                [
-                    (c.get("info", {}), prefetcher.entries([bytes.fromhex(b) for b in c["tree"]]))
-                    for c in chain
-                ],
-                request,
-            )
-        else:
-            source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
+        svc.restore_stored_source(repo, manifest, src, source, prefetcher, target_dir, extra_info)
     finally:
         prefetcher.close()
     svc.reporter.emit(Finished("restore", manifest["id"]))

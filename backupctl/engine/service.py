@@ -554,20 +554,7 @@ class Service:
         try:
             for i, src in enumerate(manifest["sources"]):
                 source = self._restore_source(src, dep, i)
-                info = dict(src.get("info", {}))
-                info.update(extra_info or {})
-                request = RestoreRequest(target_dir=target_dir, source_info=info, reporter=self.reporter)
-                if info.get("backup_type") == "incremental" and hasattr(source, "restore_chain"):
-                    chain = self._chain(repo, manifest, src)
-                    source.restore_chain(
-                        [
-                            (c.get("info", {}), prefetcher.entries([bytes.fromhex(b) for b in c["tree"]]))
-                            for c in chain
-                        ],
-                        request,
-                    )
-                else:
-                    source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
+                self.restore_stored_source(repo, manifest, src, source, prefetcher, target_dir, extra_info)
         finally:
             prefetcher.close()
         self.reporter.emit(Finished("restore", record["id"]))
@@ -579,6 +566,32 @@ class Service:
             "duration_s": round(time.monotonic() - t0, 3),
             "safety_backup": safety["id"] if safety else None,
         }
+
+    def restore_stored_source(
+        self,
+        repo: Repository,
+        manifest: dict[str, Any],
+        src: dict[str, Any],
+        source: Source,
+        prefetcher: Prefetcher,
+        target_dir: Path | None,
+        extra_info: dict[str, Any] | None = None,
+    ) -> None:
+        """Hand one stored source's entries to `source`; a physical incremental gets its chain."""
+        info = dict(src.get("info", {}))
+        info.update(extra_info or {})
+        request = RestoreRequest(target_dir=target_dir, source_info=info, reporter=self.reporter)
+        if info.get("backup_type") == "incremental" and hasattr(source, "restore_chain"):
+            chain = self._chain(repo, manifest, src)
+            source.restore_chain(
+                [
+                    (c.get("info", {}), prefetcher.entries([bytes.fromhex(b) for b in c["tree"]]))
+                    for c in chain
+                ],
+                request,
+            )
+        else:
+            source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
 
     def _chain(self, repo: Repository, manifest: dict[str, Any], src: dict[str, Any]) -> list[dict[str, Any]]:
         """The stored source records from the full backup up to `src`, oldest first."""
