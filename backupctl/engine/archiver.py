@@ -119,11 +119,13 @@ class Archiver:
         pool = ThreadPoolExecutor(max_workers=_FILE_READERS, thread_name_prefix="read")
         try:
             for entry in source.scan():
-                if entry.kind == "file" and entry.reusable:
-                    pending.append(pool.submit(self._store_entry, entry, previous, result, source))
-                else:
-                    drain(0)  # a stream or a metadata entry: everything before it is written first
-                    pending.append(self._store_entry(entry, previous, result, source))
+                reused = self._reuse(entry, previous, result)
+                if reused is not None or entry.kind != "file":
+                    pending.append(reused or Item.from_entry(entry, 0, []))
+                elif entry.reusable:
+                    pending.append(pool.submit(self._store_entry, entry, result, source))
+                else:  # a stream: read here, in scan order
+                    pending.append(self._store_entry(entry, result, source))
                 drain(_READ_AHEAD)
                 self._progress(entry.path)
             drain(0)
@@ -145,12 +147,11 @@ class Archiver:
         tree = [bytes.fromhex(h) for h in parent.get("tree", [])]
         return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}
 
-    def _store_entry(
-        self, entry: Entry, previous: dict[str, Item], result: SourceResult, source: Source
-    ) -> Item | None:
-        if entry.kind != "file":
-            return Item.from_entry(entry, 0, [])
-        old = previous.get(entry.path) if entry.reusable else None
+    def _reuse(self, entry: Entry, previous: dict[str, Item], result: SourceResult) -> Item | None:
+        """The parent's item for an unchanged file (same size, mtime, ctime, inode), else None."""
+        if entry.kind != "file" or not entry.reusable:
+            return None
+        old = previous.get(entry.path)
         if (
             old is not None
             and old.size == entry.size
@@ -164,6 +165,10 @@ class Archiver:
                 result.bytes += entry.size
                 self.bytes_done += entry.size
             return Item.from_entry(entry, entry.size, old.chunks)
+        return None
+
+    def _store_entry(self, entry: Entry, result: SourceResult, source: Source) -> Item | None:
+        """Read, chunk and store one file's content."""
         assert entry.open is not None
         try:
             fh = entry.open()
