@@ -243,12 +243,17 @@ class Scheduler:
                 }
             )
         if not dry_run:
-            for row in rows:
-                if row["action"] == "delete":
-                    with self._lock:
-                        self.service.delete_backup(str(row["id"]))
-                    self.service.reporter.emit(
-                        InfoEvent(f"retention deleted backup {row['id'][:8]} of {deployment}")
-                    )
+            doomed = [row for row in rows if row["action"] == "delete"]
+            for row in doomed:
+                with self._lock:
+                    self.service.delete_backup(str(row["id"]))
+                self.service.reporter.emit(
+                    InfoEvent(f"retention deleted backup {row['id'][:8]} of {deployment}")
+                )
+            if doomed:
+                # Archived WAL / binlogs that no retained base backup needs go with the backups.
+                from backupctl.engine.logarchive import prune_logs
+
+                prune_logs(self.service, deployment)
         rows.sort(key=lambda r: r["started"], reverse=True)
         return rows
