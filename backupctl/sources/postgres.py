@@ -45,6 +45,7 @@ from backupctl.sources.dbutil import (
     pgpass_line,
     run,
     safe_name,
+    target_names,
     write_stream,
 )
 
@@ -535,24 +536,4 @@ def refuse_running_postgres(data_dir: Path) -> None:
     raise SourceError(
         f"refusing to restore into {data_dir}: a PostgreSQL server is running on it (pid {pid})",
         hint="stop the server first, or restore into a new data directory",
-    )
-
-
-def target_names(backed_up: list[str], configured: list[str] | str, reporter: Any) -> dict[str, str]:
-    """Where each backed-up database goes when the receiving deployment lists its databases.
-
-    A deployment never has databases restored into it that it does not list: with the same
-    names nothing is renamed; one database into a deployment of one other database
-    (`restore --to`) is restored under that name; any other mismatch is refused.
-    """
-    if configured == "all" or not isinstance(configured, list) or set(backed_up) <= set(configured):
-        return {}
-    if len(backed_up) == 1 and len(configured) == 1:
-        reporter.emit(InfoEvent(f"restoring database {backed_up[0]!r} as {configured[0]!r}"))
-        return {backed_up[0]: configured[0]}
-    outside = sorted(set(backed_up) - set(configured))
-    raise SourceError(
-        f"refusing to restore database(s) {', '.join(outside)}: the receiving deployment lists only "
-        f"{', '.join(configured)}",
-        hint="restore into a deployment that lists these databases, or use `backupctl backup clone`",
     )
