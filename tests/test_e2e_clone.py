@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -297,7 +298,9 @@ def test_mariadb_logical_clone(
     )
 
 
-def test_postgres_physical_clone(pg_server: PostgresServer, make_deployment: Any) -> None:
+def test_postgres_physical_clone(
+    pg_server: PostgresServer, make_deployment: Any, isolated_env: dict[str, Path]
+) -> None:
     server = pg_server
     db = unique("cl_phys")
     server.psql(f"CREATE DATABASE {db}")
@@ -315,21 +318,36 @@ def test_postgres_physical_clone(pg_server: PostgresServer, make_deployment: Any
     try:
         missing = deployment.run("backup", "clone", backup_id, "--name", name, "--yes")
         assert missing.returncode == 1 and "--datadir" in missing.stderr, str(missing)
-        doc = deployment.ok(
+        result = deployment.ok(
             "backup", "clone", backup_id, "--name", name, "--datadir", datadir, "--yes", "-o", "json"
-        ).json()
+        )
+        doc = result.json()
         port = doc["port"]
         assert doc["kind"] == "physical" and doc["datadir"] == str(datadir)
+        assert doc["user"] == server.user and "password" not in doc
+        secret = Path(doc["password_file"])
+        password = secret.read_text().strip()
+        check_secret_file(secret, password, isolated_env)
+        assert password not in result.stdout + result.stderr
         assert f"port = {port}" in (datadir / "postgresql.auto.conf").read_text()
+        assert not (datadir / "postmaster.pid").exists()  # the temporary start was stopped
         server.pg_ctl_start(datadir, base / "clone.log")
         try:
             assert pg_fingerprint_on(server, db, port) == before["table public.t"]
+            # The stored password logs in over TCP; the original's no longer does on the clone.
+            assert pg_login_port(server, port, server.user, password, db, "SELECT count(*) FROM t") == "2000"
+            assert not pg_can_login(server, port, server.user, server.password, db)
+            assert pg_can_login(server, server.port, server.user, server.password, db)
+            assert not pg_can_login(server, server.port, server.user, password, db)
             server.psql("INSERT INTO t VALUES (-1, 'original only')", db)
             assert pg_fingerprint_on(server, db, port) == before["table public.t"]
         finally:
             server.pg_ctl_stop(datadir)
         new = load_yaml(deployment.config)["deployments"][name]["sources"][0]
         assert new["port"] == port and new["data_dir"] == str(datadir)
+        assert new["user"] == server.user and new["password_file"] == str(secret)
+        assert "password_env" not in new
+        assert password not in deployment.config.read_text()
     finally:
         import shutil
 
@@ -343,3 +361,76 @@ def pg_fingerprint_on(server: PostgresServer, db: str, port: int) -> str:
         db,
         port=port,
     )
+
+
+def pg_can_login(server: PostgresServer, port: int, user: str, password: str, db: str) -> bool:
+    res = subprocess.run(
+        [str(server.bin / "psql"), "-X", "-A", "-t", "-w", "-h", server.host, "-p", str(port)]
+        + ["-U", user, "-d", db, "-c", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": password},
+        timeout=60,
+    )
+    return res.returncode == 0
+
+
+def pg_login_port(server: PostgresServer, port: int, user: str, password: str, db: str, sql: str) -> str:
+    res = subprocess.run(
+        [str(server.bin / "psql"), "-X", "-A", "-t", "-w", "-h", server.host, "-p", str(port)]
+        + ["-U", user, "-d", db, "-c", sql],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": password},
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_mariadb_physical_clone(
+    mariadb_server: MariaDBServer, make_deployment: Any, isolated_env: dict[str, Path]
+) -> None:
+    server = mariadb_server
+    db = unique("cl_mphys")
+    server.root_sql(
+        f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id int PRIMARY KEY, v varchar(40));"
+        f"INSERT INTO {db}.t SELECT seq, md5(seq) FROM seq_1_to_1500;"
+    )
+    before = data_part(mariadb_fingerprint(server, db))
+    deployment = make_deployment([server.options(method="mariabackup")])
+    backup_id = deployment.create()
+    base = Path(tempfile.mkdtemp(prefix="backupctl-mclone-"))
+    datadir = base / "data"
+    name = unique("mphys")
+    clone = MariaDBServer()
+    try:
+        result = deployment.ok(
+            "backup", "clone", backup_id, "--name", name, "--datadir", datadir, "--yes", "-o", "json"
+        )
+        doc = result.json()
+        assert doc["kind"] == "physical" and doc["datadir"] == str(datadir)
+        assert doc["user"] == server.user and "password" not in doc
+        secret = Path(doc["password_file"])
+        password = secret.read_text().strip()
+        check_secret_file(secret, password, isolated_env)
+        assert password not in result.stdout + result.stderr
+        new = load_yaml(deployment.config)["deployments"][name]["sources"][0]
+        assert new["port"] == doc["port"] and new["datadir"] == str(datadir)
+        assert new["user"] == server.user and new["password_file"] == str(secret)
+        assert "password_env" not in new
+        assert password not in deployment.config.read_text()
+
+        clone.start_datadir(datadir, port=doc["port"])
+        assert data_part(mariadb_fingerprint(clone, db)) == before
+        assert mariadb_login(clone, server.user, password, db, "SELECT count(*) FROM t") == "1500"
+        assert not mariadb_can_use(clone, server.user, server.password, db)
+        # The original keeps its own password, and the clone's does not work there.
+        assert mariadb_can_use(server, server.user, server.password, db)
+        assert not mariadb_can_use(server, server.user, password, db)
+        server.root_sql(f"INSERT INTO {db}.t VALUES (-1, 'original only')")
+        assert data_part(mariadb_fingerprint(clone, db)) == before
+    finally:
+        clone.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        server.root_sql(f"DROP DATABASE {db}")

@@ -17,9 +17,18 @@ the new deployment (same destinations, policy and settings, `user: <NEW>_owner`,
 `password_file: ...`) is appended to the config file with comments kept.
 
 Physical backups (pg_basebackup, mariabackup) are restored into a new, empty data
-directory; the new deployment points at it with a free port. The copy has the same
-accounts and passwords as the original (backupctl cannot change them while it is not
-running); the result says how to start it.
+directory; the new deployment points at it with a free port. The clone is then started
+once, privately, to give the deployment's user a newly generated password:
+
+* PostgreSQL: `pg_ctl start` as the data directory's owner on a private socket directory,
+  no TCP (`listen_addresses=''`) and a temporary trust-only hba file; `ALTER ROLE ...
+  PASSWORD` with a SCRAM verifier over psql's stdin; `pg_ctl stop -m fast`.
+* MariaDB: a temporary mariadbd (binlog.TemporaryServer: --no-defaults, own socket,
+  --skip-networking); every account with the deployment's user name gets the
+  mysql_native_password hash; SIGTERM shutdown.
+
+The password is stored and referenced like a logical clone's; the result says how to
+start the clone.
 
 Every SQL statement goes through stdin (`admin_sql`), all SQL text with a secret is
 redacted from errors. Nothing here prints: events go to the service's reporter.
@@ -559,32 +568,49 @@ def _clone_physical(
         raise CloneError(f"{datadir} is not empty; a clone goes into a new data directory")
     new_port = port or free_port()
     kind = src["type"]
+    name = str(result["name"])
     _restore_into(svc, repo, manifest, src, source, datadir, {})
     doc = _source_doc(source)
+    doc.pop("password_env", None)
     doc["port"] = new_port
-    if kind == "postgres":
-        auto = datadir / "postgresql.auto.conf"
-        ref = datadir / "PG_VERSION"
-        with open(auto, "a") as fh:
-            fh.write(
-                "\n# Added by `backupctl backup clone`: the clone listens on its own port and does not\n"
-                "# archive WAL into the original's archive.\n"
-                f"port = {new_port}\narchive_mode = off\n"
+    user = str(source.options.user)  # type: ignore[attr-defined]
+    password = new_password()
+    secret_path = write_secret_file(name, password)
+    try:
+        if kind == "postgres":
+            auto = datadir / "postgresql.auto.conf"
+            ref = datadir / "PG_VERSION"
+            with open(auto, "a") as fh:
+                fh.write(
+                    "\n# Added by `backupctl backup clone`: the clone listens on its own port and does not\n"
+                    "# archive WAL into the original's archive.\n"
+                    f"port = {new_port}\narchive_mode = off\n"
+                )
+            if os.geteuid() == 0 and ref.exists():
+                st = ref.stat()
+                os.chown(auto, st.st_uid, st.st_gid)
+            svc.reporter.emit(InfoEvent(f"setting a new password for {user!r} on the clone"))
+            _pg_set_password(
+                datadir, user, str(getattr(source.options, "maintenance_db", "postgres")), password
             )
-        if os.geteuid() == 0 and ref.exists():
-            st = ref.stat()
-            os.chown(auto, st.st_uid, st.st_gid)
-        doc["data_dir"] = str(datadir)
-        start = f"pg_ctl -D {datadir} -l {datadir}/clone.log start  (as the owner of {datadir}, e.g. runuser -u postgres --)"
-    else:
-        doc["datadir"] = str(datadir)
-        doc.pop("socket", None)
-        doc["host"] = "127.0.0.1"
-        start = f"mariadbd --datadir={datadir} --port={new_port} --socket={datadir}/mysqld.sock --user=mysql"
+            doc["data_dir"] = str(datadir)
+            start = f"pg_ctl -D {datadir} -l {datadir}/clone.log start  (as the owner of {datadir}, e.g. runuser -u postgres --)"
+        else:
+            svc.reporter.emit(InfoEvent(f"setting a new password for {user!r} on the clone"))
+            _mariadb_set_password(datadir, user, password, svc.reporter)
+            doc["datadir"] = str(datadir)
+            doc.pop("socket", None)
+            doc["host"] = "127.0.0.1"
+            start = (
+                f"mariadbd --datadir={datadir} --port={new_port} --socket={datadir}/mysqld.sock --user=mysql"
+            )
+    except BaseException:
+        secret_path.unlink(missing_ok=True)
+        raise
+    doc["user"] = user
+    doc["password_file"] = str(secret_path)
+    result["cleanup"] = lambda: secret_path.unlink(missing_ok=True)
     svc.reporter.emit(InfoEvent(f"start the clone with: {start}"))
-    svc.reporter.emit(
-        InfoEvent("the clone has the same accounts and passwords as the original; change them once it runs")
-    )
     result.update(
         {
             "kind": "physical",
@@ -592,10 +618,157 @@ def _clone_physical(
             "host": doc.get("host"),
             "port": new_port,
             "datadir": str(datadir),
-            "user": doc.get("user"),
-            "password_file": doc.get("password_file"),
-            "password": None,
+            "user": user,
+            "password_file": str(secret_path),
+            "password": password,
             "start_command": start,
         }
     )
     return doc
+
+
+def _run_as_owner(argv: list[str], owner: str | None) -> list[str]:
+    return ["runuser", "-u", owner, "--", *argv] if owner else argv
+
+
+def _pg_tool(name: str, datadir: Path) -> str:
+    """`name` from the clone's own major version when installed (Debian layout), else PATH."""
+    import shutil
+
+    try:
+        major = (datadir / "PG_VERSION").read_text().strip()
+    except OSError:
+        major = ""
+    for candidate in (
+        Path(f"/usr/lib/postgresql/{major}/bin/{name}"),
+        Path(f"/usr/pgsql-{major}/bin/{name}"),
+    ):
+        if major and candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise CloneError(
+            f"{name} not found", hint="install the PostgreSQL server package of the backup's version"
+        )
+    return found
+
+
+def _pg_set_password(datadir: Path, user: str, maintenance_db: str, password: str) -> None:
+    """Start the cloned cluster privately (its own socket directory, no TCP, a trust-only
+    hba file readable by nobody else), ALTER ROLE `user` with a SCRAM verifier over psql's
+    stdin, and stop it with a clean (fast) shutdown."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    from backupctl.sources.dbutil import Secrets, child_env, run
+    from backupctl.sources.postgres import quote_ident, quote_literal
+
+    owner: str | None = None
+    st = datadir.stat()
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            raise CloneError(f"the owner (uid {st.st_uid}) of {datadir} has no user name") from None
+    work = Path(tempfile.mkdtemp(prefix="bctl-pgclone-"))  # short: socket paths are limited
+    os.chmod(work, 0o700)
+    hba = work / "pg_hba.conf"
+    hba.write_text("local all all trust\n")
+    if owner:
+        os.chown(work, st.st_uid, st.st_gid)
+        os.chown(hba, st.st_uid, st.st_gid)
+    port = free_port()
+    log = work / "server.log"
+    pg_ctl = _pg_tool("pg_ctl", datadir)
+    opts = f"-p {port} -k {work} -c listen_addresses='' -c hba_file={hba} -c archive_mode=off -c ssl=off"
+    started = False
+    try:
+        proc = subprocess.run(
+            _run_as_owner(
+                [pg_ctl, "-D", str(datadir), "-o", opts, "-l", str(log), "-w", "-t", "600", "start"], owner
+            ),
+            capture_output=True,
+            text=True,
+            cwd=work,
+            env=child_env(),
+        )
+        started = True
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise CloneError(
+                f"the cloned PostgreSQL server on {datadir} would not start: {proc.stderr.strip()} {tail}".strip()
+            )
+        verifier = scram_verifier(password)
+        secrets_ = Secrets("backupctl-pg-")
+        secrets_.write("redact", "", secret=verifier)
+        try:
+            psql = _pg_tool("psql", datadir)
+            argv = [psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h", str(work), "-p", str(port)]
+            argv += ["-U", user, "-d", maintenance_db, "-f", "-"]
+            sql = f"ALTER ROLE {quote_ident(user)} PASSWORD {quote_literal(verifier)};\n"
+            run(
+                argv,
+                env=child_env(drop=["PGPASSWORD", "PGPASSFILE"]),
+                secrets=secrets_,
+                what="psql",
+                input_chunks=[sql.encode()],
+                timeout=300,
+            )
+        finally:
+            secrets_.cleanup()
+    finally:
+        if started:
+            stop = subprocess.run(
+                _run_as_owner([pg_ctl, "-D", str(datadir), "-m", "fast", "-w", "-t", "600", "stop"], owner),
+                capture_output=True,
+                text=True,
+                cwd=work,
+                env=child_env(),
+            )
+            if stop.returncode != 0 and (datadir / "postmaster.pid").exists():
+                shutil.rmtree(work, ignore_errors=True)
+                raise CloneError(
+                    f"the cloned PostgreSQL server on {datadir} did not stop: {stop.stderr.strip()}"
+                )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _mariadb_set_password(datadir: Path, user: str, password: str, reporter: Any) -> None:
+    """Start mariadbd on the clone (private socket, --skip-networking), give every account
+    named `user` the mysql_native_password hash of `password` over the client's stdin, and
+    shut it down cleanly."""
+    from backupctl.engine.binlog import BinlogError, TemporaryServer
+    from backupctl.sources.dbutil import Secrets, child_env, run
+    from backupctl.sources.mariadb import quote_literal
+
+    server = TemporaryServer(datadir, reporter)
+    secrets_ = Secrets("backupctl-mariadb-")
+    digest = mysql_native_hash(password)
+    secrets_.write("redact", "", secret=digest)
+    try:
+        try:
+            server.start()
+            argv = [*server.client_argv(), "--batch", "--skip-column-names"]
+            env = child_env(drop=["MYSQL_PWD"])
+            # Grant tables are skipped at start: load them, then change the accounts.
+            hosts_sql = f"FLUSH PRIVILEGES; SELECT Host FROM mysql.user WHERE User = {quote_literal(user)};\n"
+            hosts = [
+                h
+                for h in run(argv, env=env, what="mariadb", input_chunks=[hosts_sql.encode()]).splitlines()
+                if h
+            ]
+            if not hosts:
+                raise CloneError(f"the clone has no account named {user!r}; its password cannot be set")
+            sql = "FLUSH PRIVILEGES;\n" + "".join(
+                f"ALTER USER {quote_literal(user)}@{quote_literal(h)} IDENTIFIED BY PASSWORD {quote_literal(digest)};\n"
+                for h in hosts
+            )
+            run(argv, env=env, secrets=secrets_, what="mariadb", input_chunks=[sql.encode()], timeout=300)
+            server.stop()
+        except BinlogError as exc:
+            raise CloneError(exc.message) from None
+    finally:
+        secrets_.cleanup()
+        server.cleanup()
