@@ -72,7 +72,7 @@ def test_restore_to_a_time_and_to_a_restore_point_gives_exactly_the_rows_before_
     check = dep.ok("pitr", "check", "app", "-o", "json").json()
     assert check["ok"] and (dep.repository / check["object"]).exists(), check
 
-    dep.ok("backup", "create", "app", "--type", "full")
+    base = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
     server.psql("INSERT INTO t (batch) SELECT 1 FROM generate_series(1, 100)", db)
     time.sleep(1.5)
     between_1_2 = server.psql(
@@ -92,6 +92,17 @@ def test_restore_to_a_time_and_to_a_restore_point_gives_exactly_the_rows_before_
     assert window["earliest"] < between_1_2.replace(" ", "T") < window["latest"], window
     assert not [g for g in window["gaps"] if g["kind"] == "missing_segments"], window
     assert dep.ok("pitr", "verify", "app", "-o", "json").json()["ok"]
+
+    # The window reachable from this backup, in `backup show`; the deployment's in `policy show`.
+    shown_backup = dep.ok("backup", "show", base["id"], "-o", "json").json()
+    reach = shown_backup["pitr"]
+    assert reach["gaps"] == 0 and reach["earliest"] == shown_backup["finished"], reach
+    assert reach["earliest"] <= shown_backup["finished"] <= reach["latest"], reach
+    assert reach["latest"] == window["latest"], (reach, window)
+    assert "Recoverable" in dep.ok("backup", "show", base["id"]).stdout
+    policy = dep.ok("policy", "show", "default", "-o", "json").json()
+    assert policy["pitr"]["app"]["earliest"] == window["earliest"], policy
+    assert policy["pitr"]["app"]["latest"] == window["latest"], policy
 
     # Retention: the segment archived before the only base backup goes; everything after stays.
     first_check = check["object"]

@@ -128,6 +128,15 @@ def show(
         if state.get("error"):
             text += f": {state['error']}"
         pairs.append((f"Destination {name}", text))
+    if record.get("pitr"):
+        w = record["pitr"]
+        if w.get("latest"):
+            text = f"{human_time(w['earliest'])} to {human_time(w['latest'])}"
+        else:
+            text = f"none: {w.get('reason') or 'no WAL/binlogs archived after it'}"
+        if w.get("gaps"):
+            text += f" ({w['gaps']} gap{'s' if w['gaps'] != 1 else ''} in the archive after it)"
+        pairs.append(("Recoverable", text))
     for i, src in enumerate(record.get("sources", [])):
         what = ", ".join(f"{k}={v}" for k, v in src["describe"].items() if v)
         pairs.append((f"Source {i + 1}", f"{src['method']}: {what}"))

@@ -19,7 +19,7 @@ import typer
 from backupctl.cli import context, output
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.engine import policies
+from backupctl.engine import pitr, policies
 from backupctl.engine.service import Service
 from backupctl.errors import AbortedError, ConfigError
 
@@ -240,9 +240,12 @@ def show(name: Name) -> None:
     cfg = context.config()
     with CliReporter() as reporter:
         records, warnings = policies.load_records(Service(cfg, reporter))
+        doc = policies.policy_detail(cfg, name, records)
+        windows = pitr.deployment_windows(Service(cfg, reporter), list(doc["deployments"]))
     for w in warnings:
         output.warning(w)
-    doc = policies.policy_detail(cfg, name, records)
+    if windows:
+        doc["pitr"] = windows
     if output.structured():
         output.emit_document(doc)
         return
@@ -267,6 +270,14 @@ def show(name: Name) -> None:
         pairs.append(("Next runs" if i == 0 else "", f"{human_time(run['time'])}  {run['type']}"))
     for i, rule in enumerate(doc["retention_rules"]):
         pairs.append(("Retention" if i == 0 else "", rule))
+    for dep, w in sorted(doc.get("pitr", {}).items()):
+        if w.get("error"):
+            pairs.append((f"Recoverable {dep}", f"unknown: {w['error']}"))
+            continue
+        text = f"{human_time(w['earliest'])} to {human_time(w['latest'])}" if w["latest"] else "none yet"
+        if w["gaps"]:
+            text += f" ({w['gaps']} gap{'s' if w['gaps'] != 1 else ''})"
+        pairs.append((f"Recoverable {dep}", text))
     output.emit_fields(pairs)
     if doc["backups"]:
         sys.stdout.write("\n")

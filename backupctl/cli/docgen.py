@@ -65,7 +65,15 @@ A backup record (`backup list` gives a list of them; `backup create` and `backup
 | `destinations` | object | destination name -> `{"state": "stored"\\|"uploaded"\\|"failed"\\|"pending"\\|"not uploaded", "error": ...}` |
 | `repository_id` | string | the repository holding it |
 
-`backup show` adds `sources`: a list of `{type, method, describe, info, files, dirs, bytes, reused_files, warnings}`.
+`backup show` adds `sources`: a list of `{type, method, describe, info, files, dirs, bytes, reused_files, warnings}`,
+and, for a `pg_basebackup`/`mariabackup` backup whose deployment has archived WAL or binary logs,
+`pitr`: `{"earliest": ..., "latest": ..., "gaps": N}`, the point-in-time window reachable from
+this backup (from its end to the last continuously archived moment; both null, with a `reason`,
+when the WAL/binlogs it needs are missing) and the number of gaps in the archive after its start.
+
+`policy show` adds `pitr` when any of its deployments archives WAL or binary logs: deployment
+name -> `{"earliest": ..., "latest": ..., "gaps": N}`, as in `pitr show` (`error` when it
+could not be computed).
 
 With `-o json`, an error is printed on **stderr** as
 `{"error": {"kind": "...", "message": "...", "hint": "...", "exit_code": N}}`.

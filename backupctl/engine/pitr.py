@@ -706,3 +706,105 @@ def sync_copies(service: Service, deployment: str) -> dict[str, Any]:
                 key = state.split(":", 1)[0]
                 counts[dest_name][key] = counts[dest_name].get(key, 0) + 1
     return {"deployment": deployment, "destinations": counts}
+
+
+# ---- the window in `backup show` / `policy show` -------------------------------------------------
+
+
+def _backup_entry(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The physical_backups() shape of a `backup show` record (None: not a physical backup)."""
+    for src in record.get("sources", []):
+        if src.get("method") in ("pg_basebackup", "mariabackup"):
+            return {
+                "id": record["id"],
+                "deployment": record["deployment"],
+                "method": src["method"],
+                "started": record["started"],
+                "finished": record["finished"],
+                "info": src.get("info", {}),
+            }
+    return None
+
+
+def backup_pitr(service: Service, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The window reachable from one backup: `{"earliest", "latest", "gaps"}`.
+
+    earliest is the backup's end, latest the last continuously archived moment after it, gaps
+    the number of archive gaps (missing segments/binlogs, timeline changes) after its start.
+    None when the backup is not a physical one or its deployment has no archived WAL/binlogs.
+    One destination listing and at most one pg_waldump/metadata read: cheap for `backup show`.
+    """
+    if record.get("status") != "Completed":
+        return None
+    b = _backup_entry(record)
+    if b is None:
+        return None
+    deployment = record["deployment"]
+    try:
+        repo = service.repository(service.primary_destination(deployment))
+    except BackupctlError:
+        return None
+    out: dict[str, Any]
+    if b["method"] == "pg_basebackup":
+        timelines, _ = list_wal(repo.dest, deployment)
+        if not timelines:
+            return None
+        rng = backup_range(repo, timelines, b)
+        tl = int(b["info"].get("timeline", 1))
+        start = lsn_segment(b["info"]["start_lsn"]) if b["info"].get("start_lsn") else 0
+        gaps = sum(1 for first, _ in gaps_in(timelines.get(tl, [])) if first > start)
+        gaps += sum(1 for t in timelines if t > tl)
+    else:
+        from backupctl.engine.binlog import _archive
+        from backupctl.engine.binlog import backup_range as binlog_range
+
+        archive = _archive(repo, deployment)
+        if not archive:
+            return None
+        rng = binlog_range(repo, archive, b, {})
+        gaps = 0
+        if b["info"].get("binlog_file"):
+            from backupctl.engine.logarchive import binlog_sort_key
+
+            stem, first = binlog_sort_key(b["info"]["binlog_file"])
+            nums = sorted(n for n in archive.get(stem, {}) if n >= first)
+            gaps = sum(1 for p, c in zip(nums, nums[1:], strict=False) if c != p + 1)
+    out = {"earliest": rng["from"], "latest": rng["to"], "gaps": gaps}
+    if not rng["usable"]:
+        out["reason"] = rng.get("reason")
+    return out
+
+
+def has_archive(service: Service, deployment: str) -> bool:
+    """True when the deployment's primary destination holds archived WAL or binlogs."""
+    from backupctl.engine.logarchive import binlog_prefix, wal_prefix
+
+    try:
+        dep = service.deployment(deployment)
+        types = {o.type for o in dep.sources}
+        if not types & {"postgres", "mariadb"}:
+            return False
+        repo = service.repository(service.primary_destination(deployment))
+    except BackupctlError:
+        return False
+    prefix = wal_prefix(deployment) if "postgres" in types else binlog_prefix(deployment)
+    return any(True for _ in repo.dest.list(prefix))
+
+
+def deployment_windows(service: Service, deployments: list[str]) -> dict[str, dict[str, Any]]:
+    """deployment -> {"earliest", "latest", "gaps"} for those with archived WAL/binlogs."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in deployments:
+        if not has_archive(service, name):
+            continue
+        try:
+            window = show(service, name)
+        except BackupctlError as exc:  # the policy must still be shown
+            out[name] = {"earliest": None, "latest": None, "gaps": 0, "error": exc.message}
+            continue
+        out[name] = {
+            "earliest": window["earliest"],
+            "latest": window["latest"],
+            "gaps": len(window["gaps"]),
+        }
+    return out

@@ -499,6 +499,11 @@ class Service:
             }
             for s in manifest["sources"]
         ]
+        from backupctl.engine.pitr import backup_pitr
+
+        window = backup_pitr(self, record)
+        if window is not None:
+            record["pitr"] = window
         return record
 
     # ---- restore -----------------------------------------------------------------
