@@ -154,6 +154,9 @@ def test_restore_to_a_time_and_to_a_position_gives_exactly_the_rows_before_it(
     assert dep.ok("pitr", "verify", "app", "-o", "json").json()["ok"]
     table = dep.ok("pitr", "show", "app").stdout
     assert "Earliest" in table and "Latest" in table
+    reach = dep.ok("backup", "show", backup["id"], "-o", "json").json()["pitr"]
+    assert reach["earliest"] <= backup["finished"] <= reach["latest"] == window["latest"], reach
+    assert reach["gaps"] == 0, reach
 
     work = Path(tempfile.mkdtemp(prefix="backupctl-pitr-mariadb-"))
     try:
