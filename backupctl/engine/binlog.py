@@ -49,6 +49,7 @@ from backupctl.engine.logarchive import (
     list_binlogs,
     read_meta,
     store_log,
+    verify_archive,
 )
 from backupctl.engine.pitr import PitrError, Target, fmt, parse_iso, physical_backups
 from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError, SourceError
@@ -450,21 +451,13 @@ def verify_binlogs(service: Service, deployment: str) -> dict[str, Any]:
     """Decrypt and hash-check every archived binary log; continuity from each backup on."""
     window = binlog_window(service, deployment)
     repo = service.repository(window["destination"])
-    damaged = []
-    checked = 0
-    for name in list_binlogs(repo.dest, deployment):
-        try:
-            data, _ = fetch_log(repo, name)
-            scan_binlog(data, name)
-            checked += 1
-        except (IntegrityError, NotFoundError) as exc:
-            damaged.append({"object": name, "error": exc.message})
-    problems = list(window["gaps"])
-    for r in window["backups"]:
-        if not r["usable"]:
-            problems.append({"kind": "backup_without_binlog", "backup": r["id"], "reason": r.get("reason")})
-    ok = not damaged and not problems
-    return {**window, "checked": checked, "damaged": damaged, "problems": problems, "ok": ok}
+    return verify_archive(
+        repo,
+        list_binlogs(repo.dest, deployment),
+        window,
+        check=scan_binlog,
+        unusable_kind="backup_without_binlog",
+    )
 
 
 # ---- restore to a moment ------------------------------------------------------------------

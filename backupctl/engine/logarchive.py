@@ -33,7 +33,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -405,3 +405,32 @@ def prune_logs(service: Any, deployment: str, *, dry_run: bool = False) -> dict[
         "deleted": doomed,
         "objects_deleted": deleted,
     }
+
+
+def verify_archive(
+    repo: Any,
+    names: Iterable[str],
+    window: dict[str, Any],
+    *,
+    check: Callable[[bytes, str], object],
+    unusable_kind: str,
+    fatal_kinds: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """`pitr verify` for either engine: decrypt and hash-check every archived log (plus the
+    engine's own `check` of its content), and list the window's gaps and the backups it
+    cannot recover from. `fatal_kinds`: problem kinds that fail verification (None: all)."""
+    damaged = []
+    checked = 0
+    for name in names:
+        try:
+            data, _ = fetch_log(repo, name)
+            check(data, name)
+            checked += 1
+        except (IntegrityError, NotFoundError) as exc:
+            damaged.append({"object": name, "error": exc.message})
+    problems = list(window["gaps"])
+    for r in window["backups"]:
+        if not r["usable"]:
+            problems.append({"kind": unusable_kind, "backup": r["id"], "reason": r.get("reason")})
+    ok = not damaged and not any(fatal_kinds is None or p["kind"] in fatal_kinds for p in problems)
+    return {**window, "checked": checked, "damaged": damaged, "problems": problems, "ok": ok}

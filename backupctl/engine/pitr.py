@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.engine.logarchive import (
     WAL_SEGMENT_SIZE,
-    LogNotFoundError,
     Segment,
     contiguous_from,
     fetch_log,
@@ -39,9 +38,10 @@ from backupctl.engine.logarchive import (
     lsn_to_int,
     read_meta,
     segment_name,
+    verify_archive,
     wal_object,
 )
-from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError
+from backupctl.errors import BackupctlError, ConfigError, NotFoundError
 from backupctl.events import InfoEvent
 
 if TYPE_CHECKING:
@@ -297,20 +297,14 @@ def verify_wal(service: Service, deployment: str, reporter: Any = None) -> dict[
     window = wal_window(service, deployment)
     repo = service.repository(window["destination"])
     timelines, others = list_wal(repo.dest, deployment)
-    damaged = []
-    checked = 0
-    for name in [s.object for segs in timelines.values() for s in segs] + others:
-        try:
-            fetch_log(repo, name)
-            checked += 1
-        except (IntegrityError, LogNotFoundError) as exc:
-            damaged.append({"object": name, "error": exc.message})
-    problems = list(window["gaps"])
-    for r in window["backups"]:
-        if not r["usable"]:
-            problems.append({"kind": "backup_without_wal", "backup": r["id"], "reason": r.get("reason")})
-    ok = not damaged and not any(p["kind"] in ("missing_segments", "backup_without_wal") for p in problems)
-    return {**window, "checked": checked, "damaged": damaged, "problems": problems, "ok": ok}
+    return verify_archive(
+        repo,
+        [s.object for segs in timelines.values() for s in segs] + others,
+        window,
+        check=lambda data, name: None,  # WAL content is checked by the archive's hash
+        unusable_kind="backup_without_wal",
+        fatal_kinds=frozenset({"missing_segments", "backup_without_wal"}),
+    )
 
 
 # ---- set-up and check ----------------------------------------------------------------------------
