@@ -4,17 +4,19 @@ goes with them, and everything a retained base backup needs stays (issue 6, item
 Through the CLI against a throwaway PostgreSQL server: two base backups with writes and
 archived segments before, between and after them; a policy keeping the newest backup only;
 `backup prune` deletes the older backup and exactly the segments before the newer backup's
-start segment; a restore to a moment after the newer backup still has every row.
+start segment; a restore to a moment after the newer backup still has every row. The same
+for MariaDB binary logs against a throwaway MariaDB server.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbservers import PostgresServer
+from dbservers import MariaDBServer, PostgresServer
 from pitr_helpers import PitrDeployment, light_command
 from test_pitr_postgres import batches, start_restored, wait_promoted
 
@@ -110,3 +112,37 @@ def test_prune_deletes_the_wal_only_expired_backups_needed_and_keeps_the_rest(pi
         assert batches(server, port, db).splitlines() == ["1|40", "2|20"]
     finally:
         server.pg_ctl_stop(target)
+
+
+def test_prune_deletes_the_binlogs_only_expired_backups_needed(
+    fresh_mariadb_server: MariaDBServer, make_deployment: Any
+) -> None:
+    server = fresh_mariadb_server
+    db = f"ret_{uuid.uuid4().hex[:8]}"
+    dep = make_deployment([server.options(method="mariabackup")])
+    server.root_sql(f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY, b INT)")
+    server.root_sql(f"INSERT INTO {db}.t (b) VALUES (0)")
+    old = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
+    for n in (1, 2):
+        server.root_sql(f"INSERT INTO {db}.t (b) VALUES ({n}); FLUSH BINARY LOGS")
+    new = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
+    new_file = next(s["info"]["binlog_file"] for s in dep.show(new["id"])["sources"])
+    server.root_sql(f"INSERT INTO {db}.t (b) VALUES (3); FLUSH BINARY LOGS")
+    dep.ok("binlog", "sync", "app", "--flush")
+    archive = dep.repository / "binlog" / "app"
+    before = sorted(p.name for p in archive.iterdir())
+    assert before[0] < new_file <= before[-1], (before, new_file)
+
+    dep.ok(
+        "policy", "create", "keep1", "--daily-at", "03:00", "--keep-last", "1", "--include-manual",
+        "--deployment", "app",
+    )  # fmt: skip
+    dep.ok("backup", "prune", "--deployment", "app", "--yes")
+    listed = {b["id"] for b in dep.ok("backup", "list", "-o", "json").json()}
+    assert old["id"] not in listed and new["id"] in listed
+
+    after = sorted(p.name for p in archive.iterdir())
+    assert after == [name for name in before if name >= new_file], (before, after, new_file)
+    shown = dep.ok("pitr", "show", "app", "-o", "json").json()
+    assert shown["gaps"] == [] and [b["id"] for b in shown["backups"]] == [new["id"]], shown
+    assert dep.ok("pitr", "verify", "app", "-o", "json").json()["ok"]
