@@ -115,6 +115,9 @@ def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
             continue
         manifest = repo.load_manifest(rec["id"])
         srcs = [s for s in manifest["sources"] if s.get("method") in ("pg_basebackup", "mariabackup")]
+        # An offline copy of a stopped data directory (the safety backup before an in-place
+        # restore) records no WAL position: a restore, not a base for replay.
+        srcs = [s for s in srcs if not s.get("info", {}).get("offline")]
         if not srcs:
             continue
         out.append(
@@ -573,6 +576,11 @@ def restore_postgres_to(
                 f"deployment {deployment!r} has no data_dir; give --target NEWDATADIR",
                 hint="a point-in-time restore writes a data directory",
             )
+        # In place: refuse a running server before the safety backup (which, with the server
+        # stopped, is an offline copy of the data directory: sources/postgres.py).
+        from backupctl.sources.postgres import refuse_running_postgres
+
+        refuse_running_postgres(Path(datadir))
     result = service.restore_backup(b["id"], target_dir=target_dir, safety_backup=safety_backup)
     datadir = Path(datadir)
     settings: dict[str, str] = {

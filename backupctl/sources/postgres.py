@@ -13,7 +13,13 @@ under another name (clone). Ownership and privileges are kept in the dump.
 
 Physical (`method: pg_basebackup`): `pg_basebackup -D - -Ft -X fetch` streams one tar of
 the data directory with the WAL needed to make it consistent (`postgres/base.tar`).
-It restores into an empty data directory that then starts with crash recovery.
+It restores into an empty data directory that then starts with crash recovery; in place
+(no target: the configured `data_dir`, server stopped) the directory's contents are
+replaced (the engine takes a safety backup first). When the server is stopped on the
+configured `data_dir` (no live postmaster.pid), a backup is an offline copy of that
+directory in the same `base.tar` form (info `offline: true`, with a warning): that is how
+the safety backup before an in-place restore is taken. An offline copy records no WAL
+positions, so it is not a base for point-in-time recovery.
 
 The password reaches the tools only through a temporary 0600 pgpass file (PGPASSFILE);
 without `password_env`/`password_file` the user's own ~/.pgpass or PG* variables apply.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -190,6 +197,10 @@ class PostgresSource(Source):
     # -- backup ---------------------------------------------------------------------------
 
     def scan(self) -> Iterator[Entry]:
+        stopped = self._stopped_data_dir()
+        if stopped is not None:
+            yield from self._scan_offline(stopped)
+            return
         env = self._env(self._secrets)
         version, version_num = self._server_version(self._secrets, env)
         self._info = {
@@ -261,6 +272,41 @@ class PostgresSource(Source):
         self._info["path"] = BASE_TAR
         yield Entry(path="postgres", kind="dir", mode=0o700)
         yield self._stream_entry(BASE_TAR, argv, env, "pg_basebackup")
+
+    def _stopped_data_dir(self) -> Path | None:
+        """The configured data_dir when a physical backup must copy it offline: it holds a
+        cluster (PG_VERSION) and no server runs on it. None otherwise (back up over the network)."""
+        d = self.options.data_dir
+        if self.options.method != "pg_basebackup" or d is None:
+            return None
+        d = Path(d)
+        try:
+            (d / "PG_VERSION").read_text()
+        except OSError:
+            return None
+        return None if postgres_running(d) else d
+
+    def _scan_offline(self, data_dir: Path) -> Iterator[Entry]:
+        """The stopped data directory as `base.tar` (GNU tar; the server's lock files left out)."""
+        major = (data_dir / "PG_VERSION").read_text().strip()
+        self._info = {
+            "method": self.options.method,
+            "offline": True,
+            "major_version": major,
+            "data_dir": str(data_dir),
+            "path": BASE_TAR,
+        }
+        self.reporter.emit(
+            WarningEvent(
+                f"the server is not running on {data_dir}: backed up the stopped data directory "
+                "(an offline copy; not a base for point-in-time recovery)",
+                path=BASE_TAR,
+            )
+        )
+        argv = ["tar", "-C", str(data_dir), "-cf", "-", "--exclude=./postmaster.pid"]
+        argv += ["--exclude=./postmaster.opts", "."]
+        yield Entry(path="postgres", kind="dir", mode=0o700)
+        yield self._stream_entry(BASE_TAR, argv, child_env({}), "tar of the stopped data directory")
 
     def _stream_entry(self, path: str, argv: list[str], env: dict[str, str], what: str) -> Entry:
         def open_stream() -> IO[bytes]:
@@ -491,6 +537,11 @@ class PostgresSource(Source):
             )
         dest = Path(dest)
         refuse_running_postgres(dest)
+        if request.target_dir is None and dest.is_dir():
+            # In place: the configured data directory of a stopped server, after the confirmation
+            # and the engine's safety backup. Its contents go; the directory itself (owner, mode,
+            # a mount point) stays.
+            clear_dir(dest)
         ensure_empty_dir(dest, what="physical restore")
         restored = False
         for entry in entries:
@@ -520,19 +571,36 @@ class PostgresSource(Source):
         )
 
 
-def refuse_running_postgres(data_dir: Path) -> None:
-    """Refuse a live data directory, the way pgBackRest does: postmaster.pid with a live PID."""
+def postgres_running(data_dir: Path) -> int | None:
+    """The PID of the server running on data_dir (postmaster.pid with a live PID), else None."""
     pidfile = data_dir / "postmaster.pid"
     try:
         pid = int(pidfile.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError, NotADirectoryError):
-        return
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return
+        return None
     except PermissionError:
         pass
+    return pid
+
+
+def clear_dir(path: Path) -> None:
+    """Delete everything inside `path` (symbolic links themselves, never their targets)."""
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
+def refuse_running_postgres(data_dir: Path) -> None:
+    """Refuse a live data directory, the way pgBackRest does: postmaster.pid with a live PID."""
+    pid = postgres_running(data_dir)
+    if pid is None:
+        return
     raise SourceError(
         f"refusing to restore into {data_dir}: a PostgreSQL server is running on it (pid {pid})",
         hint="stop the server first, or restore into a new data directory",
