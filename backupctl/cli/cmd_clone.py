@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,11 +18,40 @@ from backupctl.cli.progress import CliReporter
 from backupctl.engine.clone import clone_backup
 from backupctl.errors import ExitCode
 
+if TYPE_CHECKING:
+    from backupctl.engine.pitr import Target
+
+
+def moment_from_options(
+    to_time: str | None, to_lsn: str | None, to_name: str | None, to_position: str | None
+) -> Target | None:
+    """The point-in-time target of --to-time/--to-lsn/--to-name/--to-position (None: none given),
+    read as `backup restore` reads them."""
+    from backupctl.engine import pitr
+
+    given = sum(bool(x) for x in (to_time, to_lsn, to_name, to_position))
+    if given == 0:
+        return None
+    if given > 1:
+        raise typer.BadParameter("give exactly one of --to-time, --to-lsn, --to-name, --to-position")
+    moment = pitr.Target(
+        time=pitr.parse_moment(to_time) if to_time else None, lsn=to_lsn or None, name=to_name or None
+    )
+    if to_position:
+        file, _, pos = to_position.rpartition(":")
+        if not pos.isdigit():
+            raise typer.BadParameter("FILE:POSITION or POSITION", param_hint="--to-position")
+        moment.position, moment.position_file = int(pos), file or None
+    return moment
+
 
 @app.command("clone")
 def clone(
-    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
     name: Annotated[str, typer.Option("--name", help="Name of the new deployment.")],
+    backup_id: Annotated[
+        str | None,
+        typer.Argument(help="Backup ID or a unique prefix of it (optional with --deployment and --to-*)."),
+    ] = None,
     database: Annotated[
         str | None,
         typer.Option("--database", help="Name of the cloned database (default: <db>_<NAME>; logical only)."),
@@ -46,6 +75,35 @@ def clone(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")
     ] = False,
+    deployment: Annotated[
+        str | None,
+        typer.Option(
+            "--deployment", "-d", help="Point-in-time clone: the deployment (picks the base backup)."
+        ),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time",
+            help="Clone the deployment as it was at this moment, e.g. '2026-11-20 09:03:00 Europe/Berlin'.",
+        ),
+    ] = None,
+    to_lsn: Annotated[
+        str | None, typer.Option("--to-lsn", help="PostgreSQL: replay WAL up to this LSN (e.g. 0/3000060).")
+    ] = None,
+    to_name: Annotated[
+        str | None,
+        typer.Option(
+            "--to-name", help="PostgreSQL: replay up to this restore point (pg_create_restore_point)."
+        ),
+    ] = None,
+    to_position: Annotated[
+        str | None,
+        typer.Option(
+            "--to-position",
+            help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file).",
+        ),
+    ] = None,
 ) -> None:
     """Create a new deployment NAME from a database backup, leaving the original untouched.
 
@@ -56,14 +114,30 @@ def clone(
     ~/.config/backupctl/secrets/; the new deployment is added to the config file.
     With -o json the document names the password file, never the password.
 
+    With --to-time/--to-lsn/--to-name/--to-position (point-in-time clone, docs/pitr.md) the
+    newest physical backup before that moment (or BACKUP_ID) is restored into --datadir, the
+    archived WAL or binary logs are replayed up to the moment, and the clone is promoted:
+    a normal server of its own that no longer reads the original's archive.
+
     Example: backupctl backup clone 1a2b3c4d --name staging
+
+    Example: backupctl backup clone --deployment shop --to-time "2026-11-20 09:03:00 Europe/Berlin" --name shop_0903 --datadir /srv/pg-0903
     """
+    moment = moment_from_options(to_time, to_lsn, to_name, to_position)
+    if moment is None and backup_id is None:
+        raise typer.BadParameter(
+            "give a backup ID (or --deployment with --to-time/--to-lsn/--to-name/--to-position)"
+        )
     with CliReporter() as reporter:
         svc = context.service(reporter)
-        record = svc.find_backup(backup_id, destination)
+        if moment is None:
+            assert backup_id is not None
+            record = svc.find_backup(backup_id, destination)
+            what = f"backup {record['short_id']} of {record['deployment']} created {human_time(record['started'])}"
+        else:
+            what = f"{('backup ' + backup_id) if backup_id else 'deployment ' + repr(deployment)} at {moment.describe()}"
         context.confirm(
-            f"Clone backup {record['short_id']} of {record['deployment']} created {human_time(record['started'])} "
-            f"into a new deployment {name!r} (the config file will gain it)?",
+            f"Clone {what} into a new deployment {name!r} (the config file will gain it)?",
             yes=yes,
         )
         result = clone_backup(
@@ -75,6 +149,8 @@ def clone(
             port=port,
             datadir=datadir,
             destination=destination,
+            deployment=deployment,
+            moment=moment,
         )
     password = result.pop("password", None)
     if output.structured():
@@ -85,6 +161,12 @@ def clone(
             output.message(
                 f"Cloned backup {result['backup_id'][:8]} into deployment {name}: {what} on "
                 f"{result['host']}:{result['port']}, owned by {result['user']}."
+            )
+        elif result.get("target_moment"):
+            output.message(
+                f"Cloned {result['from_deployment']} at {result['target_moment']} (base backup "
+                f"{result['backup_id'][:8]}) into deployment {name}: data directory {result['datadir']}, "
+                f"port {result['port']}. Start it with: {result['start_command']}"
             )
         else:
             output.message(

@@ -16,19 +16,9 @@ The password is stored in a 0600 file under `$XDG_CONFIG_HOME/backupctl/secrets/
 the new deployment (same destinations, policy and settings, `user: <NEW>_owner`,
 `password_file: ...`) is appended to the config file with comments kept.
 
-Physical backups (pg_basebackup, mariabackup) are restored into a new, empty data
-directory; the new deployment points at it with a free port. The clone is then started
-once, privately, to give the deployment's user a newly generated password:
-
-* PostgreSQL: `pg_ctl start` as the data directory's owner on a private socket directory,
-  no TCP (`listen_addresses=''`) and a temporary trust-only hba file; `ALTER ROLE ...
-  PASSWORD` with a SCRAM verifier over psql's stdin; `pg_ctl stop -m fast`.
-* MariaDB: a temporary mariadbd (binlog.TemporaryServer: --no-defaults, own socket,
-  --skip-networking); every account with the deployment's user name gets the
-  mysql_native_password hash; SIGTERM shutdown.
-
-The password is stored and referenced like a logical clone's; the result says how to
-start the clone.
+Physical backups (pg_basebackup, mariabackup), as they were or at a moment in time
+(`--to-time` & co.), become a new data directory with a newly generated password for the
+deployment's user: engine.clone_physical.
 
 Every SQL statement goes through stdin (`admin_sql`), all SQL text with a secret is
 redacted from errors. Nothing here prints: events go to the service's reporter.
@@ -53,11 +43,11 @@ from backupctl.events import Finished, InfoEvent, Started, WarningEvent
 from backupctl.sources.base import Source, source_class
 
 if TYPE_CHECKING:
+    from backupctl.engine.pitr import Target
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
 
 DB_TYPES = ("postgres", "mariadb")
-PHYSICAL = ("pg_basebackup", "mariabackup")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 PG_IDENT_MAX = 63
 MARIADB_IDENT_MAX = 64
@@ -100,12 +90,16 @@ def secrets_dir() -> Path:
     return config_dir() / "secrets"
 
 
+def secret_file_path(name: str) -> Path:
+    return secrets_dir() / f"{name}.password"
+
+
 def write_secret_file(name: str, password: str) -> Path:
     """Create secrets/<name>.password with mode 0600 (directory 0700); never overwrite."""
     directory = secrets_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
-    path = directory / f"{name}.password"
+    path = secret_file_path(name)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -130,7 +124,7 @@ def free_port() -> int:
 
 def clone_backup(
     svc: Service,
-    id_prefix: str,
+    id_prefix: str | None,
     *,
     name: str,
     database: str | None = None,
@@ -138,13 +132,22 @@ def clone_backup(
     port: int | None = None,
     datadir: Path | None = None,
     destination: str | None = None,
+    deployment: str | None = None,
+    moment: Target | None = None,
 ) -> dict[str, Any]:
     """Create deployment `name` from a backup; returns what was made (never the password).
 
+    With `moment` (a point-in-time target) the clone is `deployment` (or the deployment of
+    backup `id_prefix`, restored from that backup) as it was at that moment: see
+    engine.clone_physical.
+
     Keys: name, backup_id, from_deployment, method, kind (logical|physical), databases
     ({original: clone}), host, port, datadir, user, password_file, config, uploaded,
-    start_command, and `password` — the caller shows it once and must not log it.
+    start_command, with `moment` also target_moment and pitr_backup (= backup_id, the base
+    backup), and `password` — the caller shows it once and must not log it.
     """
+    from backupctl.engine import clone_physical as physical
+
     reporter = svc.reporter
     if not NAME_RE.match(name):
         raise CloneError(
@@ -157,70 +160,92 @@ def clone_backup(
     if config_path is None:
         raise ConfigError("the configuration was not read from a file, so the clone cannot be added to it")
 
-    record, repo, manifest = svc._completed(id_prefix, destination)
-    orig_name = record["deployment"]
-    orig_dep = svc.config.deployments.get(orig_name)
-    db_sources = [(i, s) for i, s in enumerate(manifest["sources"]) if s["type"] in DB_TYPES]
-    if not db_sources:
-        raise CloneError(
-            f"backup {record['short_id']} holds no PostgreSQL or MariaDB database; clone needs one",
-            hint="use `backupctl backup restore --target DIR` for files",
+    restored: dict[str, Any] | None = None
+    created = False
+    if moment is not None:
+        for flag, value in (("--database", database), ("--host", host), ("--destination", destination)):
+            if value is not None:
+                raise CloneError(
+                    f"{flag} does not apply to a point-in-time clone",
+                    hint="it restores a physical backup and the deployment's archived WAL/binary logs "
+                    "from its primary destination into --datadir",
+                )
+        datadir = physical.new_datadir(
+            datadir, "a point-in-time clone is a new data directory: --datadir is required"
         )
-    if len(db_sources) > 1:
-        raise CloneError(
-            f"backup {record['short_id']} holds {len(db_sources)} database sources; clone supports one"
+        created = not datadir.exists()
+        restored = physical.restore_moment(
+            svc, id_prefix, name=name, deployment=deployment, moment=moment, datadir=datadir
         )
-    for s in manifest["sources"]:
-        if s["type"] not in DB_TYPES:
+        id_prefix = str(restored["backup"])
+    elif id_prefix is None:
+        raise CloneError(
+            "give a backup ID to clone",
+            hint="or --deployment D with --to-time/--to-lsn/--to-name/--to-position for a point-in-time clone",
+        )
+    elif deployment is not None:
+        raise CloneError(
+            "--deployment applies with --to-time/--to-lsn/--to-name/--to-position",
+            hint="a backup ID alone names the backup to clone",
+        )
+
+    try:
+        record, repo, manifest = svc._completed(id_prefix, destination)
+        orig_name = record["deployment"]
+        orig_dep = svc.config.deployments.get(orig_name)
+        position, src = _db_source(svc, record, manifest)
+        source = svc._restore_source(src, orig_dep, position)
+        info: dict[str, Any] = dict(src.get("info", {}))
+        method = str(info.get("method", source.method))
+
+        uploaded = _uploaded(svc, record)
+        if not uploaded:
             reporter.emit(
-                WarningEvent(f"the {s['method']} source of the backup is not cloned (databases only)")
+                InfoEvent(
+                    f"backup {record['short_id']} has not been uploaded to a remote destination: it can be cloned "
+                    f"on this machine only (run `backupctl backup upload {record['short_id']}` to clone it elsewhere)"
+                )
             )
-    position, src = db_sources[0]
-    source = svc._restore_source(src, orig_dep, position)
-    info: dict[str, Any] = dict(src.get("info", {}))
-    method = str(info.get("method", source.method))
-
-    uploaded = _uploaded(svc, record)
-    if not uploaded:
-        reporter.emit(
-            InfoEvent(
-                f"backup {record['short_id']} has not been uploaded to a remote destination: it can be cloned on "
-                f"this machine only (run `backupctl backup upload {record['short_id']}` to clone it elsewhere)"
-            )
+        dest_names = (
+            list(orig_dep.destinations) if orig_dep else [destination or svc.primary_destination(orig_name)]
         )
-    dest_names = (
-        list(orig_dep.destinations) if orig_dep else [destination or svc.primary_destination(orig_name)]
-    )
 
-    result: dict[str, Any] = {
-        "name": name,
-        "backup_id": record["id"],
-        "from_deployment": orig_name,
-        "method": method,
-        "uploaded": uploaded,
-        "config": str(config_path),
-        "destinations": dest_names,
-    }
-    if method in PHYSICAL:
-        if database is not None:
-            raise CloneError("--database applies to logical backups; a physical clone copies every database")
-        if host is not None:
-            raise CloneError(
-                "--host applies to logical backups; a physical clone is a data directory on this machine"
-            )
-        if datadir is None:
-            raise CloneError(
-                f"a {method} backup is cloned into a new data directory",
-                hint="pass --datadir DIR (empty or absent)",
-            )
-        doc = _clone_physical(svc, repo, manifest, src, source, info, datadir, port, result)
-    else:
-        if datadir is not None:
-            raise CloneError("--datadir applies to physical backups; a logical clone is a new database")
-        doc = _clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
+        result: dict[str, Any] = {
+            "name": name,
+            "backup_id": record["id"],
+            "from_deployment": orig_name,
+            "method": method,
+            "uploaded": uploaded,
+            "config": str(config_path),
+            "destinations": dest_names,
+        }
+        description = f"clone of {orig_name} from backup {record['short_id']}"
+        if restored is not None and datadir is not None:
+            result.update(target_moment=restored["target_moment"], pitr_backup=record["id"])
+            description = f"clone of {orig_name} at {restored['target_moment']}"
+            doc = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
+        elif method in physical.PHYSICAL:
+            if database is not None:
+                raise CloneError(
+                    "--database applies to logical backups; a physical clone copies every database"
+                )
+            if host is not None:
+                raise CloneError(
+                    "--host applies to logical backups; a physical clone is a data directory on this machine"
+                )
+            datadir = physical.new_datadir(datadir, f"a {method} backup is cloned into a new data directory")
+            doc = physical.clone_physical(svc, repo, manifest, src, source, datadir, port, result)
+        else:
+            if datadir is not None:
+                raise CloneError("--datadir applies to physical backups; a logical clone is a new database")
+            doc = _clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
+    except BaseException:
+        if restored is not None and datadir is not None:
+            physical.remove_partial(datadir, created)
+        raise
 
     mapping: dict[str, Any] = {
-        "description": f"clone of {orig_name} from backup {record['short_id']}",
+        "description": description,
         "sources": [doc],
         "destinations": dest_names,
     }
@@ -243,6 +268,26 @@ def clone_backup(
     return result
 
 
+def _db_source(svc: Service, record: dict[str, Any], manifest: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(position, stored source) of the backup's one database source; others are warned about."""
+    db_sources = [(i, s) for i, s in enumerate(manifest["sources"]) if s["type"] in DB_TYPES]
+    if not db_sources:
+        raise CloneError(
+            f"backup {record['short_id']} holds no PostgreSQL or MariaDB database; clone needs one",
+            hint="use `backupctl backup restore --target DIR` for files",
+        )
+    if len(db_sources) > 1:
+        raise CloneError(
+            f"backup {record['short_id']} holds {len(db_sources)} database sources; clone supports one"
+        )
+    for s in manifest["sources"]:
+        if s["type"] not in DB_TYPES:
+            svc.reporter.emit(
+                WarningEvent(f"the {s['method']} source of the backup is not cloned (databases only)")
+            )
+    return db_sources[0]
+
+
 def _uploaded(svc: Service, record: dict[str, Any]) -> bool:
     """True when a copy of the backup is complete in a non-local destination."""
     for dest_name, state in (record.get("destinations") or {}).items():
@@ -252,7 +297,7 @@ def _uploaded(svc: Service, record: dict[str, Any]) -> bool:
     return False
 
 
-def _restore_into(
+def restore_into(
     svc: Service,
     repo: Repository,
     manifest: dict[str, Any],
@@ -272,7 +317,7 @@ def _restore_into(
     svc.reporter.emit(Finished("restore", manifest["id"]))
 
 
-def _source_doc(source: Source) -> dict[str, Any]:
+def source_doc(source: Source) -> dict[str, Any]:
     """The original source's config entry as the user wrote it (plus its type)."""
     doc: dict[str, Any] = source.options.model_dump(mode="json", exclude_unset=True)
     doc["type"] = source.options.type
@@ -360,7 +405,7 @@ def _clone_logical(
             )
         )
         extra = {"rename": rename, "only_databases": originals, "skip_globals": same_server}
-        _restore_into(svc, repo, manifest, src, target, None, extra)
+        restore_into(svc, repo, manifest, src, target, None, extra)
         if kind == "postgres":
             _own_postgres(target, info, rename, owner, password)  # type: ignore[arg-type]
         else:
@@ -382,7 +427,7 @@ def _clone_logical(
             "start_command": None,
         }
     )
-    doc = _source_doc(source)
+    doc = source_doc(source)
     doc.pop("password_env", None)
     doc.update(overrides)
     if doc.get("socket") is None:
@@ -547,228 +592,3 @@ def _own_mariadb(
                 for n in rename.values()
             )
         )
-
-
-# ---- physical ----------------------------------------------------------------------------
-
-
-def _clone_physical(
-    svc: Service,
-    repo: Repository,
-    manifest: dict[str, Any],
-    src: dict[str, Any],
-    source: Source,
-    info: dict[str, Any],
-    datadir: Path,
-    port: int | None,
-    result: dict[str, Any],
-) -> dict[str, Any]:
-    datadir = Path(os.path.abspath(os.path.expanduser(str(datadir))))
-    if datadir.exists() and (not datadir.is_dir() or any(datadir.iterdir())):
-        raise CloneError(f"{datadir} is not empty; a clone goes into a new data directory")
-    new_port = port or free_port()
-    kind = src["type"]
-    name = str(result["name"])
-    _restore_into(svc, repo, manifest, src, source, datadir, {})
-    doc = _source_doc(source)
-    doc.pop("password_env", None)
-    doc["port"] = new_port
-    user = str(source.options.user)  # type: ignore[attr-defined]
-    password = new_password()
-    secret_path = write_secret_file(name, password)
-    try:
-        if kind == "postgres":
-            auto = datadir / "postgresql.auto.conf"
-            ref = datadir / "PG_VERSION"
-            with open(auto, "a") as fh:
-                fh.write(
-                    "\n# Added by `backupctl backup clone`: the clone listens on its own port and does not\n"
-                    "# archive WAL into the original's archive.\n"
-                    f"port = {new_port}\narchive_mode = off\n"
-                )
-            if os.geteuid() == 0 and ref.exists():
-                st = ref.stat()
-                os.chown(auto, st.st_uid, st.st_gid)
-            svc.reporter.emit(InfoEvent(f"setting a new password for {user!r} on the clone"))
-            _pg_set_password(
-                datadir, user, str(getattr(source.options, "maintenance_db", "postgres")), password
-            )
-            doc["data_dir"] = str(datadir)
-            start = f"pg_ctl -D {datadir} -l {datadir}/clone.log start  (as the owner of {datadir}, e.g. runuser -u postgres --)"
-        else:
-            svc.reporter.emit(InfoEvent(f"setting a new password for {user!r} on the clone"))
-            _mariadb_set_password(datadir, user, password, svc.reporter)
-            doc["datadir"] = str(datadir)
-            doc.pop("socket", None)
-            doc["host"] = "127.0.0.1"
-            start = (
-                f"mariadbd --datadir={datadir} --port={new_port} --socket={datadir}/mysqld.sock --user=mysql"
-            )
-    except BaseException:
-        secret_path.unlink(missing_ok=True)
-        raise
-    doc["user"] = user
-    doc["password_file"] = str(secret_path)
-    result["cleanup"] = lambda: secret_path.unlink(missing_ok=True)
-    svc.reporter.emit(InfoEvent(f"start the clone with: {start}"))
-    result.update(
-        {
-            "kind": "physical",
-            "databases": {},
-            "host": doc.get("host"),
-            "port": new_port,
-            "datadir": str(datadir),
-            "user": user,
-            "password_file": str(secret_path),
-            "password": password,
-            "start_command": start,
-        }
-    )
-    return doc
-
-
-def _run_as_owner(argv: list[str], owner: str | None) -> list[str]:
-    return ["runuser", "-u", owner, "--", *argv] if owner else argv
-
-
-def _pg_tool(name: str, datadir: Path) -> str:
-    """`name` from the clone's own major version when installed (Debian layout), else PATH."""
-    import shutil
-
-    try:
-        major = (datadir / "PG_VERSION").read_text().strip()
-    except OSError:
-        major = ""
-    for candidate in (
-        Path(f"/usr/lib/postgresql/{major}/bin/{name}"),
-        Path(f"/usr/pgsql-{major}/bin/{name}"),
-    ):
-        if major and candidate.exists():
-            return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise CloneError(
-            f"{name} not found", hint="install the PostgreSQL server package of the backup's version"
-        )
-    return found
-
-
-def _pg_set_password(datadir: Path, user: str, maintenance_db: str, password: str) -> None:
-    """Start the cloned cluster privately (its own socket directory, no TCP, a trust-only
-    hba file readable by nobody else), ALTER ROLE `user` with a SCRAM verifier over psql's
-    stdin, and stop it with a clean (fast) shutdown."""
-    import pwd
-    import shutil
-    import subprocess
-    import tempfile
-
-    from backupctl.sources.dbutil import Secrets, child_env, run
-    from backupctl.sources.postgres import quote_ident, quote_literal
-
-    owner: str | None = None
-    st = datadir.stat()
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            raise CloneError(f"the owner (uid {st.st_uid}) of {datadir} has no user name") from None
-    work = Path(tempfile.mkdtemp(prefix="bctl-pgclone-"))  # short: socket paths are limited
-    os.chmod(work, 0o700)
-    hba = work / "pg_hba.conf"
-    hba.write_text("local all all trust\n")
-    if owner:
-        os.chown(work, st.st_uid, st.st_gid)
-        os.chown(hba, st.st_uid, st.st_gid)
-    port = free_port()
-    log = work / "server.log"
-    pg_ctl = _pg_tool("pg_ctl", datadir)
-    opts = f"-p {port} -k {work} -c listen_addresses='' -c hba_file={hba} -c archive_mode=off -c ssl=off"
-    started = False
-    try:
-        proc = subprocess.run(
-            _run_as_owner(
-                [pg_ctl, "-D", str(datadir), "-o", opts, "-l", str(log), "-w", "-t", "600", "start"], owner
-            ),
-            capture_output=True,
-            text=True,
-            cwd=work,
-            env=child_env(),
-        )
-        started = True
-        if proc.returncode != 0:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise CloneError(
-                f"the cloned PostgreSQL server on {datadir} would not start: {proc.stderr.strip()} {tail}".strip()
-            )
-        verifier = scram_verifier(password)
-        secrets_ = Secrets("backupctl-pg-")
-        secrets_.write("redact", "", secret=verifier)
-        try:
-            psql = _pg_tool("psql", datadir)
-            argv = [psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-h", str(work), "-p", str(port)]
-            argv += ["-U", user, "-d", maintenance_db, "-f", "-"]
-            sql = f"ALTER ROLE {quote_ident(user)} PASSWORD {quote_literal(verifier)};\n"
-            run(
-                argv,
-                env=child_env(drop=["PGPASSWORD", "PGPASSFILE"]),
-                secrets=secrets_,
-                what="psql",
-                input_chunks=[sql.encode()],
-                timeout=300,
-            )
-        finally:
-            secrets_.cleanup()
-    finally:
-        if started:
-            stop = subprocess.run(
-                _run_as_owner([pg_ctl, "-D", str(datadir), "-m", "fast", "-w", "-t", "600", "stop"], owner),
-                capture_output=True,
-                text=True,
-                cwd=work,
-                env=child_env(),
-            )
-            if stop.returncode != 0 and (datadir / "postmaster.pid").exists():
-                shutil.rmtree(work, ignore_errors=True)
-                raise CloneError(
-                    f"the cloned PostgreSQL server on {datadir} did not stop: {stop.stderr.strip()}"
-                )
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _mariadb_set_password(datadir: Path, user: str, password: str, reporter: Any) -> None:
-    """Start mariadbd on the clone (private socket, --skip-networking), give every account
-    named `user` the mysql_native_password hash of `password` over the client's stdin, and
-    shut it down cleanly."""
-    from backupctl.engine.binlog import BinlogError, TemporaryServer
-    from backupctl.sources.dbutil import Secrets, child_env, run
-    from backupctl.sources.mariadb import quote_literal
-
-    server = TemporaryServer(datadir, reporter)
-    secrets_ = Secrets("backupctl-mariadb-")
-    digest = mysql_native_hash(password)
-    secrets_.write("redact", "", secret=digest)
-    try:
-        try:
-            server.start()
-            argv = [*server.client_argv(), "--batch", "--skip-column-names"]
-            env = child_env(drop=["MYSQL_PWD"])
-            # Grant tables are skipped at start: load them, then change the accounts.
-            hosts_sql = f"FLUSH PRIVILEGES; SELECT Host FROM mysql.user WHERE User = {quote_literal(user)};\n"
-            hosts = [
-                h
-                for h in run(argv, env=env, what="mariadb", input_chunks=[hosts_sql.encode()]).splitlines()
-                if h
-            ]
-            if not hosts:
-                raise CloneError(f"the clone has no account named {user!r}; its password cannot be set")
-            sql = "FLUSH PRIVILEGES;\n" + "".join(
-                f"ALTER USER {quote_literal(user)}@{quote_literal(h)} IDENTIFIED BY PASSWORD {quote_literal(digest)};\n"
-                for h in hosts
-            )
-            run(argv, env=env, secrets=secrets_, what="mariadb", input_chunks=[sql.encode()], timeout=300)
-            server.stop()
-        except BinlogError as exc:
-            raise CloneError(exc.message) from None
-    finally:
-        secrets_.cleanup()
-        server.cleanup()

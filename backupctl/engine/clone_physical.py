@@ -1,0 +1,465 @@
+"""Physical clones: a pg_basebackup or mariabackup backup becomes a new data directory.
+
+Two ways in (both called by engine.clone.clone_backup, which validates the name and adds
+the new deployment to the config file):
+
+* `clone_physical`: the backup as it was (`backup clone ID --datadir DIR`);
+* `clone_to_moment`: the deployment as it was at a moment (`backup clone --to-time T ...`,
+  also --to-lsn/--to-name for PostgreSQL and --to-position for MariaDB). The base backup
+  is chosen, and a target outside the recoverable window or past a gap refused before
+  anything is written, by engine.pitr.restore_to_moment (the code `backup restore --to-*`
+  runs); it restores the base backup into DIR and, for PostgreSQL, writes the recovery
+  settings (restore_command = `wal fetch` from the ORIGINAL deployment's archive,
+  recovery_target_*, promote, archive_mode = off) or, for MariaDB, replays the archived
+  binary logs into DIR.
+
+Then the clone is given its own port and started once, privately, to set a newly generated
+password for the deployment's user:
+
+* PostgreSQL: `pg_ctl start` as the data directory's owner on a private socket directory,
+  no TCP (`listen_addresses=''`) and a temporary trust-only hba file. For a point-in-time
+  clone the server first replays the archived WAL up to the target and promotes: we wait
+  until `pg_is_in_recovery()` is false (the server log tail is in the error when it does
+  not get there). `ALTER ROLE ... PASSWORD` with a SCRAM verifier over psql's stdin;
+  `pg_ctl stop -m fast`. A promoted clone no longer has recovery.signal; the
+  restore_command and recovery_target_* lines are then removed from postgresql.auto.conf
+  (PostgreSQL ignores them after promotion, but they would suggest that the clone still
+  reads the original's archive).
+* MariaDB: a temporary mariadbd (binlog.TemporaryServer: --no-defaults, own socket,
+  --skip-networking); every account with the deployment's user name gets the
+  mysql_native_password hash; SIGTERM shutdown.
+
+When a clone fails after its data directory was written, the directory is emptied again
+(removed when the clone created it), so the same command can be retried; a PostgreSQL
+data directory whose server could not be stopped is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backupctl.engine.clone import (
+    CloneError,
+    free_port,
+    mysql_native_hash,
+    new_password,
+    restore_into,
+    scram_verifier,
+    secret_file_path,
+    source_doc,
+    write_secret_file,
+)
+from backupctl.events import InfoEvent
+
+if TYPE_CHECKING:
+    from backupctl.engine.pitr import Target
+    from backupctl.engine.service import Service
+    from backupctl.repo.repository import Repository
+    from backupctl.sources.base import Source
+
+PHYSICAL = ("pg_basebackup", "mariabackup")
+
+# How long a point-in-time clone may take to replay WAL up to its target and promote.
+RECOVERY_TIMEOUT_S = 6 * 3600.0
+
+
+def new_datadir(datadir: Path | None, missing: str) -> Path:
+    """The absolute clone data directory; it must be absent or empty (`missing`: the error without it)."""
+    if datadir is None:
+        raise CloneError(missing, hint="pass --datadir DIR (empty or absent)")
+    datadir = Path(os.path.abspath(os.path.expanduser(str(datadir))))
+    if datadir.exists() and (not datadir.is_dir() or any(datadir.iterdir())):
+        raise CloneError(f"{datadir} is not empty; a clone goes into a new data directory")
+    return datadir
+
+
+def remove_partial(datadir: Path, created: bool) -> None:
+    """Undo a failed clone's data directory (not while a PostgreSQL server may run on it)."""
+    if (datadir / "postmaster.pid").exists() or not datadir.is_dir():
+        return
+    if created:
+        shutil.rmtree(datadir, ignore_errors=True)
+        return
+    for entry in datadir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def clone_physical(
+    svc: Service,
+    repo: Repository,
+    manifest: dict[str, Any],
+    src: dict[str, Any],
+    source: Source,
+    datadir: Path,
+    port: int | None,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Restore the backup into the new `datadir` and finish it; returns the new source's config."""
+    created = not datadir.exists()
+    try:
+        restore_into(svc, repo, manifest, src, source, datadir, {})
+        return finish(svc, src, source, datadir, port, result, created=created, recovery=False)
+    except BaseException:
+        remove_partial(datadir, created)
+        raise
+
+
+def restore_moment(
+    svc: Service, id_prefix: str | None, *, name: str, deployment: str | None, moment: Target, datadir: Path
+) -> dict[str, Any]:
+    """Restore `deployment` (from backup `id_prefix` when given) as it was at `moment` into the
+    new `datadir`: what `backup restore --to-* --target DIR` does. Returns its result
+    (`backup` = the base backup's ID, `target_moment`). Every check that can refuse the
+    clone runs before anything is written; a failure after that empties `datadir` again."""
+    from backupctl.engine.pitr import restore_to_moment
+
+    if secret_file_path(name).exists():
+        raise CloneError(
+            f"a secrets file {secret_file_path(name)} already exists",
+            hint="choose another --name, or remove the file if it belongs to a deleted clone",
+        )
+    if id_prefix is not None:
+        record = svc.find_backup(id_prefix, expiries=False)
+        if record["method"] not in PHYSICAL:
+            raise CloneError(
+                f"backup {record['short_id']} is a {record['method']} backup; a point-in-time clone starts "
+                "from a physical backup (pg_basebackup or mariabackup)",
+                hint="give the ID of a physical backup, or --deployment alone to pick the newest one before the moment",
+            )
+        if deployment is not None and deployment != record["deployment"]:
+            raise CloneError(
+                f"backup {record['short_id']} belongs to deployment {record['deployment']!r}, not {deployment!r}"
+            )
+        deployment = record["deployment"]
+    if deployment is None:
+        raise CloneError("give --deployment (or a backup ID) with --to-time/--to-lsn/--to-name/--to-position")
+    created = not datadir.exists()
+    try:
+        return restore_to_moment(
+            svc,
+            deployment=deployment,
+            backup_id=id_prefix,
+            target=moment,
+            target_dir=datadir,
+            safety_backup=False,
+        )
+    except BaseException:
+        remove_partial(datadir, created)
+        raise
+
+
+def finish(
+    svc: Service,
+    src: dict[str, Any],
+    source: Source,
+    datadir: Path,
+    port: int | None,
+    result: dict[str, Any],
+    *,
+    created: bool,
+    recovery: bool,
+) -> dict[str, Any]:
+    """Give the restored `datadir` its own port and a new password (after recovery to the
+    target and promotion when `recovery`); fill `result`; return the new source's config.
+
+    `result["cleanup"]` undoes the clone (secret file, data directory) if adding it to the
+    config file fails."""
+    new_port = port or free_port()
+    kind = src["type"]
+    name = str(result["name"])
+    doc = source_doc(source)
+    doc.pop("password_env", None)
+    doc["port"] = new_port
+    user = str(source.options.user)  # type: ignore[attr-defined]
+    password = new_password()
+    secret_path = write_secret_file(name, password)
+    try:
+        if kind == "postgres":
+            auto = datadir / "postgresql.auto.conf"
+            ref = datadir / "PG_VERSION"
+            with open(auto, "a") as fh:
+                fh.write(
+                    "\n# Added by `backupctl backup clone`: the clone listens on its own port and does not\n"
+                    "# archive WAL into the original's archive.\n"
+                    f"port = {new_port}\narchive_mode = off\n"
+                )
+            if os.geteuid() == 0 and ref.exists():
+                st = ref.stat()
+                os.chown(auto, st.st_uid, st.st_gid)
+            if recovery:
+                svc.reporter.emit(
+                    InfoEvent(
+                        f"starting the clone: it replays the archived WAL to {result.get('target_moment')}"
+                    )
+                )
+            svc.reporter.emit(InfoEvent(f"setting a new password for {user!r} on the clone"))
+            _pg_set_password(
+                datadir,
+                user,
+                str(getattr(source.options, "maintenance_db", "postgres")),
+                password,
+                recovery_timeout=RECOVERY_TIMEOUT_S if recovery else None,
+            )
+            if recovery:
+                _drop_recovery_settings(datadir, str(result.get("target_moment")))
+            doc["data_dir"] = str(datadir)
+            start = f"pg_ctl -D {datadir} -l {datadir}/clone.log start  (as the owner of {datadir}, e.g. runuser -u postgres --)"
+        else:
+            svc.reporter.emit(InfoEvent(f"setting a new password for {user!r} on the clone"))
+            _mariadb_set_password(datadir, user, password, svc.reporter)
+            doc["datadir"] = str(datadir)
+            doc.pop("socket", None)
+            doc["host"] = "127.0.0.1"
+            start = (
+                f"mariadbd --datadir={datadir} --port={new_port} --socket={datadir}/mysqld.sock --user=mysql"
+            )
+    except BaseException:
+        secret_path.unlink(missing_ok=True)
+        raise
+    doc["user"] = user
+    doc["password_file"] = str(secret_path)
+
+    def undo() -> None:
+        secret_path.unlink(missing_ok=True)
+        remove_partial(datadir, created)
+
+    result["cleanup"] = undo
+    svc.reporter.emit(InfoEvent(f"start the clone with: {start}"))
+    result.update(
+        {
+            "kind": "physical",
+            "databases": {},
+            "host": doc.get("host"),
+            "port": new_port,
+            "datadir": str(datadir),
+            "user": user,
+            "password_file": str(secret_path),
+            "password": password,
+            "start_command": start,
+        }
+    )
+    return doc
+
+
+_RECOVERY_LINE = re.compile(r"^\s*(restore_command|recovery_target\w*)\s*=")
+
+
+def _drop_recovery_settings(datadir: Path, moment: str) -> None:
+    """Remove restore_command and recovery_target_* from a promoted clone's postgresql.auto.conf.
+
+    PostgreSQL ignores them once promoted (no recovery.signal), but left there they would say
+    that the clone reads the original's WAL archive. Rewritten in place: owner and mode stay."""
+    (datadir / "recovery.signal").unlink(missing_ok=True)  # removed by the promotion already
+    auto = datadir / "postgresql.auto.conf"
+    lines = auto.read_text().splitlines()
+    kept = [
+        (
+            f"# point-in-time clone by backupctl: recovered to {moment} and promoted"
+            if ln.startswith("# point-in-time recovery by backupctl:")
+            else ln
+        )
+        for ln in lines
+        if not _RECOVERY_LINE.match(ln)
+    ]
+    with open(auto, "r+") as fh:
+        fh.write("\n".join(kept) + "\n")
+        fh.truncate()
+
+
+def _run_as_owner(argv: list[str], owner: str | None) -> list[str]:
+    return ["runuser", "-u", owner, "--", *argv] if owner else argv
+
+
+def _pg_tool(name: str, datadir: Path) -> str:
+    """`name` from the clone's own major version when installed (Debian layout), else PATH."""
+    try:
+        major = (datadir / "PG_VERSION").read_text().strip()
+    except OSError:
+        major = ""
+    for candidate in (
+        Path(f"/usr/lib/postgresql/{major}/bin/{name}"),
+        Path(f"/usr/pgsql-{major}/bin/{name}"),
+    ):
+        if major and candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise CloneError(
+            f"{name} not found", hint="install the PostgreSQL server package of the backup's version"
+        )
+    return found
+
+
+def _pg_set_password(
+    datadir: Path, user: str, maintenance_db: str, password: str, *, recovery_timeout: float | None = None
+) -> None:
+    """Start the cloned cluster privately (its own socket directory, no TCP, a trust-only
+    hba file readable by nobody else), ALTER ROLE `user` with a SCRAM verifier over psql's
+    stdin, and stop it with a clean (fast) shutdown.
+
+    With `recovery_timeout` the cluster is in archive recovery (recovery.signal): wait up to
+    that many seconds until it reached its recovery target and promoted."""
+    import pwd
+    import subprocess
+    import tempfile
+
+    from backupctl.sources.dbutil import Secrets, child_env, run
+    from backupctl.sources.postgres import quote_ident, quote_literal
+
+    owner: str | None = None
+    st = datadir.stat()
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            raise CloneError(f"the owner (uid {st.st_uid}) of {datadir} has no user name") from None
+    work = Path(tempfile.mkdtemp(prefix="bctl-pgclone-"))  # short: socket paths are limited
+    os.chmod(work, 0o700)
+    hba = work / "pg_hba.conf"
+    hba.write_text("local all all trust\n")
+    if owner:
+        os.chown(work, st.st_uid, st.st_gid)
+        os.chown(hba, st.st_uid, st.st_gid)
+    port = free_port()
+    log = work / "server.log"
+    pg_ctl = _pg_tool("pg_ctl", datadir)
+    psql = _pg_tool("psql", datadir)
+    base_argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(work), "-p", str(port), "-U", user]
+    opts = f"-p {port} -k {work} -c listen_addresses='' -c hba_file={hba} -c archive_mode=off -c ssl=off"
+    wait_s = str(int(max(600, recovery_timeout or 0)))
+
+    def tail() -> str:
+        """The server log's last lines, on one line (the error message is one line)."""
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return " | ".join(ln.strip() for ln in text.splitlines()[-6:] if ln.strip())[-2000:]
+
+    started = False
+    try:
+        proc = subprocess.run(
+            _run_as_owner(
+                [pg_ctl, "-D", str(datadir), "-o", opts, "-l", str(log), "-w", "-t", wait_s, "start"], owner
+            ),
+            capture_output=True,
+            text=True,
+            cwd=work,
+            env=child_env(),
+        )
+        started = True
+        if proc.returncode != 0:
+            raise CloneError(
+                f"the cloned PostgreSQL server on {datadir} would not start: {proc.stderr.strip()} {tail()}".strip()
+            )
+        if recovery_timeout is not None:
+            _pg_wait_promoted(datadir, [*base_argv, "-d", maintenance_db], recovery_timeout, tail)
+        verifier = scram_verifier(password)
+        secrets_ = Secrets("backupctl-pg-")
+        secrets_.write("redact", "", secret=verifier)
+        try:
+            argv = [*base_argv, "-1", "-d", maintenance_db, "-f", "-"]
+            sql = f"ALTER ROLE {quote_ident(user)} PASSWORD {quote_literal(verifier)};\n"
+            run(
+                argv,
+                env=child_env(drop=["PGPASSWORD", "PGPASSFILE"]),
+                secrets=secrets_,
+                what="psql",
+                input_chunks=[sql.encode()],
+                timeout=300,
+            )
+        finally:
+            secrets_.cleanup()
+    finally:
+        if started:
+            stop = subprocess.run(
+                _run_as_owner([pg_ctl, "-D", str(datadir), "-m", "fast", "-w", "-t", "600", "stop"], owner),
+                capture_output=True,
+                text=True,
+                cwd=work,
+                env=child_env(),
+            )
+            if stop.returncode != 0 and (datadir / "postmaster.pid").exists():
+                shutil.rmtree(work, ignore_errors=True)
+                raise CloneError(
+                    f"the cloned PostgreSQL server on {datadir} did not stop: {stop.stderr.strip()}"
+                )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _pg_wait_promoted(datadir: Path, argv: list[str], timeout: float, tail: Any) -> None:
+    """Poll `SELECT pg_is_in_recovery()` until false (the target was reached and the server
+    promoted). A server that ends recovery without reaching its target shuts down
+    ("recovery ended before configured recovery target was reached"): said at once."""
+    import subprocess
+
+    from backupctl.sources.dbutil import child_env
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        proc = subprocess.run(
+            [*argv, "-A", "-t", "-c", "SELECT pg_is_in_recovery()"],
+            capture_output=True,
+            text=True,
+            env=child_env(drop=["PGPASSWORD", "PGPASSFILE"]),
+            timeout=120,
+        )
+        if proc.returncode == 0 and proc.stdout.strip() == "f":
+            return
+        last = proc.stderr.strip() or last
+        if not (datadir / "postmaster.pid").exists():
+            raise CloneError(
+                f"the cloned PostgreSQL server on {datadir} stopped before it reached the recovery target: {tail()}",
+                hint="the server log above says why; `backupctl pitr show` gives the recoverable window",
+            )
+        if time.monotonic() > deadline:
+            raise CloneError(
+                f"the cloned PostgreSQL server on {datadir} did not reach the recovery target and promote "
+                f"within {timeout:.0f} s ({last or 'still in recovery'}): {tail()}"
+            )
+        time.sleep(0.5)
+
+
+def _mariadb_set_password(datadir: Path, user: str, password: str, reporter: Any) -> None:
+    """Start mariadbd on the clone (private socket, --skip-networking), give every account
+    named `user` the mysql_native_password hash of `password` over the client's stdin, and
+    shut it down cleanly."""
+    from backupctl.engine.binlog import BinlogError, TemporaryServer
+    from backupctl.sources.dbutil import Secrets, child_env, run
+    from backupctl.sources.mariadb import quote_literal
+
+    server = TemporaryServer(datadir, reporter)
+    secrets_ = Secrets("backupctl-mariadb-")
+    digest = mysql_native_hash(password)
+    secrets_.write("redact", "", secret=digest)
+    try:
+        try:
+            server.start()
+            argv = [*server.client_argv(), "--batch", "--skip-column-names"]
+            env = child_env(drop=["MYSQL_PWD"])
+            # Grant tables are skipped at start: load them, then change the accounts.
+            hosts_sql = f"FLUSH PRIVILEGES; SELECT Host FROM mysql.user WHERE User = {quote_literal(user)};\n"
+            hosts = [
+                h
+                for h in run(argv, env=env, what="mariadb", input_chunks=[hosts_sql.encode()]).splitlines()
+                if h
+            ]
+            if not hosts:
+                raise CloneError(f"the clone has no account named {user!r}; its password cannot be set")
+            sql = "FLUSH PRIVILEGES;\n" + "".join(
+                f"ALTER USER {quote_literal(user)}@{quote_literal(h)} IDENTIFIED BY PASSWORD {quote_literal(digest)};\n"
+                for h in hosts
+            )
+            run(argv, env=env, secrets=secrets_, what="mariadb", input_chunks=[sql.encode()], timeout=300)
+            server.stop()
+        except BinlogError as exc:
+            raise CloneError(exc.message) from None
+    finally:
+        secrets_.cleanup()
+        server.cleanup()
