@@ -150,17 +150,25 @@ def test_postgres_clone_to_a_time_and_to_a_restore_point(
     finally:
         server.pg_ctl_stop(datadir)
 
-    # From a given base backup to a named restore point: batches 1 and 2.
+    # From a given base backup to a named restore point (human output): batches 1 and 2.
     datadir2 = clone_base / "shop-rp"
-    doc2 = dep.ok(
+    human = dep.ok(
         "backup", "clone", base["id"][:8], "--to-name", "before_batch_3",
-        "--name", "shop_rp", "--datadir", datadir2, "--yes", "-o", "json", timeout=600,
-    ).json()  # fmt: skip
-    assert doc2["pitr_backup"] == base["id"] and doc2["target_moment"] == "restore point 'before_batch_3'"
-    password2 = Path(doc2["password_file"]).read_text().strip()
+        "--name", "shop_rp", "--datadir", datadir2, "--yes", timeout=600,
+    )  # fmt: skip
+    assert human.stdout.strip() == "shop_rp", str(human)
+    src2 = load_yaml(dep.config)["deployments"]["shop_rp"]["sources"][0]
+    said = "".join(human.stderr.split())  # wrapped for the terminal width
+    for text in (
+        f"Cloned app at restore point 'before_batch_3' (base backup {base['id'][:8]})",
+        f"port {src2['port']}. Start it with: pg_ctl -D {datadir2}",
+        f"The password is stored in {src2['password_file']}",
+    ):
+        assert "".join(text.split()) in said, str(human)
+    password2 = Path(src2["password_file"]).read_text().strip()
     server.pg_ctl_start(datadir2, clone_base / "shop-rp.log")
     try:
-        assert {t: pg_batches(server, doc2["port"], password2, db, t) for t in PG_TABLES} == {
+        assert {t: pg_batches(server, src2["port"], password2, db, t) for t in PG_TABLES} == {
             "orders": ["1|100", "2|50"],
             "customers": ["1|10", "2|5"],
         }

@@ -218,6 +218,8 @@ def clone_backup(
             "uploaded": uploaded,
             "config": str(config_path),
             "destinations": dest_names,
+            "target_moment": None,
+            "pitr_backup": None,
         }
         description = f"clone of {orig_name} from backup {record['short_id']}"
         if restored is not None and datadir is not None:
