@@ -9,6 +9,11 @@ object through engine.logarchive; no CLI framework, no job database, no full con
 validation, so a push costs a fraction of a `backupctl` command (docs/pitr.md).
 `backupctl wal push|fetch` runs the same code.
 
+Run from pg_wal (archive_command), a push also archives up to --ahead more files that
+PostgreSQL has marked ready and leaves a marker for each; their own calls then find the
+marker and return at once, before any heavy import (engine.walspool). So a backlog is
+archived at the speed of the archiving, not of starting Python.
+
 The deployment: --deployment, else $BACKUPCTL_DEPLOYMENT, else the only deployment with a
 postgres source. Exit codes: 0 stored (or already archived with the same content) /
 fetched; non-zero otherwise, so PostgreSQL retries a push and ends recovery at a missing file.
@@ -22,7 +27,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backupctl.engine import walspool
 from backupctl.errors import BackupctlError, ConfigError, NotFoundError
+
+# How many more ready WAL files one push archives while it is at it (engine.walspool).
+AHEAD = 16
+
+
+def config_path(explicit: str | None) -> Path:
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    if os.environ.get("BACKUPCTL_CONFIG"):
+        return Path(os.path.expanduser(os.environ["BACKUPCTL_CONFIG"]))
+    # backupctl.config.paths, without importing backupctl.config (its loader is heavy)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "backupctl" / "config.yaml"
 
 
 class LightConfig:
@@ -37,14 +57,7 @@ class LightConfig:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import YAMLError
 
-        if explicit:
-            path = Path(os.path.expanduser(explicit))
-        elif os.environ.get("BACKUPCTL_CONFIG"):
-            path = Path(os.path.expanduser(os.environ["BACKUPCTL_CONFIG"]))
-        else:  # backupctl.config.paths, without importing backupctl.config (its loader is heavy)
-            xdg = os.environ.get("XDG_CONFIG_HOME")
-            base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-            path = base / "backupctl" / "config.yaml"
+        path = config_path(explicit)
         try:
             raw = YAML(typ="safe").load(path.read_text())
         except FileNotFoundError:
@@ -146,17 +159,64 @@ def open_archive(
     return repo, dep, others
 
 
-def push(config: str | None, deployment: str | None, path: str) -> dict[str, Any]:
-    from backupctl.engine.logarchive import copy_to_others, wal_push
-
-    repo, dep, others = open_archive(config, deployment)
+def push(config: str | None, deployment: str | None, path: str, ahead: int = AHEAD) -> dict[str, Any]:
+    """Archive one WAL file (and, from pg_wal, up to `ahead` more that are ready: see
+    engine.walspool). The document's `ahead` maps each of those to its state."""
     file = Path(path)
     if not file.is_absolute() and not file.exists():
         raise NotFoundError(f"{path}: no such file (archive_command runs in the data directory)")
+    cfg_path = config_path(config)
+    named = deployment or os.environ.get("BACKUPCTL_DEPLOYMENT")
+    if named:  # archived ahead into a local primary: done without importing anything heavy
+        marker = walspool.trusted_local_marker(file, named, cfg_path)
+        if marker is not None:
+            return _archived_ahead(walspool.spool_dir(file, named), file.name, marker)
+
+    from backupctl.engine.logarchive import copy_to_others, push_ahead, wal_object, wal_push
+
+    repo, dep, others = open_archive(config, deployment)
+    spool = walspool.spool_dir(file, dep)
+    if spool is not None:
+        marker = walspool.matching_marker(spool, file, cfg_path)
+        if (
+            marker is not None
+            and marker.get("object") == wal_object(dep, file.name)
+            and _stored_size(repo.dest, marker["object"]) == marker.get("stored_size")
+        ):  # archived ahead into a primary that is not local: checked with a stat, no upload
+            return _archived_ahead(spool, file.name, marker)
     result = wal_push(repo, dep, file)
     if others:
         result.copies = copy_to_others(repo, result.name, others)
-    return result.to_doc()
+    doc = result.to_doc()
+    doc["ahead"] = {}
+    if spool is not None:
+        walspool.drop_marker(spool, file.name)  # one that did not match (stale)
+        walspool.prune_markers(spool, file.parent)
+        if ahead > 0:
+            config_id = walspool.config_identity(cfg_path)
+            doc["ahead"] = push_ahead(repo, dep, others, file.parent, file.name, spool, config_id, ahead)
+    return doc
+
+
+def _archived_ahead(spool: Path | None, filename: str, marker: dict[str, Any]) -> dict[str, Any]:
+    if spool is not None:
+        walspool.drop_marker(spool, filename)
+    return {
+        "object": marker["object"],
+        "state": "archived ahead",
+        "size": marker.get("size"),
+        "copies": marker.get("copies") or {},
+        "ahead": {},
+    }
+
+
+def _stored_size(dest: Any, name: str) -> int | None:
+    from backupctl.destinations.base import NotFound
+
+    try:
+        return int(dest.stat(name).size)
+    except NotFound:
+        return None
 
 
 def fetch(config: str | None, deployment: str | None, filename: str, target: str) -> dict[str, Any]:
@@ -174,15 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     p_push = sub.add_parser("push")
     p_push.add_argument("path")
+    p_push.add_argument("--ahead", type=int, default=AHEAD, help="more ready WAL files to archive (0: none)")
     p_fetch = sub.add_parser("fetch")
     p_fetch.add_argument("filename")
     p_fetch.add_argument("target")
     args = parser.parse_args(argv)
     try:
         if args.action == "push":
-            doc = push(args.config, args.deployment, args.path)
+            doc = push(args.config, args.deployment, args.path, args.ahead)
             if doc["copies"] and any(v.startswith("failed") for v in doc["copies"].values()):
                 sys.stderr.write(f"backupctl wal push: {doc['object']} stored; copies: {doc['copies']}\n")
+            failed = {k: v for k, v in doc["ahead"].items() if v.startswith("failed")}
+            if failed:  # each is retried by its own archive_command call
+                sys.stderr.write(f"backupctl wal push: {doc['object']} stored; ahead: {failed}\n")
         else:
             fetch(args.config, args.deployment, args.filename, args.target)
     except BackupctlError as exc:

@@ -32,20 +32,33 @@ DeploymentOpt = Annotated[
 def push(
     path: Annotated[str, typer.Argument(help="The WAL file to archive (%p in archive_command).")],
     deployment: DeploymentOpt = None,
+    ahead: Annotated[
+        int,
+        typer.Option(
+            "--ahead",
+            min=0,
+            help="When PATH is in pg_wal: also archive up to this many other files marked ready "
+            "(their own archive_command calls then return at once). 0: only PATH.",
+        ),
+    ] = wal.AHEAD,
 ) -> None:
     """Archive one WAL file; exit 0 only once it is durable in the primary destination.
 
     Re-sending a file already archived with the same content succeeds without rewriting;
-    a different file under the same name is refused.
+    a different file under the same name is refused. From pg_wal, files PostgreSQL has
+    marked ready are archived ahead (see docs/pitr.md).
 
     Example: archive_command = 'backupctl --config /etc/backupctl.yaml wal push %p --deployment shop'
     """
-    doc = wal.push(output.OPTS.config, deployment, path)
+    doc = wal.push(output.OPTS.config, deployment, path, ahead)
     if output.structured():
         output.emit_document(doc)
     for name, state in doc["copies"].items():
         if state.startswith("failed"):
             output.warning(f"copy to {name}: {state} (run `backupctl pitr sync`)")
+    for name, state in doc["ahead"].items():
+        if state.startswith("failed"):
+            output.warning(f"archiving {name} ahead: {state} (its own archive_command call retries it)")
 
 
 @app.command("fetch")

@@ -257,6 +257,70 @@ def wal_push(repo: Repository, deployment: str, path: Path) -> StoreResult:
     return store_log(repo, name, data, {})
 
 
+def push_ahead(
+    repo: Repository,
+    deployment: str,
+    others: list[Destination],
+    wal_dir: Path,
+    current: str,
+    spool: Path,
+    config: list[Any],
+    limit: int,
+) -> dict[str, str]:
+    """Archive up to `limit` more WAL files that PostgreSQL has marked ready (other than
+    `current`, which the caller pushed), two at a time, and leave a walspool marker for each
+    one that is durable in the primary destination, so that its own archive_command call
+    returns at once (see engine.walspool). Never raises: {file: state or "failed: ..."};
+    a file that failed has no marker and is archived (or refused) by its own call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backupctl.destinations.local import LocalDestination
+    from backupctl.engine import walspool
+
+    # A local primary's object is a file: its marker names it, so the later call needs only a stat.
+    local_root = repo.dest.root if isinstance(repo.dest, LocalDestination) else None
+    todo: list[str] = []
+    for filename in walspool.ready_files(wal_dir, current, WAL_FILE_RE.match):
+        if len(todo) >= limit:
+            break
+        if walspool.matching_marker(spool, wal_dir / filename, Path(config[0])) is None:
+            todo.append(filename)
+
+    def one(filename: str) -> str:
+        path = wal_dir / filename
+        try:
+            before = walspool.identity(path)
+            result = wal_push(repo, deployment, path)
+            copies = copy_to_others(repo, result.name, others) if others else {}
+            if walspool.identity(path) != before:  # changed while read: no marker
+                return "failed: the file changed while it was archived"
+            stored = repo.dest.stat(result.name).size
+            walspool.write_marker(
+                spool,
+                filename,
+                {
+                    "object": result.name,
+                    "size": result.size,
+                    "stored_size": stored,
+                    "source": before,
+                    "config": config,
+                    "local_path": str(Path(local_root) / result.name) if local_root else None,
+                    "copies": copies,
+                    "archived_at": now_iso(),
+                },
+            )
+            return result.state
+        except Exception as exc:  # best effort: this file's own archive_command call retries it
+            return f"failed: {exc.message if isinstance(exc, BackupctlError) else f'{type(exc).__name__}: {exc}'}"
+
+    if not todo:
+        return {}
+    # Two at a time: zstd, AES-GCM, BLAKE3 and the fsync release the GIL, and PostgreSQL
+    # itself needs the rest of the machine.
+    with ThreadPoolExecutor(max_workers=min(2, len(todo)), thread_name_prefix="wal-ahead") as pool:
+        return dict(zip(todo, pool.map(one, todo), strict=True))
+
+
 def wal_fetch(repo: Repository, deployment: str, filename: str, target: Path) -> int:
     data, _ = fetch_log(repo, wal_object(deployment, filename))
     write_file_atomically(target, data)

@@ -1,0 +1,145 @@
+"""Markers for WAL files archived ahead of PostgreSQL's archive_command calls.
+
+PostgreSQL calls archive_command once per WAL file, one file at a time, and each call
+starts a Python process (imports, config, key): about half of a push is start-up. So a
+push that finds more files waiting (`pg_wal/archive_status/<file>.ready`) archives up to a
+few of them too (engine.logarchive does the archiving, wal.push drives it) and leaves a
+marker per file here:
+
+    <directory of %p>/.backupctl-spool/<deployment>/<file>      (JSON, written atomically)
+
+When PostgreSQL then asks for that file, the push finds the marker and exits 0 without
+importing anything heavy. A marker is trusted only when all of these hold (else the push
+archives the file the normal way, which is idempotent):
+
+* the WAL file is the one that was archived: same device, inode, size and mtime
+  (a file rewritten in place, or a data directory copied elsewhere, does not match);
+* the config file is unchanged (same path, inode, size, mtime), so the primary destination
+  is still the one the marker describes;
+* the object is still in the primary destination with the stored size: a `stat` of its
+  file for a local primary (here, without opening the repository); for other primaries
+  wal.push opens the repository and asks the destination (`stat`, no upload).
+
+A marker is written only after the object is durable in the primary destination, so a
+lost marker costs a re-push and a stale one is never trusted. The spool lives inside pg_wal
+because PostgreSQL's own tools skip pg_wal's contents (pg_basebackup) and a restore replaces
+it; markers whose WAL file is gone are removed by the next full push.
+
+This module imports only the standard library: it runs before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SPOOL_DIR = ".backupctl-spool"
+
+
+def identity(path: Path) -> list[int]:
+    """What makes a file "the same file": device, inode, size, mtime (ns)."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def config_identity(config: Path) -> list[Any]:
+    return [str(config), *identity(config)]
+
+
+def spool_dir(wal_path: Path, deployment: str) -> Path | None:
+    """The marker directory for files next to `wal_path`, or None when `wal_path` is not in
+    a PostgreSQL pg_wal directory (no archive_status beside it) or the name is unusable."""
+    if not deployment or "/" in deployment or deployment.startswith("."):
+        return None
+    wal_dir = wal_path.parent
+    if not (wal_dir / "archive_status").is_dir():
+        return None
+    return wal_dir / SPOOL_DIR / deployment
+
+
+def read_marker(spool: Path, filename: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((spool / filename).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def matching_marker(spool: Path, wal_path: Path, config: Path) -> dict[str, Any] | None:
+    """The marker of `wal_path` when it describes this very file and this config, else None.
+    Does not check the object: see `trusted_local_marker` and wal.push."""
+    marker = read_marker(spool, wal_path.name)
+    if marker is None:
+        return None
+    try:
+        if marker.get("source") != identity(wal_path) or marker.get("config") != config_identity(config):
+            return None
+    except OSError:
+        return None
+    return marker
+
+
+def trusted_local_marker(wal_path: Path, deployment: str, config: Path) -> dict[str, Any] | None:
+    """The marker of `wal_path` when it matches and its object is a file of a local primary
+    destination with the stored size: the push is done. None means "push normally"."""
+    spool = spool_dir(wal_path, deployment)
+    if spool is None:
+        return None
+    marker = matching_marker(spool, wal_path, config)
+    if marker is None or not marker.get("local_path"):
+        return None
+    try:
+        if os.stat(marker["local_path"]).st_size != marker.get("stored_size"):
+            return None
+    except OSError:
+        return None
+    return marker
+
+
+def write_marker(spool: Path, filename: str, doc: dict[str, Any]) -> None:
+    """Atomically (temp file + rename); no fsync: a marker lost in a crash only costs a re-push."""
+    spool.mkdir(parents=True, exist_ok=True)
+    tmp = spool / f".{filename}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(doc, sort_keys=True))
+    os.replace(tmp, spool / filename)
+
+
+def drop_marker(spool: Path, filename: str) -> None:
+    try:
+        os.unlink(spool / filename)
+    except OSError:
+        pass
+
+
+def ready_files(wal_dir: Path, exclude: str, is_wal_file: Any) -> list[str]:
+    """Files PostgreSQL has marked ready to archive, in the archiver's order: timeline
+    history files first, then by name (oldest WAL first). `is_wal_file(name)` filters."""
+    try:
+        entries = os.listdir(wal_dir / "archive_status")
+    except OSError:
+        return []
+    names = [e[: -len(".ready")] for e in entries if e.endswith(".ready")]
+    names = [n for n in names if n != exclude and is_wal_file(n)]
+    return sorted(names, key=lambda n: (not n.endswith(".history"), n))
+
+
+def prune_markers(spool: Path, wal_dir: Path) -> None:
+    """Remove markers whose WAL file has left pg_wal, and temp files an interrupted push
+    left behind (older than ten minutes: a younger one may be another push's)."""
+    try:
+        entries = os.listdir(spool)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith("."):
+            try:
+                stale = time.time() - os.stat(spool / entry).st_mtime > 600
+            except OSError:
+                stale = False
+            if stale:
+                drop_marker(spool, entry)
+        elif not (wal_dir / entry).exists():
+            drop_marker(spool, entry)
