@@ -27,6 +27,8 @@ LIST_COLUMNS: list[output.Column] = [
     ("Size", "size_bytes", human_bytes),
     ("Expires", "expires", human_time),
 ]
+# Shown only when a listed backup can be rolled forward (point-in-time recovery).
+PITR_COLUMN: output.Column = ("PITR until", "recoverable_until", human_time)
 
 
 @app.command("create")
@@ -75,14 +77,24 @@ def list_(
 ) -> None:
     """List backups, newest first.
 
+    A pg_basebackup/mariabackup backup whose deployment archives WAL or binary logs also
+    gets `recoverable_until` (the "PITR until" column): the last moment it can be rolled
+    forward to, as `pitr show` computes it.
+
     Example: backupctl backup list --deployment shop -o json
     """
-    records = context.service().list_backups(deployment, destination)
-    shown = records if all_ else records[:limit]
+    from backupctl.engine.pitr_list import add_recoverable_until
+
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        records = svc.list_backups(deployment, destination)
+        shown = records if all_ else records[:limit]
+        add_recoverable_until(svc, shown)
     if output.structured():
         output.emit_document(shown)
         return
-    output.emit_table(shown, LIST_COLUMNS)
+    pitr = any(r.get("recoverable_until") for r in shown)
+    output.emit_table(shown, LIST_COLUMNS + ([PITR_COLUMN] if pitr else []))
     if len(shown) < len(records):
         output.message(f"({len(records) - len(shown)} more; use --all or --limit)")
 

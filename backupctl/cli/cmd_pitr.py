@@ -51,7 +51,7 @@ def setup(
         ):
             from backupctl.engine import binlog
 
-            _setup_mariadb(binlog.setup(svc, deployment))
+            _setup_mariadb(binlog.setup(svc, deployment), dep.pitr.binlog_sync if dep.pitr else None)
             return
         result = pitr.setup_postgres(svc, deployment, apply=apply, prefix=command)
     if output.structured():
@@ -77,16 +77,27 @@ def setup(
         )
 
 
-def _setup_mariadb(result: dict[str, Any]) -> None:
+def _setup_mariadb(result: dict[str, Any], scheduled: str | None) -> None:
+    """`scheduled`: the deployment's pitr.binlog_sync interval, when the scheduler archives."""
     if output.structured():
-        output.emit_document(result)
+        output.emit_document({**result, "binlog_sync": scheduled})
     else:
         for key, value in result["settings"].items():
             typer.echo(f"{key} = {value}")
         for problem in result["problems"]:
             output.warning(problem)
-        output.message(f"Archive closed binary logs: {result['sync_command']} (e.g. from cron)")
-        output.message(f"or continuously: {result['follow_command']}")
+        if scheduled:
+            output.message(
+                f"Archived by the scheduler every {scheduled} (pitr.binlog_sync): run "
+                "`backupctl schedule run-due` every minute from cron or a timer (`schedule export`)"
+            )
+        else:
+            output.message(
+                f"Archive closed binary logs from the scheduler: set `pitr: {{binlog_sync: 5m}}` under "
+                f"deployments.{result['deployment']} in the config (`schedule run-due` then syncs every 5 minutes)"
+            )
+            output.message(f"or from cron: {result['sync_command']}")
+            output.message(f"or continuously: {result['follow_command']}")
     if not result["ok"]:
         raise typer.Exit(ExitCode.CONFIG)
 

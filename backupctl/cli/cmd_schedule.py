@@ -33,6 +33,22 @@ RUN_COLUMNS: list[output.Column] = [
 ]
 
 
+# Binary log syncs (pitr.binlog_sync) add how many files they archived.
+ARCHIVED_COLUMN: output.Column = ("Archived", "archived", lambda v: "" if v is None else str(v))
+
+UPCOMING_COLUMNS: list[output.Column] = [
+    ("Deployment", "deployment", None),
+    ("Kind", "kind", None),
+    ("Policy", "policy", None),
+    ("Schedule", "schedule", None),
+    ("Type", "type", None),
+    ("Next run", "next_run", human_time),
+    ("Last run", "last_run", human_time),
+    ("Last status", "last_status", None),
+    ("Last error", "last_error", None),
+]
+
+
 def _failed(row: dict[str, Any]) -> bool:
     status = str(row.get("status", ""))
     return status == "Failed" or status.startswith("failed")
@@ -44,18 +60,21 @@ def _render_runs(rows: list[dict[str, Any]]) -> None:
         output.emit_document(rows)
         return
     shown = [r for r in rows if _failed(r)] if output.OPTS.quiet else rows
+    columns = RUN_COLUMNS + ([ARCHIVED_COLUMN] if any(r.get("kind") == "binlog_sync" for r in shown) else [])
     if shown:
-        output.emit_table(shown, RUN_COLUMNS)
+        output.emit_table(shown, columns)
     elif not rows:
         output.message("nothing is due")
 
 
 @app.command("run-due")
 def run_due() -> None:
-    """Run every backup that is due now, apply retention, then exit.
+    """Run every backup that is due now, apply retention, archive binary logs, then exit.
 
     Meant for cron or a systemd timer; running it twice in the same minute starts
-    nothing twice. Example: * * * * * backupctl schedule run-due --quiet
+    nothing twice. Deployments with `pitr: {binlog_sync: 5m}` also get their MariaDB/MySQL
+    binary logs archived once per interval (rows of kind binlog_sync). Exit code 1 when a
+    backup or a sync failed. Example: * * * * * backupctl schedule run-due --quiet
     """
     with CliReporter() as reporter:
         rows = Scheduler(context.service(reporter)).run_due()
@@ -64,11 +83,28 @@ def run_due() -> None:
         raise typer.Exit(ExitCode.FAILED)
 
 
+@app.command("list")
+def list_() -> None:
+    """List what the scheduler runs next: each deployment's backups and binary log sync.
+
+    Next run, and the last run with its status (binary log syncs: as recorded on this
+    host). Example: backupctl schedule list -o json
+    """
+    with CliReporter() as reporter:
+        rows = Scheduler(context.service(reporter)).upcoming()
+    if output.structured():
+        output.emit_document(rows)
+    elif rows:
+        output.emit_table(rows, UPCOMING_COLUMNS)
+    else:
+        output.message("nothing is scheduled")
+
+
 @app.command("daemon")
 def daemon(
     poll: Annotated[int, typer.Option("--poll", help="Re-read the config at least every N seconds.")] = 60,
 ) -> None:
-    """Run in the foreground, sleeping until the next backup is due.
+    """Run in the foreground, sleeping until the next backup or binary log sync is due.
 
     SIGTERM/SIGINT stop it cleanly: a running backup finishes first (a second signal
     stops at once; the interrupted backup is then Failed, never half-visible).

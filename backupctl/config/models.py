@@ -7,12 +7,13 @@ skeleton around them. Unknown keys are rejected everywhere.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from backupctl.destinations.base import DestinationOptions
-from backupctl.policy.models import Policy
+from backupctl.policy.models import Policy, parse_duration
 from backupctl.sources.base import SourceOptions
 
 
@@ -37,6 +38,33 @@ class EncryptionConfig(_Strict):
         return self
 
 
+class PitrConfig(_Strict):
+    """Point-in-time recovery run by the scheduler (docs/pitr.md, docs/scheduling.md)."""
+
+    binlog_sync: str | None = Field(
+        None,
+        description="How often `schedule run-due` archives the MariaDB/MySQL binary logs, e.g. 5m "
+        "(absent: never; run `binlog sync` yourself).",
+    )
+    flush: bool = Field(
+        True,
+        description="FLUSH BINARY LOGS before each scheduled sync, so the archive reaches up to it "
+        "(false: only logs the server closed by itself).",
+    )
+
+    @field_validator("binlog_sync")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        # run-due is woken once a minute: a shorter interval could never be kept.
+        if v is not None and parse_duration(v) < dt.timedelta(minutes=1):
+            raise ValueError(f"binlog_sync {v!r} is shorter than one minute")
+        return v
+
+    @property
+    def binlog_sync_every(self) -> dt.timedelta | None:
+        return None if self.binlog_sync is None else parse_duration(self.binlog_sync)
+
+
 class DeploymentConfig(_Strict):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -55,6 +83,23 @@ class DeploymentConfig(_Strict):
         description="Upload to remote destinations right after each backup (false: `backup upload` later).",
     )
     description: str = Field("", description="Free text shown in listings.")
+    pitr: PitrConfig | None = Field(
+        None, description="Point-in-time recovery the scheduler runs: `binlog_sync`, `flush`."
+    )
+
+    @model_validator(mode="after")
+    def _pitr_engine(self) -> DeploymentConfig:
+        if self.pitr is None or self.pitr.binlog_sync is None:
+            return self
+        types = {s.type for s in self.sources}
+        if "mariadb" in types:
+            return self
+        if "postgres" in types:
+            raise ValueError(
+                "pitr.binlog_sync is for MariaDB/MySQL; PostgreSQL archives its WAL through "
+                "archive_command: remove the key (`backupctl pitr setup` prints the archive_command)"
+            )
+        raise ValueError("pitr.binlog_sync needs a mariadb source: there are no binary logs to archive")
 
 
 class Settings(_Strict):

@@ -36,6 +36,9 @@ deployments:
       #   password_env: PGPASSWORD_SHOP
     destinations: [local]
     # No `policy:` key means the default policy below; `policy: none` disables schedules.
+    # With a mariadb source (method: mariabackup), the scheduler can also archive binary logs
+    # for point-in-time recovery (docs/pitr.md):
+    # pitr: {{binlog_sync: 5m, flush: true}}
 
 policies:
   # The default policy: a backup every two hours, like managed database platforms.

@@ -14,7 +14,9 @@ One call of `run_due()`:
    (FTP) make this best effort, as `destination check` says;
 4. queues the runs (status Queued in `backup list`) and runs them, at most
    `settings.max_parallel_backups` at once and never two of one deployment;
-5. after each scheduled backup, applies its policy's retention to that deployment.
+5. after each scheduled backup, applies its policy's retention to that deployment;
+6. alongside, archives the binary logs of deployments with `pitr.binlog_sync` whose
+   interval slot has come (engine.scheduled_sync; same made-up-once rule and lease).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from backupctl.destinations.base import AlreadyExists
+from backupctl.engine import scheduled_sync
 from backupctl.engine.policy_records import parse_time, to_policy_records
 from backupctl.engine.service import Service, iso
 from backupctl.engine.state import pid_alive
@@ -40,6 +45,9 @@ from backupctl.policy.resolve import effective_policy, last_success_of, plan_pru
 from backupctl.policy.schedule import Clock, PlannedRun, SystemClock, due, next_runs
 
 LEASE_TTL = dt.timedelta(hours=6)
+# Binary log syncs take a lease every few minutes: keep only a day of them, so that listing
+# leases stays short. An older slot is never contended again (hosts sync the newest slot).
+SYNC_LEASE_KEEP = dt.timedelta(days=1)
 
 
 @dataclass
@@ -96,18 +104,81 @@ class Scheduler:
                 continue
             upcoming = next_runs(resolved[1], now, 1, last_success_of(backups, deployment))
             times.extend(r.slot for r in upcoming)
+        for deployment in scheduled_sync.configured(self.service):
+            when = scheduled_sync.next_sync(self.service, deployment, now)
+            if when is not None:
+                times.append(when)
         return min(times) if times else None
+
+    def upcoming(self) -> list[dict[str, Any]]:
+        """What run-due starts next, per deployment: its policy's backups and its binary log sync.
+
+        Rows (stable keys): kind ("backup" / "binlog_sync"), deployment, policy, schedule,
+        type, next_run, last_run, last_status, last_error. `last_*` come from this host's
+        state (backups: the newest backup its policy made)."""
+        now = self.clock.now()
+        records = self.service.list_backups(expiries=False)
+        backups = to_policy_records(records)
+        rows: list[dict[str, Any]] = []
+        syncs = scheduled_sync.configured(self.service)
+        for deployment in self.service.config.deployments:
+            resolved = effective_policy(self.service.config, deployment)
+            if resolved is not None:
+                name, policy = resolved
+                run = next(iter(next_runs(policy, now, 1, last_success_of(backups, deployment))), None)
+                made = [r for r in records if r["deployment"] == deployment and r["created_by"] == name]
+                last = max(made, key=lambda r: r["started"] or "", default=None)
+                rows.append(
+                    {
+                        "kind": "backup",
+                        "deployment": deployment,
+                        "policy": name,
+                        "schedule": run.key if run else None,
+                        "type": run.schedule.type if run else None,
+                        "next_run": iso(run.slot) if run else None,
+                        "last_run": last["started"] if last else None,
+                        "last_status": last["status"] if last else None,
+                        "last_error": last.get("error") if last else None,
+                    }
+                )
+            pitr = syncs.get(deployment)
+            if pitr is not None:
+                when = scheduled_sync.next_sync(self.service, deployment, now)
+                done = scheduled_sync.last_result(self.service, deployment) or {}
+                rows.append(
+                    {
+                        "kind": scheduled_sync.KIND,
+                        "deployment": deployment,
+                        "policy": None,
+                        "schedule": f"every {pitr.binlog_sync}" + (", flush" if pitr.flush else ""),
+                        "type": "binlog",
+                        "next_run": iso(when) if when else None,
+                        "last_run": done.get("slot"),
+                        "last_status": done.get("status"),
+                        "last_error": done.get("error"),
+                    }
+                )
+        return rows
 
     # ---- running -----------------------------------------------------------------
 
     def _take_lease(self, item: DueRun) -> bool:
-        dest = self.service.destination(self.service.primary_destination(item.deployment))
-        slot = item.run.slot.strftime("%Y%m%dT%H%M%SZ")
-        name = f"leases/{item.deployment}/{item.policy_name}.{item.run.key}.{slot}"
+        return self._lease(
+            item.deployment,
+            f"{item.policy_name}.{item.run.key}",
+            item.run.slot,
+            {"backup_id": item.backup_id},
+        )
+
+    def _lease(self, deployment: str, what: str, slot_time: dt.datetime, extra: dict[str, Any]) -> bool:
+        """Conditional create of `leases/<deployment>/<what>.<slot>`; False when another host has it."""
+        dest = self.service.destination(self.service.primary_destination(deployment))
+        slot = slot_time.strftime("%Y%m%dT%H%M%SZ")
+        name = f"leases/{deployment}/{what}.{slot}"
         doc = {
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
-            "backup_id": item.backup_id,
+            **extra,
             "taken": iso(self.clock.now()),
             "expires": iso(self.clock.now() + LEASE_TTL),
         }
@@ -115,15 +186,19 @@ class Scheduler:
             dest.put_metadata(name, json.dumps(doc).encode(), exclusive=True)
         except AlreadyExists:
             return False
-        self._forget_old_leases(dest, item.deployment)
+        self._forget_old_leases(dest, deployment)
         return True
 
     def _forget_old_leases(self, dest: Any, deployment: str) -> None:
-        """Leases only matter while their slot can still be contended: drop week-old ones."""
-        cutoff = (self.clock.now() - dt.timedelta(days=7)).strftime("%Y%m%dT%H%M%SZ")
+        """Leases only matter while their slot can still be contended: drop week-old ones
+        (binary log sync leases: day-old ones)."""
+        now = self.clock.now()
+        cutoff = (now - dt.timedelta(days=7)).strftime("%Y%m%dT%H%M%SZ")
+        sync_cutoff = (now - SYNC_LEASE_KEEP).strftime("%Y%m%dT%H%M%SZ")
+        sync_prefix = f"leases/{deployment}/{scheduled_sync.KIND}."
         for info in list(dest.list(f"leases/{deployment}/")):
             slot = info.name.rsplit(".", 1)[-1]
-            if slot < cutoff:
+            if slot < (sync_cutoff if info.name.startswith(sync_prefix) else cutoff):
                 try:
                     dest.delete(info.name)
                 except BackupctlError:
@@ -143,6 +218,7 @@ class Scheduler:
         todo: list[DueRun] = []
         for item in self.due_runs():
             row = {
+                "kind": "backup",
                 "deployment": item.deployment,
                 "policy": item.policy_name,
                 "schedule": item.run.key,
@@ -178,12 +254,40 @@ class Scheduler:
                 created_by=item.policy_name,
                 started=iso(self.clock.now()),
             )
+        # Syncs first in the queue: they are short, and a backup must not delay the archive.
+        tasks: list[tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = self._queue_syncs(results)
         by_id = {r["backup_id"]: r for r in results if r["backup_id"]}
+        tasks += [(by_id[item.backup_id], partial(self._run_one, item)) for item in todo]
         workers = max(1, self.service.config.settings.max_parallel_backups)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scheduled") as pool:
-            for item, outcome in zip(todo, pool.map(self._run_one, todo), strict=True):
-                by_id[item.backup_id].update(outcome)
+            for (row, _), outcome in zip(tasks, pool.map(lambda t: t[1](), tasks), strict=True):
+                row.update(outcome)
         return results
+
+    def _queue_syncs(
+        self, results: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], Callable[[], dict[str, Any]]]]:
+        """Rows for the binary log syncs due now (appended to `results`) and the ones to run."""
+        tasks: list[tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = []
+        for item in scheduled_sync.due_syncs(self.service, self.clock.now()):
+            row = scheduled_sync.row(item)
+            results.append(row)
+            if scheduled_sync.still_running(self.service, item.deployment):
+                row["status"] = "skipped: a binary log sync of this deployment is still running"
+                continue
+            scheduled_sync.record_attempt(self.service, item)
+            try:
+                leased = self._lease(item.deployment, scheduled_sync.KIND, item.slot, {})
+            except BackupctlError as exc:
+                row["status"] = "Failed"
+                row["error"] = f"cannot take the lease: {exc.message}"
+                continue
+            if not leased:
+                row["status"] = "skipped: another host runs this slot"
+                continue
+            row["status"] = "Queued"
+            tasks.append((row, partial(scheduled_sync.run_sync, self.service, item)))
+        return tasks
 
     def _run_one(self, item: DueRun) -> dict[str, Any]:
         try:
