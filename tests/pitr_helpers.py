@@ -38,6 +38,10 @@ LIGHT_PACKAGES = (
     "_cffi_backend",
     "_ruamel_yaml",
 )
+# What an s3 destination adds, for light_command(extra=...): boto3 and its dependencies, and
+# croniter (destinations/_common imports backupctl.config.secrets, and the backupctl.config
+# package loads its models, which import the policy models).
+S3_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3", "croniter")
 
 
 def _runs_as(user: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
@@ -51,38 +55,60 @@ def _runs_as(user: str, argv: list[str], env: dict[str, str] | None = None) -> b
     return res.returncode == 0
 
 
-def light_command(user: str = "postgres") -> str:
-    """A shell command prefix that runs `python -m backupctl.wal` as `user`."""
+def _compile(python: Path, tree: Path) -> None:
+    """Byte-compile the copy with the interpreter that runs it: `user` cannot write
+    __pycache__ there, so without this every push would compile every module again."""
+    subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", str(tree)], capture_output=True)
+    (tree / ".compiled").write_text("")
+
+
+def _world_readable(tree: Path) -> None:
+    for root, _dirs, files in os.walk(tree):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)
+
+
+def light_command(user: str = "postgres", extra: tuple[str, ...] = ()) -> str:
+    """A shell command prefix that runs `python -m backupctl.wal` as `user`.
+
+    `extra`: more top-level packages the copy needs (e.g. S3_PACKAGES for an s3 destination);
+    each set of packages gets a copy of its own."""
     if _runs_as(user, [sys.executable, "-c", "import backupctl.wal"]):
         return f"{sys.executable} -m backupctl.wal"
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not system.exists():
         raise RuntimeError(f"{user} cannot run {sys.executable} and there is no {system}")
+    suffix = "-" + "-".join(sorted(n.removesuffix(".py") for n in extra)) if extra else ""
     target = (
-        Path(tempfile.gettempdir()) / f"backupctl-light-py{sys.version_info.major}{sys.version_info.minor}"
+        Path(tempfile.gettempdir())
+        / f"backupctl-light-py{sys.version_info.major}{sys.version_info.minor}{suffix}"
     )
+    packages = LIGHT_PACKAGES + tuple(extra)
     if not (target / ".complete").exists():
         site = next(Path(p) for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
         tmp = Path(tempfile.mkdtemp(prefix="backupctl-light-"))
         for entry in site.iterdir():
-            if any(entry.name == n or entry.name.startswith(n + ".") for n in LIGHT_PACKAGES):
+            if any(entry.name == n or entry.name.startswith(n + ".") for n in packages):
                 if entry.is_dir():
                     shutil.copytree(
                         entry, tmp / entry.name, ignore=shutil.ignore_patterns("__pycache__", "tests")
                     )
                 else:
                     shutil.copy2(entry, tmp / entry.name)
+        _compile(system, tmp)
         (tmp / ".complete").write_text("")
-        for root, _dirs, files in os.walk(tmp):
-            os.chmod(root, 0o755)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o644)
+        _world_readable(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another test process made it first
             shutil.rmtree(tmp, ignore_errors=True)
+    elif not (target / ".compiled").exists():  # made before the copy was byte-compiled
+        _compile(system, target)
+        _world_readable(target)
     pythonpath = f"{target}:{REPO_ROOT}"
-    if not _runs_as(user, [str(system), "-c", "import backupctl.wal"], {"PYTHONPATH": pythonpath}):
+    imports = ", ".join(["backupctl.wal", *(n.removesuffix(".py") for n in extra)])
+    if not _runs_as(user, [str(system), "-c", f"import {imports}"], {"PYTHONPATH": pythonpath}):
         raise RuntimeError(f"{user} cannot import backupctl.wal with {system}")
     return f"PYTHONPATH={pythonpath} {system} -m backupctl.wal"
 

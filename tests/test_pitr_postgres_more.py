@@ -7,6 +7,9 @@
   the stopped data directory) is taken first. The server then starts on its own data
   directory, replays, promotes to timeline 2 and keeps archiving there (`pitr check`,
   `pitr show` report the new timeline). Restoring the safety backup in place undoes it.
+* Destinations [local, s3] (moto): every WAL object pushed is on S3 byte for byte; objects
+  deleted there come back with `pitr sync`; with the local repository gone and the config
+  pointing at S3 alone, a restore to a time reads the base backup and the WAL from S3.
 
 Servers, deployments and the light entry point come from dbservers / pitr_helpers; the
 restored-server helpers from test_pitr_postgres.
@@ -14,12 +17,17 @@ restored-server helpers from test_pitr_postgres.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest_servers import build_destination, destination_config
 from dbservers import PostgresServer
-from pitr_helpers import PitrDeployment, light_command
+from helpers import dump_yaml, load_yaml
+from pitr_helpers import S3_PACKAGES, PitrDeployment, light_command
 from test_pitr_postgres import batches, start_restored, wait_promoted
 
 from backupctl.engine.logarchive import WAL_SEGMENT_SIZE, lsn_to_int
@@ -165,3 +173,108 @@ def test_in_place_restore_to_a_time_promotes_archives_a_new_timeline_and_can_be_
     assert server.psql("SELECT pg_is_in_recovery()") == "f"
     assert batches(server, server.port, DB) == before
     assert server.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)") == "00000001"
+
+
+# ---- copies on a remote destination: push, `pitr sync`, and a restore from the copy ------------
+
+
+def stored_objects(cfg: dict[str, Any], prefix: str) -> dict[str, bytes]:
+    """Every object under `prefix` at a destination, read with a fresh client."""
+    dest = build_destination(cfg, "inspect")
+    try:
+        return {info.name: dest.get(info.name) for info in dest.list(prefix)}
+    finally:
+        dest.close()
+
+
+def local_objects(root: Path, prefix: str) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in (root / prefix).rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_wal_copies_on_s3_are_byte_equal_pitr_sync_fills_gaps_and_a_restore_reads_them(
+    fresh_pg_server: PostgresServer, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server = fresh_pg_server
+    dep = PitrDeployment([server.options(method="pg_basebackup")])
+    try:
+        # The archive_command runs as postgres, without the test's environment: the S3 keys are
+        # files that user can read.
+        s3 = destination_config("s3", request, tmp_path)
+        for option in ("access_key_id", "secret_access_key"):
+            key = dep.root / f"s3-{option}"
+            key.write_text(os.environ[s3.pop(f"{option}_env")] + "\n")
+            os.chmod(key, 0o600)
+            os.chown(key, dep.owner.pw_uid, dep.owner.pw_gid)
+            s3[f"{option}_file"] = str(key)
+        doc = load_yaml(dep.config)
+        doc["destinations"]["offsite"] = s3
+        doc["deployments"]["app"]["destinations"] = ["local", "offsite"]
+        dump_yaml(doc, dep.config)
+
+        prefix = light_command(extra=S3_PACKAGES)
+        dep.ok("pitr", "setup", "app", "--command", prefix)
+        dep.hand_over()
+        dep.ok("pitr", "setup", "app", "--apply", "--command", prefix)
+        server.psql(f"CREATE DATABASE {DB}")
+        server.psql("CREATE TABLE t (id serial PRIMARY KEY, batch int)", DB)
+        dep.ok("pitr", "check", "app")
+        base = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
+        assert base["destinations"]["offsite"]["state"] == "uploaded", base
+        insert(server, 1, 100)
+        time.sleep(1.5)
+        between = utc_now(server)
+        time.sleep(1.5)
+        insert(server, 2, 50)
+        dep.ok("pitr", "check", "app")
+
+        # Each push copied its object to S3 as it is stored locally, byte for byte.
+        wal = "wal/app/"
+        local = local_objects(dep.repository, wal)
+        assert sum(1 for name in local if name.rsplit("/", 1)[-1][:1] == "0") >= 3, sorted(local)
+        assert stored_objects(s3, wal) == local
+
+        # Objects lost on S3 come back with `pitr sync`; what is there is left alone.
+        lost = sorted(local)[:2]
+        dest = build_destination(s3, "inspect")
+        try:
+            for name in lost:
+                dest.delete(name)
+        finally:
+            dest.close()
+        assert set(stored_objects(s3, wal)) == set(local) - set(lost)
+        synced = dep.ok("pitr", "sync", "app", "-o", "json").json()
+        assert synced["destinations"]["offsite"] == {"copied": 2, "present": len(local) - 2}, synced
+        assert stored_objects(s3, wal) == local
+        again = dep.ok("pitr", "sync", "app", "-o", "json").json()
+        assert again["destinations"]["offsite"] == {"present": len(local)}, again
+
+        # The local disk is gone: with the S3 destination alone (a fresh machine's state), the
+        # restore reads the base backup and, through restore_command as postgres, the WAL from S3.
+        shutil.rmtree(dep.repository)
+        doc["deployments"]["app"]["destinations"] = ["offsite"]
+        dump_yaml(doc, dep.config)
+        fresh = {"XDG_STATE_HOME": str(tmp_path / "fresh-state")}
+        target = dep.root / "restored-from-s3"
+        dep.ok(
+            "backup",
+            "restore",
+            "--deployment",
+            "app",
+            "--to-time",
+            f"{between} UTC",
+            "--target",
+            target,
+            env=fresh,
+        )
+        port = start_restored(server, target)
+        try:
+            wait_promoted(server, port)
+            assert batches(server, port, DB) == "1|100"
+        finally:
+            server.pg_ctl_stop(target)
+    finally:
+        dep.cleanup()
