@@ -7,6 +7,7 @@ real server."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -157,3 +158,35 @@ def test_a_file_outside_pg_wal_is_pushed_alone(tmp_path: Path) -> None:
         assert not (tmp_path / ".backupctl-spool").exists()
     finally:
         dep.cleanup()
+
+
+def test_with_an_s3_primary_a_marker_is_checked_against_the_bucket(
+    pg_wal: tuple[PitrDeployment, Path, list[str]], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from conftest_servers import build_destination, destination_config
+    from helpers import dump_yaml, load_yaml
+
+    dep, wal_dir, names = pg_wal
+    s3 = destination_config("s3", request, tmp_path)
+    doc = load_yaml(dep.config)
+    doc["destinations"] = {"offsite": s3}
+    doc["deployments"][DEP]["destinations"] = ["offsite"]
+    dump_yaml(doc, dep.config)
+    dep.ok("pitr", "setup", DEP)  # the repository on S3
+    bucket = build_destination(s3, "inspect")
+
+    first = cli_push(dep, wal_dir / names[0], "--ahead", "3")
+    assert first["state"] == "stored" and set(first["ahead"]) == {names[-1], *names[1:3]}, first
+    marker = json.loads((spool(wal_dir) / names[1]).read_text())
+    assert marker["local_path"] is None and marker["stored_size"] == bucket.stat(marker["object"]).size
+    for name in [names[0], *names[1:3]]:
+        assert fetched(dep, name, tmp_path) == (wal_dir / name).read_bytes(), name
+
+    # The later call checks the object in the bucket (no upload) and trusts the marker...
+    assert cli_push(dep, wal_dir / names[1])["state"] == "archived ahead"
+    # ...but not when the object is gone from the bucket: stored again.
+    bucket.delete(f"wal/{DEP}/00000001/{names[2]}")
+    again = cli_push(dep, wal_dir / names[2], "--ahead", "0")
+    assert again["state"] == "stored", again
+    assert fetched(dep, names[2], tmp_path) == (wal_dir / names[2]).read_bytes()
+    bucket.close()
