@@ -65,6 +65,11 @@ A backup record (`backup list` gives a list of them; `backup create` and `backup
 | `destinations` | object | destination name -> `{"state": "stored"\\|"uploaded"\\|"failed"\\|"pending"\\|"not uploaded", "error": ...}` |
 | `repository_id` | string | the repository holding it |
 
+`backup list` adds `recoverable_until`: for a completed `pg_basebackup`/`mariabackup` backup whose
+deployment archives WAL or binary logs, the last continuously archived moment it can be rolled
+forward to (as `pitr show` gives it); null otherwise. The table shows it as "PITR until" when a
+listed backup has one.
+
 `backup show` adds `sources`: a list of `{type, method, describe, info, files, dirs, bytes, reused_files, warnings}`,
 and, for a `pg_basebackup`/`mariabackup` backup whose deployment has archived WAL or binary logs,
 `pitr`: `{"earliest": ..., "latest": ..., "gaps": N}`, the point-in-time window reachable from
@@ -74,6 +79,13 @@ when the WAL/binlogs it needs are missing) and the number of gaps in the archive
 `policy show` adds `pitr` when any of its deployments archives WAL or binary logs: deployment
 name -> `{"earliest": ..., "latest": ..., "gaps": N}`, as in `pitr show` (`error` when it
 could not be computed).
+
+`schedule run-due` prints a list of rows, one per due run: `kind` (`backup` or `binlog_sync`),
+`deployment`, `policy`, `schedule`, `type`, `slot`, `backup_id`, `status`, `error`; backups add
+`pruned`, binary log syncs (`pitr.binlog_sync`) add `flush`, `archived` and `already_archived`
+(counts) and `current` (the binary log still being written). `schedule list` prints one row per
+deployment and kind: `kind`, `deployment`, `policy`, `schedule`, `type`, `next_run`, `last_run`,
+`last_status`, `last_error`.
 
 With `-o json`, an error is printed on **stderr** as
 `{"error": {"kind": "...", "message": "...", "hint": "...", "exit_code": N}}`.
@@ -187,7 +199,9 @@ settings: {}             # engine tuning
 
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("pathlib.", "").replace("NoneType", "None")
+    for module in ("typing.", "pathlib.", "backupctl.config.models."):
+        text = text.replace(module, "")
+    return text.replace("NoneType", "None")
 
 
 def _model_table(title: str, model: Any, skip: tuple[str, ...] = ()) -> list[str]:
@@ -217,6 +231,7 @@ def render_config_md() -> str:
     lines = [CONFIG_INTRO, "## Top level", ""]
     lines += _model_table("Top-level keys", models.Config, skip=("path",))
     lines += _model_table("`deployments.NAME`", models.DeploymentConfig)
+    lines += _model_table("`deployments.NAME.pitr`", models.PitrConfig)
     lines += _model_table("`encryption`", models.EncryptionConfig)
     lines += _model_table("`settings`", models.Settings)
     lines += ["## Sources", ""]
