@@ -231,12 +231,14 @@ class MariaDBServer:
         self.data = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.log = self.base / "error.log"
+        self.tmp = self.base / "tmp"
         self.port = free_port()
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MariaDBServer:
         assert self.install_db is not None
+        self.tmp.mkdir(parents=True, exist_ok=True)
         res = subprocess.run(
             [
                 self.install_db,
@@ -245,6 +247,7 @@ class MariaDBServer:
                 f"--datadir={self.data}",
                 "--auth-root-authentication-method=socket",
                 "--skip-test-db",
+                f"--tmpdir={self.tmp}",  # passed on to mariadbd: no shared /tmp between instances
             ],
             capture_output=True,
             text=True,
@@ -266,6 +269,7 @@ class MariaDBServer:
             self.port = port
         self.data = data
         (self.base / "binlog").mkdir(exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
             [
                 self.mariadbd,
@@ -279,6 +283,7 @@ class MariaDBServer:
                 "--server-id=1",
                 f"--pid-file={self.base / 'mariadbd.pid'}",
                 f"--log-error={self.log}",
+                f"--tmpdir={self.tmp}",
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-log-file-size=64M",

@@ -635,6 +635,7 @@ class TemporaryServer:
             "--max-allowed-packet=1G",
             f"--pid-file={self.dir / 'mysqld.pid'}",
             f"--log-error={self.log}",
+            f"--tmpdir={self.dir}",  # private: temporary tables of the replay stay with this server
         ]
         self.proc = subprocess.Popen(
             argv,
