@@ -714,9 +714,10 @@ def sync_copies(service: Service, deployment: str) -> dict[str, Any]:
 
 
 def _backup_entry(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The physical_backups() shape of a `backup show` record (None: not a physical backup)."""
+    """The physical_backups() shape of a `backup show` record (None: not a physical backup,
+    or an offline copy of a stopped data directory, which records no log position)."""
     for src in record.get("sources", []):
-        if src.get("method") in ("pg_basebackup", "mariabackup"):
+        if src.get("method") in ("pg_basebackup", "mariabackup") and not src.get("info", {}).get("offline"):
             return {
                 "id": record["id"],
                 "deployment": record["deployment"],
