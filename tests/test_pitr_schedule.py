@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,10 +56,16 @@ def test_run_due_archives_the_closed_binary_logs_once_per_interval(
     server = fresh_mariadb_server
     db = f"sched_{uuid.uuid4().hex[:8]}"
     dep = make_deployment([server.options(method="mariabackup")])
+    setup = dep.ok("pitr", "setup", "app")
+    assert "set `pitr: {binlog_sync: 5m}` under deployments.app" in setup.stderr.splitlines()[0], str(setup)
     configure(dep.config, "app", policy="none", pitr={"binlog_sync": "5m"})
+    assert dep.ok("pitr", "setup", "app", "-o", "json").json()["binlog_sync"] == "5m"
     server.root_sql(f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY, n INT)")
     server.root_sql(f"INSERT INTO {db}.t (n) SELECT 0 FROM seq_1_to_10")
     backup = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
+    # Binary log event times have one-second resolution: a window needs an event in a later
+    # second than the backup's end (as in tests/test_pitr_mariadb.py).
+    time.sleep(1.2)
     server.root_sql(f"INSERT INTO {db}.t (n) SELECT 1 FROM seq_1_to_100")
     closed, _ = master_status(server)
     server.root_sql("FLUSH BINARY LOGS")
