@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +13,9 @@ from backupctl.cli import context, output
 from backupctl.cli.output import human_bytes, human_duration, human_time
 from backupctl.cli.progress import CliReporter
 from backupctl.errors import ExitCode, IntegrityError
+
+if TYPE_CHECKING:
+    from backupctl.engine.pitr import Target
 
 app = typer.Typer(help="Create, list, inspect, restore, verify and delete backups.", no_args_is_help=True)
 
@@ -169,6 +172,29 @@ def _target_is_live(target: Path | None) -> bool:
     return target.exists() and (not target.is_dir() or any(os.scandir(target)))
 
 
+def moment_from_options(
+    to_time: str | None, to_lsn: str | None, to_name: str | None, to_position: str | None
+) -> Target | None:
+    """The point-in-time target of --to-time/--to-lsn/--to-name/--to-position (None: none given),
+    shared by `backup restore` and `backup clone`."""
+    from backupctl.engine import pitr
+
+    given = sum(bool(x) for x in (to_time, to_lsn, to_name, to_position))
+    if given == 0:
+        return None
+    if given > 1:
+        raise typer.BadParameter("give exactly one of --to-time, --to-lsn, --to-name, --to-position")
+    moment = pitr.Target(
+        time=pitr.parse_moment(to_time) if to_time else None, lsn=to_lsn or None, name=to_name or None
+    )
+    if to_position:
+        file, _, pos = to_position.rpartition(":")
+        if not pos.isdigit():
+            raise typer.BadParameter("FILE:POSITION or POSITION", param_hint="--to-position")
+        moment.position, moment.position_file = int(pos), file or None
+    return moment
+
+
 def _restore_to_moment(
     backup_id: str | None,
     deployment: str | None,
@@ -182,16 +208,8 @@ def _restore_to_moment(
 ) -> None:
     from backupctl.engine import pitr
 
-    if sum(bool(x) for x in (to_time, to_lsn, to_name, to_position)) != 1:
-        raise typer.BadParameter("give exactly one of --to-time, --to-lsn, --to-name, --to-position")
-    moment = pitr.Target(
-        time=pitr.parse_moment(to_time) if to_time else None, lsn=to_lsn or None, name=to_name or None
-    )
-    if to_position:
-        file, _, pos = to_position.rpartition(":")
-        if not pos.isdigit():
-            raise typer.BadParameter("FILE:POSITION or POSITION", param_hint="--to-position")
-        moment.position, moment.position_file = int(pos), file or None
+    moment = moment_from_options(to_time, to_lsn, to_name, to_position)
+    assert moment is not None  # the caller saw one of them
     with CliReporter() as reporter:
         svc = context.service(reporter)
         if _target_is_live(target):

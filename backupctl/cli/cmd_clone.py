@@ -7,42 +7,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from backupctl.cli import context, output
-from backupctl.cli.cmd_backup import app
+from backupctl.cli.cmd_backup import app, moment_from_options
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
 from backupctl.engine.clone import clone_backup
 from backupctl.errors import ExitCode
-
-if TYPE_CHECKING:
-    from backupctl.engine.pitr import Target
-
-
-def moment_from_options(
-    to_time: str | None, to_lsn: str | None, to_name: str | None, to_position: str | None
-) -> Target | None:
-    """The point-in-time target of --to-time/--to-lsn/--to-name/--to-position (None: none given),
-    read as `backup restore` reads them."""
-    from backupctl.engine import pitr
-
-    given = sum(bool(x) for x in (to_time, to_lsn, to_name, to_position))
-    if given == 0:
-        return None
-    if given > 1:
-        raise typer.BadParameter("give exactly one of --to-time, --to-lsn, --to-name, --to-position")
-    moment = pitr.Target(
-        time=pitr.parse_moment(to_time) if to_time else None, lsn=to_lsn or None, name=to_name or None
-    )
-    if to_position:
-        file, _, pos = to_position.rpartition(":")
-        if not pos.isdigit():
-            raise typer.BadParameter("FILE:POSITION or POSITION", param_hint="--to-position")
-        moment.position, moment.position_file = int(pos), file or None
-    return moment
 
 
 @app.command("clone")
