@@ -752,6 +752,11 @@ def restore_mariadb_to(
             hint="a point-in-time restore writes a data directory",
         )
     datadir = Path(datadir)
+    if target_dir is None:
+        # In place: refuse a running server before the safety backup (which, with the server
+        # stopped, is an offline copy of the datadir: sources/mariadb.py) and before anything
+        # is written.
+        source.refuse_running_server(datadir)
     repo = service.repository(service.primary_destination(deployment))
     service.reporter.emit(
         InfoEvent(

@@ -19,6 +19,22 @@ data directory that then starts. `info()` records the binary log position of the
 consistent point (binlog_file, binlog_pos, binlog_gtid, from mariabackup's `binlog_pos`),
 where a point-in-time restore starts replaying binary logs (engine.binlog).
 
+In place (no target: the configured `datadir`, server stopped) the directory's contents are
+replaced once the backup is prepared (the engine takes a safety backup first); the
+directory itself, its owner and mode stay. mariabackup needs a running server, so when the
+server is stopped on the configured `datadir` a backup is an offline copy of that directory
+in the same stored form (`mbstream -c` of its files; info `offline: true`, with a warning):
+that is how the safety backup before an in-place restore is taken. It restores by plain
+extraction (no prepare) and records no LSN or binary log position, so it is neither a parent
+for increments nor a base for point-in-time recovery.
+
+Whether a server runs on a data directory is asked of the kernel: a running mariadbd holds
+POSIX write locks on `aria_log_control` and `ibdata1` (that is how MariaDB refuses a second
+server on the same directory). Unlike its pid file (a server option, left behind by a
+crash) or a connection (needs the right port, socket and password), the locks exist exactly
+while a server uses the directory, wherever it listens. A connection that reports the same
+@@datadir is a second, independent signal.
+
 The password reaches the tools only through a 0600 option file passed as the FIRST
 argument (`--defaults-extra-file`); without `password_env`/`password_file` the user's own
 option files (~/.my.cnf) apply.
@@ -27,9 +43,11 @@ option files (~/.my.cnf) apply.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -53,6 +71,7 @@ from backupctl.sources.dbutil import (
     target_names,
     write_stream,
 )
+from backupctl.sources.postgres import clear_dir
 
 GLOBALS_PATH = "mariadb/globals.sql"
 DB_DIR = "mariadb/databases"
@@ -60,6 +79,12 @@ XBSTREAM = "mariadb/mariabackup.xbstream"
 SYSTEM_DATABASES = ("information_schema", "performance_schema", "mysql", "sys")
 # Accounts whose statements are never replayed from a backup: the target's own.
 PROTECTED_USERS = ("root", "mariadb.sys")
+# Files a running mariadbd holds a POSIX write lock on (Aria's control file, InnoDB's system
+# tablespace); either one present marks a data directory.
+LOCKED_FILES = ("aria_log_control", "ibdata1")
+# Left out of an offline copy: recreated at start (temporary tablespace) or runtime leftovers.
+OFFLINE_SKIP = ("ibtmp1",)
+OFFLINE_SKIP_SUFFIXES = (".pid", ".sock.lock")
 
 
 class MariaDBOptions(SourceOptions):
@@ -185,6 +210,10 @@ class MariaDBSource(Source):
 
     def scan(self) -> Iterator[Entry]:
         lead, env = self._prepare(self._secrets)
+        stopped = self._stopped_datadir(lead, env)
+        if stopped is not None:
+            yield from self._scan_offline(stopped)
+            return
         version = self._query(self._secrets, lead, env, "SELECT VERSION()")[0][0]
         self._info = {
             "method": self.options.method,
@@ -277,6 +306,58 @@ class MariaDBSource(Source):
         self._info["path"] = XBSTREAM
         yield Entry(path="mariadb", kind="dir", mode=0o700)
         yield self._stream_entry(XBSTREAM, argv, env, "mariabackup", cwd=work)
+
+    def _live_datadir(self, secrets: Secrets, lead: list[str], env: dict[str, str]) -> Path | None:
+        """The @@datadir of the configured server when it answers, else None (stopped or unreachable)."""
+        try:
+            return Path(self._query(secrets, lead, env, "SELECT @@datadir")[0][0]).resolve()
+        except (SourceError, IndexError):
+            return None
+
+    def _stopped_datadir(self, lead: list[str], env: dict[str, str]) -> Path | None:
+        """The configured datadir when a mariabackup backup must copy it offline: it holds a
+        data directory, no server holds its locks and the configured server does not answer
+        from it. None otherwise (mariabackup through the running server)."""
+        d = self.options.datadir
+        if self.options.method != "mariabackup" or d is None:
+            return None
+        d = Path(d)
+        if not any((d / name).is_file() for name in LOCKED_FILES):
+            return None
+        if mariadb_running(d) is not None or self._live_datadir(self._secrets, lead, env) == d.resolve():
+            return None
+        return d
+
+    def _scan_offline(self, datadir: Path) -> Iterator[Entry]:
+        """The stopped data directory as the xbstream entry (`mbstream -c` of its files)."""
+        files = offline_files(datadir)
+        listing = self._secrets.write("files", "".join(f + "\0" for f in files))
+        version = read_upgrade_info(datadir)
+        self._info = {
+            "method": self.options.method,
+            "offline": True,
+            "backup_type": "full",
+            "datadir": str(datadir),
+            "path": XBSTREAM,
+        }
+        if version:
+            self._info.update(
+                server_version=version, flavor="mariadb" if "mariadb" in version.lower() else "mysql"
+            )
+        self.reporter.emit(
+            WarningEvent(
+                f"the server is not running on {datadir}: backed up the stopped data directory "
+                "(an offline copy; not a base for point-in-time recovery)",
+                path=XBSTREAM,
+            )
+        )
+        # xargs splits a long file list over several mbstream runs; concatenated xbstreams
+        # extract as one (each file ends with its own EOF chunk).
+        argv = [_which("xargs"), "-0", "-r", "-a", str(listing), _which("mbstream"), "-c"]
+        yield Entry(path="mariadb", kind="dir", mode=0o700)
+        yield self._stream_entry(
+            XBSTREAM, argv, child_env({}), "mbstream of the stopped data directory", cwd=datadir
+        )
 
     def _stream_entry(
         self, path: str, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
@@ -487,9 +568,13 @@ class MariaDBSource(Source):
         """Restore a full mariabackup backup followed by its increments, oldest first.
 
         Each element is (the backup's recorded info, its entries). The entries are read in
-        order, each stream extracted once; the base is prepared, each increment applied with
-        --incremental-dir, and the result moved into request.target_dir (or the configured
-        datadir), which must be empty or absent; a running server's datadir is refused.
+        order, each stream extracted once into a hidden directory next to the destination;
+        the base is prepared, each increment applied with --incremental-dir, and the result
+        moved into request.target_dir, which must be empty or absent. Without a target it is
+        the configured datadir of a stopped server (a running one is refused before anything
+        is read): its contents are deleted only once the backup is extracted and prepared,
+        the directory itself (owner, mode, a mount point) stays. An offline copy (info
+        `offline`) is extracted as it is, without prepare.
         """
         if not chain:
             raise SourceError("nothing to restore: empty backup chain")
@@ -501,44 +586,40 @@ class MariaDBSource(Source):
             )
         dest = Path(dest)
         self._check_chain([info for info, _ in chain])
+        in_place = request.target_dir is None and dest.is_dir()
         if request.target_dir is None:
-            self._refuse_running_server(dest)
+            self.refuse_running_server(dest)
         existed = dest.exists()
-        ensure_empty_dir(dest, what="physical restore")
+        if not in_place:
+            ensure_empty_dir(dest, what="physical restore")
         owner = dest.stat() if existed else None
-        tool = _which("mariabackup", "mariadb-backup")
-        mbstream = _which("mbstream")
+        offline = bool(chain[0][0].get("offline"))
         work = Path(tempfile.mkdtemp(prefix=".backupctl-mariabackup-", dir=dest.parent))
         try:
-            dirs: list[Path] = []
-            for i, (_info, entries) in enumerate(chain):
-                target = work / str(i)
-                target.mkdir(mode=0o700)
-                found = False
-                for entry in entries:
-                    if entry.kind == "file" and entry.path == XBSTREAM:
-                        run([mbstream, "-x", "-C", str(target)], what="mbstream", input_chunks=entry.chunks())
-                        found = True
-                if not found:
-                    raise SourceError(f"backup {i + 1} of the chain holds no {XBSTREAM}")
-                dirs.append(target)
+            dirs = [self._extract(i, entries, work) for i, (_info, entries) in enumerate(chain)]
             base = dirs[0]
-            request.reporter.emit(
-                InfoEvent(f"preparing the full backup ({len(dirs) - 1} increment(s) to apply)")
-            )
-            run([tool, "--prepare", f"--target-dir={base}"], what="mariabackup --prepare")
-            for inc in dirs[1:]:
+            if not offline:
+                self._prepare_chain(dirs, request)
+            if in_place:
+                request.reporter.emit(InfoEvent(f"replacing the contents of {dest}"))
+                clear_dir(dest)
+            if offline:
+                for item in os.scandir(base):  # same file system: renames
+                    os.rename(item.path, dest / item.name)
+            else:
                 run(
-                    [tool, "--prepare", f"--target-dir={base}", f"--incremental-dir={inc}"],
-                    what="mariabackup --prepare",
+                    [
+                        _which("mariabackup", "mariadb-backup"),
+                        "--move-back",
+                        f"--target-dir={base}",
+                        f"--datadir={dest}",
+                    ],
+                    what="mariabackup --move-back",
                 )
-            run(
-                [tool, "--move-back", f"--target-dir={base}", f"--datadir={dest}"],
-                what="mariabackup --move-back",
-            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        os.chmod(dest, 0o750)
+        if not in_place:
+            os.chmod(dest, 0o750)
         if owner is not None and os.geteuid() == 0:
             chown_tree(dest, owner.st_uid, owner.st_gid)
         request.reporter.emit(
@@ -547,6 +628,36 @@ class MariaDBSource(Source):
                 " server's user (e.g. chown -R mysql:mysql) if needed, then start the server on it"
             )
         )
+
+    @staticmethod
+    def _extract(i: int, entries: Iterator[RestoreEntry], work: Path) -> Path:
+        """Extract backup `i` of the chain (its xbstream entry) into work/i."""
+        target = work / str(i)
+        target.mkdir(mode=0o700)
+        found = False
+        for entry in entries:
+            if entry.kind == "file" and entry.path == XBSTREAM:
+                run(
+                    [_which("mbstream"), "-x", "-C", str(target)],
+                    what="mbstream",
+                    input_chunks=entry.chunks(),
+                )
+                found = True
+        if not found:
+            raise SourceError(f"backup {i + 1} of the chain holds no {XBSTREAM}")
+        return target
+
+    @staticmethod
+    def _prepare_chain(dirs: list[Path], request: RestoreRequest) -> None:
+        tool = _which("mariabackup", "mariadb-backup")
+        base = dirs[0]
+        request.reporter.emit(InfoEvent(f"preparing the full backup ({len(dirs) - 1} increment(s) to apply)"))
+        run([tool, "--prepare", f"--target-dir={base}"], what="mariabackup --prepare")
+        for inc in dirs[1:]:
+            run(
+                [tool, "--prepare", f"--target-dir={base}", f"--incremental-dir={inc}"],
+                what="mariabackup --prepare",
+            )
 
     def _check_chain(self, infos: list[dict[str, Any]]) -> None:
         if infos[0].get("backup_type", "full") != "full":
@@ -559,20 +670,81 @@ class MariaDBSource(Source):
                     f"broken chain: an increment starts at LSN {cur.get('from_lsn')} but its parent ends at {prev.get('to_lsn')}"
                 )
 
-    def _refuse_running_server(self, datadir: Path) -> None:
-        secrets = Secrets("backupctl-mariadb-")
-        try:
-            lead, env = self._prepare(secrets)
-            live = self._query(secrets, lead, env, "SELECT @@datadir")[0][0]
-        except SourceError:
-            return  # not reachable: stopped
-        finally:
-            secrets.cleanup()
-        if Path(live).resolve() == datadir.resolve():
+    def refuse_running_server(self, datadir: Path) -> None:
+        """Refuse a data directory a server runs on: one holds its locks (mariadb_running), or
+        the configured server answers from it. Called before anything is written in place."""
+        pid = mariadb_running(datadir)
+        live: Path | None = None
+        if pid is None:
+            secrets = Secrets("backupctl-mariadb-")
+            try:
+                lead, env = self._prepare(secrets)
+                live = self._live_datadir(secrets, lead, env)
+            finally:
+                secrets.cleanup()
+        if pid is not None or live == datadir.resolve():
+            by = f" (pid {pid})" if pid and pid > 0 else ""
             raise SourceError(
-                f"refusing to restore into {datadir}: the MariaDB server is running on it",
+                f"refusing to restore into {datadir}: a MariaDB server is running on it{by}",
                 hint="stop the server first, or restore into a new data directory",
             )
+
+
+def mariadb_running(datadir: Path) -> int | None:
+    """The PID of the server running on `datadir` (-1 when the holder's PID is not visible,
+    e.g. another PID namespace), or None when none holds the locks of LOCKED_FILES.
+
+    F_GETLK asks who holds a write lock without taking one, so probing never disturbs a
+    server that is starting. A file that cannot be opened (absent, no permission) says nothing.
+    """
+    for name in LOCKED_FILES:
+        try:
+            fd = os.open(datadir / name, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            # struct flock: l_type, l_whence, l_start, l_len, l_pid (native layout, as C has it).
+            probe = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+            l_type, _, _, _, pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, probe))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if l_type != fcntl.F_UNLCK:
+            return pid if pid > 0 else -1
+    return None
+
+
+def offline_files(datadir: Path) -> list[str]:
+    """The regular files of a stopped data directory, relative and sorted, for `mbstream -c`.
+
+    Runtime leftovers are left out (OFFLINE_SKIP*, at the top level). Directories are not
+    streamed themselves: each database directory holds at least its db.opt.
+    """
+    out: list[str] = []
+
+    def fail(exc: OSError) -> None:
+        raise SourceError(f"cannot read the data directory {datadir}: {exc}")
+
+    for root, dirs, files in os.walk(datadir, onerror=fail):
+        dirs.sort()
+        rel = Path(root).relative_to(datadir)
+        for name in sorted(files):
+            if rel == Path(".") and (name in OFFLINE_SKIP or name.endswith(OFFLINE_SKIP_SUFFIXES)):
+                continue
+            path = Path(root) / name
+            if path.is_file():  # sockets, fifos and dangling links are not data
+                out.append(str(rel / name) if rel != Path(".") else name)
+    return out
+
+
+def read_upgrade_info(datadir: Path) -> str | None:
+    """The server version that last ran on a data directory (mysql_upgrade_info), if recorded."""
+    try:
+        text = (datadir / "mysql_upgrade_info").read_text(errors="replace").strip("\0\n ")
+    except OSError:
+        return None
+    return text or None
 
 
 def read_checkpoints(path: Path) -> dict[str, Any]:
