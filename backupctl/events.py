@@ -73,6 +73,25 @@ class NullReporter:
         return None
 
 
+class WarningsAsInfo:
+    """Forwards every event, turning warnings into info lines with a prefix.
+
+    For work done on the side of an operation (the safety backup before an in-place
+    restore): its warnings are shown, but they are not the operation's own, so they must not
+    turn its outcome into "completed with warnings" (exit code 3).
+    """
+
+    def __init__(self, forward: Reporter, prefix: str) -> None:
+        self._forward = forward
+        self._prefix = prefix
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, WarningEvent):
+            where = f" ({event.path})" if event.path else ""
+            event = InfoEvent(f"{self._prefix}{event.message}{where}")
+        self._forward.emit(event)
+
+
 class CollectingReporter:
     """Keeps every event; used by tests and to gather warnings for a result."""
 

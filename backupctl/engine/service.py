@@ -43,6 +43,7 @@ from backupctl.events import (
     Reporter,
     Started,
     WarningEvent,
+    WarningsAsInfo,
 )
 from backupctl.repo.crypto import KeyMaterial, read_key_file
 from backupctl.repo.repository import Repository
@@ -533,6 +534,8 @@ class Service:
         safety: dict[str, Any] | None = None
         if target_dir is None and safety_backup and dep is not None:
             self.reporter.emit(InfoEvent(f"taking a safety backup of {dep_name!r} before overwriting it"))
+            restore_reporter = self.reporter
+            self.reporter = WarningsAsInfo(restore_reporter, "safety backup: ")
             try:
                 safety = self.create_backup(
                     dep_name, type="incremental", comment=f"safety backup before restoring {record['id'][:8]}"
@@ -548,6 +551,8 @@ class Service:
                         f"the safety backup of {dep_name!r} failed, so nothing was restored: {exc.message}",
                         hint="fix the problem, or pass --no-safety-backup to restore without one",
                     ) from exc
+            finally:
+                self.reporter = restore_reporter
             if safety is not None:
                 self.reporter.emit(
                     InfoEvent(f"safety backup {safety['id'][:8]} taken; restore it to undo this restore")
