@@ -389,12 +389,17 @@ def backup_range(
         return out
     last = _meta(repo, files[run[-1]], cache)
     to = last.get("last_event_time")
-    if to is None or parse_iso(to) < parse_iso(b["finished"]):
+    # Whether the archive reaches the backup's consistent point is a question of positions:
+    # event times have whole seconds, so the last event can read as slightly before a backup
+    # that ended in the same second although the archive holds everything after it.
+    covered = len(run) > 1 or int(last.get("end_position") or 0) >= int(info["binlog_pos"])
+    if to is None or not covered:
         out["reason"] = (
             f"the archived binary logs end at {to}, before the backup finished; "
             f"run `backupctl binlog sync {b['deployment']} --flush`"
         )
         return out
+    to = max(to, b["finished"], key=parse_iso)
     out.update(usable=True, **{"from": b["finished"], "to": to})
     return out
 
