@@ -162,3 +162,24 @@ def test_plain_in_place_restore_of_a_mariabackup_chain_gives_the_backups_rows(in
     assert owned_by_mysql(server.data)
     server.start_datadir(server.data)
     assert tables(server, db) == expected
+
+
+def test_binlog_sync_refuses_a_server_whose_log_numbering_went_back(
+    fresh_mariadb_server: MariaDBServer, make_deployment: Any
+) -> None:
+    """After RESET MASTER (or a restore with the logs inside the data directory) the server's
+    new logs would reuse archived names and be skipped as "already archived": refused loudly."""
+    server = fresh_mariadb_server
+    dep = make_deployment([server.options(method="mariabackup")])
+    server.root_sql("CREATE DATABASE reset_db; CREATE TABLE reset_db.t (id INT PRIMARY KEY)")
+    server.root_sql("FLUSH BINARY LOGS; INSERT INTO reset_db.t VALUES (1); FLUSH BINARY LOGS")
+    first = dep.ok("binlog", "sync", "app", "-o", "json").json()
+    assert len(first["archived"]) >= 2, first
+    archive = dep.repository / "binlog" / "app"
+    before = {p.name: p.read_bytes() for p in archive.iterdir()}
+
+    server.root_sql("RESET MASTER")
+    refused = dep.run("binlog", "sync", "app", "--flush")
+    assert refused.returncode != 0, str(refused)
+    assert "numbering went back" in refused.stderr and "log_bin" in refused.stderr, str(refused)
+    assert {p.name: p.read_bytes() for p in archive.iterdir()} == before  # nothing archived or changed

@@ -247,6 +247,7 @@ def sync(service: Service, deployment: str, *, flush: bool = False) -> dict[str,
         needed_from, needed_by = oldest_needed(service, deployment)
         need_key = binlog_sort_key(needed_from) if needed_from else None
         current_key = binlog_sort_key(current)
+        _refuse_numbering_gone_back(deployment, current, current_key, archived)
         for name, size in logs:
             key = binlog_sort_key(name)
             if name == current or (key[0] == current_key[0] and key[1] > current_key[1]):
@@ -293,6 +294,25 @@ def sync(service: Service, deployment: str, *, flush: bool = False) -> dict[str,
         "flushed": flush,
         "seconds": round(time.monotonic() - t0, 3),
     }
+
+
+def _refuse_numbering_gone_back(
+    deployment: str, current: str, current_key: tuple[str, int], archived: set[str]
+) -> None:
+    """Archived names are write-once and a name already archived is skipped, so a server whose
+    log numbering started again (logs inside a data directory that was restored, RESET MASTER)
+    would have its new logs silently never archived under the old names: refuse loudly."""
+    newest = max(
+        (binlog_sort_key(n)[1] for n in archived if binlog_sort_key(n)[0] == current_key[0]), default=None
+    )
+    if newest is not None and newest >= current_key[1]:  # the file being written is never archived yet
+        raise BinlogError(
+            f"the server's binary log numbering went back: it writes {current}, but the archive of "
+            f"{deployment!r} already holds {_file_name(current_key[0], newest, current)}; its new logs would "
+            "collide with archived ones (the server was restored, or RESET MASTER ran)",
+            hint="give the server a new log_bin base name (e.g. log_bin = mariadb-bin2) and restart it, "
+            "then take a new full backup; the old archive stays for the older backups",
+        )
 
 
 def follow(
