@@ -6,9 +6,13 @@ initdb through `runuser -u postgres`, a free high port, 127.0.0.1 only), `pgbenc
 with archiving off, then archive_mode = on and a restart, and a pgbench TPC-B load of
 --seconds with --clients clients:
 
-  cp         test ! -f ARCHIVE/%f && cp %p ARCHIVE/%f       (the reference: a plain copy, no fsync)
-  backupctl  python -m backupctl.wal --config CFG --deployment bench push %p
-             (compressed, encrypted, written to a local destination, acknowledged once durable)
+  cp                test ! -f ARCHIVE/%f && cp %p ARCHIVE/%f  (reference: a plain copy, no fsync)
+  pgbackrest        pgbackrest archive-push %p (zstd 3, aes-256-cbc, local repository)
+  pgbackrest-async  the same with archive-async=y, process-max=2 (pushes ahead from a spool)
+  backupctl-single  python -m backupctl.wal --config CFG --deployment bench push --ahead 0 %p
+                    (one segment per call: compressed, encrypted, written to a local
+                    destination, acknowledged once durable)
+  backupctl         ... push %p: the same, archiving up to 16 ready segments ahead per call
 
 Every second: pg_stat_archiver (archived_count, last_archived_wal, failed_count), the current
 WAL file and the number of `.ready` files in pg_wal/archive_status (segments waiting for the
@@ -105,6 +109,38 @@ def backupctl_command(work: Path, c: Cluster, binary: str) -> str:
     return str(json.loads(out)["settings"]["archive_command"])
 
 
+def pgbackrest_command(work: Path, c: Cluster, asynchronous: bool) -> str:
+    """pgBackRest as the peer: the same work as backupctl (zstd level 3, AES-256 encryption,
+    a local repository, acknowledged once stored), archive-push per segment, or with
+    archive-async (a background process pushes ready segments ahead from a spool, two at once)."""
+    br = work / "pgbackrest"
+    for d in (br, br / "repo", br / "spool", br / "lock", br / "log"):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chown(d, c.pw.pw_uid, c.pw.pw_gid)
+    conf = br / "pgbackrest.conf"
+    settings = {
+        "repo1-path": br / "repo",
+        "repo1-cipher-type": "aes-256-cbc",
+        "repo1-cipher-pass": os.urandom(16).hex(),
+        "compress-type": "zst",
+        "compress-level": 3,
+        "log-level-console": "warn",
+        "log-level-file": "off",
+        "lock-path": br / "lock",
+        "log-path": br / "log",
+        "spool-path": br / "spool",
+    }
+    if asynchronous:
+        settings |= {"archive-async": "y", "process-max": 2}
+    stanza = {"pg1-path": c.data, "pg1-port": c.port, "pg1-socket-path": c.sock}
+    lines = ["[global]", *(f"{k}={v}" for k, v in settings.items())]
+    lines += ["[bench]", *(f"{k}={v}" for k, v in stanza.items())]
+    conf.write_text("\n".join(lines) + "\n")
+    os.chmod(conf, 0o644)
+    as_postgres("pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create")
+    return f"pgbackrest --config={conf} --stanza=bench archive-push %p"
+
+
 def cp_command(work: Path, c: Cluster) -> str:
     archive = work / "archive"
     archive.mkdir(parents=True)
@@ -173,7 +209,14 @@ def measure(mode: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(
             ["pgbench", *c.conn, "-i", "-q", "-s", str(args.scale), "bench"], check=True, capture_output=True
         )
-        command = cp_command(work, c) if mode == "cp" else backupctl_command(work, c, args.backupctl)
+        if mode == "cp":
+            command = cp_command(work, c)
+        elif mode.startswith("pgbackrest"):
+            command = pgbackrest_command(work, c, asynchronous=mode == "pgbackrest-async")
+        else:
+            command = backupctl_command(work, c, args.backupctl)
+            if mode == "backupctl-single":  # one push per call, as before archiving ahead
+                command = command.replace(" push %p", " push --ahead 0 %p")
         with open(c.data / "postgresql.conf", "a") as f:
             f.write(
                 "\nwal_level = replica\narchive_mode = on\n"
@@ -267,7 +310,11 @@ def main() -> None:
     ap.add_argument("--drain-timeout", type=int, default=300, help="s to wait for the backlog after the load")
     ap.add_argument("--synchronous-commit", default="off", help="off: more transactions, more WAL")
     ap.add_argument("--backlog", type=int, default=64, help="segments for the drain test (0: skip)")
-    ap.add_argument("--modes", default="cp,backupctl")
+    ap.add_argument(
+        "--modes",
+        default="cp,pgbackrest,pgbackrest-async,backupctl-single,backupctl",
+        help="cp, pgbackrest, pgbackrest-async, backupctl-single (--ahead 0), backupctl",
+    )
     ap.add_argument("--json", type=Path, default=Path("bench-wal.json"))
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
@@ -298,11 +345,11 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     print(
-        f"{'':10} {'WAL MB':>7} {'gen seg/s':>9} {'arch seg/s':>10} {'lag max':>7} {'.ready max':>10} {'.ready end':>10} {'final':>5} {'drain s':>7}"
+        f"{'':17} {'WAL MB':>7} {'gen seg/s':>9} {'arch seg/s':>10} {'lag max':>7} {'.ready max':>10} {'.ready end':>10} {'final':>5} {'drain s':>7}"
     )
     for r in doc["results"]:
         print(
-            f"{r['mode']:10} {r['wal_mb']:7.0f} {r['generated_per_s']:9.2f} {r['archived_per_s']:10.2f} "
+            f"{r['mode']:17} {r['wal_mb']:7.0f} {r['generated_per_s']:9.2f} {r['archived_per_s']:10.2f} "
             f"{r['lag_segments_max']!s:>7} {r['ready_max']:10} {r['ready_at_load_end']:10} {r['ready_final']:5} {r['drain_s']:7.1f}"
         )
 

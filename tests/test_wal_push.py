@@ -7,7 +7,6 @@ real server."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 from pitr_helpers import PitrDeployment, light_command
+
+from backupctl.engine import walspool
 
 SEG = 16 << 20
 DEP = "app"
@@ -177,7 +178,8 @@ def test_with_an_s3_primary_a_marker_is_checked_against_the_bucket(
 
     first = cli_push(dep, wal_dir / names[0], "--ahead", "3")
     assert first["state"] == "stored" and set(first["ahead"]) == {names[-1], *names[1:3]}, first
-    marker = json.loads((spool(wal_dir) / names[1]).read_text())
+    marker = walspool.read_marker(spool(wal_dir), names[1])
+    assert marker is not None
     assert marker["local_path"] is None and marker["stored_size"] == bucket.stat(marker["object"]).size
     for name in [names[0], *names[1:3]]:
         assert fetched(dep, name, tmp_path) == (wal_dir / name).read_bytes(), name

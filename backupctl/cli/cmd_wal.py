@@ -57,7 +57,7 @@ def push(
         if state.startswith("failed"):
             output.warning(f"copy to {name}: {state} (run `backupctl pitr sync`)")
     for name, state in doc["ahead"].items():
-        if state.startswith("failed"):
+        if "failed" in state:
             output.warning(f"archiving {name} ahead: {state} (its own archive_command call retries it)")
 
 

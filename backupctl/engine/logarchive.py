@@ -263,15 +263,16 @@ def push_ahead(
     others: list[Destination],
     wal_dir: Path,
     current: str,
-    spool: Path,
-    config: list[Any],
+    spool: str,
+    config: Path,
     limit: int,
 ) -> dict[str, str]:
     """Archive up to `limit` more WAL files that PostgreSQL has marked ready (other than
     `current`, which the caller pushed), two at a time, and leave a walspool marker for each
     one that is durable in the primary destination, so that its own archive_command call
-    returns at once (see engine.walspool). Never raises: {file: state or "failed: ..."};
-    a file that failed has no marker and is archived (or refused) by its own call."""
+    returns at once (see engine.walspool). Never raises: {file: state}, where a state with
+    "failed" means that file has no marker (it is archived, or refused, by its own call) or
+    that a copy to another destination failed (`pitr sync` makes it)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from backupctl.destinations.local import LocalDestination
@@ -279,11 +280,12 @@ def push_ahead(
 
     # A local primary's object is a file: its marker names it, so the later call needs only a stat.
     local_root = repo.dest.root if isinstance(repo.dest, LocalDestination) else None
+    config_id = walspool.config_identity(config)
     todo: list[str] = []
     for filename in walspool.ready_files(wal_dir, current, WAL_FILE_RE.match):
         if len(todo) >= limit:
             break
-        if walspool.matching_marker(spool, wal_dir / filename, Path(config[0])) is None:
+        if walspool.matching_marker(spool, wal_dir / filename, config) is None:
             todo.append(filename)
 
     def one(filename: str) -> str:
@@ -294,24 +296,19 @@ def push_ahead(
             copies = copy_to_others(repo, result.name, others) if others else {}
             if walspool.identity(path) != before:  # changed while read: no marker
                 return "failed: the file changed while it was archived"
-            stored = repo.dest.stat(result.name).size
-            walspool.write_marker(
-                spool,
-                filename,
-                {
-                    "object": result.name,
-                    "size": result.size,
-                    "stored_size": stored,
-                    "source": before,
-                    "config": config,
-                    "local_path": str(Path(local_root) / result.name) if local_root else None,
-                    "copies": copies,
-                    "archived_at": now_iso(),
-                },
-            )
-            return result.state
+            marker = {
+                "object": result.name,
+                "size": result.size,
+                "stored_size": repo.dest.stat(result.name).size,
+                "source": before,
+                "config": config_id,
+                "local_path": str(local_root / result.name) if local_root else None,
+            }
+            walspool.write_marker(spool, filename, marker)
         except Exception as exc:  # best effort: this file's own archive_command call retries it
             return f"failed: {exc.message if isinstance(exc, BackupctlError) else f'{type(exc).__name__}: {exc}'}"
+        failed = {k: v for k, v in copies.items() if v.startswith("failed")}
+        return f"{result.state}; copies {failed}" if failed else result.state
 
     if not todo:
         return {}
