@@ -12,7 +12,7 @@ with archiving off, then archive_mode = on and a restart, and a pgbench TPC-B lo
   backupctl-single  python -m backupctl.wal --config CFG --deployment bench push --ahead 0 %p
                     (one segment per call: compressed, encrypted, written to a local
                     destination, acknowledged once durable)
-  backupctl         ... push %p: the same, archiving up to 16 ready segments ahead per call
+  backupctl         ... push %p: the same, archiving up to 32 ready segments ahead per call
 
 Every second: pg_stat_archiver (archived_count, last_archived_wal, failed_count), the current
 WAL file and the number of `.ready` files in pg_wal/archive_status (segments waiting for the
