@@ -89,6 +89,20 @@ def test_key_file_missing(files_deployment) -> None:
     helpers.assert_one_line_error(dep.run("backup", "list"), ExitCode.CONFIG, str(dep.key_file))
 
 
+@pytest.mark.parametrize(
+    "content", [b"\xdd\x00\xff\x80" * 8, b"not base64 at all\n", b""], ids=["binary", "text", "empty"]
+)
+def test_key_file_with_wrong_content(files_deployment, content: bytes) -> None:
+    dep = files_deployment
+    backup_id = dep.create()
+    stored = _repo_files(dep.repository)
+    dep.key_file.write_bytes(content)
+    result = dep.run("backup", "show", backup_id)
+    helpers.assert_one_line_error(result, ExitCode.CONFIG, "is not a backupctl key file")
+    assert "base64" in result.stderr
+    assert _repo_files(dep.repository) == stored
+
+
 # ---- config ------------------------------------------------------------------------------
 
 

@@ -99,13 +99,18 @@ def read_key_file(path: Path) -> bytes:
         raise ConfigError(f"key file {path} does not exist", hint="restore it from your safe copy") from None
     except PermissionError:
         raise ConfigError(f"key file {path} is not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        lines = []  # binary content: reported below like any other wrong content
     payload = [ln for ln in lines if ln and not ln.startswith("#")]
     try:
         raw = base64.b64decode(payload[0], validate=True) if payload else b""
     except ValueError:
         raw = b""
     if len(raw) < 16:
-        raise ConfigError(f"key file {path} is not a backupctl key file (expected base64 key material)")
+        raise ConfigError(
+            f"key file {path} is not a backupctl key file (expected base64 key material)",
+            hint="`backupctl init` writes one; or: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE",
+        )
     return raw
 
 
