@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,53 @@ def test_with_an_s3_primary_a_marker_is_checked_against_the_bucket(
     assert again["state"] == "stored", again
     assert fetched(dep, names[2], tmp_path) == (wal_dir / names[2]).read_bytes()
     bucket.close()
+
+
+@pytest.mark.server
+def test_a_real_servers_backlog_is_archived_ahead_byte_for_byte(fresh_pg_server: Any, tmp_path: Path) -> None:
+    """archive_command as `pitr setup --apply` sets it, run by PostgreSQL as postgres: a backlog
+    built while the archiver was held back is archived with no failure, every segment equal
+    to the file PostgreSQL wrote, and no marker left behind."""
+    server = fresh_pg_server
+    dep = PitrDeployment([server.options(method="pg_basebackup")])
+    try:
+        prefix = light_command()
+        dep.ok("pitr", "setup", DEP, "--command", prefix)
+        dep.hand_over()
+        dep.ok("pitr", "setup", DEP, "--apply", "--command", prefix)
+        command = server.psql("SHOW archive_command")
+        assert f"--deployment {DEP} push %p" in command, command
+
+        server.psql("ALTER SYSTEM SET archive_command = 'false'")
+        server.psql("SELECT pg_reload_conf()")
+        server.psql("CREATE TABLE t (id int, pad text)")
+        held = []
+        for i in range(6):
+            server.psql(
+                f"INSERT INTO t SELECT g, md5(g::text) FROM generate_series({i * 1000}, {i * 1000 + 999}) g"
+            )
+            held.append(server.psql("SELECT pg_walfile_name(pg_current_wal_lsn())"))
+            server.psql("SELECT pg_switch_wal()")
+        wal_dir = server.data / "pg_wal"
+        deadline = time.monotonic() + 30  # the segments are .ready (not recycled) until archived
+        while not all((wal_dir / "archive_status" / f"{n}.ready").exists() for n in held):
+            assert time.monotonic() < deadline, sorted(os.listdir(wal_dir / "archive_status"))
+            time.sleep(0.2)
+        written = {n: (wal_dir / n).read_bytes() for n in held}
+
+        server.psql(f"ALTER SYSTEM SET archive_command = '{command.replace(chr(39), chr(39) * 2)}'")
+        server.psql("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 120
+        while any(n.endswith(".ready") for n in os.listdir(wal_dir / "archive_status")):
+            assert time.monotonic() < deadline, sorted(os.listdir(wal_dir / "archive_status"))
+            time.sleep(0.3)
+        # Only 'false' failed (PostgreSQL logs each failed command); backupctl wrote no error.
+        log = server.log.read_text()
+        failed = [ln for ln in log.splitlines() if "The failed archive command was:" in ln]
+        assert all(ln.rstrip().endswith("was: false") for ln in failed), failed
+        assert "backupctl wal push" not in log, log[-3000:]
+        for name, data in written.items():
+            assert fetched(dep, name, tmp_path) == data, name
+        assert os.listdir(spool(wal_dir)) == []  # made by the first push's markers, all consumed
+    finally:
+        dep.cleanup()
