@@ -206,6 +206,9 @@ def test_restore_in_place_with_yes(files_deployment, sample_tree: Path) -> None:
     (sample_tree / "docs" / "readme.txt").write_text("clobbered")
     (sample_tree / "data" / "random.bin").unlink()
     os.chmod(sample_tree / "data" / "script.sh", 0o644)
+    # A directory (with content) where the backup has a file: replaced by the file.
+    (sample_tree / "data" / "random.bin").mkdir()
+    (sample_tree / "data" / "random.bin" / "inside").write_text("x")
     dep.ok("backup", "restore", backup_id, "--yes")
     helpers.assert_same_tree(expected, helpers.snapshot_tree(sample_tree))
 
