@@ -256,13 +256,39 @@ def _stored_size(dest: Any, name: str) -> int | None:
 
 
 def fetch(config: str | None, deployment: str | None, filename: str, target: str) -> dict[str, Any]:
-    from backupctl.engine.logarchive import wal_fetch, wal_object
-
-    repo, dep, _ = open_archive(config, deployment)
+    """The primary destination's copy, else each other destination's in the deployment's order
+    (the local disk may have died, or lost or damaged its copy). LogNotFoundError (exit 1, which
+    ends recovery there) only when no destination has the file; when some could not be asked,
+    their errors are part of the message."""
     from pathlib import Path
 
-    size = wal_fetch(repo, dep, filename, Path(target))
-    return {"object": wal_object(dep, filename), "size": size, "target": target}
+    from backupctl.destinations.base import open_destination
+    from backupctl.engine.logarchive import LogNotFoundError, wal_fetch, wal_object
+    from backupctl.repo.repository import Repository
+
+    cfg = LightConfig.load(config)
+    dep = cfg.deployment(deployment, "postgres")
+    dests = cfg.destinations(dep)
+    primary = next((d for d in dests if d[1].type == "local"), dests[0])
+    key = cfg.key_material()  # a key problem is the same everywhere: raised, not skipped
+    errors: list[str] = []
+    for name, options in [primary, *[d for d in dests if d[0] != primary[0]]]:
+        try:
+            dest = open_destination(name, options)
+            if options.type != "local":
+                from backupctl.destinations.retry import RetryingDestination
+
+                dest = RetryingDestination(dest)
+            repo = Repository.open(dest, key, cfg.compression_level())
+            size = wal_fetch(repo, dep, filename, Path(target))
+        except LogNotFoundError:
+            continue
+        except BackupctlError as exc:  # unreachable, no repository there, a damaged copy
+            errors.append(f"{name}: {exc.message}")
+            continue
+        return {"object": wal_object(dep, filename), "size": size, "target": target, "destination": name}
+    message = f"{wal_object(dep, filename)} is not in the archive"
+    raise LogNotFoundError(message + (f" ({'; '.join(errors)})" if errors else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -252,9 +252,25 @@ def test_wal_copies_on_s3_are_byte_equal_pitr_sync_fills_gaps_and_a_restore_read
         again = dep.ok("pitr", "sync", "app", "-o", "json").json()
         assert again["destinations"]["offsite"] == {"present": len(local)}, again
 
+        # `wal fetch` falls back to the other destinations: a segment lost locally, then the
+        # whole local repository, is read from S3 (config unchanged), byte for byte.
+        segment = next(n for n in sorted(local) if n.rsplit("/", 1)[-1][:1] == "0")
+        seg_name = segment.rsplit("/", 1)[-1]
+        first = dep.ok("wal", "fetch", seg_name, tmp_path / "from-local", "-o", "json").json()
+        assert first["destination"] == "local", first
+        (dep.repository / segment).unlink()
+        second = dep.ok("wal", "fetch", seg_name, tmp_path / "from-s3", "-o", "json").json()
+        assert second["destination"] == "offsite", second
+        assert (tmp_path / "from-s3").read_bytes() == (tmp_path / "from-local").read_bytes()
+        missing = dep.run("wal", "fetch", "00000001000000FF000000FF", tmp_path / "none")
+        assert missing.returncode == 1 and not (tmp_path / "none").exists(), str(missing)
+
         # The local disk is gone: with the S3 destination alone (a fresh machine's state), the
         # restore reads the base backup and, through restore_command as postgres, the WAL from S3.
         shutil.rmtree(dep.repository)
+        third = dep.ok("wal", "fetch", seg_name, tmp_path / "no-local", "-o", "json").json()
+        assert third["destination"] == "offsite", third
+        assert (tmp_path / "no-local").read_bytes() == (tmp_path / "from-local").read_bytes()
         doc["deployments"]["app"]["destinations"] = ["offsite"]
         dump_yaml(doc, dep.config)
         fresh = {"XDG_STATE_HOME": str(tmp_path / "fresh-state")}
