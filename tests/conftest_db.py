@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from dbservers import MariaDBServer, PostgresServer, ServerUnavailable
+from pitr_helpers import PitrDeployment, light_command
 
 S = TypeVar("S", PostgresServer, MariaDBServer)
 
@@ -65,3 +66,20 @@ def fresh_mariadb_server() -> Iterator[MariaDBServer]:
     server = _start(MariaDBServer)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pitr_pg(fresh_pg_server: PostgresServer) -> Iterator[Any]:
+    """(server, deployment `app`): a throwaway PostgreSQL whose archive_command is backupctl's
+    light entry point (run as postgres), set up with `pitr setup --apply`."""
+    server = fresh_pg_server
+    dep = PitrDeployment([server.options(method="pg_basebackup")])
+    prefix = light_command()
+    dep.ok("pitr", "setup", "app", "--command", prefix)  # creates the repository
+    dep.hand_over()
+    applied = dep.ok("pitr", "setup", "app", "--apply", "--command", prefix, "-o", "json").json()
+    assert applied["applied"] and applied["restart_needed"] is False, applied
+    assert "push %p" in applied["settings"]["archive_command"]
+    assert server.password not in str(applied)
+    yield server, dep
+    dep.cleanup()

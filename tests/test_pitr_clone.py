@@ -32,7 +32,6 @@ from test_e2e_clone import (
     pg_can_login,
     pg_login_port,
 )
-from test_pitr_postgres import pitr_pg  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.server
 
@@ -63,7 +62,7 @@ def pg_batches(server: PostgresServer, port: int, password: str, db: str, table:
 
 
 def test_postgres_clone_to_a_time_and_to_a_restore_point(
-    pitr_pg: Any,  # noqa: F811
+    pitr_pg: Any,
     clone_base: Path,
     isolated_env: dict[str, Path],
 ) -> None:

@@ -47,21 +47,6 @@ def batches(server: PostgresServer, port: int, db: str) -> str:
     return server.psql("SELECT batch, count(*) FROM t GROUP BY batch ORDER BY batch", db, port=port)
 
 
-@pytest.fixture
-def pitr_pg(fresh_pg_server: PostgresServer) -> Any:
-    server = fresh_pg_server
-    dep = PitrDeployment([server.options(method="pg_basebackup")])
-    prefix = light_command()
-    dep.ok("pitr", "setup", "app", "--command", prefix)  # creates the repository
-    dep.hand_over()
-    applied = dep.ok("pitr", "setup", "app", "--apply", "--command", prefix, "-o", "json").json()
-    assert applied["applied"] and applied["restart_needed"] is False, applied
-    assert "push %p" in applied["settings"]["archive_command"]
-    assert server.password not in str(applied)
-    yield server, dep
-    dep.cleanup()
-
-
 def test_restore_to_a_time_and_to_a_restore_point_gives_exactly_the_rows_before_it(pitr_pg: Any) -> None:
     server, dep = pitr_pg
     db = "pitr"

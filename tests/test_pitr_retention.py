@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbservers import MariaDBServer, PostgresServer
-from pitr_helpers import PitrDeployment, light_command
+from dbservers import MariaDBServer
+from pitr_helpers import PitrDeployment
 from test_pitr_postgres import batches, start_restored, wait_promoted
 
 pytestmark = pytest.mark.server
@@ -34,18 +34,6 @@ def segment_of(lsn: str, timeline: int) -> str:
     hi, lo = (int(part, 16) for part in lsn.split("/"))
     segno = ((hi << 32) | lo) >> 24
     return f"{timeline:08X}{segno >> 8:08X}{segno & 0xFF:08X}"
-
-
-@pytest.fixture
-def pitr_pg(fresh_pg_server: PostgresServer) -> Any:
-    server = fresh_pg_server
-    dep = PitrDeployment([server.options(method="pg_basebackup")])
-    prefix = light_command()
-    dep.ok("pitr", "setup", "app", "--command", prefix)
-    dep.hand_over()
-    dep.ok("pitr", "setup", "app", "--apply", "--command", prefix)
-    yield server, dep
-    dep.cleanup()
 
 
 def test_prune_deletes_the_wal_only_expired_backups_needed_and_keeps_the_rest(pitr_pg: Any) -> None:

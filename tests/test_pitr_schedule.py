@@ -23,7 +23,6 @@ import helpers
 import pytest
 from dbservers import MariaDBServer, free_port
 from test_pitr_mariadb import master_status
-from test_pitr_postgres import pitr_pg  # noqa: F401  (the fixture: a server archiving its WAL)
 
 from backupctl.config.loader import load_config
 from backupctl.engine.scheduler import Scheduler
@@ -182,7 +181,7 @@ def test_binlog_sync_is_refused_for_a_deployment_without_binary_logs(make_deploy
 
 
 @pytest.mark.server
-def test_backup_list_gives_each_base_backup_its_recoverable_until(pitr_pg: Any) -> None:  # noqa: F811
+def test_backup_list_gives_each_base_backup_its_recoverable_until(pitr_pg: Any) -> None:
     server, dep = pitr_pg
     db = "listed"
     server.psql(f"CREATE DATABASE {db}")

@@ -172,6 +172,28 @@ def _target_is_live(target: Path | None) -> bool:
     return target.exists() and (not target.is_dir() or any(os.scandir(target)))
 
 
+# The point-in-time options, shared by `backup restore` and `backup clone`.
+ToTimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to-time", help="Point-in-time recovery to this moment, e.g. '2026-11-20 09:03:00 Europe/Berlin'."
+    ),
+]
+ToLsnOpt = Annotated[
+    str | None, typer.Option("--to-lsn", help="PostgreSQL: replay WAL up to this LSN (e.g. 0/3000060).")
+]
+ToNameOpt = Annotated[
+    str | None,
+    typer.Option("--to-name", help="PostgreSQL: replay up to this restore point (pg_create_restore_point)."),
+]
+ToPositionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to-position", help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file)."
+    ),
+]
+
+
 def moment_from_options(
     to_time: str | None, to_lsn: str | None, to_name: str | None, to_position: str | None
 ) -> Target | None:
@@ -267,29 +289,10 @@ def restore(
         str | None,
         typer.Option("--deployment", "-d", help="Point-in-time restore: the deployment (picks the backup)."),
     ] = None,
-    to_time: Annotated[
-        str | None,
-        typer.Option(
-            "--to-time",
-            help="Point-in-time restore to this moment, e.g. '2026-11-20 09:03:00 Europe/Berlin'.",
-        ),
-    ] = None,
-    to_lsn: Annotated[
-        str | None, typer.Option("--to-lsn", help="PostgreSQL: replay WAL up to this LSN (e.g. 0/3000060).")
-    ] = None,
-    to_name: Annotated[
-        str | None,
-        typer.Option(
-            "--to-name", help="PostgreSQL: replay up to this restore point (pg_create_restore_point)."
-        ),
-    ] = None,
-    to_position: Annotated[
-        str | None,
-        typer.Option(
-            "--to-position",
-            help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file).",
-        ),
-    ] = None,
+    to_time: ToTimeOpt = None,
+    to_lsn: ToLsnOpt = None,
+    to_name: ToNameOpt = None,
+    to_position: ToPositionOpt = None,
 ) -> None:
     """Restore a backup in place (after confirmation) or into an empty --target directory.
 

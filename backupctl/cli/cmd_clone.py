@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 
 from backupctl.cli import context, output
-from backupctl.cli.cmd_backup import app, moment_from_options
+from backupctl.cli.cmd_backup import (
+    ToLsnOpt,
+    ToNameOpt,
+    ToPositionOpt,
+    ToTimeOpt,
+    app,
+    moment_from_options,
+)
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
 from backupctl.engine.clone import clone_backup
@@ -55,29 +62,10 @@ def clone(
             "--deployment", "-d", help="Point-in-time clone: the deployment (picks the base backup)."
         ),
     ] = None,
-    to_time: Annotated[
-        str | None,
-        typer.Option(
-            "--to-time",
-            help="Clone the deployment as it was at this moment, e.g. '2026-11-20 09:03:00 Europe/Berlin'.",
-        ),
-    ] = None,
-    to_lsn: Annotated[
-        str | None, typer.Option("--to-lsn", help="PostgreSQL: replay WAL up to this LSN (e.g. 0/3000060).")
-    ] = None,
-    to_name: Annotated[
-        str | None,
-        typer.Option(
-            "--to-name", help="PostgreSQL: replay up to this restore point (pg_create_restore_point)."
-        ),
-    ] = None,
-    to_position: Annotated[
-        str | None,
-        typer.Option(
-            "--to-position",
-            help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file).",
-        ),
-    ] = None,
+    to_time: ToTimeOpt = None,
+    to_lsn: ToLsnOpt = None,
+    to_name: ToNameOpt = None,
+    to_position: ToPositionOpt = None,
 ) -> None:
     """Create a new deployment NAME from a database backup, leaving the original untouched.
 
