@@ -51,15 +51,16 @@ import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent, WarningEvent
-from backupctl.sources.base import Entry, NothingToBackUp, RestoreEntry, RestoreRequest, Source, SourceOptions
+from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SourceOptions
 from backupctl.sources.dbutil import (
+    DatabaseSource,
     Secrets,
     ToolProcess,
     child_env,
@@ -68,8 +69,6 @@ from backupctl.sources.dbutil import (
     mysql_option_file,
     run,
     safe_name,
-    target_names,
-    write_stream,
 )
 from backupctl.sources.postgres import clear_dir
 
@@ -127,15 +126,16 @@ def _which(*names: str) -> str:
     )
 
 
-class MariaDBSource(Source):
+class MariaDBSource(DatabaseSource):
     Options = MariaDBOptions
     options: MariaDBOptions
+    label = "MariaDB"
+    secrets_prefix = "backupctl-mariadb-"
+    globals_path = GLOBALS_PATH
+    physical_method = "mariabackup"
 
     def __init__(self, options: SourceOptions, reporter: Any = None) -> None:
         super().__init__(options, reporter)
-        self._secrets = Secrets("backupctl-mariadb-")
-        self._procs: list[ToolProcess] = []
-        self._info: dict[str, Any] = {}
         self._parent: dict[str, Any] | None = None
         self._lsndir: Path | None = None
 
@@ -189,10 +189,7 @@ class MariaDBSource(Source):
         The SQL reaches the client through stdin, never argv, so it may carry a secret;
         `secret` is redacted from any error message. Used by clone.
         """
-        secrets = Secrets("backupctl-mariadb-")
-        if secret:
-            secrets.write("redact", "", secret=secret)
-        try:
+        with self._temp_secrets(secret) as secrets:
             lead, env = self._prepare(secrets)
             client = _which("mariadb", "mysql")
             out = run(
@@ -202,8 +199,6 @@ class MariaDBSource(Source):
                 what=Path(client).name,
                 input_chunks=[sql.encode()],
             )
-        finally:
-            secrets.cleanup()
         return [line.split("\t") for line in out.splitlines() if line]
 
     # -- backup ---------------------------------------------------------------------------
@@ -240,15 +235,7 @@ class MariaDBSource(Source):
             for r in rows
             if r[0] not in SYSTEM_DATABASES
         }
-        wanted = sorted(facts) if self.options.databases == "all" else list(self.options.databases)
-        missing = [name for name in wanted if name not in facts]
-        if missing:
-            # Nothing at all to back up (e.g. the target of `restore --to` before its first restore).
-            error_class = NothingToBackUp if len(missing) == len(wanted) else SourceError
-            raise error_class(
-                f"mariadb: database(s) {', '.join(missing)} not found on {self.options.host}:{self.options.port}",
-                hint=f"existing: {', '.join(sorted(facts)) or 'none'}",
-            )
+        wanted = self._wanted_databases(facts)
         databases = [{**facts[name], "path": f"{DB_DIR}/{safe_name(name)}.sql"} for name in wanted]
         self._info["databases"] = databases
         dump = _which("mariadb-dump", "mysqldump")
@@ -344,13 +331,7 @@ class MariaDBSource(Source):
             self._info.update(
                 server_version=version, flavor="mariadb" if "mariadb" in version.lower() else "mysql"
             )
-        self.reporter.emit(
-            WarningEvent(
-                f"the server is not running on {datadir}: backed up the stopped data directory "
-                "(an offline copy; not a base for point-in-time recovery)",
-                path=XBSTREAM,
-            )
-        )
+        self._warn_offline(datadir, XBSTREAM)
         # xargs splits a long file list over several mbstream runs; concatenated xbstreams
         # extract as one (each file ends with its own EOF chunk).
         argv = [_which("xargs"), "-0", "-r", "-a", str(listing), _which("mbstream"), "-c"]
@@ -359,64 +340,20 @@ class MariaDBSource(Source):
             XBSTREAM, argv, child_env({}), "mbstream of the stopped data directory", cwd=datadir
         )
 
-    def _stream_entry(
-        self, path: str, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
-    ) -> Entry:
-        def open_stream() -> IO[bytes]:
-            tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what, cwd=cwd)
-            self._procs.append(tool)
-            return tool.stdout
+    def _finished(self, outputs: list[tuple[str, str]]) -> None:
+        """Record mariabackup's LSNs and binary log position (from --extra-lsndir)."""
+        if self._lsndir is not None:
+            self._info.update(read_checkpoints(self._lsndir / "xtrabackup_checkpoints"))
+            self._info.update(read_binlog_position(self._lsndir))
+            inc = self._info.get("backup_type") == "incremental"
+            if inc and str(self._info.get("from_lsn")) != str(self._info.get("parent_to_lsn")):
+                raise SourceError("mariabackup: the increment does not start at the parent's LSN")
 
-        return Entry(path=path, kind="file", mode=0o600, size=-1, open=open_stream)
+    # -- restore (dispatched by DatabaseSource.restore; the globals are users and grants) --
 
-    def finish(self) -> None:
-        try:
-            for tool in self._procs:
-                tool.check()
-            if self._lsndir is not None:
-                self._info.update(read_checkpoints(self._lsndir / "xtrabackup_checkpoints"))
-                self._info.update(read_binlog_position(self._lsndir))
-                inc = self._info.get("backup_type") == "incremental"
-                if inc and str(self._info.get("from_lsn")) != str(self._info.get("parent_to_lsn")):
-                    raise SourceError("mariabackup: the increment does not start at the parent's LSN")
-        except BaseException:
-            self.abort()
-            raise
-        finally:
-            self._secrets.cleanup()
-        self._procs = []
-
-    def abort(self) -> None:
-        for tool in self._procs:
-            tool.kill()
-        self._procs = []
-        self._secrets.cleanup()
-
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
-
-    # -- restore --------------------------------------------------------------------------
-
-    def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
-        """Restore one backup. For a mariabackup increment the engine calls `restore_chain`.
-
-        request.source_info is what `info()` recorded, plus optional keys from the engine:
-          rename: {old database name: new name}  restore (clone) databases under new names
-          only_databases: [names]                restore only these databases (original names)
-          skip_globals: bool                     do not apply users and grants
-        """
-        info = request.source_info
-        if info.get("method", self.options.method) == "mariabackup":
-            self.restore_chain([(info, entries)], request)
-        elif request.target_dir is not None:
-            for entry in entries:
-                dest = request.target_dir / entry.path
-                if entry.kind == "dir":
-                    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-                elif entry.kind == "file":
-                    write_stream(dest, entry.chunks())
-        else:
-            self._restore_logical(entries, request)
+    def _restore_physical(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
+        """One backup; for a mariabackup increment the engine calls `restore_chain` itself."""
+        self.restore_chain([(request.source_info, entries)], request)
 
     def check_version(self, recorded: dict[str, Any], target_version: str, reporter: Any) -> None:
         source = recorded.get("server_version")
@@ -435,40 +372,16 @@ class MariaDBSource(Source):
             )
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
-        info = request.source_info
-        rename: dict[str, str] = dict(info.get("rename") or {})
-        only = set(info.get("only_databases") or [])
-        by_path = {d["path"]: d for d in info.get("databases", [])}
-        if "rename" not in info:
-            rename = target_names(
-                [d["name"] for d in info.get("databases", []) if not only or d["name"] in only],
-                self.options.databases,
-                request.reporter,
-            )
-        secrets = Secrets("backupctl-mariadb-")
-        try:
+        items = self._logical_items(entries, request)
+        with self._temp_secrets() as secrets:
             lead, env = self._prepare(secrets)
             target_version = self._query(secrets, lead, env, "SELECT VERSION()")[0][0]
-            self.check_version(info, target_version, request.reporter)
-            for entry in entries:
-                if entry.kind != "file":
-                    continue
-                if entry.path == GLOBALS_PATH:
-                    if not info.get("skip_globals"):
-                        self._apply_globals(entry, secrets, lead, env, request)
-                    continue
-                db = by_path.get(entry.path)
+            self.check_version(request.source_info, target_version, request.reporter)
+            for entry, db, name in items:
                 if db is None:
-                    request.reporter.emit(
-                        WarningEvent("not part of a MariaDB dump; skipped", path=entry.path)
-                    )
-                    continue
-                if only and db["name"] not in only:
-                    continue
-                name = rename.get(db["name"], db["name"])
-                self._restore_database(db, name, entry, secrets, lead, env, request)
-        finally:
-            secrets.cleanup()
+                    self._apply_globals(entry, secrets, lead, env, request)
+                else:
+                    self._restore_database(db, name, entry, secrets, lead, env, request)
 
     def _apply_globals(
         self,
@@ -501,16 +414,7 @@ class MariaDBSource(Source):
             what="mariadb (users)",
             stdin=True,
         )
-        assert tool.proc.stdin is not None
-        try:
-            for chunk in filtered():
-                tool.proc.stdin.write(chunk)
-            tool.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            tool.kill()
-            raise
+        tool.feed(filtered())
         try:
             stderr = tool.check()
         except SourceError as exc:
@@ -549,16 +453,7 @@ class MariaDBSource(Source):
         self._query(secrets, lead, env, f"DROP DATABASE IF EXISTS {quote_ident(name)}; {create}")
         client = _which("mariadb", "mysql")
         argv = [client, *lead, *self._conn(), f"--database={name}", "--binary-mode"]
-        try:
-            run(
-                argv,
-                env=env,
-                secrets=secrets,
-                what=f"mariadb (restore of {name!r})",
-                input_chunks=entry.chunks(),
-            )
-        except SourceError as exc:
-            raise SourceError(f"restore of MariaDB database {name!r} failed: {exc.message}") from None
+        self._load_dump(argv, env, secrets, f"mariadb (restore of {name!r})", name, entry)
 
     # -- physical restore -----------------------------------------------------------------
 
@@ -676,12 +571,9 @@ class MariaDBSource(Source):
         pid = mariadb_running(datadir)
         live: Path | None = None
         if pid is None:
-            secrets = Secrets("backupctl-mariadb-")
-            try:
+            with self._temp_secrets() as secrets:
                 lead, env = self._prepare(secrets)
                 live = self._live_datadir(secrets, lead, env)
-            finally:
-                secrets.cleanup()
         if pid is not None or live == datadir.resolve():
             by = f" (pid {pid})" if pid and pid > 0 else ""
             raise SourceError(

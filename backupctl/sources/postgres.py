@@ -34,16 +34,17 @@ import shutil
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent, WarningEvent
-from backupctl.sources.base import Entry, NothingToBackUp, RestoreEntry, RestoreRequest, Source, SourceOptions
+from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SourceOptions
 from backupctl.sources.dbutil import (
     ChunkReader,
+    DatabaseSource,
     Secrets,
     ToolProcess,
     child_env,
@@ -52,8 +53,6 @@ from backupctl.sources.dbutil import (
     pgpass_line,
     run,
     safe_name,
-    target_names,
-    write_stream,
 )
 
 GLOBALS_PATH = "postgres/globals.sql"
@@ -103,15 +102,13 @@ def major_label(version_num: int) -> str:
     return f"{m // 100}.{m % 100}" if m >= 900 else str(m)
 
 
-class PostgresSource(Source):
+class PostgresSource(DatabaseSource):
     Options = PostgresOptions
     options: PostgresOptions
-
-    def __init__(self, options: SourceOptions, reporter: Any = None) -> None:
-        super().__init__(options, reporter)
-        self._secrets = Secrets("backupctl-pg-")
-        self._procs: list[ToolProcess] = []
-        self._info: dict[str, Any] = {}
+    label = "PostgreSQL"
+    secrets_prefix = "backupctl-pg-"
+    globals_path = GLOBALS_PATH
+    physical_method = "pg_basebackup"
 
     @property
     def method(self) -> str:
@@ -176,16 +173,11 @@ class PostgresSource(Source):
         The SQL reaches psql through stdin, never argv, so it may carry a secret (e.g. a
         password verifier); `secret` is redacted from any error message. Used by clone.
         """
-        secrets = Secrets("backupctl-pg-")
-        if secret:
-            secrets.write("redact", "", secret=secret)
-        try:
+        with self._temp_secrets(secret) as secrets:
             env = self._env(secrets)
             argv = ["psql", "-X", "-q", "-1", "-A", "-t", "-F", "\x1f", "-R", "\x1e", "-v", "ON_ERROR_STOP=1"]
             argv += [*self._conn_args(), "-d", conninfo_dbname(db or self.options.maintenance_db), "-f", "-"]
             out = run(argv, env=env, secrets=secrets, what="psql", input_chunks=[sql.encode()])
-        finally:
-            secrets.cleanup()
         return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
 
     def _server_version(self, secrets: Secrets, env: dict[str, str]) -> tuple[str, int]:
@@ -232,18 +224,8 @@ class PostgresSource(Source):
 
     def _scan_logical(self, env: dict[str, str]) -> Iterator[Entry]:
         facts = {d["name"]: d for d in self._database_facts(env)}
-        wanted = sorted(facts) if self.options.databases == "all" else list(self.options.databases)
-        missing = [name for name in wanted if name not in facts]
-        if missing:
-            # Nothing at all to back up (e.g. the target of `restore --to` before its first restore).
-            error_class = NothingToBackUp if len(missing) == len(wanted) else SourceError
-            raise error_class(
-                f"postgres: database(s) {', '.join(missing)} not found on {self.options.host}:{self.options.port}",
-                hint=f"existing: {', '.join(sorted(facts)) or 'none'}",
-            )
-        databases = []
-        for name in wanted:
-            databases.append({**facts[name], "path": f"{DB_DIR}/{safe_name(name)}.sql"})
+        wanted = self._wanted_databases(facts)
+        databases = [{**facts[name], "path": f"{DB_DIR}/{safe_name(name)}.sql"} for name in wanted]
         self._info["databases"] = databases
         self._info["globals"] = GLOBALS_PATH if self.options.globals else None
 
@@ -296,38 +278,16 @@ class PostgresSource(Source):
             "data_dir": str(data_dir),
             "path": BASE_TAR,
         }
-        self.reporter.emit(
-            WarningEvent(
-                f"the server is not running on {data_dir}: backed up the stopped data directory "
-                "(an offline copy; not a base for point-in-time recovery)",
-                path=BASE_TAR,
-            )
-        )
+        self._warn_offline(data_dir, BASE_TAR)
         argv = ["tar", "-C", str(data_dir), "-cf", "-", "--exclude=./postmaster.pid"]
         argv += ["--exclude=./postmaster.opts", "."]
         yield Entry(path="postgres", kind="dir", mode=0o700)
         yield self._stream_entry(BASE_TAR, argv, child_env({}), "tar of the stopped data directory")
 
-    def _stream_entry(self, path: str, argv: list[str], env: dict[str, str], what: str) -> Entry:
-        def open_stream() -> IO[bytes]:
-            tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what)
-            self._procs.append(tool)
-            return tool.stdout
-
-        return Entry(path=path, kind="file", mode=0o600, size=-1, open=open_stream)
-
-    def finish(self) -> None:
-        try:
-            for tool in self._procs:
-                stderr = tool.check()
-                if tool.what == "pg_basebackup":
-                    self._parse_basebackup_log(stderr)
-        except BaseException:
-            self.abort()
-            raise
-        finally:
-            self._secrets.cleanup()
-        self._procs = []
+    def _finished(self, outputs: list[tuple[str, str]]) -> None:
+        for what, stderr in outputs:
+            if what == "pg_basebackup":
+                self._parse_basebackup_log(stderr)
 
     def _parse_basebackup_log(self, stderr: str) -> None:
         start = re.search(r"write-ahead log start point: (\S+) on timeline (\d+)", stderr)
@@ -338,40 +298,7 @@ class PostgresSource(Source):
         if end:
             self._info["end_lsn"] = end.group(1)
 
-    def abort(self) -> None:
-        for tool in self._procs:
-            tool.kill()
-        self._procs = []
-        self._secrets.cleanup()
-
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
-
-    # -- restore --------------------------------------------------------------------------
-
-    def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
-        """Restore a backup of this source type (possibly taken from another server).
-
-        request.source_info is what `info()` recorded, plus optional keys from the engine:
-          rename: {old database name: new name}  restore (clone) databases under new names
-          only_databases: [names]                restore only these databases (original names)
-          skip_globals: bool                     do not apply roles/tablespaces
-        """
-        method = request.source_info.get("method", self.options.method)
-        if method == "pg_basebackup":
-            self._restore_physical(entries, request)
-        elif request.target_dir is not None:
-            self._restore_files(entries, request.target_dir)
-        else:
-            self._restore_logical(entries, request)
-
-    def _restore_files(self, entries: Iterable[RestoreEntry], target: Path) -> None:
-        for entry in entries:
-            dest = target / entry.path
-            if entry.kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-            elif entry.kind == "file":
-                write_stream(dest, entry.chunks())
+    # -- restore (dispatched by DatabaseSource.restore; the globals are roles/tablespaces) -
 
     def check_version(self, recorded: dict[str, Any], target_num: int, reporter: Any) -> None:
         """Refuse a target older (major) than the backup's server; warn for a newer one."""
@@ -394,41 +321,16 @@ class PostgresSource(Source):
             )
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
-        info = request.source_info
-        rename: dict[str, str] = dict(info.get("rename") or {})
-        only = set(info.get("only_databases") or [])
-        by_path = {d["path"]: d for d in info.get("databases", [])}
-        if "rename" not in info:
-            rename = target_names(
-                [d["name"] for d in info.get("databases", []) if not only or d["name"] in only],
-                self.options.databases,
-                request.reporter,
-            )
-        secrets = Secrets("backupctl-pg-")
-        try:
+        items = self._logical_items(entries, request)
+        with self._temp_secrets() as secrets:
             env = self._env(secrets)
             _, target_num = self._server_version(secrets, env)
-            self.check_version(info, target_num, request.reporter)
-            for entry in entries:
-                if entry.kind != "file":
-                    continue
-                if entry.path == GLOBALS_PATH:
-                    if not info.get("skip_globals"):
-                        self._apply_globals(entry, secrets, env, request)
-                    continue
-                db = by_path.get(entry.path)
+            self.check_version(request.source_info, target_num, request.reporter)
+            for entry, db, name in items:
                 if db is None:
-                    request.reporter.emit(
-                        WarningEvent("not part of a PostgreSQL dump; skipped", path=entry.path)
-                    )
-                    continue
-                if only and db["name"] not in only:
-                    continue
-                self._restore_database(
-                    db, rename.get(db["name"], db["name"]), entry, secrets, env, target_num, request
-                )
-        finally:
-            secrets.cleanup()
+                    self._apply_globals(entry, secrets, env, request)
+                else:
+                    self._restore_database(db, name, entry, secrets, env, target_num, request)
 
     def _apply_globals(
         self, entry: RestoreEntry, secrets: Secrets, env: dict[str, str], request: RestoreRequest
@@ -459,16 +361,7 @@ class PostgresSource(Source):
         tool_out = ToolProcess(
             argv, env=env, secrets=secrets, what="psql (globals)", stdin=True, stdout=False
         )
-        assert tool_out.proc.stdin is not None
-        try:
-            for chunk in filtered():
-                tool_out.proc.stdin.write(chunk)
-            tool_out.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            tool_out.kill()
-            raise
+        tool_out.feed(filtered())
         stderr = tool_out.check()
         for line in stderr.splitlines():
             if "ERROR:" in line and "already exists" not in line:
@@ -517,16 +410,7 @@ class PostgresSource(Source):
         # One transaction: a dump that fails half-way leaves an empty database, not half of one.
         argv = ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", *self._conn_args()]
         argv += ["-d", conninfo_dbname(name), "-o", os.devnull, "-f", "-"]
-        try:
-            run(
-                argv,
-                env=env,
-                secrets=secrets,
-                what=f"psql (restore of database {name!r})",
-                input_chunks=entry.chunks(),
-            )
-        except SourceError as exc:
-            raise SourceError(f"restore of PostgreSQL database {name!r} failed: {exc.message}") from None
+        self._load_dump(argv, env, secrets, f"psql (restore of database {name!r})", name, entry)
 
     def _restore_physical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         dest = request.target_dir or self.options.data_dir
