@@ -63,6 +63,13 @@ def setup(
         output.message(f"Settings for {deployment} (postgresql.conf, or run again with --apply):")
     for key, value in result["settings"].items():
         typer.echo(f"{key} = '{value}'")
+    # The most common first failure: the server's OS user cannot run this interpreter (e.g. one
+    # under /root); `pitr check` then only times out, so say it before the user gets there.
+    output.message(
+        "PostgreSQL runs archive_command as its own OS user (e.g. postgres): that user must be able "
+        "to run the command above, read the config and key file, and write the repository "
+        f'{result["repository"]} (otherwise use --command; docs/pitr.md, "Who runs the archive command").'
+    )
     if result["applied"]:
         if result["restart_needed"]:
             output.warning(
