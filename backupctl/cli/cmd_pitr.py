@@ -231,9 +231,16 @@ def prune(
     if output.structured():
         output.emit_document(result)
     else:
-        verb = "would delete" if dry_run else "deleted"
+        verb = "Would delete" if dry_run else "Deleted"
+        # keep_from: {"wal": {backup, segment}} and/or {"binlog": {backup, file}}; empty without
+        # a physical backup (nothing is deleted then).
+        kept = [
+            f"{v.get('segment') or v.get('file')} on (needed by backup {str(v['backup'])[:8]})"
+            for v in result["keep_from"].values()
+        ]
         output.message(
-            f"{verb} {len(result['deleted'])} archived log files; keeping from {result['keep_from']}"
+            f"{verb} {len(result['deleted'])} archived log files of {deployment}; "
+            + (f"keeping {', '.join(kept)}." if kept else "no physical backup, so nothing is deleted.")
         )
 
 
