@@ -255,5 +255,8 @@ def sync(deployment: DeploymentArg) -> None:
     if output.structured():
         output.emit_document(result)
     else:
+        if not result["destinations"]:
+            output.message(f"{deployment} has one destination: there are no other copies to sync.")
         for name, counts in result["destinations"].items():
-            output.message(f"{name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+            summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+            output.message(f"{name}: {summary or 'nothing archived yet'}")
