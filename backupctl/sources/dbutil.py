@@ -1,6 +1,5 @@
 """Helpers shared by the database sources: secrets for child processes, subprocess streams,
-and `DatabaseSource`, the lifecycle both database sources share (dump streams, finish/abort,
-restore dispatch, the walk over a logical backup's entries).
+option files, directory helpers (the lifecycle itself is sources/database.py).
 
 Secrets reach client tools only through files in a private (0700) temporary directory,
 each written 0600 and removed when the source is done: a pgpass file for PostgreSQL
@@ -11,7 +10,6 @@ message: every message built from a tool's stderr goes through `Secrets.redact`.
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import os
 import shutil
@@ -20,11 +18,10 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 from backupctl.errors import SourceError
-from backupctl.events import InfoEvent, Reporter, WarningEvent
-from backupctl.sources.base import Entry, NothingToBackUp, RestoreEntry, RestoreRequest, Source, SourceOptions
+from backupctl.events import InfoEvent
 
 STDERR_LIMIT = 4000  # characters of a tool's stderr kept in an error message
 
@@ -346,191 +343,3 @@ def target_names(backed_up: list[str], configured: list[str] | str, reporter: An
         f"{', '.join(configured)}",
         hint="restore into a deployment that lists these databases, or use `backupctl backup clone`",
     )
-
-
-class DatabaseSource(Source):
-    """What the PostgreSQL and MariaDB sources share: the lifecycle of their dump tools.
-
-    `scan()` yields entries made by `_stream_entry`: each starts its tool only when the
-    engine opens it and is checked in `finish()` (which then hands the tools' stderr to
-    `_finished`) or killed in `abort()`. The backup's credential files live in
-    `self._secrets` until one of those two runs. `restore()` dispatches on the recorded
-    method: physical (`physical_method`), plain files under a target directory, or logical,
-    whose walk over the entries (`_logical_items`) is the same for both.
-    """
-
-    label: ClassVar[str]  # the product name in messages: "PostgreSQL", "MariaDB"
-    secrets_prefix: ClassVar[str]  # of the temporary directories holding credential files
-    globals_path: ClassVar[str]  # the entry with roles/users, restored before the databases
-    physical_method: ClassVar[str]  # the `method` whose backups `_restore_physical` restores
-    options: Any  # the subclass's model, with host, port, databases and method
-
-    def __init__(self, options: SourceOptions, reporter: Reporter | None = None) -> None:
-        super().__init__(options, reporter)
-        self._secrets = Secrets(self.secrets_prefix)
-        self._procs: list[ToolProcess] = []
-        self._info: dict[str, Any] = {}
-
-    @contextlib.contextmanager
-    def _temp_secrets(self, secret: str | None = None) -> Iterator[Secrets]:
-        """Credential files for one operation outside a backup, removed at the end; `secret`
-        (e.g. a password carried by the SQL) is redacted from error messages."""
-        secrets = Secrets(self.secrets_prefix)
-        if secret:
-            secrets.write("redact", "", secret=secret)
-        try:
-            yield secrets
-        finally:
-            secrets.cleanup()
-
-    # -- backup ---------------------------------------------------------------------------
-
-    def _wanted_databases(self, existing: Iterable[str]) -> list[str]:
-        """The configured databases ("all": every existing one, sorted); refuses missing ones.
-
-        All of them missing raises NothingToBackUp (e.g. the target of `restore --to` before
-        its first restore), some of them SourceError.
-        """
-        found = set(existing)
-        o = self.options
-        wanted = sorted(found) if o.databases == "all" else list(o.databases)
-        missing = [name for name in wanted if name not in found]
-        if missing:
-            error_class = NothingToBackUp if len(missing) == len(wanted) else SourceError
-            raise error_class(
-                f"{o.type}: database(s) {', '.join(missing)} not found on {o.host}:{o.port}",
-                hint=f"existing: {', '.join(sorted(found)) or 'none'}",
-            )
-        return wanted
-
-    def _warn_offline(self, data_dir: Path, path: str) -> None:
-        self.reporter.emit(
-            WarningEvent(
-                f"the server is not running on {data_dir}: backed up the stopped data directory "
-                "(an offline copy; not a base for point-in-time recovery)",
-                path=path,
-            )
-        )
-
-    def _stream_entry(
-        self, path: str, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
-    ) -> Entry:
-        """A file entry holding the stdout of `argv`, started when the engine opens it."""
-
-        def open_stream() -> IO[bytes]:
-            tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what, cwd=cwd)
-            self._procs.append(tool)
-            return tool.stdout
-
-        return Entry(path=path, kind="file", mode=0o600, size=-1, open=open_stream)
-
-    def finish(self) -> None:
-        try:
-            outputs = [(tool.what, tool.check()) for tool in self._procs]
-            self._finished(outputs)
-        except BaseException:
-            self.abort()
-            raise
-        finally:
-            self._secrets.cleanup()
-        self._procs = []
-
-    def _finished(self, outputs: list[tuple[str, str]]) -> None:
-        """Every tool succeeded: record what their stderr ((what, stderr) in start order) or
-        their side files say in `self._info`; raise SourceError to fail the backup."""
-
-    def abort(self) -> None:
-        for tool in self._procs:
-            tool.kill()
-        self._procs = []
-        self._secrets.cleanup()
-
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
-
-    # -- restore --------------------------------------------------------------------------
-
-    def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
-        """Restore a backup of this source type (possibly taken from another server).
-
-        request.source_info is what `info()` recorded, plus optional keys from the engine:
-          rename: {old database name: new name}  restore (clone) databases under new names
-          only_databases: [names]                restore only these databases (original names)
-          skip_globals: bool                     do not apply the globals (roles or users)
-        """
-        method = request.source_info.get("method", self.options.method)
-        if method == self.physical_method:
-            self._restore_physical(entries, request)
-        elif request.target_dir is not None:
-            for entry in entries:
-                dest = request.target_dir / entry.path
-                if entry.kind == "dir":
-                    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-                elif entry.kind == "file":
-                    write_stream(dest, entry.chunks())
-        else:
-            self._restore_logical(entries, request)
-
-    @abc.abstractmethod
-    def _restore_physical(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
-        """Restore a backup made with `physical_method` into a data directory."""
-
-    @abc.abstractmethod
-    def _restore_logical(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
-        """Restore a logical backup into the configured server (see `_logical_items`)."""
-
-    def _logical_items(
-        self, entries: Iterable[RestoreEntry], request: RestoreRequest
-    ) -> Iterator[tuple[RestoreEntry, dict[str, str] | None, str]]:
-        """The entries of a logical backup to apply, in order, as (entry, database, name).
-
-        The globals come as (entry, None, ""), unless `skip_globals`; each database to restore
-        as (entry, its recorded facts, the name to restore it under). Directories, databases
-        left out by `only_databases` and foreign files (warned about) are skipped. The names
-        are decided now, before the caller connects: a refusal (`target_names`) comes first.
-        """
-        info = request.source_info
-        rename: dict[str, str] = dict(info.get("rename") or {})
-        only = set(info.get("only_databases") or [])
-        by_path = {d["path"]: d for d in info.get("databases", [])}
-        if "rename" not in info:
-            rename = target_names(
-                [d["name"] for d in info.get("databases", []) if not only or d["name"] in only],
-                self.options.databases,
-                request.reporter,
-            )
-
-        def items() -> Iterator[tuple[RestoreEntry, dict[str, str] | None, str]]:
-            for entry in entries:
-                if entry.kind != "file":
-                    continue
-                if entry.path == self.globals_path:
-                    if not info.get("skip_globals"):
-                        yield entry, None, ""
-                    continue
-                db = by_path.get(entry.path)
-                if db is None:
-                    request.reporter.emit(
-                        WarningEvent(f"not part of a {self.label} dump; skipped", path=entry.path)
-                    )
-                    continue
-                if only and db["name"] not in only:
-                    continue
-                yield entry, db, rename.get(db["name"], db["name"])
-
-        return items()
-
-    def _load_dump(
-        self,
-        argv: list[str],
-        env: dict[str, str],
-        secrets: Secrets,
-        what: str,
-        name: str,
-        entry: RestoreEntry,
-    ) -> None:
-        """Feed a database's dump to the client `argv`; a failure names the database."""
-        try:
-            run(argv, env=env, secrets=secrets, what=what, input_chunks=entry.chunks())
-        except SourceError as exc:
-            raise SourceError(f"restore of {self.label} database {name!r} failed: {exc.message}") from None

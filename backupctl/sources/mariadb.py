@@ -59,8 +59,8 @@ from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SourceOptions
+from backupctl.sources.database import DatabaseSource
 from backupctl.sources.dbutil import (
-    DatabaseSource,
     Secrets,
     ToolProcess,
     child_env,

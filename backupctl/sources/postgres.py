@@ -42,9 +42,9 @@ from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SourceOptions
+from backupctl.sources.database import DatabaseSource
 from backupctl.sources.dbutil import (
     ChunkReader,
-    DatabaseSource,
     Secrets,
     ToolProcess,
     child_env,
