@@ -35,6 +35,14 @@ def _print_round(result: dict[str, Any], *, follow: bool) -> None:
             f"{f['file']}: {f['state']}, {human_bytes(f['size'])}, events "
             f"{human_time(f['first_event_time'])} .. {human_time(f['last_event_time'])}"
         )
+    if result.get("stream_restarted"):
+        output.warning(f"the binary log stream had stopped ({result['stream_restarted']}); started it again")
+    partial = result.get("partial")
+    if partial and partial["stored"]:
+        output.message(
+            f"{partial['file']} (being written): {human_bytes(partial['size'])} streamed, "
+            f"up to position {partial['end_position']}, last event {human_time(partial['last_event_time'])}"
+        )
     for name, state in result.get("copy_failures", {}).items():
         output.warning(f"copy {name}: {state} (run `backupctl pitr sync`)")
     if not follow or result["archived"]:
@@ -62,6 +70,14 @@ def sync(
             help="FLUSH BINARY LOGS first (every round), so the file being written is closed and archived too.",
         ),
     ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="With --follow: also stream the file being written (mariadb-binlog --stop-never) and "
+            "store what arrived every round, without rotating the server's logs.",
+        ),
+    ] = False,
 ) -> None:
     """Copy every closed binary log not archived yet into the deployment's repository.
 
@@ -71,9 +87,18 @@ def sync(
     oldest mariabackup backup needs are not archived. The user needs the REPLICATION SLAVE and
     BINLOG MONITOR (MySQL: REPLICATION CLIENT) privileges.
 
+    With --follow --stream, the binary log being written is streamed as well and stored as a
+    partial copy every round, so the archive is at most --interval seconds behind.
+
     Example: backupctl binlog sync shop --follow --interval 60 --flush
+    Example: backupctl binlog sync shop --follow --stream --interval 10
     """
     from backupctl.engine import binlog
+
+    if stream and not follow:
+        raise typer.BadParameter(
+            "needs --follow (it keeps a connection to the server open)", param_hint="--stream"
+        )
 
     with CliReporter() as reporter:
         svc = context.service(reporter)
@@ -84,7 +109,15 @@ def sync(
             if result.get("copy_failures"):
                 raise typer.Exit(ExitCode.PARTIAL)
             return
-        output.message(f"following the binary logs of {deployment} every {interval:g} s (Ctrl-C to stop)")
+        streaming = ", streaming the current one" if stream else ""
+        output.message(
+            f"following the binary logs of {deployment} every {interval:g} s{streaming} (Ctrl-C to stop)"
+        )
         binlog.follow(
-            svc, deployment, interval=interval, flush=flush, on_round=lambda r: _print_round(r, follow=True)
+            svc,
+            deployment,
+            interval=interval,
+            flush=flush,
+            stream=stream,
+            on_round=lambda r: _print_round(r, follow=True),
         )

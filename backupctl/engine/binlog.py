@@ -39,13 +39,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backupctl.destinations.base import NotFound
 from backupctl.engine.logarchive import (
     BINLOG_RE,
     ArchiveConflictError,
     binlog_object,
+    binlog_partial_prefix,
     binlog_sort_key,
     copy_to_others,
     fetch_log,
+    list_binlog_partials,
     list_binlogs,
     read_meta,
     store_log,
@@ -280,6 +283,12 @@ def sync(service: Service, deployment: str, *, flush: bool = False) -> dict[str,
                     "copies": copies,
                 }
             )
+        # A partial copy streamed while the file was written is superseded by the whole file.
+        whole = set(already) | {f["file"] for f in stored}
+        for obj in list_binlog_partials(repo.dest, deployment):
+            if obj.rsplit("/", 1)[-1] in whole:
+                with contextlib.suppress(NotFound):
+                    repo.dest.delete(obj)
     finally:
         session.close()
     return {
@@ -323,36 +332,55 @@ def follow(
     flush: bool,
     on_round: Callable[[dict[str, Any]], None],
     rounds: int | None = None,
+    stream: bool = False,
 ) -> None:
-    """Sync every `interval` seconds until interrupted (or `rounds` rounds, for tests).
+    """Sync every `interval` seconds until interrupted (or `rounds` rounds, for tests); with
+    `stream`, the file being written is streamed too (engine.binlog_stream).
 
     A failed round (server down, destination unreachable) is reported and retried later."""
+    from backupctl.engine import binlog_stream
+
+    streamer = binlog_stream.open_streamer(service, deployment) if stream else None
     n = 0
-    while rounds is None or n < rounds:
-        started = time.monotonic()
-        try:
-            result = sync(service, deployment, flush=flush)
-        except (ConfigError, ArchiveConflictError):
-            raise  # retrying cannot help
-        except BackupctlError as exc:
-            result = {"deployment": deployment, "error": exc.message, "archived": []}
-        on_round(result)
-        n += 1
-        if rounds is not None and n >= rounds:
-            break
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    try:
+        while rounds is None or n < rounds:
+            started = time.monotonic()
+            try:
+                if streamer is not None:
+                    result = binlog_stream.stream_round(service, deployment, streamer, flush=flush)
+                else:
+                    result = sync(service, deployment, flush=flush)
+            except (ConfigError, ArchiveConflictError):
+                raise  # retrying cannot help
+            except BackupctlError as exc:
+                result = {"deployment": deployment, "error": exc.message, "archived": []}
+            on_round(result)
+            n += 1
+            if rounds is not None and n >= rounds:
+                break
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        if streamer is not None:
+            streamer.close()
 
 
 # ---- the window ---------------------------------------------------------------------------
 
 
 def _archive(repo: Repository, deployment: str) -> dict[str, dict[int, str]]:
-    """{stem: {number: object name}} of the archived binary logs."""
+    """{stem: {number: object name}} of the archived binary logs, with the partial copy of the
+    file being written (`binlog sync --follow --stream`) as the tail when it comes after the
+    last whole file: recovery may replay it like any other, it only ends earlier."""
     out: dict[str, dict[int, str]] = {}
     for obj in list_binlogs(repo.dest, deployment):
         stem, num = binlog_sort_key(obj)
         if num >= 0:
             out.setdefault(stem, {})[num] = obj
+    for obj in list_binlog_partials(repo.dest, deployment):
+        stem, num = binlog_sort_key(obj)
+        files = out.setdefault(stem, {})
+        if num > max(files, default=-1):
+            files[num] = obj
     return out
 
 
@@ -459,6 +487,7 @@ def binlog_window(service: Service, deployment: str) -> dict[str, Any]:
         default=None,
         key=lambda k: (k[1], k[0]),
     )
+    partial_prefix = binlog_partial_prefix(deployment)
     return {
         "deployment": deployment,
         "engine": "mariadb",
@@ -467,6 +496,15 @@ def binlog_window(service: Service, deployment: str) -> dict[str, Any]:
         "latest": max((r["to"] for r in usable if r["to"]), default=None),
         "binlogs": sum(len(f) for f in archive.values()),
         "newest_binlog": archive[newest[0]][newest[1]].rsplit("/", 1)[-1] if newest else None,
+        "partial_binlog": next(
+            (
+                o.rsplit("/", 1)[-1]
+                for f in archive.values()
+                for o in f.values()
+                if o.startswith(partial_prefix)
+            ),
+            None,
+        ),
         "backups": ranges,
         "gaps": gaps,
     }
@@ -478,7 +516,7 @@ def verify_binlogs(service: Service, deployment: str) -> dict[str, Any]:
     repo = service.repository(window["destination"])
     return verify_archive(
         repo,
-        list_binlogs(repo.dest, deployment),
+        [*list_binlogs(repo.dest, deployment), *list_binlog_partials(repo.dest, deployment)],
         window,
         check=scan_binlog,
         unusable_kind="backup_without_binlog",
@@ -883,5 +921,5 @@ def setup(service: Service, deployment: str) -> dict[str, Any]:
         "ok": not problems,
         "problems": problems,
         "sync_command": f"{prefix}binlog sync {deployment}",
-        "follow_command": f"{prefix}binlog sync {deployment} --follow --interval 60",
+        "follow_command": f"{prefix}binlog sync {deployment} --follow --stream --interval 10",
     }

@@ -5,6 +5,9 @@ Log files live in the deployment's repository next to the backups, one object pe
     wal/<deployment>/<timeline>/<file>   WAL segment (24 hex digits), <tl>.history,
                                          <segment>.<offset>.backup, <segment>.partial
     binlog/<deployment>/<file>           one closed binary log (e.g. mariadb-bin.000042)
+    binlog-partial/<deployment>/<file>   the binary log being written, as far as `binlog sync
+                                         --follow --stream` has received it (replaced as it grows,
+                                         deleted once the closed file is archived)
 
 Object layout (docs/pitr.md)::
 
@@ -23,7 +26,9 @@ Writes are conditional creates on the primary destination (`put(exclusive=True)`
 push is acknowledged only once the object is durable there; copies to the deployment's
 other destinations are best effort (`copy_to_others`) and `pitr sync` fills what is missing.
 Nothing here takes the repository lock: log objects are write-once and never referenced
-by packs or indexes, so they cannot race with a backup or a prune.
+by packs or indexes, so they cannot race with a backup or a prune. The one exception to
+write-once is a partial binary log (`store_partial`): it is replaced by a longer prefix of
+the same file, and only ever read as the tail of the archive.
 """
 
 from __future__ import annotations
@@ -103,6 +108,17 @@ def binlog_object(deployment: str, filename: str) -> str:
 def binlog_prefix(deployment: str) -> str:
     _check_deployment(deployment)
     return f"binlog/{deployment}/"
+
+
+def binlog_partial_object(deployment: str, filename: str) -> str:
+    """The partial (still being written) copy of `filename`: a prefix of the closed file."""
+    binlog_object(deployment, filename)  # validates both
+    return f"{binlog_partial_prefix(deployment)}{filename}"
+
+
+def binlog_partial_prefix(deployment: str) -> str:
+    _check_deployment(deployment)
+    return f"binlog-partial/{deployment}/"
 
 
 # ---- encoding ----------------------------------------------------------------------------
@@ -381,6 +397,18 @@ def list_binlogs(dest: Destination, deployment: str) -> list[str]:
     return sorted(names, key=binlog_sort_key)
 
 
+def list_binlog_partials(dest: Destination, deployment: str) -> list[str]:
+    names = [i.name for i in dest.list(binlog_partial_prefix(deployment))]
+    return sorted((n for n in names if BINLOG_RE.match(n.rsplit("/", 1)[-1])), key=binlog_sort_key)
+
+
+def store_partial(repo: Repository, name: str, data: bytes, meta: dict[str, Any]) -> None:
+    """Replace the partial object `name` (not write-once: each copy is a longer prefix of the
+    same file). Only the primary holds it; a destination's put replaces atomically."""
+    meta = {"archived_at": now_iso(), "size": len(data), "partial": True, **meta}
+    repo.dest.put(name, encode_log(repo, name, data, meta))
+
+
 def binlog_sort_key(name: str) -> tuple[str, int]:
     base = name.rsplit("/", 1)[-1]
     stem, _, num = base.rpartition(".")
@@ -419,7 +447,7 @@ def prune_logs(service: Any, deployment: str, *, dry_run: bool = False) -> dict[
 
     WAL: every segment of the oldest retained pg_basebackup backup's timeline (and of older
     timelines) numbered below that backup's start segment. Binlogs: every file before the
-    one recorded by the oldest retained mariabackup backup. With no such backup nothing is
+    one recorded by the oldest retained mariabackup backup (partial copies too). With no such backup nothing is
     deleted. History files are always kept. Runs on every destination of the deployment.
     """
     from backupctl.engine.pitr import physical_backups
@@ -445,7 +473,7 @@ def prune_logs(service: Any, deployment: str, *, dry_run: bool = False) -> dict[
         oldest = min(mb, key=lambda b: b["started"])
         keep = binlog_sort_key(oldest["info"]["binlog_file"])
         keep_from["binlog"] = {"backup": oldest["id"], "file": oldest["info"]["binlog_file"]}
-        for name in list_binlogs(repo.dest, deployment):
+        for name in [*list_binlogs(repo.dest, deployment), *list_binlog_partials(repo.dest, deployment)]:
             key = binlog_sort_key(name)
             if key[0] == keep[0] and key[1] < keep[1]:
                 doomed.append(name)
