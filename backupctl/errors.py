@@ -40,6 +40,13 @@ class BackupctlError(Exception):
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
 
+class UsageError(BackupctlError):
+    """A bad option value or a missing option, found after parsing (exit 2, like Click's)."""
+
+    exit_code = ExitCode.USAGE
+    kind = "usage"
+
+
 class ConfigError(BackupctlError):
     exit_code = ExitCode.CONFIG
     kind = "config"

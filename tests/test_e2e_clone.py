@@ -317,7 +317,7 @@ def test_postgres_physical_clone(
     name = unique("phys")
     try:
         missing = deployment.run("backup", "clone", backup_id, "--name", name, "--yes")
-        assert missing.returncode == 1 and "--datadir" in missing.stderr, str(missing)
+        assert missing.returncode == 2 and "--datadir" in missing.stderr, str(missing)
         result = deployment.ok(
             "backup", "clone", backup_id, "--name", name, "--datadir", datadir, "--yes", "-o", "json"
         )

@@ -269,7 +269,7 @@ def test_clone_to_a_moment_refuses_logical_backups_and_a_missing_datadir(
         )  # fmt: skip
         assert by_id.returncode != 0, str(by_id)
         assert (
-            f"backup {backup_id[:8]} is a pg_dump backup; a point-in-time clone starts from a physical backup"
+            f"backup {backup_id[:8]} is a pg_dump backup; point-in-time recovery starts from a physical backup"
             in (by_id.stderr)
         ), str(by_id)
         nothing_created(dep, "logical", datadir, isolated_env)

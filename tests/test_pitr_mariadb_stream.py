@@ -7,12 +7,14 @@ Against a throwaway MariaDB, without any log rotation after the base backup:
 * a restore to a moment inside the streamed file, and to a position in it, gives exactly
   the rows written before it (compared row by row);
 * `pitr verify` checks the partial copy too;
+* a restore whose replay fails leaves no half-restored target directory;
 * once the file is closed and archived whole, its partial copy is deleted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -116,6 +118,21 @@ def test_streamed_current_binlog_is_recoverable_without_rotation(
         with started(server, target2) as sql:
             rows = sql(f"SELECT batch, count(*) FROM {db}.t GROUP BY batch ORDER BY batch").splitlines()
             assert rows == ["0\t10", "1\t100", "2\t50"]
+
+        # A replay that fails after the base backup was written leaves no directory that
+        # would start with the backup's rows only: the target is removed again.
+        fake_bin = work / "bin"
+        fake_bin.mkdir()
+        failing = fake_bin / "mariadb-binlog"
+        failing.write_text("#!/bin/sh\necho 'simulated decoder failure' >&2\nexit 1\n")
+        failing.chmod(0o755)
+        target3 = work / "failed"
+        failed = dep.run(
+            "backup", "restore", "--deployment", "app", "--to-time", f"{between_1_2} UTC", "--target", target3,
+            env={"PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        )  # fmt: skip
+        assert failed.returncode == 1 and "simulated decoder failure" in failed.stderr, str(failed)
+        assert not target3.exists()
 
         # Closed and archived whole: the partial copy goes, the window stays.
         server.root_sql("FLUSH BINARY LOGS")

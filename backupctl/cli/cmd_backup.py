@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,7 +13,7 @@ import typer
 from backupctl.cli import context, output
 from backupctl.cli.output import human_bytes, human_duration, human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.errors import ExitCode, IntegrityError
+from backupctl.errors import ExitCode, IntegrityError, UsageError
 
 if TYPE_CHECKING:
     from backupctl.engine.pitr import Target
@@ -172,6 +173,8 @@ def _target_is_live(target: Path | None) -> bool:
     return target.exists() and (not target.is_dir() or any(os.scandir(target)))
 
 
+_LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+
 # The point-in-time options, shared by `backup restore` and `backup clone`.
 ToTimeOpt = Annotated[
     str | None,
@@ -189,7 +192,8 @@ ToNameOpt = Annotated[
 ToPositionOpt = Annotated[
     str | None,
     typer.Option(
-        "--to-position", help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file)."
+        "--to-position",
+        help="MariaDB: replay binary logs up to FILE:POSITION (or POSITION in the last file).",
     ),
 ]
 
@@ -209,6 +213,8 @@ def moment_from_options(
     moment = pitr.Target(
         time=pitr.parse_moment(to_time) if to_time else None, lsn=to_lsn or None, name=to_name or None
     )
+    if to_lsn and not _LSN_RE.match(to_lsn):
+        raise typer.BadParameter("an LSN is two hex numbers, e.g. 0/3000060", param_hint="--to-lsn")
     if to_position:
         file, _, pos = to_position.rpartition(":")
         if not pos.isdigit():
@@ -234,11 +240,16 @@ def _restore_to_moment(
     assert moment is not None  # the caller saw one of them
     with CliReporter() as reporter:
         svc = context.service(reporter)
-        if _target_is_live(target):
-            where = f"{target}" if target else f"deployment {deployment or backup_id!r}"
+        if target is not None and _target_is_live(target):  # refused before asking
+            raise UsageError(
+                f"{target} is not empty; a point-in-time restore writes a new data directory",
+                hint="give an empty or absent --target, or no --target to restore into the deployment's own",
+            )
+        deployment = pitr.base_deployment(svc, backup_id, deployment)  # refusals before asking
+        if target is None:
             context.confirm(
-                f"Restore {where} to {moment.describe()}? Current data there will be overwritten "
-                "and the database is unavailable during the restore.",
+                f"Restore deployment {deployment!r} to {moment.describe()}? Current data there "
+                "will be overwritten and the database is unavailable during the restore.",
                 yes=yes,
             )
         result = pitr.restore_to_moment(

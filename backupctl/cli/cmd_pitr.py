@@ -63,6 +63,8 @@ def setup(
         output.message(f"Settings for {deployment} (postgresql.conf, or run again with --apply):")
     for key, value in result["settings"].items():
         typer.echo(f"{key} = '{value}'")
+    for warning in result["warnings"]:
+        output.warning(warning)
     # The most common first failure: the server's OS user cannot run this interpreter (e.g. one
     # under /root); `pitr check` then only times out, so say it before the user gets there.
     output.message(
@@ -93,7 +95,11 @@ def _setup_mariadb(result: dict[str, Any], scheduled: str | None) -> None:
             typer.echo(f"{key} = {value}")
         for problem in result["problems"]:
             output.warning(problem)
-        if scheduled:
+        for warning in result["warnings"]:
+            output.warning(warning)
+        if not result["ok"]:
+            output.message("Fix the server's configuration, restart it and run `backupctl pitr setup` again.")
+        elif scheduled:
             output.message(
                 f"Archived by the scheduler every {scheduled} (pitr.binlog_sync): run "
                 "`backupctl schedule run-due` every minute from cron or a timer (`schedule export`)"
@@ -139,15 +145,21 @@ def check(
         output.message(f"OK: {what} arrived in the archive of {deployment} after {result['seconds']} s.")
 
 
+def _span(g: dict[str, Any]) -> str:
+    if g["count"] == 1:
+        return str(g["first"])
+    return f"{g['first']}..{g['last']} ({g['count']} files)"
+
+
 def _gap_text(g: dict[str, Any]) -> str:
     if g["kind"] == "missing_segments":
-        return f"missing WAL {g['first']}..{g['last']} ({g['count']} segments, timeline {g['timeline']})"
+        return f"missing WAL {_span(g)} (timeline {g['timeline']})"
     if g["kind"] == "timeline_change":
         return f"timeline {g['timeline']} starts at {g['first']}" + (
             "" if g.get("history_file") else " (no history file archived)"
         )
     if g["kind"] == "missing_binlogs":
-        return f"missing binary logs {g['first']}..{g['last']} ({g['count']} files, between {g['after']} and {g['before']})"
+        return f"missing binary logs {_span(g)}, between {g['after']} and {g['before']}"
     if g["kind"] in ("backup_without_wal", "backup_without_binlog"):
         return f"backup {g['backup'][:8]}: {g['reason']}"
     return str(g)

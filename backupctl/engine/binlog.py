@@ -54,7 +54,15 @@ from backupctl.engine.logarchive import (
     store_log,
     verify_archive,
 )
-from backupctl.engine.pitr import PitrError, Target, fmt, parse_iso, physical_backups
+from backupctl.engine.pitr import (
+    PitrError,
+    Target,
+    emptied_on_failure,
+    fmt,
+    method_warnings,
+    parse_iso,
+    physical_backups,
+)
 from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError, SourceError
 from backupctl.events import InfoEvent
 from backupctl.sources.dbutil import Secrets, ToolProcess, child_env, run
@@ -588,7 +596,7 @@ def choose_backup(
         )
         raise PitrError(
             f"no mariabackup backup of {deployment!r} ends before {desc}; {where}",
-            hint="the earliest recoverable moment is the end of the oldest retained backup (`backupctl pitr show`)",
+            hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
         )
     b = candidates[0]
     cache: dict[str, dict[str, Any]] = {}
@@ -838,9 +846,10 @@ def restore_mariadb_to(
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             files.append(path)
-        result = service.restore_backup(b["id"], target_dir=target_dir, safety_backup=safety_backup)
-        service.reporter.emit(InfoEvent(f"replaying binary logs into {datadir}"))
-        result.update(replay(datadir, files, options, service.reporter))
+        with emptied_on_failure(target_dir):
+            result = service.restore_backup(b["id"], target_dir=target_dir, safety_backup=safety_backup)
+            service.reporter.emit(InfoEvent(f"replaying binary logs into {datadir}"))
+            result.update(replay(datadir, files, options, service.reporter))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.update(
@@ -920,6 +929,7 @@ def setup(service: Service, deployment: str) -> dict[str, Any]:
         "log_bin_basename": basename or None,
         "ok": not problems,
         "problems": problems,
+        "warnings": method_warnings(source, deployment, "mariabackup"),
         "sync_command": f"{prefix}binlog sync {deployment}",
         "follow_command": f"{prefix}binlog sync {deployment} --follow --stream --interval 10",
     }

@@ -54,6 +54,7 @@ from backupctl.engine.clone import (
     source_doc,
     write_secret_file,
 )
+from backupctl.errors import UsageError
 from backupctl.events import InfoEvent
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ RECOVERY_TIMEOUT_S = 6 * 3600.0
 def new_datadir(datadir: Path | None, missing: str) -> Path:
     """The absolute clone data directory; it must be absent or empty (`missing`: the error without it)."""
     if datadir is None:
-        raise CloneError(missing, hint="pass --datadir DIR (empty or absent)")
+        raise UsageError(missing, hint="pass --datadir DIR (empty or absent)")
     datadir = Path(os.path.abspath(os.path.expanduser(str(datadir))))
     if datadir.exists() and (not datadir.is_dir() or any(datadir.iterdir())):
         raise CloneError(f"{datadir} is not empty; a clone goes into a new data directory")
@@ -119,28 +120,14 @@ def restore_moment(
     new `datadir`: what `backup restore --to-* --target DIR` does. Returns its result
     (`backup` = the base backup's ID, `target_moment`). Every check that can refuse the
     clone runs before anything is written; a failure after that empties `datadir` again."""
-    from backupctl.engine.pitr import restore_to_moment
+    from backupctl.engine.pitr import base_deployment, restore_to_moment
 
     if secret_file_path(name).exists():
         raise CloneError(
             f"a secrets file {secret_file_path(name)} already exists",
             hint="choose another --name, or remove the file if it belongs to a deleted clone",
         )
-    if id_prefix is not None:
-        record = svc.find_backup(id_prefix, expiries=False)
-        if record["method"] not in PHYSICAL:
-            raise CloneError(
-                f"backup {record['short_id']} is a {record['method']} backup; a point-in-time clone starts "
-                "from a physical backup (pg_basebackup or mariabackup)",
-                hint="give the ID of a physical backup, or --deployment alone to pick the newest one before the moment",
-            )
-        if deployment is not None and deployment != record["deployment"]:
-            raise CloneError(
-                f"backup {record['short_id']} belongs to deployment {record['deployment']!r}, not {deployment!r}"
-            )
-        deployment = record["deployment"]
-    if deployment is None:
-        raise CloneError("give --deployment (or a backup ID) with --to-time/--to-lsn/--to-name/--to-position")
+    deployment = base_deployment(svc, id_prefix, deployment)
     created = not datadir.exists()
     try:
         return restore_to_moment(
@@ -218,8 +205,11 @@ def finish(
             doc["datadir"] = str(datadir)
             doc.pop("socket", None)
             doc["host"] = "127.0.0.1"
+            # --no-defaults: the host's my.cnf names the system server's pid file, socket and port.
             start = (
-                f"mariadbd --datadir={datadir} --port={new_port} --socket={datadir}/mysqld.sock --user=mysql"
+                f"chown -R mysql:mysql {datadir} && mariadbd --no-defaults --user=mysql --datadir={datadir} "
+                f"--port={new_port} --bind-address=127.0.0.1 --socket={datadir}/mysqld.sock "
+                f"--pid-file={datadir}/mysqld.pid --log-error={datadir}/clone.err"
             )
     except BaseException:
         secret_path.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ reached"), so the latest moment is the last archived commit, read with `pg_waldu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
 import os
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ from backupctl.engine.logarchive import (
     verify_archive,
     wal_object,
 )
-from backupctl.errors import BackupctlError, ConfigError, NotFoundError
+from backupctl.errors import BackupctlError, ConfigError, ExitCode, NotFoundError, UsageError
 from backupctl.events import InfoEvent
 
 if TYPE_CHECKING:
@@ -50,9 +52,16 @@ if TYPE_CHECKING:
 
 
 class PitrError(BackupctlError):
-    """A point-in-time restore that cannot reach the requested moment, or a bad target."""
+    """A point-in-time restore that cannot reach the requested moment."""
 
     kind = "pitr"
+
+
+class TargetError(PitrError, UsageError):
+    """A point-in-time target that cannot be read or does not fit the engine (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+    kind = "usage"
 
 
 # ---- time parsing ------------------------------------------------------------------------
@@ -64,30 +73,32 @@ _TIME_RE = re.compile(
 
 def parse_moment(text: str) -> dt.datetime:
     """'2026-11-20 09:03:00 Europe/Berlin', '...T09:03:00Z', '...+01:00', or local time -> aware UTC."""
+    how = "use 'YYYY-MM-DD HH:MM[:SS[.ffffff]] [ZONE]', e.g. '2026-11-20 09:03:00 Europe/Berlin' or a +01:00 offset"
     m = _TIME_RE.match(text)
     if not m:
-        raise PitrError(
-            f"cannot read the time {text!r}",
-            hint="use 'YYYY-MM-DD HH:MM[:SS[.ffffff]] [ZONE]', e.g. '2026-11-20 09:03:00 Europe/Berlin' or a +01:00 offset",
-        )
+        raise TargetError(f"cannot read the time {text!r}", hint=how)
     date, clock, zone = m.groups()
     if clock.count(":") == 1:
         clock += ":00"
-    naive = dt.datetime.fromisoformat(f"{date}T{clock.zfill(8) if len(clock.split(':')[0]) == 1 else clock}")
-    if zone in (None, ""):
-        return naive.astimezone().astimezone(dt.UTC)
-    if zone in ("Z", "UTC"):
-        return naive.replace(tzinfo=dt.UTC)
-    if zone[0] in "+-":
-        z = zone.replace(":", "")
-        offset = dt.timedelta(hours=int(z[1:3]), minutes=int(z[3:5]))
-        return naive.replace(tzinfo=dt.timezone(offset if z[0] == "+" else -offset)).astimezone(dt.UTC)
+    hour, rest = clock.split(":", 1)
+    try:
+        naive = dt.datetime.fromisoformat(f"{date}T{int(hour):02d}:{rest}")
+        if zone in (None, ""):
+            return naive.astimezone().astimezone(dt.UTC)
+        if zone in ("Z", "UTC"):
+            return naive.replace(tzinfo=dt.UTC)
+        if zone[0] in "+-":
+            z = zone.replace(":", "")
+            offset = dt.timedelta(hours=int(z[1:3]), minutes=int(z[3:5]))
+            return naive.replace(tzinfo=dt.timezone(offset if z[0] == "+" else -offset)).astimezone(dt.UTC)
+    except ValueError as exc:  # month 13, hour 25, an offset of a day or more...
+        raise TargetError(f"cannot read the time {text!r}: {exc}", hint=how) from None
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         return naive.replace(tzinfo=ZoneInfo(zone)).astimezone(dt.UTC)
     except (ZoneInfoNotFoundError, ValueError):
-        raise PitrError(
+        raise TargetError(
             f"unknown time zone {zone!r}", hint="an IANA name such as Europe/Berlin, or +01:00"
         ) from None
 
@@ -197,6 +208,20 @@ def waldump(repo: Repository, segment: Segment) -> list[WalRecord] | None:
     return records
 
 
+_NO_TRANSACTION = "no transaction archived after the backup"
+
+
+def method_warnings(source: Any, deployment: str, physical: str) -> list[str]:
+    """`pitr setup`'s warning when the deployment's backups cannot be rolled forward."""
+    method = source.options.method
+    if method == physical:
+        return []
+    return [
+        f"deployment {deployment!r} backs up with method {method}, and point-in-time recovery starts from a "
+        f"physical backup: set `method: {physical}` on its source, or the archived log cannot be used"
+    ]
+
+
 def last_commit(repo: Repository, run: list[Segment], stop_at: int) -> tuple[dt.datetime | None, str]:
     """The time of the last commit/abort in `run` (searching back to segment `stop_at`).
 
@@ -212,7 +237,7 @@ def last_commit(repo: Repository, run: list[Segment], stop_at: int) -> tuple[dt.
         times = [r.time for r in records if r.time is not None]
         if times:
             return max(times), "last archived transaction"
-    return None, "no transaction archived after the backup"
+    return None, _NO_TRANSACTION
 
 
 # ---- the window -------------------------------------------------------------------------------
@@ -252,7 +277,12 @@ def wal_window(service: Service, deployment: str) -> dict[str, Any]:
         ranges.append(backup_range(repo, timelines, b))
     usable = [r for r in ranges if r["usable"]]
     earliest = min((r["from"] for r in usable), default=None)
-    latest = max((r["to"] for r in usable if r["to"]), default=None)
+    # A backup with no archived transaction after it cannot be rolled forward to a time
+    # (PostgreSQL stops only at transactions): its `to` is its end, not a reachable latest.
+    # Only when no backup has one does the window end at a backup's end.
+    latest = max((r["to"] for r in usable if r["to"] and r.get("to_basis") != _NO_TRANSACTION), default=None)
+    if latest is None:
+        latest = max((r["to"] for r in usable if r["to"]), default=None)
     return {
         "deployment": deployment,
         "engine": "postgres",
@@ -372,6 +402,7 @@ def setup_postgres(
         "repository": repo.dest.location,
         "restart_needed": None,
         "sql": [f"ALTER SYSTEM SET {k} = {quote_literal(v)};" for k, v in settings.items()],
+        "warnings": method_warnings(source, deployment, "pg_basebackup"),
     }
     if not apply:
         return result
@@ -380,10 +411,17 @@ def setup_postgres(
     time.sleep(0.5)
     out = _psql_autocommit(
         source,
-        "SELECT name || '=' || setting || '=' || pending_restart FROM pg_settings"
+        "SELECT name || '=' || setting || '=' || pending_restart::int FROM pg_settings"
         " WHERE name IN ('wal_level', 'archive_mode', 'archive_command');\n",
     )
-    pending = [line.split("=", 1)[0] for line in out.splitlines() if line.endswith("=t")]
+    rows = dict(line.split("=", 1) for line in out.splitlines() if line.count("=") >= 2)
+    pending = {name for name, rest in rows.items() if rest.endswith("=1")}
+    # wal_level and archive_mode take effect only at a restart, and pending_restart may not be
+    # set yet (the reload is asynchronous): the running values decide as well.
+    if rows.get("archive_mode", "").rsplit("=", 1)[0] not in ("on", "always"):
+        pending.add("archive_mode")
+    if rows.get("wal_level", "").rsplit("=", 1)[0] == "minimal":
+        pending.add("wal_level")
     result.update(applied=True, restart_needed=bool(pending), pending_restart=sorted(pending))
     return result
 
@@ -501,7 +539,7 @@ def choose_pg_backup(
         raise PitrError(
             f"no base backup of {deployment!r} ends before {target.describe()}"
             + (f"; the oldest ends at {oldest['finished']}" if target.time else ""),
-            hint="the earliest recoverable moment is the end of the oldest retained backup (`backupctl pitr show`)",
+            hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
         )
     b = candidates[0]
     rng = backup_range(repo, timelines, b)
@@ -522,7 +560,8 @@ def choose_pg_backup(
                 raise PitrError(f"refusing to restore to {target.describe()}: {gap_text}")
             raise PitrError(
                 f"refusing to restore to {target.describe()}: it is after the last archived transaction "
-                f"({rng['to']}); the WAL after it has not been archived yet",
+                f"({rng['to']}); recovery to a time stops at a transaction, so one at or after that time "
+                "must be in the archived WAL",
                 hint=f"run `backupctl pitr check {deployment}` to archive the current segment, then retry",
             )
     elif target_lsn is not None and target_lsn // WAL_SEGMENT_SIZE > run[-1].segno:
@@ -581,32 +620,14 @@ def restore_postgres_to(
         from backupctl.sources.postgres import refuse_running_postgres
 
         refuse_running_postgres(Path(datadir))
-    result = service.restore_backup(b["id"], target_dir=target_dir, safety_backup=safety_backup)
+    with emptied_on_failure(target_dir):
+        result = service.restore_backup(
+            b["id"], target_dir=target_dir, safety_backup=safety_backup, extra_info={"pitr": True}
+        )
+        settings = _write_recovery_settings(
+            service, deployment, b, target, Path(datadir), side_copy=target_dir is not None
+        )
     datadir = Path(datadir)
-    settings: dict[str, str] = {
-        "restore_command": restore_command_for(service, deployment, datadir),
-        "recovery_target_action": "promote",
-        "recovery_target_timeline": "current",
-    }
-    if target.time is not None:
-        settings["recovery_target_time"] = target.time.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-    elif target.name:
-        settings["recovery_target_name"] = target.name
-    elif target.lsn:
-        settings["recovery_target_lsn"] = target.lsn
-    if target_dir is not None:
-        # A side copy must not write into the deployment's archive once promoted.
-        settings["archive_mode"] = "off"
-    lines = ["", f"# point-in-time recovery by backupctl: backup {b['id'][:8]} to {target.describe()}"]
-    lines += [f"{k} = {quote_literal(v)}" for k, v in settings.items()]
-    with open(datadir / "postgresql.auto.conf", "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    (datadir / "recovery.signal").write_text("")
-    version = datadir / "PG_VERSION"
-    if os.geteuid() == 0 and version.exists():
-        st = version.stat()
-        for p in (datadir / "postgresql.auto.conf", datadir / "recovery.signal"):
-            os.chown(p, st.st_uid, st.st_gid)
     result.update(
         engine="postgres",
         backup=b["id"],
@@ -621,6 +642,82 @@ def restore_postgres_to(
     return result
 
 
+@contextlib.contextmanager
+def emptied_on_failure(target_dir: Path | None) -> Iterator[None]:
+    """A restore to a moment into `target_dir` that fails part-way (the base backup written,
+    the recovery not set up or replayed) must not leave a directory that starts and looks
+    right: it is emptied again (removed if the restore created it). In place (None) the
+    safety backup is the way back."""
+    if target_dir is None or (target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir()))):
+        yield  # not a new directory (the restore refuses it): never remove what was there
+        return
+    from backupctl.engine.clone_physical import remove_partial
+
+    created = not target_dir.exists()
+    try:
+        yield
+    except BaseException:
+        remove_partial(target_dir, created)
+        raise
+
+
+def _write_recovery_settings(
+    service: Service, deployment: str, b: dict[str, Any], target: Target, datadir: Path, *, side_copy: bool
+) -> dict[str, str]:
+    """postgresql.auto.conf lines and recovery.signal for a restored base backup (owned as PG_VERSION)."""
+    settings: dict[str, str] = {
+        "restore_command": restore_command_for(service, deployment, datadir),
+        "recovery_target_action": "promote",
+        "recovery_target_timeline": "current",
+    }
+    if target.time is not None:
+        settings["recovery_target_time"] = target.time.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    elif target.name:
+        settings["recovery_target_name"] = target.name
+    elif target.lsn:
+        settings["recovery_target_lsn"] = target.lsn
+    if side_copy:
+        # A side copy must not write into the deployment's archive once promoted.
+        settings["archive_mode"] = "off"
+    lines = ["", f"# point-in-time recovery by backupctl: backup {b['id'][:8]} to {target.describe()}"]
+    lines += [f"{k} = {quote_literal(v)}" for k, v in settings.items()]
+    with open(datadir / "postgresql.auto.conf", "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    (datadir / "recovery.signal").write_text("")
+    version = datadir / "PG_VERSION"
+    if os.geteuid() == 0 and version.exists():
+        st = version.stat()
+        for p in (datadir / "postgresql.auto.conf", datadir / "recovery.signal"):
+            os.chown(p, st.st_uid, st.st_gid)
+    return settings
+
+
+PHYSICAL_METHODS = ("pg_basebackup", "mariabackup")
+
+
+def base_deployment(service: Service, backup_id: str | None, deployment: str | None) -> str:
+    """The deployment of a restore or clone to a moment: the given base backup's (which must be
+    a physical one, of `deployment` if that is given too), or `deployment`."""
+    if backup_id is None:
+        if deployment is None:
+            raise TargetError(
+                "give --deployment (or a backup ID) with --to-time/--to-lsn/--to-name/--to-position"
+            )
+        return deployment
+    record = service.find_backup(backup_id, expiries=False)
+    if record["method"] not in PHYSICAL_METHODS:
+        raise PitrError(
+            f"backup {record['short_id']} is a {record['method']} backup; point-in-time recovery starts "
+            "from a physical backup (pg_basebackup or mariabackup)",
+            hint="give the ID of a physical backup, or --deployment alone to pick the newest one before the moment",
+        )
+    if deployment is not None and deployment != record["deployment"]:
+        raise TargetError(
+            f"backup {record['short_id']} belongs to deployment {record['deployment']!r}, not {deployment!r}"
+        )
+    return str(record["deployment"])
+
+
 def restore_to_moment(
     service: Service,
     *,
@@ -630,17 +727,12 @@ def restore_to_moment(
     target_dir: Path | None,
     safety_backup: bool = True,
 ) -> dict[str, Any]:
-    if deployment is None:
-        if backup_id is None:
-            raise PitrError(
-                "give --deployment (or a backup ID) with --to-time/--to-lsn/--to-name/--to-position"
-            )
-        deployment = service.find_backup(backup_id, expiries=False)["deployment"]
+    deployment = base_deployment(service, backup_id, deployment)
     dep = service.deployment(deployment)
     types = {o.type for o in dep.sources}
     if "postgres" in types:
         if target.position is not None:
-            raise PitrError("--to-position is for MariaDB/MySQL; use --to-lsn for PostgreSQL")
+            raise TargetError("--to-position is for MariaDB/MySQL; use --to-lsn for PostgreSQL")
         return restore_postgres_to(
             service,
             deployment,
@@ -651,7 +743,7 @@ def restore_to_moment(
         )
     if "mariadb" in types:
         if target.lsn or target.name:
-            raise PitrError(
+            raise TargetError(
                 "--to-lsn and --to-name are for PostgreSQL; use --to-time or --to-position for MariaDB"
             )
         from backupctl.engine.binlog import restore_mariadb_to

@@ -181,6 +181,17 @@ class Service:
                     collector.emit(InfoEvent("no earlier backup of this deployment: taking a full backup"))
                     type = "full"
                     self.state.update_job(backup_id, type=type)
+                elif type == "incremental" and not any(s.supports_incremental for s in sources):
+                    # Dumps and base backups are always complete copies: record what was taken.
+                    methods = ", ".join(sorted({s.method for s in sources}))
+                    collector.emit(
+                        InfoEvent(
+                            f"{methods} has no incremental form: taking a full dump (dumps are always complete; "
+                            "deduplication stores only new chunks)"
+                        )
+                    )
+                    type = "full"
+                    self.state.update_job(backup_id, type=type)
                 collector.emit(
                     Started("backup", deployment, int(parent.get("source_bytes", 0)) if parent else 0)
                 )
@@ -531,6 +542,9 @@ class Service:
         dep = self.config.deployments.get(dep_name)
         if to_deployment is not None and dep is None:
             self.deployment(to_deployment)  # raises NotFound
+        if target_dir is None:  # refusals in place come before the safety backup
+            for i, src in enumerate(manifest["sources"]):
+                self._restore_source(src, dep, i).check_in_place_restore(dict(src.get("info", {})))
         safety: dict[str, Any] | None = None
         if target_dir is None and safety_backup and dep is not None:
             self.reporter.emit(InfoEvent(f"taking a safety backup of {dep_name!r} before overwriting it"))

@@ -156,6 +156,11 @@ class Source(abc.ABC):
     def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
         """Put the entries back, in place or under request.target_dir."""
 
+    def check_in_place_restore(self, source_info: dict[str, Any]) -> None:
+        """Raise what `restore` in place would refuse up front (a server running on the data
+        directory, say): called before the safety backup, so a refused restore changes
+        nothing. `source_info` is what `info()` recorded for the stored source."""
+
 
 SOURCE_TYPES: dict[str, str] = {
     "files": "backupctl.sources.files:FilesSource",

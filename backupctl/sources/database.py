@@ -145,6 +145,20 @@ class DatabaseSource(Source):
         else:
             self._restore_logical(entries, request)
 
+    def check_in_place_restore(self, source_info: dict[str, Any]) -> None:
+        if source_info.get("method", self.options.method) == self.physical_method:
+            datadir = self._configured_datadir()
+            if datadir is not None:
+                self._refuse_running(Path(datadir))
+
+    @abc.abstractmethod
+    def _configured_datadir(self) -> str | Path | None:
+        """The deployment's data directory (where an in-place physical restore goes), if set."""
+
+    @abc.abstractmethod
+    def _refuse_running(self, datadir: Path) -> None:
+        """Raise SourceError when a server runs on `datadir`."""
+
     @abc.abstractmethod
     def _restore_physical(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
         """Restore a backup made with `physical_method` into a data directory."""

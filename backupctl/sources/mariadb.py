@@ -565,6 +565,12 @@ class MariaDBSource(DatabaseSource):
                     f"broken chain: an increment starts at LSN {cur.get('from_lsn')} but its parent ends at {prev.get('to_lsn')}"
                 )
 
+    def _configured_datadir(self) -> str | Path | None:
+        return self.options.datadir
+
+    def _refuse_running(self, datadir: Path) -> None:
+        self.refuse_running_server(datadir)
+
     def refuse_running_server(self, datadir: Path) -> None:
         """Refuse a data directory a server runs on: one holds its locks (mariadb_running), or
         the configured server answers from it. Called before anything is written in place."""

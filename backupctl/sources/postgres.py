@@ -412,6 +412,12 @@ class PostgresSource(DatabaseSource):
         argv += ["-d", conninfo_dbname(name), "-o", os.devnull, "-f", "-"]
         self._load_dump(argv, env, secrets, f"psql (restore of database {name!r})", name, entry)
 
+    def _configured_datadir(self) -> str | Path | None:
+        return self.options.data_dir
+
+    def _refuse_running(self, datadir: Path) -> None:
+        refuse_running_postgres(datadir)
+
     def _restore_physical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         dest = request.target_dir or self.options.data_dir
         if dest is None:
@@ -449,8 +455,12 @@ class PostgresSource(DatabaseSource):
             chown_tree(dest, st.st_uid, st.st_gid)
         request.reporter.emit(
             InfoEvent(
-                f"restored a PostgreSQL {request.source_info.get('major_version', '')} data directory into {dest};"
-                f" start it with `pg_ctl -D {dest} start` (it replays the WAL included in the backup)"
+                f"restored a PostgreSQL {request.source_info.get('major_version', '')} data directory into {dest}"
+                + (
+                    ""  # a restore to a moment adds recovery settings and says how to start it
+                    if request.source_info.get("pitr")
+                    else f"; start it with `pg_ctl -D {dest} start` (it replays the WAL included in the backup)"
+                )
             )
         )
 
