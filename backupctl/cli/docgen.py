@@ -19,7 +19,10 @@ from backupctl.errors import ExitCode
 EXIT_CODES = [
     (ExitCode.OK, "success"),
     (ExitCode.FAILED, "failed: the backup, restore, upload or other operation did not complete"),
-    (ExitCode.USAGE, "usage error: unknown command or option, bad option value (an unreadable --to-time or --to-lsn, a non-empty --target for a restore to a moment)"),
+    (
+        ExitCode.USAGE,
+        "usage error: unknown command or option, bad option value (an unreadable --to-time or --to-lsn, a non-empty --target for a restore to a moment)",
+    ),
     (ExitCode.PARTIAL, "completed with warnings (files vanished or unreadable); the backup is usable"),
     (ExitCode.CONFIG, "configuration missing or invalid, or a secret reference cannot be resolved"),
     (ExitCode.NOT_FOUND, "unknown deployment, backup ID (or ambiguous prefix), destination or policy"),

@@ -22,11 +22,10 @@ starts it again from the file the server is writing.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.engine.binlog import BINLOG_MAGIC, binlog_tool, mariadb_source, scan_binlog, sync
+from backupctl.engine.binlog import _HEADER, BINLOG_MAGIC, binlog_tool, mariadb_source, scan_binlog, sync
 from backupctl.engine.logarchive import (
     BINLOG_RE,
     binlog_partial_object,
@@ -39,17 +38,15 @@ if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.sources.mariadb import MariaDBSource
 
-_EVENT_HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server id, event size, next position, flags
-
 
 def complete_prefix(data: bytes) -> bytes:
     """`data` up to the end of its last complete event (the stream may be mid-event)."""
     if data[:4] != BINLOG_MAGIC:
         return b""
     pos = 4
-    while pos + _EVENT_HEADER.size <= len(data):
-        size = _EVENT_HEADER.unpack_from(data, pos)[3]
-        if size < _EVENT_HEADER.size or pos + size > len(data):
+    while pos + _HEADER.size <= len(data):
+        size = _HEADER.unpack_from(data, pos)[3]
+        if size < _HEADER.size or pos + size > len(data):
             break
         pos += size
     return data[:pos]

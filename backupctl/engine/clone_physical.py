@@ -54,6 +54,7 @@ from backupctl.engine.clone import (
     source_doc,
     write_secret_file,
 )
+from backupctl.engine.pitr import PHYSICAL_METHODS
 from backupctl.errors import UsageError
 from backupctl.events import InfoEvent
 
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
     from backupctl.repo.repository import Repository
     from backupctl.sources.base import Source
 
-PHYSICAL = ("pg_basebackup", "mariabackup")
+PHYSICAL = PHYSICAL_METHODS  # the methods a physical clone starts from
 
 # How long a point-in-time clone may take to replay WAL up to its target and promote.
 RECOVERY_TIMEOUT_S = 6 * 3600.0

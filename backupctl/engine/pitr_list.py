@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from backupctl.engine.logarchive import Segment, contiguous_from, list_wal, lsn_segment, read_meta
+from backupctl.engine.pitr import PHYSICAL_METHODS
 from backupctl.errors import BackupctlError, NotFoundError
 from backupctl.events import WarningEvent
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
 
-PHYSICAL = ("pg_basebackup", "mariabackup")
+PHYSICAL = PHYSICAL_METHODS
 KEY = "recoverable_until"
 
 
