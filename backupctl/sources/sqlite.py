@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
@@ -54,7 +55,10 @@ class SQLiteSource(Source):
         self._tmpdir = tempfile.mkdtemp(prefix="backupctl-sqlite-")
         copy = Path(self._tmpdir) / "copy.db"
         try:
-            src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+            # A URI so that mode=ro holds (nothing is ever created at the source side); the
+            # path is percent-encoded so '#', '?' and '%' in it are part of the file name.
+            uri = "file:" + urllib.parse.quote(os.fsencode(db), safe="/") + "?mode=ro"
+            src = sqlite3.connect(uri, uri=True, timeout=30)
             dst = sqlite3.connect(copy)
             try:
                 # pages=-1: the whole database in one step, under one read transaction.
