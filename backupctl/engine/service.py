@@ -20,6 +20,7 @@ from backupctl.config.models import Config, DeploymentConfig
 from backupctl.config.paths import state_dir as default_state_dir
 from backupctl.config.secrets import resolve_secret
 from backupctl.destinations.base import Destination, open_destination
+from backupctl.destinations.faulty import from_env as faults_from_env
 from backupctl.destinations.retry import RetryingDestination
 from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.policy_records import fill_expiries
@@ -100,7 +101,9 @@ class Service:
         return self._destinations[name]
 
     def _wrap(self, dest: Destination) -> Destination:
-        """Retries for remote destinations (a wrapper, not code in each destination)."""
+        """Retries for remote destinations (a wrapper, not code in each destination).
+        Tests inject faults beneath the retries through BACKUPCTL_FAULTS (destinations/faulty.py)."""
+        dest = faults_from_env(dest)
         if dest.options.type == "local":
             return dest
         return RetryingDestination(dest)
