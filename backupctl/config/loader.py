@@ -14,12 +14,16 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 
 from backupctl.config.models import Config
 from backupctl.config.paths import default_config_path
 from backupctl.destinations.base import options_model
 from backupctl.errors import BackupctlError, ConfigError
 from backupctl.sources.base import source_class
+
+# Deeper than any real configuration; bounds the recursive YAML composer and pydantic.
+MAX_DEPTH = 64
 
 
 def resolve_config_path(explicit: str | Path | None = None) -> Path:
@@ -54,7 +58,7 @@ def _first_error(path: Path, exc: ValidationError, prefix: tuple[Any, ...] = ())
 
 def read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"no configuration file at {path}",
@@ -63,12 +67,42 @@ def read_yaml(path: Path) -> Any:
     except (PermissionError, IsADirectoryError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            hint="save the file as UTF-8",
+        ) from None
+    try:
+        _check_depth(text, path)
         return YAML(typ="safe").load(text)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except RecursionError:  # belt and braces: _check_depth should have refused it
+        raise ConfigError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before composing (the composer recurses per level).
+
+    The event parser keeps its own stack, so walking its events is safe at any depth.
+    """
+    depth = 0
+    for event in YAML(typ="safe").parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ConfigError(
+                    f"{path}: line {mark.line + 1}, column {mark.column + 1}: nested too deeply "
+                    f"(more than {MAX_DEPTH} levels)"
+                )
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
 
 
 def parse_config(raw: Any, path: Path) -> Config:
@@ -80,10 +114,10 @@ def parse_config(raw: Any, path: Path) -> Config:
     raw = dict(raw)
     # Plugin parts first, so their errors carry the full key path.
     destinations: dict[str, Any] = {}
-    for name, spec in (raw.get("destinations") or {}).items():
+    for name, spec in _mapping(path, raw, "destinations", "name -> destination").items():
         destinations[name] = _plugin_options(path, ("destinations", name), spec, kind="destination")
     deployments: dict[str, Any] = {}
-    for dep_name, dep in (raw.get("deployments") or {}).items():
+    for dep_name, dep in _mapping(path, raw, "deployments", "name -> deployment").items():
         if not isinstance(dep, dict):
             raise ConfigError(f"{path}: deployments.{dep_name}: must be a mapping")
         dep = dict(dep)
@@ -104,9 +138,28 @@ def parse_config(raw: Any, path: Path) -> Config:
     return config
 
 
+def _mapping(path: Path, raw: dict[str, Any], key: str, what: str) -> dict[Any, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {key}: must be a mapping of {what}, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
 def _plugin_options(path: Path, loc: tuple[Any, ...], spec: Any, *, kind: str) -> Any:
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f"{path}: {_loc(loc)}: needs a `type` key")
+    if not isinstance(spec["type"], str):
+        raise ConfigError(f"{path}: {_loc(loc)}.type: must be a {kind} type name, not {_kind(spec['type'])}")
     try:
         model = options_model(spec["type"]) if kind == "destination" else source_class(spec["type"]).Options
     except ConfigError as exc:
