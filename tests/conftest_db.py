@@ -54,6 +54,14 @@ def fresh_pg_server() -> Iterator[PostgresServer]:
     server.stop()
 
 
+@pytest.fixture
+def second_fresh_pg_server() -> Iterator[PostgresServer]:
+    """Another server of its own, e.g. the target of a server-wide `restore --to`."""
+    server = _start(PostgresServer)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariaDBServer]:
     server = _start(MariaDBServer)

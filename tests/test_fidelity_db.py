@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import helpers
 import pytest
+from dbservers import PostgresServer, pg_fingerprint
 
 # ---- SQLite: any path the filesystem allows -------------------------------------------
 
@@ -52,3 +54,47 @@ def test_sqlite_missing_database_under_uri_like_path_fails(tmp_path: Path, make_
     assert [r["status"] for r in dep.list()] == ["Failed"]
     assert sorted(os.listdir(parent)) == ["odd dir#1"]
     assert os.listdir(parent / "odd dir#1") == []
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------
+
+
+def _add_deployment(dep: Any, name: str, source: dict[str, Any]) -> None:
+    doc = helpers.load_yaml(dep.config)
+    doc["deployments"][name] = {"sources": [source], "destinations": ["local"]}
+    helpers.dump_yaml(doc, dep.config)
+
+
+def _pg_user_databases(server: PostgresServer) -> list[str]:
+    return server.psql(
+        "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname"
+    ).splitlines()
+
+
+@pytest.mark.server
+def test_postgres_all_databases_restore_every_database_including_postgres(
+    fresh_pg_server: PostgresServer, second_fresh_pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    server, other = fresh_pg_server, second_fresh_pg_server
+    names = ["aaa_first", "postgres", "zzz_last"]
+    for name in names:
+        if name != "postgres":
+            server.psql(f"CREATE DATABASE {name}")
+        server.psql(
+            f"CREATE TABLE t_{name} AS SELECT g AS id, md5(g::text || '{name}') AS v FROM generate_series(1, 500) g",
+            name,
+        )
+    before = {name: pg_fingerprint(server, name) for name in names}
+    dep = make_deployment([server.options(databases="all")])
+    _add_deployment(dep, "staging", other.options(databases="all"))
+    backup_id = dep.create()
+
+    for name in names:
+        server.psql(f"DELETE FROM t_{name} WHERE id % 3 = 0; CREATE TABLE junk (x int)", name)
+    dep.ok("backup", "restore", backup_id, "--yes")
+    assert _pg_user_databases(server) == names
+    assert {name: pg_fingerprint(server, name) for name in names} == before
+
+    dep.ok("backup", "restore", backup_id, "--to", "staging", "--yes")
+    assert _pg_user_databases(other) == names
+    assert {name: pg_fingerprint(other, name) for name in names} == before

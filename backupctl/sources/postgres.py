@@ -406,11 +406,19 @@ class PostgresSource(DatabaseSource):
                 f"DROP DATABASE IF EXISTS {quote_ident(name)}",
             ]
         request.reporter.emit(InfoEvent(f"restoring PostgreSQL database {name!r}"))
-        self._psql(secrets, env, *drop, create)
+        self._psql(secrets, env, *drop, create, db=self._admin_db_for(name))
         # One transaction: a dump that fails half-way leaves an empty database, not half of one.
         argv = ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", *self._conn_args()]
         argv += ["-d", conninfo_dbname(name), "-o", os.devnull, "-f", "-"]
         self._load_dump(argv, env, secrets, f"psql (restore of database {name!r})", name, entry)
+
+    def _admin_db_for(self, name: str) -> str:
+        """The database to connect to while dropping and creating `name`: the maintenance
+        database, unless that is `name` itself (a server-wide backup holds `postgres` too:
+        no session can drop the database it is connected to), then template1 (or postgres)."""
+        if name != self.options.maintenance_db:
+            return self.options.maintenance_db
+        return "template1" if name != "template1" else "postgres"
 
     def _configured_datadir(self) -> str | Path | None:
         return self.options.data_dir
