@@ -287,26 +287,6 @@ def test_usage_errors_exit_2(files_deployment) -> None:
 # ---- sources that misbehave ---------------------------------------------------------------
 
 
-def test_missing_path_and_fifo_are_warnings(tmp_path: Path, make_deployment, sample_tree: Path) -> None:
-    os.mkfifo(sample_tree / "a-fifo")
-    dangling = tmp_path / "gone"
-    dep = make_deployment([{"type": "files", "paths": [str(sample_tree), str(dangling)]}])
-    result = dep.run("backup", "create", "app")
-    assert result.returncode == ExitCode.PARTIAL, str(result)
-    assert "Traceback" not in result.stderr
-    assert str(dangling) in result.stderr and "a-fifo" in result.stderr, str(result)
-    backup_id = result.stdout.strip()
-    rec = dep.show(backup_id)
-    assert rec["status"] == "Completed" and rec["warnings"] == 2
-    paths = {w["path"] for w in rec["sources"][0]["warnings"]}
-    assert str(dangling) in paths and str(sample_tree / "a-fifo") in paths
-    target = tmp_path / "r"
-    dep.ok("backup", "restore", backup_id, "--target", target)
-    root = helpers.restored(target, sample_tree)
-    assert (root / "docs" / "readme.txt").read_text() == "hello backupctl\n" * 100
-    assert not (root / "a-fifo").exists()
-
-
 def test_file_growing_while_read_is_a_warning(tmp_path: Path, make_deployment) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -23,8 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from backupctl.errors import SourceError
 from backupctl.events import WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SkipEntry, Source, SourceOptions
 from backupctl.sources.restore_fs import FsRestorer
@@ -32,7 +33,14 @@ from backupctl.sources.restore_fs import FsRestorer
 
 class FilesOptions(SourceOptions):
     type: Literal["files"] = "files"
-    paths: list[Path] = Field(min_length=1, description="Files or directories to back up (absolute or ~).")
+    paths: list[Path] = Field(
+        min_length=1,
+        description=(
+            "Files or directories to back up: absolute paths or ~/...; relative paths are refused "
+            "(never resolved against the current directory, so cron and a shell back up the same "
+            "thing). A path that does not exist fails the backup."
+        ),
+    )
     exclude: list[str] = Field(
         default_factory=list, description="fnmatch patterns matched against base names and full paths."
     )
@@ -40,6 +48,17 @@ class FilesOptions(SourceOptions):
         default_factory=list, description="If set, only files matching one of these patterns are stored."
     )
     one_file_system: bool = Field(False, description="Do not descend into other mounted filesystems.")
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not os.path.isabs(os.path.expanduser(str(path))):
+                raise ValueError(
+                    f"relative path {str(path)!r}: paths must be absolute (or start with ~/), "
+                    "so that cron and a shell back up the same thing"
+                )
+        return paths
 
 
 @lru_cache(maxsize=1024)
@@ -91,13 +110,19 @@ class FilesSource(Source):
     def scan(self) -> Iterator[Entry]:
         seen_inodes: dict[tuple[int, int], str] = {}
         emitted_dirs: set[str] = set()
+        # Every configured path must exist before anything is read: a typo or an unmounted
+        # disk fails the backup instead of giving a Completed backup of nothing.
+        roots: list[tuple[Path, os.stat_result]] = []
         for root in self.opts.paths:
             root_abs = Path(os.path.abspath(os.path.expanduser(str(root))))
             try:
-                st = os.lstat(root_abs)
+                roots.append((root_abs, os.lstat(root_abs)))
             except OSError as exc:
-                self._warn(f"cannot read {root_abs}: {exc.strerror}", str(root_abs))
-                continue
+                raise SourceError(
+                    f"source path {root_abs} cannot be read: {exc.strerror}",
+                    hint="check the path in `paths:` and that its filesystem is mounted",
+                ) from None
+        for root_abs, st in roots:
             # Parent directories first, so a restore recreates their metadata too.
             for parent in reversed(root_abs.parents):
                 if str(parent) == "/" or str(parent) in emitted_dirs:
