@@ -7,6 +7,8 @@ only with `-v`.
 
 from __future__ import annotations
 
+from backupctl.redact import url_credentials
+
 
 class ExitCode:
     OK = 0
@@ -32,6 +34,9 @@ class BackupctlError(Exception):
     kind = "error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # A password inside a URL (an endpoint, a location) never reaches the user.
+        message = url_credentials(message)
+        hint = url_credentials(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -111,3 +116,19 @@ class SourceError(BackupctlError):
 class InterruptedError_(BackupctlError):
     exit_code = ExitCode.INTERRUPTED
     kind = "interrupted"
+
+
+class RestoreIncompleteError(BackupctlError):
+    """A restore stopped part-way: `written` entries were written before `cause`, the rest
+    were not. Keeps the exit code of its cause (130 interrupted, 7 damaged data...)."""
+
+    exit_code = ExitCode.FAILED
+    kind = "restore_incomplete"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, written: int = 0, cause: str = "", exit_code: int = 1
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.written = written
+        self.cause = cause
+        self.exit_code = exit_code

@@ -8,6 +8,9 @@ item is about PostgreSQL, the throwaway server of tests/conftest_db.py).
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,118 @@ def test_fuzzed_yaml_text_is_a_config_error(text: str, tmp_path: Path) -> None:
         assert "\n" not in str(exc)
         return
     _config_error_or_valid(raw, path)
+
+
+# ---- item 14: a password inside an endpoint URL is never printed ----------------------------
+
+_URL_PASSWORD = "Sup3rS3cretPw"
+
+
+def test_endpoint_url_password_is_redacted(tmp_path: Path, cli: Any) -> None:
+    """`config show`, `destination list` and `destination check`, in every output format and in
+    their error messages, show `user:***@host`, never the password. The endpoint is a closed
+    port, so the checks also fail with the endpoint in their error text."""
+    key = tmp_path / "repo.key"
+    helpers.write_config(
+        tmp_path / "config.yaml",
+        sources=[{"type": "files", "paths": [str(tmp_path)]}],
+        repository=tmp_path / "repo",
+        key_file=key,
+    )
+    doc = helpers.load_yaml(tmp_path / "config.yaml")
+    doc["destinations"]["offsite"] = {
+        "type": "s3",
+        "bucket": "b",
+        "endpoint": f"http://alice:{_URL_PASSWORD}@127.0.0.1:1",
+        "force_path_style": True,
+        "access_key_id_env": "HYG_AK",
+        "secret_access_key_env": "HYG_SK",
+        "connect_timeout": 1,
+    }
+    helpers.dump_yaml(doc, tmp_path / "config.yaml")
+    env = {"BACKUPCTL_CONFIG": str(tmp_path / "config.yaml"), "HYG_AK": "id", "HYG_SK": "secret"}
+    shown = []
+    for args in (
+        ("config", "show"),
+        ("config", "show", "-o", "json"),
+        ("destination", "list"),
+        ("destination", "list", "-o", "json"),
+        ("destination", "check", "offsite"),
+        ("destination", "check", "offsite", "-o", "json"),
+    ):
+        result = cli(*args, env=env, timeout=180)
+        assert "Traceback" not in result.stderr, str(result)
+        assert _URL_PASSWORD not in result.stdout + result.stderr, str(result)
+        shown.append(result.stdout + result.stderr)
+    assert "http://alice:***@127.0.0.1:1" in shown[0], shown[0]
+    assert "http://alice:***@127.0.0.1:1" in shown[3], shown[3]
+    assert "http://alice:***@127.0.0.1:1" in shown[5], shown[5]
+
+
+# ---- item 14: a child process gets only the secrets it needs -------------------------------
+
+
+def _recording_wrappers(bindir: Path, log: Path, tools: tuple[str, ...]) -> None:
+    """`bindir/<tool>` records its environment (NUL-separated) and argv, then runs the real tool."""
+    bindir.mkdir()
+    log.mkdir()
+    for tool in tools:
+        real = shutil.which(tool)
+        assert real, f"{tool} not on PATH"
+        script = bindir / tool
+        script.write_text(
+            "#!/bin/sh\n"
+            f'n="{log}/{tool}.$$"\n'
+            'env -0 > "$n.env"\n'
+            'printf "%s\\n" "$@" > "$n.argv"\n'
+            f'exec {real} "$@"\n'
+        )
+        script.chmod(0o755)
+
+
+def test_pg_dump_never_sees_another_deployments_password(
+    pg_server: Any, make_deployment: Any, tmp_path: Path
+) -> None:
+    """Deployment `app` dumps a real PostgreSQL; the config also names deployment `other`'s
+    password variable, a destination's secret key and one variable that only looks like a
+    secret. The tools get the server's password through PGPASSFILE only: no config-named secret,
+    no *_PASSWORD-style variable, no password value in their environment or argv."""
+    db = "hyg_" + uuid.uuid4().hex[:8]
+    pg_server.psql(f"CREATE DATABASE {db}")
+    pg_server.psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('x')", db)
+    deployment = make_deployment([pg_server.options(databases=[db])])
+    doc = helpers.load_yaml(deployment.config)
+    doc["deployments"]["other"] = {
+        "sources": [{"type": "postgres", "databases": ["x"], "password_env": "OTHERDB_CRED"}],
+        "destinations": ["local"],
+    }
+    doc["destinations"]["offsite"] = {
+        "type": "s3",
+        "bucket": "b",
+        "access_key_id_env": "OFFSITE_KEYID",
+        "secret_access_key_env": "OFFSITE_SK",
+    }
+    helpers.dump_yaml(doc, deployment.config)
+    secrets = {
+        "OTHERDB_CRED": "other-deployment-pw-" + uuid.uuid4().hex,
+        "OFFSITE_SK": "offsite-secret-" + uuid.uuid4().hex,
+        "OFFSITE_KEYID": "offsite-keyid-" + uuid.uuid4().hex,
+        "BILLING_API_PASSWORD": "unrelated-pw-" + uuid.uuid4().hex,
+    }
+    bindir, log = tmp_path / "bin", tmp_path / "tool-env"
+    _recording_wrappers(bindir, log, ("psql", "pg_dump", "pg_dumpall"))
+    env = {**secrets, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    deployment.ok("backup", "create", "app", env=env)
+    assert deployment.list()[0]["status"] == "Completed"
+    recorded = sorted(log.glob("*.env"))
+    assert {p.name.split(".")[0] for p in recorded} >= {"pg_dump"}, recorded
+    own_password = pg_server.password
+    for env_file in recorded:
+        child = dict(item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
+        argv = env_file.with_suffix(".argv").read_text()
+        for name, value in secrets.items():
+            assert name not in child, f"{env_file.name}: {name} reached the tool"
+            assert value not in "".join(child.values()) + argv
+        assert pg_server.password_env not in child, env_file.name
+        assert own_password not in "".join(child.values()) + argv, env_file.name
+        assert "PGPASSFILE" in child, env_file.name

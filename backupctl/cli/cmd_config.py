@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from backupctl import redact as url_redact
 from backupctl.cli import context, output
 from backupctl.config.secrets import redact
 
@@ -17,7 +18,8 @@ def show() -> None:
     Example: backupctl config show -o json
     """
     cfg = context.config()
-    doc = redact(cfg.model_dump(mode="json", exclude_none=True))
+    # Secret-named keys, and passwords written inside URLs (endpoints), are masked.
+    doc = url_redact.document(redact(cfg.model_dump(mode="json", exclude_none=True)))
     if output.OPTS.output == "table":
         output.OPTS.output = "yaml"
     output.emit_document(doc)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from backupctl import redact
 from backupctl.cli import context, output
 from backupctl.errors import ExitCode
 
@@ -18,7 +19,8 @@ def list_() -> None:
 
     Example: backupctl destination list -o json
     """
-    rows = context.service().list_destinations()
+    # Locations and errors may carry an endpoint URL with a password in it.
+    rows = redact.document(context.service().list_destinations())
     if output.structured():
         output.emit_document(rows)
         return
@@ -43,7 +45,7 @@ def check(name: Annotated[str, typer.Argument(help="Destination name from the co
 
     Example: backupctl destination check offsite
     """
-    result = context.service().check_destination(name)
+    result = redact.document(context.service().check_destination(name))
     if output.structured():
         output.emit_document(result)
     else:

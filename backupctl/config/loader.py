@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
@@ -21,6 +21,7 @@ from backupctl.config.paths import default_config_path
 from backupctl.destinations.base import options_model
 from backupctl.errors import BackupctlError, ConfigError
 from backupctl.sources.base import source_class
+from backupctl.sources.dbutil import note_config_secrets
 
 # Deeper than any real configuration; bounds the recursive YAML composer and pydantic.
 MAX_DEPTH = 64
@@ -135,7 +136,29 @@ def parse_config(raw: Any, path: Path) -> Config:
     except ValidationError as exc:
         raise _first_error(path, exc) from None
     config.path = path
+    # Child processes (pg_dump, mariadb-dump, ...) never see a secret the config names.
+    note_config_secrets(
+        database=_secret_references(raw.get("deployments")),
+        repository=_secret_references({k: v for k, v in raw.items() if k != "deployments"}),
+    )
     return config
+
+
+def _secret_references(value: Any) -> list[str]:
+    """Every environment variable named by a `*_env` key anywhere in the document."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key.endswith("_env") and isinstance(item, str):
+                found.append(item)
+            else:
+                found += _secret_references(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _secret_references(item)
+    elif isinstance(value, BaseModel):
+        found += _secret_references(value.model_dump())
+    return found
 
 
 def _mapping(path: Path, raw: dict[str, Any], key: str, what: str) -> dict[Any, Any]:

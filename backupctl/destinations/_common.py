@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import DestinationError
+from backupctl.redact import url_credentials
 
 TMP_SUFFIX = ".tmp-backupctl"
 T = TypeVar("T")
@@ -46,7 +47,8 @@ def secret(env: str | None, file: Path | str | None, what: str) -> str | None:
 
 
 class Scrubber:
-    """Removes every secret value this destination has resolved from a message."""
+    """Removes every secret value this destination has resolved, and any password written
+    inside a URL, from a message."""
 
     def __init__(self) -> None:
         self._values: list[str] = []
@@ -59,7 +61,7 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         for value in self._values:
             text = text.replace(value, "<redacted>")
-        return text
+        return url_credentials(text)
 
 
 class ConnectionPool(Generic[T]):

@@ -341,7 +341,8 @@ def _pg_set_password(
             capture_output=True,
             text=True,
             cwd=work,
-            env=child_env(),
+            # Its restore_command runs `backupctl wal fetch`, which needs the repository's secrets.
+            env=child_env(repository_access=True),
         )
         started = True
         if proc.returncode != 0:

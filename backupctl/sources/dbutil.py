@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -114,7 +116,7 @@ class ToolProcess:
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=self._stderr,
-                env=env,
+                env=env if env is not None else child_env(),
                 cwd=cwd,
                 start_new_session=True,
             )
@@ -226,8 +228,6 @@ def run(
         return out.decode("utf-8", "replace")
     assert tool.proc.stdin is not None
     # Read stdout in a thread so a chatty tool never blocks on a full pipe while we write.
-    import threading
-
     out_parts: list[bytes] = []
 
     def drain() -> None:
@@ -253,9 +253,51 @@ def run(
     return b"".join(out_parts).decode("utf-8", "replace")
 
 
-def child_env(extra: dict[str, str] | None = None, drop: Iterable[str] = ()) -> dict[str, str]:
-    """The environment for a client tool: ours, minus `drop`, plus `extra`, with C messages."""
-    env = {k: v for k, v in os.environ.items() if k not in set(drop)}
+# Variables the loaded configuration names as secrets (see note_config_secrets): database
+# passwords of every deployment's sources, and the repository's own secrets (passphrase,
+# destination keys).
+_database_secrets: set[str] = set()
+_repository_secrets: set[str] = set()
+_config_lock = threading.Lock()
+# Variable names that look like they hold a secret, whoever set them.
+_SECRET_NAME = re.compile(
+    r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|ACCOUNT_KEY|CONNECTION_STRING|_PWD$", re.IGNORECASE
+)
+# The client tools' own variables: a source without a configured password lets the user's
+# PGPASSWORD / MYSQL_PWD apply (a source with one drops them and uses its file instead).
+_CLIENT_OWN = frozenset({"PGPASSWORD", "MYSQL_PWD"})
+
+
+def note_config_secrets(*, database: Iterable[str], repository: Iterable[str]) -> None:
+    """Record the secret variables a configuration names (called by the config loader)."""
+    with _config_lock:
+        _database_secrets.update(n for n in database if n)
+        _repository_secrets.update(n for n in repository if n)
+
+
+def child_env(
+    extra: dict[str, str] | None = None, drop: Iterable[str] = (), *, repository_access: bool = False
+) -> dict[str, str]:
+    """The environment for a child process: ours minus every secret it does not need, plus
+    `extra`, with C messages.
+
+    Removed: `drop`; every database password variable the configuration names (another
+    deployment's password must never reach pg_dump); and, unless `repository_access`, the
+    repository's secret variables (passphrase, destination keys) and every variable whose
+    name looks like a secret (`*PASSWORD*`, `*SECRET*`, `*TOKEN*`, ...) except the tools' own
+    PGPASSWORD / MYSQL_PWD. A tool's own password reaches it through a file (PGPASSFILE,
+    --defaults-extra-file) that the caller puts in `extra` or argv. `repository_access` is
+    for a server whose restore_command runs `backupctl wal fetch`, which needs the repository.
+    """
+    with _config_lock:
+        dropped = set(drop) | _database_secrets
+        if not repository_access:
+            dropped |= _repository_secrets
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in dropped and (repository_access or k in _CLIENT_OWN or not _SECRET_NAME.search(k))
+    }
     env["LC_MESSAGES"] = "C"
     env.update(extra or {})
     return env
