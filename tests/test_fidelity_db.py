@@ -98,3 +98,67 @@ def test_postgres_all_databases_restore_every_database_including_postgres(
     dep.ok("backup", "restore", backup_id, "--to", "staging", "--yes")
     assert _pg_user_databases(other) == names
     assert {name: pg_fingerprint(other, name) for name in names} == before
+
+
+def _pg_database_properties(server: PostgresServer, db: str) -> dict[str, str]:
+    """What lives in the catalog outside the database: ACL, settings, comment, connection limit."""
+    lit = "'" + db.replace("'", "''") + "'"
+    return {
+        "acl": server.psql(
+            f"SELECT coalesce(datacl::text, 'default') FROM pg_database WHERE datname = {lit}"
+        ),
+        "settings": server.psql(
+            "SELECT string_agg(coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '*') || ':' || array_to_string(s.setconfig, '|'),"
+            " ';' ORDER BY 1) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+            f" WHERE d.datname = {lit}"
+        ),
+        "comment": server.psql(
+            f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = {lit}"
+        ),
+        "connlimit": server.psql(f"SELECT datconnlimit FROM pg_database WHERE datname = {lit}"),
+    }
+
+
+@pytest.mark.server
+def test_postgres_restore_keeps_database_settings_and_privileges(
+    fresh_pg_server: PostgresServer, second_fresh_pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    server, other = fresh_pg_server, second_fresh_pg_server
+    db, app = "Shop db", "app_role"
+    q = '"Shop db"'
+    server.psql(f"CREATE ROLE {app} LOGIN")
+    server.psql(f"CREATE DATABASE {q}")
+    server.psql(
+        f"CREATE SCHEMA shop; CREATE TABLE shop.items AS SELECT g AS id FROM generate_series(1, 100) g;"
+        f"GRANT USAGE ON SCHEMA shop TO {app}; GRANT SELECT ON shop.items TO {app}",
+        db,
+    )
+    for sql in (
+        f'ALTER DATABASE {q} SET search_path = shop, "$user", public',
+        f"ALTER DATABASE {q} SET statement_timeout = '42s'",
+        f"ALTER ROLE {app} IN DATABASE {q} SET work_mem = '8MB'",
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE {q} FROM PUBLIC",
+        f"GRANT CONNECT ON DATABASE {q} TO {app}",
+        f"COMMENT ON DATABASE {q} IS 'the shop; since 2019'",
+        f"ALTER DATABASE {q} CONNECTION LIMIT 17",
+    ):
+        server.psql(sql)
+    before = _pg_database_properties(server, db)
+    assert "app_role=c/postgres" in before["acl"] and "=Tc/" not in before["acl"], before
+    data = pg_fingerprint(server, db)
+    dep = make_deployment([server.options(databases=[db])])
+    _add_deployment(dep, "staging", other.options(databases=[db]))
+    backup_id = dep.create()
+
+    server.psql(
+        f"ALTER DATABASE {q} RESET ALL; GRANT ALL ON DATABASE {q} TO PUBLIC; COMMENT ON DATABASE {q} IS NULL"
+    )
+    dep.ok("backup", "restore", backup_id, "--yes")
+    assert _pg_database_properties(server, db) == before
+    assert pg_fingerprint(server, db) == data
+    # What an application sees: the search_path of the database, PUBLIC cannot connect.
+    assert server.psql("SHOW search_path", db) == 'shop, "$user", public'
+
+    dep.ok("backup", "restore", backup_id, "--to", "staging", "--yes")
+    assert _pg_database_properties(other, db) == before
+    assert pg_fingerprint(other, db) == data

@@ -94,6 +94,8 @@ def test_logical_round_trip_recreates_database_and_roles(pg_server: PostgresServ
     assert captured.paths == [
         "postgres",
         "postgres/globals.sql",
+        "postgres/database-properties",
+        f"postgres/database-properties/{db}.sql",
         "postgres/databases",
         f"postgres/databases/{db}.sql",
     ]

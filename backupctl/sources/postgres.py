@@ -4,12 +4,17 @@ Logical (`method: pg_dump`): one plain-SQL dump per database, streamed from `pg_
 straight into the repository (uncompressed, so the engine compresses and deduplicates
 it), plus the roles and tablespaces from `pg_dumpall --globals-only`. Paths:
 
-    postgres/globals.sql                  yielded first, restored first
-    postgres/databases/<name>.sql         one per database; name escaped by `safe_name`
+    postgres/globals.sql                          yielded first, restored first
+    postgres/database-properties/<name>.sql       per database, before its dump
+    postgres/databases/<name>.sql                 one per database; name escaped by `safe_name`
 
 The dumps are made without `--create`: the restore creates each database itself from
 the recorded encoding, locale and owner, which is what lets a database be restored
-under another name (clone). Ownership and privileges are kept in the dump.
+under another name (clone). Ownership and privileges are kept in the dump. What lives
+outside the database in the catalog (its ACL, comment, connection limit, `ALTER DATABASE
+... SET` and `ALTER ROLE ... IN DATABASE ... SET`) is what `pg_dump --create` emits after
+its `\\connect`: the database-properties file holds that output (made with every schema
+excluded), and the restore applies it after the dump (see `database_properties_sql`).
 
 Physical (`method: pg_basebackup`): `pg_basebackup -D - -Ft -X fetch` streams one tar of
 the data directory with the WAL needed to make it consistent (`postgres/base.tar`).
@@ -57,6 +62,7 @@ from backupctl.sources.dbutil import (
 
 GLOBALS_PATH = "postgres/globals.sql"
 DB_DIR = "postgres/databases"
+PROPS_DIR = "postgres/database-properties"
 BASE_TAR = "postgres/base.tar"
 SSL_MODES = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -234,6 +240,14 @@ class PostgresSource(DatabaseSource):
             argv = ["pg_dumpall", "--globals-only", *self._conn_args()]
             argv += ["-l", self.options.maintenance_db]
             yield self._stream_entry(GLOBALS_PATH, argv, env, "pg_dumpall --globals-only")
+        yield Entry(path=PROPS_DIR, kind="dir", mode=0o700)
+        for db in databases:
+            db["properties"] = f"{PROPS_DIR}/{safe_name(db['name'])}.sql"
+            argv = ["pg_dump", "-Fp", "--create", "--schema-only", "--quote-all-identifiers"]
+            argv += ["--exclude-schema=*", *self._conn_args(), "-d", conninfo_dbname(db["name"])]
+            yield self._stream_entry(
+                db["properties"], argv, env, f"pg_dump --create of database {db['name']!r} (its properties)"
+            )
         yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         for db in databases:
             argv = ["pg_dump", "-Fp", *self._conn_args(), "-d", conninfo_dbname(db["name"])]
@@ -321,7 +335,18 @@ class PostgresSource(DatabaseSource):
             )
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
-        items = self._logical_items(entries, request)
+        # The database-properties files (small) are held until their database is restored.
+        properties: dict[str, bytes] = {}
+
+        def dumps_only() -> Iterator[RestoreEntry]:
+            for entry in entries:
+                if entry.path == PROPS_DIR or entry.path.startswith(PROPS_DIR + "/"):
+                    if entry.kind == "file":
+                        properties[entry.path] = b"".join(entry.chunks())
+                    continue
+                yield entry
+
+        items = self._logical_items(dumps_only(), request)
         with self._temp_secrets() as secrets:
             env = self._env(secrets)
             _, target_num = self._server_version(secrets, env)
@@ -331,6 +356,9 @@ class PostgresSource(DatabaseSource):
                     self._apply_globals(entry, secrets, env, request)
                 else:
                     self._restore_database(db, name, entry, secrets, env, target_num, request)
+                    props = properties.pop(db.get("properties") or "", None)
+                    if props is not None:
+                        self._apply_properties(db["name"], name, props, secrets, env, request)
 
     def _apply_globals(
         self, entry: RestoreEntry, secrets: Secrets, env: dict[str, str], request: RestoreRequest
@@ -412,6 +440,45 @@ class PostgresSource(DatabaseSource):
         argv += ["-d", conninfo_dbname(name), "-o", os.devnull, "-f", "-"]
         self._load_dump(argv, env, secrets, f"psql (restore of database {name!r})", name, entry)
 
+    def _apply_properties(
+        self,
+        original: str,
+        name: str,
+        dump: bytes,
+        secrets: Secrets,
+        env: dict[str, str],
+        request: RestoreRequest,
+    ) -> None:
+        """Apply a database's recorded properties (ACL, comment, settings) to database `name`.
+
+        A statement the target refuses (e.g. a GRANT to a role it lacks) is a warning naming
+        the database, not a failed restore: the data is in place by now."""
+        sql = database_properties_sql(dump.decode("utf-8", "surrogateescape"), original, name)
+        if not sql.strip():
+            return
+        argv = [
+            "psql",
+            "-X",
+            "-q",
+            *self._conn_args(),
+            "-d",
+            conninfo_dbname(name),
+            "-o",
+            os.devnull,
+            "-f",
+            "-",
+        ]
+        tool = ToolProcess(
+            argv, env=env, secrets=secrets, what=f"psql (properties of database {name!r})", stdin=True
+        )
+        tool.feed([sql.encode("utf-8", "surrogateescape")])
+        stderr = tool.check()
+        for line in stderr.splitlines():
+            if "ERROR:" in line:
+                request.reporter.emit(
+                    WarningEvent(f"database {name!r}: a database property was not restored: {line.strip()}")
+                )
+
     def _admin_db_for(self, name: str) -> str:
         """The database to connect to while dropping and creating `name`: the maintenance
         database, unless that is `name` itself (a server-wide backup holds `postgres` too:
@@ -471,6 +538,29 @@ class PostgresSource(DatabaseSource):
                 )
             )
         )
+
+
+_PROPERTY_STATEMENT = re.compile(r"^(COMMENT ON |GRANT |REVOKE |ALTER DATABASE |ALTER ROLE |SECURITY LABEL )")
+
+
+def database_properties_sql(dump: str, original: str, name: str) -> str:
+    """The part of `pg_dump --create --quote-all-identifiers` output to run inside database
+    `name`: everything after its first `\\connect` (the CREATE DATABASE before it is done by
+    the restore itself), without the `\\connect` lines; statements naming the database
+    `original` name `name` instead. Empty when the dump has no `\\connect` line."""
+    lines = dump.split("\n")  # only newlines: a comment's text may hold other line breaks
+    starts = [i for i, line in enumerate(lines) if line.startswith("\\connect ")]
+    if not starts:
+        return ""
+    old, new = "DATABASE " + quote_ident(original), "DATABASE " + quote_ident(name)
+    out = []
+    for line in lines[starts[0] + 1 :]:
+        if line.startswith("\\connect "):
+            continue
+        if original != name and _PROPERTY_STATEMENT.match(line):
+            line = line.replace(old, new, 1)
+        out.append(line)
+    return "\n".join(out)
 
 
 def postgres_running(data_dir: Path) -> int | None:
