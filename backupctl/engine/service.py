@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -77,6 +78,7 @@ class Service:
         self.state = StateDB(state_dir or config.settings.state_dir or default_state_dir())
         self._destinations: dict[str, Destination] = {}
         self._repos: dict[str, Repository] = {}
+        self._repos_lock = threading.Lock()
 
     def now(self) -> dt.datetime:
         return self.clock.now().astimezone(dt.UTC) if self.clock is not None else utcnow()
@@ -128,16 +130,19 @@ class Service:
         return KeyMaterial("passphrase", secret.encode())
 
     def repository(self, dest_name: str, *, create: bool = False) -> Repository:
-        if dest_name not in self._repos:
-            dest = self.destination(dest_name)
-            material = self.key_material()
-            level = self.config.settings.compression_level
-            if create and not Repository.exists(dest):
-                repo = Repository.create(dest, material, level)
-            else:
-                repo = Repository.open(dest, material, level)
-            self._repos[dest_name] = repo
-        return self._repos[dest_name]
+        # One lock: the scheduler's threads must share one Repository per destination, and
+        # two of them must never both create one.
+        with self._repos_lock:
+            if dest_name not in self._repos:
+                dest = self.destination(dest_name)
+                material = self.key_material()
+                level = self.config.settings.compression_level
+                if create and not Repository.exists(dest):
+                    repo = Repository.create(dest, material, level)
+                else:
+                    repo = Repository.open(dest, material, level)
+                self._repos[dest_name] = repo
+            return self._repos[dest_name]
 
     def build_source(self, options: Any, reporter: Reporter | None = None) -> Source:
         return source_class(options.type)(options, reporter or self.reporter)

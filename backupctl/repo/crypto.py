@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,18 @@ def generate_key_file(path: Path) -> None:
 
 
 def read_key_file(path: Path) -> bytes:
+    """The key material of a key file that only its owner can read or write (as ssh demands)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise ConfigError(f"key file {path} does not exist", hint="restore it from your safe copy") from None
+    except PermissionError:
+        raise ConfigError(f"key file {path} is not readable (permission denied)") from None
+    if mode & 0o077:
+        # Whoever can read the key file can read every backup; whoever can write it can
+        # make the next backups unreadable. Refused like ssh refuses an open private key.
+        how = "readable" if mode & 0o044 else "writable"
+        raise ConfigError(f"key file {path} is {how} by others (mode {mode:04o}): run chmod 600 {path}")
     try:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
     except FileNotFoundError:
@@ -142,30 +155,57 @@ def wrap_master_keys(keys: MasterKeys, material: KeyMaterial) -> bytes:
     return json.dumps(doc, indent=1).encode()
 
 
-def unwrap_master_keys(slot: bytes, material: KeyMaterial) -> MasterKeys | None:
-    """The master keys if `material` opens this slot, else None."""
-    doc = json.loads(slot)
-    want = "hkdf-sha256" if material.kind == "key_file" else "scrypt"
-    if doc.get("kdf") != want:
-        return None
-    salt = base64.b64decode(doc["salt"])
-    if material.kind == "passphrase":
-        params = doc.get("scrypt") or {}
-        kek = Scrypt(
-            salt=salt,
-            length=32,
-            n=params.get("n", SCRYPT_N),
-            r=params.get("r", SCRYPT_R),
-            p=params.get("p", SCRYPT_P),
-        ).derive(material.secret)
-    else:
-        kek = material.derive_kek(salt)
-    data = base64.b64decode(doc["data"])
+def unwrap_master_keys(slot: bytes, material: KeyMaterial, name: str = "key slot") -> MasterKeys | None:
+    """The master keys if `material` opens this slot, else None.
+
+    A slot that is not a well-formed key slot (truncated, garbage, wrong fields) raises
+    IntegrityError naming `name`: damage, not a wrong key."""
+    try:
+        doc = json.loads(slot)
+        if not isinstance(doc, dict) or "kdf" not in doc:
+            raise ValueError("not a key slot object")
+        want = "hkdf-sha256" if material.kind == "key_file" else "scrypt"
+        if doc["kdf"] != want:
+            return None
+        salt = base64.b64decode(doc["salt"], validate=True)
+        data = base64.b64decode(doc["data"], validate=True)
+        if material.kind == "passphrase":
+            params = doc.get("scrypt") or {}
+            kek = Scrypt(
+                salt=salt,
+                length=32,
+                n=int(params.get("n", SCRYPT_N)),
+                r=int(params.get("r", SCRYPT_R)),
+                p=int(params.get("p", SCRYPT_P)),
+            ).derive(material.secret)
+        else:
+            kek = material.derive_kek(salt)
+        if len(data) < OVERHEAD + 64:
+            raise ValueError("wrapped keys too short")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise IntegrityError(f"{name}: damaged key slot ({_reason(exc)})") from None
     try:
         raw = AESGCM(kek).decrypt(data[:NONCE_SIZE], data[NONCE_SIZE:], b"backupctl master keys v1")
     except InvalidTag:
         return None
     return MasterKeys(raw[:32], raw[32:64])
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return "not valid JSON: truncated or overwritten"
+    if isinstance(exc, KeyError):
+        return f"field {exc.args[0]!r} missing"
+    return str(exc) or type(exc).__name__
+
+
+def master_key_check(keys: MasterKeys) -> str:
+    """A fingerprint of the master keys, stored in the repository config so that a slot
+    holding other keys (a losing creator's) is told apart from the repository's own.
+    A BLAKE3 derivation of 512 random bits: it reveals nothing usable about the keys."""
+    return blake3.blake3(
+        keys.enc_key + keys.id_key, derive_key_context="backupctl master key check v1"
+    ).hexdigest()
 
 
 def no_slot_opened(what: str) -> WrongKeyError:

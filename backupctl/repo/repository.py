@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from backupctl.repo.crypto import (
     Cipher,
     KeyMaterial,
     MasterKeys,
+    master_key_check,
     no_slot_opened,
     unwrap_master_keys,
     wrap_master_keys,
@@ -48,6 +50,91 @@ FORMAT_VERSION = 1
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Seconds a creator on a destination without atomic conditional create waits before
+# reading the config back to learn whether it won.
+_CONFIRM_DELAY = 1.0
+
+# Objects written only into an existing repository: finding any without a config means
+# the config was lost. (A key slot alone is what a creator killed before its config
+# leaves: creating over it is safe, the slot's keys are never used.)
+_REPOSITORY_PREFIXES = ("snapshots/", "index/", "data/")
+
+
+def _refuse_objects_without_config(dest: Destination) -> None:
+    """Raise IntegrityError if `dest` holds repository objects but no config."""
+    for prefix in _REPOSITORY_PREFIXES:
+        if next(iter(dest.list(prefix)), None) is None:
+            continue
+        if dest.exists("config"):  # created meanwhile by a concurrent creator
+            return
+        raise IntegrityError(
+            f"{dest.location} holds repository objects ({prefix}) but no config: the repository is damaged",
+            hint="restore the `config` object from another copy of this repository (an upload target, "
+            "a storage snapshot); backupctl never creates a new repository over existing objects",
+        )
+
+
+def _open_master_keys(dest: Destination, config: dict[str, Any], material: KeyMaterial) -> MasterKeys:
+    """The repository's master keys from the first key slot that `material` opens.
+
+    With `master_key_check` in the config (repositories created since it was added), only
+    keys with that fingerprint are the repository's; other slots are ignored. Without it
+    (older repositories), every slot the material opens must hold the same keys: slots that
+    disagree (two creators raced) make the repository refuse to open rather than guess.
+    A damaged slot is skipped when another slot opens, and named when none does.
+    """
+    what = "key file" if material.kind == "key_file" else "passphrase"
+    check = config.get("master_key_check")
+    names = sorted(info.name for info in dest.list("keys/"))
+    designated = f"keys/{config.get('key_slot')}"
+    if designated in names:  # try the creator's slot first
+        names.remove(designated)
+        names.insert(0, designated)
+    opened: dict[str, MasterKeys] = {}
+    damaged: list[IntegrityError] = []
+    for name in names:
+        try:
+            raw = dest.get(name)
+        except NotFound:
+            continue  # a losing creator removed its own slot meanwhile
+        try:
+            keys = unwrap_master_keys(raw, material, f"{dest.location}/{name}")
+        except IntegrityError as exc:
+            damaged.append(exc)
+            continue
+        if keys is None:
+            continue
+        if check is not None:
+            if master_key_check(keys) == check:
+                return keys
+            continue  # a slot of another creator's keys: not this repository's
+        opened[name] = keys
+    if len(set(opened.values())) > 1:
+        raise IntegrityError(
+            f"{dest.location}: key slots {', '.join(opened)} all open with this {what} but hold different "
+            "master keys (the repository was created by two processes at once); refusing to guess",
+            hint="move all slots but one out of keys/ (keep copies) and run `backupctl backup verify` on the "
+            "backups; keep the slot under which they verify (see docs/design.md, Repository creation and "
+            "opening)",
+        )
+    if opened:
+        return next(iter(opened.values()))
+    if damaged:
+        first = damaged[0]
+        others = f" (and {len(damaged) - 1} more damaged slots)" if len(damaged) > 1 else ""
+        raise IntegrityError(
+            first.message + others,
+            hint="restore keys/ from another copy of this repository (an upload target); no other slot opens "
+            f"with this {what}",
+        )
+    if not names:
+        raise IntegrityError(
+            f"{dest.location}: the repository has no key slot (keys/ is empty or missing): it is damaged",
+            hint="restore keys/ from another copy of this repository (an upload target)",
+        )
+    raise no_slot_opened(what)
 
 
 class Repository:
@@ -72,7 +159,20 @@ class Repository:
 
     @classmethod
     def create(cls, dest: Destination, material: KeyMaterial, compression_level: int = 3) -> Repository:
+        """Create a new repository at `dest`, or open the one a concurrent creator made first.
+
+        One winner: the exclusive put of `config` decides. Each creator first writes its own
+        key slot (so a visible config always has its slot), and the config names that slot
+        and a fingerprint of its master keys. A loser removes its slot and opens the
+        winner's; a slot it leaves behind (killed in between) holds keys that do not match
+        the fingerprint and is never used. A destination that holds repository objects but
+        no config is damaged: refused, never initialised over.
+        """
+        if dest.exists("config"):
+            return cls.open(dest, material, compression_level)
+        _refuse_objects_without_config(dest)
         keys = MasterKeys.generate()
+        slot = uuid.uuid4().hex
         config = {
             "format_version": FORMAT_VERSION,
             "id": uuid.uuid4().hex,
@@ -86,13 +186,29 @@ class Repository:
             "cipher": "aes-256-gcm",
             "id_hash": "blake3-keyed",
             "compression": "zstd",
+            "key_slot": slot,
+            "master_key_check": master_key_check(keys),
         }
-        # Keys first: a `config` without a key slot would be an unopenable repository.
-        dest.put_metadata(f"keys/{uuid.uuid4().hex}", wrap_master_keys(keys, material))
+        slot_name = f"keys/{slot}"
+        dest.put_metadata(slot_name, wrap_master_keys(keys, material))
+        won = True
         try:
             dest.put_metadata("config", json.dumps(config, indent=1).encode(), exclusive=True)
         except AlreadyExists:
-            # Another process created it first; use theirs.
+            won = False
+        if won and not dest.capabilities.conditional_create:
+            # Check-then-write destinations (FTP) may let two creators both "win"; the last
+            # rename stays. Let a racing rename land, then see whose config is there.
+            time.sleep(_CONFIRM_DELAY)
+            try:
+                won = json.loads(dest.get("config")).get("id") == config["id"]
+            except (ValueError, AttributeError, NotFound):
+                won = False
+        if not won:
+            try:
+                dest.delete(slot_name)
+            except NotFound:
+                pass
             return cls.open(dest, material, compression_level)
         return cls(dest, keys, config, compression_level)
 
@@ -101,6 +217,7 @@ class Repository:
         try:
             raw = dest.get("config")
         except NotFound:
+            _refuse_objects_without_config(dest)
             raise NoRepositoryError(
                 f"no repository at {dest.location} (destination {dest.name!r})",
                 hint="run `backupctl backup create` to create it, or check the destination's path",
@@ -116,11 +233,7 @@ class Repository:
                 f"{FORMAT_VERSION}",
                 hint="upgrade backupctl",
             )
-        for info in dest.list("keys/"):
-            keys = unwrap_master_keys(dest.get(info.name), material)
-            if keys is not None:
-                return cls(dest, keys, config, compression_level)
-        raise no_slot_opened("key file" if material.kind == "key_file" else "passphrase")
+        return cls(dest, _open_master_keys(dest, config, material), config, compression_level)
 
     def copy_identity_to(self, other: Destination) -> None:
         """Make `other` the same repository: copy config and key slots (upload target)."""

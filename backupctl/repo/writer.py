@@ -8,6 +8,11 @@ that filled it. Every FLUSH_PACKS packs an index file is written, so blobs of an
 interrupted backup are found again by the next one. `finish()` writes the remaining
 packs and the last index file; only then may a manifest reference the blobs.
 
+Blobs enter the repository's shared in-memory index (`repo.index`, used for dedup by
+every backup of the process) only once an index file listing them is written; until
+then only this writer dedups against them. So a backup that fails between a pack and
+its index file never lets another backup reference a blob that no index lists.
+
 Memory is bounded: at most _INFLIGHT_BYTES of chunks are in flight, plus one open
 pack per blob type.
 """
@@ -49,6 +54,9 @@ class BlobWriter:
         self._room = threading.Condition()
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()  # blobs handed to workers but not yet in a written pack
+        # Blobs in written packs that no written index file lists yet. Deduplicated against
+        # within this writer only: if this backup fails, no other may reference them.
+        self._written: set[bytes] = set()
         self._open: dict[str, PackBuilder] = {DATA: PackBuilder(DATA), TREE: PackBuilder(TREE)}
         self._unindexed: dict[str, list[BlobEntry]] = {}
         self._futures: list[Future[None]] = []
@@ -61,7 +69,7 @@ class BlobWriter:
             raise self._error
         blob_id = self.repo.cipher.blob_id(data)
         with self._lock:
-            if blob_id in self._pending or blob_id in self.repo.index:
+            if blob_id in self._pending or blob_id in self._written or blob_id in self.repo.index:
                 self.stats.blobs_dedup += 1
                 return blob_id
             self._pending.add(blob_id)
@@ -106,10 +114,10 @@ class BlobWriter:
         entries = list(builder.entries)
         pack_id, data = builder.finish(self.repo.codec)
         self.repo.dest.put(pack_name(pack_id), data)
-        self.repo.index.add_pack(pack_id, entries)
         flush: dict[str, list[BlobEntry]] | None = None
         with self._lock:
             for e in entries:
+                self._written.add(e.blob_id)
                 self._pending.discard(e.blob_id)
             self.stats.stored += len(data)
             self.stats.packs += 1
@@ -121,8 +129,15 @@ class BlobWriter:
 
     def _write_index(self, packs: dict[str, list[BlobEntry]]) -> None:
         index_id = self.repo.write_index(packs)
+        # Only now are these blobs durable and findable by anyone: publish them to the
+        # repository's shared index (other backups of this process dedup against it).
+        for pack_id, entries in packs.items():
+            self.repo.index.add_pack(pack_id, entries)
         with self._lock:
             self.index_ids.append(index_id)
+            for entries in packs.values():
+                for e in entries:
+                    self._written.discard(e.blob_id)
 
     def finish(self) -> WriteStats:
         """Wait for the workers, write the open packs and the last index file."""
