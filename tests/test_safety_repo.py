@@ -388,13 +388,6 @@ def test_a_key_file_readable_by_others_is_refused(make_deployment: Any, tmp_path
     dep.create()
 
 
-def test_init_creates_the_key_file_private(tmp_path: Path) -> None:
-    config = tmp_path / "cfg" / "config.yaml"
-    helpers.run_ok("--config", config, "init", env={"HOME": str(tmp_path)})
-    key = config.parent / "repo.key"
-    assert (key.stat().st_mode & 0o777) == 0o600
-
-
 # ---- 10. a repository without its config ---------------------------------------------------------
 
 
