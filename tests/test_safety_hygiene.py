@@ -10,6 +10,11 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -256,3 +261,98 @@ def test_pg_dump_never_sees_another_deployments_password(
         assert pg_server.password_env not in child, env_file.name
         assert own_password not in "".join(child.values()) + argv, env_file.name
         assert "PGPASSFILE" in child, env_file.name
+
+
+# ---- item 11: temporary files are private, and a killed run's are removed by the next run ----
+
+
+def _start_create(deployment: Any, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        helpers.cli_command("backup", "create", "app"),
+        env=helpers.cli_env({**deployment.env, **env}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _kill_when(proc: subprocess.Popen[bytes], tmp: Path, pattern: str) -> list[Path]:
+    """kill -9 `proc` as soon as a file matching `pattern` exists under `tmp`; return the matches."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = [p for p in tmp.rglob(pattern) if p.is_file()]
+        if found:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return found
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"no {pattern} appeared under {tmp} while the backup ran (exit {proc.returncode})")
+
+
+def _assert_private(found: list[Path], tmp: Path) -> None:
+    """Each file is 0600 and every directory between it and $TMPDIR is 0700 and ours."""
+    for path in found:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path}: {oct(path.stat().st_mode)}"
+        parent = path.parent
+        while parent != tmp:
+            st = parent.lstat()
+            assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid(), parent
+            assert stat.S_IMODE(st.st_mode) == 0o700, f"{parent}: {oct(st.st_mode)}"
+            parent = parent.parent
+
+
+def test_killed_sqlite_backup_leaves_a_private_copy_that_the_next_run_removes(
+    make_deployment: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (v BLOB)")
+    con.executemany("INSERT INTO t VALUES (?)", ((os.urandom(64 * 1024),) for _ in range(800)))
+    con.commit()
+    con.close()
+    db.chmod(0o600)
+    deployment = make_deployment([{"type": "sqlite", "path": str(db)}])
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+
+    found = _kill_when(_start_create(deployment, env), tmp, "*.db")
+    _assert_private(found, tmp)
+    assert all(p.exists() for p in found), "kill -9 left nothing: the test did not hit its point"
+
+    backup_id = deployment.ok("backup", "create", "app", env=env).stdout.strip().splitlines()[-1]
+    assert not any(p.exists() for p in found), [p for p in found if p.exists()]
+    assert not list(tmp.rglob("*.db")), list(tmp.rglob("*"))
+    target = tmp_path / "restored"
+    deployment.ok("backup", "restore", backup_id, "--target", str(target), env=env)
+    # The online backup API rewrites header counters: compare the content, not the bytes.
+    assert _sqlite_rows(helpers.restored(target, db)) == _sqlite_rows(db)
+
+
+def _sqlite_rows(path: Path) -> list[Any]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT rowid, v FROM t ORDER BY rowid").fetchall()
+    finally:
+        con.close()
+
+
+def test_killed_postgres_backup_leaves_a_private_pgpass_that_the_next_run_removes(
+    pg_server: Any, make_deployment: Any, tmp_path: Path
+) -> None:
+    db = "hyg_" + uuid.uuid4().hex[:8]
+    pg_server.psql(f"CREATE DATABASE {db}")
+    pg_server.psql("CREATE TABLE t AS SELECT md5(g::text) AS v FROM generate_series(1, 200000) g", db)
+    deployment = make_deployment([pg_server.options(databases=[db])])
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+
+    found = _kill_when(_start_create(deployment, env), tmp, "pgpass")
+    _assert_private(found, tmp)
+    assert all(p.exists() for p in found), "kill -9 left nothing: the test did not hit its point"
+
+    deployment.ok("backup", "list", env=env)  # any command that reads the configuration
+    assert not any(p.exists() for p in found), [p for p in found if p.exists()]
+    pg_server.psql(f"DROP DATABASE {db} WITH (FORCE)")

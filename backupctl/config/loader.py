@@ -22,6 +22,7 @@ from backupctl.destinations.base import options_model
 from backupctl.errors import BackupctlError, ConfigError
 from backupctl.sources.base import source_class
 from backupctl.sources.dbutil import note_config_secrets
+from backupctl.tempdir import sweep as sweep_temporary
 
 # Deeper than any real configuration; bounds the recursive YAML composer and pydantic.
 MAX_DEPTH = 64
@@ -197,4 +198,8 @@ def _plugin_options(path: Path, loc: tuple[Any, ...], spec: Any, *, kind: str) -
 
 def load_config(explicit: str | Path | None = None) -> Config:
     path = resolve_config_path(explicit)
-    return parse_config(read_yaml(path), path)
+    config = parse_config(read_yaml(path), path)
+    # Every command that reads the configuration removes the temporary files (credential
+    # files, database copies) of this user's runs that were killed (backupctl/tempdir.py).
+    sweep_temporary()
+    return config

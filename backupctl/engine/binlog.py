@@ -66,6 +66,7 @@ from backupctl.engine.pitr import (
 from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError, SourceError
 from backupctl.events import InfoEvent
 from backupctl.sources.dbutil import Secrets, ToolProcess, child_env, run
+from backupctl.tempdir import make_dir
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -835,8 +836,7 @@ def restore_mariadb_to(
             f"{len(objects)} binary log(s) from {options['start_file']}:{options['start_position']} to {desc}"
         )
     )
-    work = Path(tempfile.mkdtemp(prefix="backupctl-binlogs-"))
-    os.chmod(work, 0o700)
+    work = make_dir("binlogs-")
     try:
         files: list[Path] = []
         for obj in objects:  # fetched before anything is written: a damaged file stops here

@@ -22,7 +22,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ from backupctl.engine.logarchive import (
 )
 from backupctl.errors import BackupctlError, ConfigError, ExitCode, NotFoundError, UsageError
 from backupctl.events import InfoEvent
+from backupctl.sources.dbutil import child_env
+from backupctl.tempdir import create_file, directory
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -183,9 +184,10 @@ def waldump(repo: Repository, segment: Segment) -> list[WalRecord] | None:
     if exe is None:
         return None
     data, _ = fetch_log(repo, segment.object)
-    with tempfile.TemporaryDirectory(prefix="backupctl-waldump-") as tmp:
-        (Path(tmp) / segment.name).write_bytes(data)
-        env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}
+    with directory("waldump-") as tmp:
+        with os.fdopen(create_file(tmp / segment.name), "wb") as fh:
+            fh.write(data)
+        env = child_env({"TZ": "UTC", "LC_ALL": "C"})
         proc = subprocess.run(
             [exe, "-p", tmp, segment.name, segment.name],
             capture_output=True,

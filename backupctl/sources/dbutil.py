@@ -1,8 +1,9 @@
 """Helpers shared by the database sources: secrets for child processes, subprocess streams,
 option files, directory helpers (the lifecycle itself is sources/database.py).
 
-Secrets reach client tools only through files in a private (0700) temporary directory,
-each written 0600 and removed when the source is done: a pgpass file for PostgreSQL
+Secrets reach client tools only through files in a private (0700) temporary directory
+under this run's directory (backupctl/tempdir.py), each written 0600 and removed when the
+source is done (or, after kill -9, by the next run): a pgpass file for PostgreSQL
 (`PGPASSFILE`), an option file for MariaDB (`--defaults-extra-file`, which must be the
 first argument). They never appear in argv, in the child's environment, or in an error
 message: every message built from a tool's stderr goes through `Secrets.redact`.
@@ -16,7 +17,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent
+from backupctl.tempdir import make_dir, unnamed_file
 
 STDERR_LIMIT = 4000  # characters of a tool's stderr kept in an error message
 
@@ -39,8 +40,9 @@ class Secrets:
     @property
     def dir(self) -> Path:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix=self._prefix))
-            os.chmod(self._dir, 0o700)
+            # In this run's private directory, so a kill -9 leaves nothing readable by others
+            # and the next run removes it (backupctl/tempdir.py).
+            self._dir = make_dir(self._prefix)
         return self._dir
 
     def write(self, name: str, text: str, secret: str | None = None) -> Path:
@@ -109,7 +111,7 @@ class ToolProcess:
         self.argv = list(argv)
         self.what = what or Path(argv[0]).name
         self._secrets = secrets
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _close_pipes)
+        self._stderr = unnamed_file()  # closed in _close_pipes
         try:
             self.proc = subprocess.Popen(
                 self.argv,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydantic import Field
 from backupctl.errors import SourceError
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, Source, SourceOptions
 from backupctl.sources.restore_fs import FsRestorer
+from backupctl.tempdir import create_file, make_dir
 
 
 class SQLiteOptions(SourceOptions):
@@ -52,8 +52,11 @@ class SQLiteSource(Source):
         db = self.db_path
         if not db.is_file():
             raise SourceError(f"sqlite database {db} does not exist")
-        self._tmpdir = tempfile.mkdtemp(prefix="backupctl-sqlite-")
+        # The copy is as secret as the database: a 0600 file in this run's private directory
+        # (SQLite gives its journal the same mode), removed by the next run after a kill -9.
+        self._tmpdir = str(make_dir("sqlite-"))
         copy = Path(self._tmpdir) / "copy.db"
+        os.close(create_file(copy))
         try:
             # A URI so that mode=ro holds (nothing is ever created at the source side); the
             # path is percent-encoded so '#', '?' and '%' in it are part of the file name.
