@@ -2,7 +2,7 @@
 # System packages the tests and benchmarks use; skips apt when all are present.
 set -euo pipefail
 need=()
-for pkg in git sqlite3 restic; do
+for pkg in git sqlite3 restic acl libcap2-bin; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

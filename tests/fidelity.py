@@ -34,6 +34,7 @@ NOT_CAPTURED = (
     "directory sizes",
     "allocated blocks of files that are not sparse",
     "security.selinux",
+    "chattr",
 )
 
 # Timestamps outside 1970..2038 with nanoseconds (ext4 with 256-byte inodes: 1901..2446).

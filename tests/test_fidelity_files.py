@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,16 @@ def test_fifos_and_device_nodes_round_trip_sockets_are_skipped_silently(
     fidelity.assert_same(before, fidelity.snapshot(restored))
     assert stat.S_ISFIFO(os.lstat(restored / "fifo").st_mode)
     assert not (restored / "sock").exists()
+    # The tar export carries them as FIFOs and device nodes too (not as empty files).
+    dep.ok("backup", "download", backup_id, "--part", "files", "--out", tmp_path / "files.tar")
+    with tarfile.open(tmp_path / "files.tar") as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers()}
+    assert members["fifo"].isfifo()
+    if fidelity.IS_ROOT:
+        assert members["loop-like"].isblk() and (
+            members["loop-like"].devmajor,
+            members["loop-like"].devminor,
+        ) == (7, 42)
 
 
 # ---- item 2: xattrs, ACLs, capabilities ------------------------------------------------
@@ -138,6 +149,47 @@ def test_xattrs_acls_and_capabilities_round_trip(tmp_path: Path, make_deployment
     subprocess.run(["setfacl", "-b", src / "d"], check=True)
     dep.ok("backup", "restore", backup_id, "--yes")
     fidelity.assert_same(before, fidelity.snapshot(src))
+
+
+@needs_root
+def test_restore_without_privileges_warns_for_what_it_cannot_set(
+    tmp_path: Path, make_deployment: Any
+) -> None:
+    """Run as uid 0 with every capability dropped (as an unprivileged user would be for
+    these operations): trusted.* xattrs, capabilities, foreign owners and device nodes
+    cannot be set; each is a warning naming the path, and everything else is restored."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("data")
+    os.setxattr(src / "f", "user.kept", b"kept")
+    os.setxattr(src / "f", "trusted.lost", b"lost")
+    os.mknod(src / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo(src / "fifo")
+    dep = make_deployment([{"type": "files", "paths": [str(src)]}])
+    backup_id = _backup_clean(dep)
+    target = tmp_path / "r"
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            "--",
+            *helpers.cli_command("backup", "restore", backup_id, "--target", target),
+        ],
+        env=helpers.cli_env(dep.env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == ExitCode.PARTIAL, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any("trusted.lost" in ln and "/f" in ln for ln in lines), proc.stderr
+    assert any("chardev" in ln and "/dev" in ln for ln in lines), proc.stderr
+    restored = helpers.restored(target, src)
+    assert (restored / "f").read_text() == "data"
+    assert os.getxattr(restored / "f", "user.kept") == b"kept"
+    assert stat.S_ISFIFO(os.lstat(restored / "fifo").st_mode)
 
 
 # ---- item 4: sparse files ---------------------------------------------------------------

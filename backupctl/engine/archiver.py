@@ -6,6 +6,8 @@ The archiver does not write the manifest; the caller (engine.backup) does that a
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 from collections import deque
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from backupctl.engine.items import Item, ItemStreamWriter, read_items
-from backupctl.errors import InterruptedError_
-from backupctl.events import CANCEL, Progress, Reporter, WarningEvent
+from backupctl.errors import IntegrityError, InterruptedError_
+from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
 from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -78,6 +80,7 @@ class Archiver:
         self.files_done = 0
         self._last_emit = 0.0
         self._count_lock = threading.Lock()
+        self._zero_ids: dict[int, bytes] = {}  # length -> ID of an all-zero chunk (holes)
 
     def _progress(self, current: str, force: bool = False) -> None:
         if CANCEL.is_set():
@@ -145,7 +148,13 @@ class Archiver:
 
     def _parent_files(self, parent: dict[str, Any]) -> dict[str, Item]:
         tree = [bytes.fromhex(h) for h in parent.get("tree", [])]
-        return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}
+        try:
+            return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}
+        except IntegrityError as exc:  # a damaged parent (index, pack) must not stop new backups
+            self.reporter.emit(
+                InfoEvent(f"the parent backup cannot be read ({exc.message}): reading every file")
+            )
+            return {}
 
     def _reuse(self, entry: Entry, previous: dict[str, Item], result: SourceResult) -> Item | None:
         """The parent's item for an unchanged file (same size, mtime, ctime, inode), else None."""
@@ -193,8 +202,10 @@ class Archiver:
     def _store_content(self, fh: IO[bytes], entry: Entry, small: bool) -> tuple[int, list[bytes]]:
         chunks: list[bytes] = []
         size = 0
-        pieces: Iterator[bytes]
-        if small:
+        pieces: Iterator[bytes | int]
+        if entry.sparse:
+            pieces = self._sparse_pieces(fh, entry.size)
+        elif small:
             data = _read_full(fh, DATA_CHUNKS.min_size + 1)
             if len(data) > DATA_CHUNKS.min_size:  # grew since stat: fall back to streaming
                 pieces = chunk_stream(_Prepend(data, fh))  # type: ignore[arg-type]
@@ -203,6 +214,12 @@ class Archiver:
         else:
             pieces = chunk_stream(fh)
         for piece in pieces:
+            if isinstance(piece, int):  # a hole of `piece` bytes: an all-zero chunk, never read
+                chunks.append(self._zero_chunk(piece))
+                size += piece
+                with self._count_lock:
+                    self.bytes_done += piece
+                continue
             chunks.append(self.writer.add(piece))
             size += len(piece)
             with self._count_lock:
@@ -210,6 +227,54 @@ class Archiver:
             if len(chunks) % 16 == 0:
                 self._progress(entry.path)
         return size, chunks
+
+    def _zero_chunk(self, length: int) -> bytes:
+        blob_id = self._zero_ids.get(length)
+        if blob_id is None:  # stored once per length and backup; later holes only refer to it
+            blob_id = self._zero_ids[length] = self.writer.add(bytes(length))
+        return blob_id
+
+    @staticmethod
+    def _sparse_pieces(fh: IO[bytes], size: int) -> Iterator[bytes | int]:
+        """Chunks of a file with holes: each data extent (SEEK_DATA/SEEK_HOLE) is chunked on
+        its own and each hole becomes all-zero chunks of at most max_size bytes, given as
+        their length and never read. The content is the same bytes a plain read gives, so
+        any reader restores it; the item's sparse flag lets restore seek over the zero
+        chunks. Bytes past `size` (the file grew) are read plainly."""
+        fd = fh.fileno()
+        pos = 0
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # no SEEK_DATA here: read the rest plainly
+                    break
+                data = size  # only a hole remains
+            data = min(data, size)
+            while pos < data:  # the hole before the data
+                n = min(data - pos, DATA_CHUNKS.max_size)
+                yield n
+                pos += n
+            if pos >= size:
+                break
+            end = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+            yield from chunk_stream(_Range(fd, data, end))  # type: ignore[arg-type]
+            pos = end
+        os.lseek(fd, pos, os.SEEK_SET)
+        yield from chunk_stream(fh)
+
+
+class _Range:
+    """A stream of bytes [start, end) of a file descriptor (pread: no shared offset)."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self.fd, self.pos, self.end = fd, start, end
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.end - self.pos if n < 0 else min(n, self.end - self.pos)
+        data = os.pread(self.fd, n, self.pos) if n > 0 else b""
+        self.pos += len(data)
+        return data
 
 
 class _Prepend:

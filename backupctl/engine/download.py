@@ -48,6 +48,9 @@ class _ChunkReader(io.RawIOBase):
         return out
 
 
+_SPECIAL_TYPES = {"fifo": tarfile.FIFOTYPE, "chardev": tarfile.CHRTYPE, "blockdev": tarfile.BLKTYPE}
+
+
 def _tar_info(entry: RestoreEntry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.path)
     info.mode = entry.mode
@@ -63,6 +66,9 @@ def _tar_info(entry: RestoreEntry) -> tarfile.TarInfo:
         info.type, info.linkname = tarfile.SYMTYPE, entry.target
     elif entry.kind == "hardlink":
         info.type, info.linkname = tarfile.LNKTYPE, entry.target
+    elif entry.kind in _SPECIAL_TYPES:  # FIFOs and device nodes (xattrs are not exported)
+        info.type = _SPECIAL_TYPES[entry.kind]
+        info.devmajor, info.devminor = entry.rdev or (0, 0)
     else:
         info.size = entry.size
     return info

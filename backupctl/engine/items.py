@@ -6,11 +6,19 @@ against the previous backup. The manifest lists the tree blob IDs of each source
 
     {"p": path, "k": kind, "m": mode, "u": uid, "g": gid, "un": user, "gn": group,
      "mt": mtime_ns, "ct": ctime_ns, "i": inode, "s": size, "t": target,
-     "c": [chunk id hex, ...]}
+     "c": [chunk id hex, ...], "x": {xattr name: base64 value}, "r": [major, minor],
+     "sp": 1}
+
+"x" (extended attributes, including system.posix_acl_access/_default and
+security.capability), "r" (device numbers of "chardev"/"blockdev" items) and "sp" (the
+file had holes: restore all-zero chunks as holes) are optional and absent in items
+written before they existed; readers ignore keys they do not know. Kinds: file, dir,
+symlink, hardlink, fifo, chardev, blockdev.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +45,9 @@ class Item:
     size: int = 0
     target: str = ""
     chunks: list[bytes] = field(default_factory=list)
+    xattrs: dict[str, bytes] | None = None
+    rdev: tuple[int, int] | None = None
+    sparse: bool = False
 
     @classmethod
     def from_entry(cls, e: Entry, size: int, chunks: list[bytes]) -> Item:
@@ -54,6 +65,9 @@ class Item:
             size,
             e.target,
             chunks,
+            e.xattrs or None,
+            e.rdev,
+            e.sparse,
         )
 
     def to_json(self) -> bytes:
@@ -78,6 +92,12 @@ class Item:
             doc["c"] = [c.hex() for c in self.chunks]
         if self.target:
             doc["t"] = self.target
+        if self.xattrs:
+            doc["x"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs.items()}
+        if self.rdev is not None:
+            doc["r"] = list(self.rdev)
+        if self.sparse:
+            doc["sp"] = 1
         return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -97,6 +117,9 @@ class Item:
             d.get("s", 0),
             d.get("t", ""),
             [bytes.fromhex(c) for c in d.get("c", ())],
+            {k: base64.b64decode(v) for k, v in d["x"].items()} if "x" in d else None,
+            (d["r"][0], d["r"][1]) if "r" in d else None,
+            bool(d.get("sp")),
         )
 
 

@@ -72,4 +72,7 @@ class Prefetcher:
             size=item.size,
             target=item.target,
             chunks=chunks,
+            xattrs=item.xattrs,
+            rdev=item.rdev,
+            sparse=item.sparse,
         )

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict
 from backupctl.errors import ConfigError, SourceError
 from backupctl.events import NullReporter, Reporter
 
-EntryKind = Literal["file", "dir", "symlink", "hardlink"]
+# fifo, chardev and blockdev: special files, recreated with mknod (device nodes as root).
+EntryKind = Literal["file", "dir", "symlink", "hardlink", "fifo", "chardev", "blockdev"]
 
 
 class NothingToBackUp(SourceError):
@@ -75,6 +76,12 @@ class Entry:
     open: Callable[[], IO[bytes]] | None = None
     check_unchanged: Callable[[], str | None] | None = None
     reusable: bool = False
+    # Files source metadata (None/empty when the source has none): extended attributes
+    # incl. ACLs and capabilities; (major, minor) of a device node; sparse=True when the
+    # file has holes (allocated < size), so the engine reads only its data extents.
+    xattrs: dict[str, bytes] | None = None
+    rdev: tuple[int, int] | None = None
+    sparse: bool = False
 
 
 @dataclass
@@ -92,6 +99,9 @@ class RestoreEntry:
     size: int
     target: str
     chunks: Callable[[], Iterator[bytes]]
+    xattrs: dict[str, bytes] | None = None  # None: not recorded (older backups)
+    rdev: tuple[int, int] | None = None
+    sparse: bool = False  # restore all-zero chunks as holes
 
 
 @dataclass

@@ -1,18 +1,24 @@
 """Source `files`: directory trees with their metadata.
 
 What is stored: regular files (content), directories (including empty ones), symlinks
-(as links, never followed), permissions, ownership (uid/gid and names), mtimes. Hard
-links: the second and later paths of an inode within one backup are stored as links to
-the first and recreated as hard links. Sparse files: stored with their holes as zeros
-(runs of zeros deduplicate to one chunk) and restored dense. Sockets, FIFOs and
-device nodes are skipped with a warning.
+(as links, never followed), FIFOs and device nodes (kind and device numbers), permissions
+incl. setuid/setgid/sticky, ownership (uid/gid and names), mtimes (ns), and every
+extended attribute (user.*, trusted.* as root, security.* such as file capabilities,
+POSIX ACLs), read without following symlinks. Hard links: the second and later paths of
+an inode within one backup are stored as links to the first and recreated as hard links.
+Sparse files: only the data extents are read (SEEK_DATA/SEEK_HOLE); holes are stored as
+all-zero chunks and restored as holes. Sockets are skipped silently (a socket cannot be
+restored meaningfully); docs/guide.md lists what is and is not captured.
 
-A file that vanishes before it is read, or that cannot be read, becomes a warning; a
-file whose size or mtime changed while it was read is stored as read, with a warning.
+Every configured path must exist: a missing one fails the backup (SourceError). A file
+that vanishes inside the tree before it is read, or that cannot be read, becomes a
+warning; a file whose size or mtime changed while it was read is stored as read, with a
+warning.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import grp
 import os
@@ -75,6 +81,18 @@ def _group(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return ""
+
+
+_KINDS: dict[int, str] = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFBLK: "blockdev",
+}
+# A filesystem without extended attributes: nothing to record, nothing to warn about.
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def _matches(patterns: list[str], path: str, name: str) -> bool:
@@ -163,10 +181,12 @@ class FilesSource(Source):
             return
         if self.opts.include and not _matches(self.opts.include, path, name):
             return
-        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        if stat.S_ISSOCK(st.st_mode):
+            return  # a socket cannot be restored meaningfully: skipped silently (documented)
+        if stat.S_IFMT(st.st_mode) in _KINDS:
             yield self._entry(path, st, seen)
         else:
-            self._warn("skipped: not a regular file, directory or symlink", path)
+            self._warn("skipped: not a file, directory, symlink, FIFO or device node", path)
 
     def _entry(self, path: str, st: os.stat_result, seen: dict[tuple[int, int], str]) -> Entry:
         rel = path.lstrip("/")
@@ -181,16 +201,21 @@ class FilesSource(Source):
             ctime_ns=st.st_ctime_ns,
             inode=st.st_ino,
         )
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = seen.get(key)
+            if first is not None:  # metadata and xattrs belong to the inode: stored with the first
+                return Entry(kind="hardlink", target=first, **common)  # type: ignore[arg-type]
+            seen[key] = rel
+        common["xattrs"] = self._xattrs(path)
         if stat.S_ISDIR(st.st_mode):
             return Entry(kind="dir", **common)  # type: ignore[arg-type]
         if stat.S_ISLNK(st.st_mode):
             return Entry(kind="symlink", target=os.readlink(path), **common)  # type: ignore[arg-type]
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = seen.get(key)
-            if first is not None:
-                return Entry(kind="hardlink", target=first, **common)  # type: ignore[arg-type]
-            seen[key] = rel
+        kind = _KINDS[stat.S_IFMT(st.st_mode)]
+        if kind != "file":
+            rdev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind != "fifo" else None
+            return Entry(kind=kind, rdev=rdev, **common)  # type: ignore[arg-type]
 
         def opener() -> IO[bytes]:
             try:
@@ -207,9 +232,42 @@ class FilesSource(Source):
                 return "changed while being read; stored as read"
             return None
 
+        sparse = st.st_blocks * 512 < st.st_size  # holes: read only the data extents
         return Entry(
-            kind="file", size=st.st_size, open=opener, check_unchanged=check, reusable=True, **common
+            kind="file",
+            size=st.st_size,
+            open=opener,
+            check_unchanged=check,
+            reusable=True,
+            sparse=sparse,
+            **common,
         )  # type: ignore[arg-type]
 
+    def _xattrs(self, path: str) -> dict[str, bytes] | None:
+        """Every extended attribute of `path` itself (never a symlink's target): user.*,
+        trusted.* (root), security.* (capabilities) and system.posix_acl_* (ACLs)."""
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _NO_XATTRS:
+                self._warn(f"cannot list extended attributes: {exc.strerror}", path)
+            return None
+        if not names:
+            return None
+        out: dict[str, bytes] = {}
+        for name in names:
+            try:
+                out[name] = os.getxattr(path, name, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno != errno.ENODATA:  # removed meanwhile
+                    self._warn(f"cannot read extended attribute {name}: {exc.strerror}", path)
+        return out or None
+
     def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
-        FsRestorer(request.target_dir, request.reporter).restore(entries)
+        exact = bool(request.source_info.get("xattrs"))
+        FsRestorer(request.target_dir, request.reporter, exact_xattrs=exact).restore(entries)
+
+    def info(self) -> dict[str, object]:
+        # Tells restore that every item's xattrs were recorded (absent = none), so in place
+        # it removes attributes the backup did not have. Older backups lack this key.
+        return {"xattrs": True}

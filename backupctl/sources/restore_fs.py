@@ -22,6 +22,7 @@ from pathlib import Path
 
 from backupctl.events import Progress, Reporter, WarningEvent
 from backupctl.sources.base import RestoreEntry
+from backupctl.sources.restore_meta import SPECIAL_KINDS, apply_xattrs, make_special, write_content
 
 # One writer thread beside the thread that reads the item stream. Several writers were
 # measured slower on 2 cores (3 writers: ~15% longer restores, 2x the context switches):
@@ -59,7 +60,9 @@ def _gid(entry: RestoreEntry) -> int:
 
 
 class FsRestorer:
-    def __init__(self, target_dir: Path | None, reporter: Reporter) -> None:
+    def __init__(self, target_dir: Path | None, reporter: Reporter, exact_xattrs: bool = False) -> None:
+        # exact_xattrs: the backup recorded every object's xattrs, so ones it lacks are removed
+        self.exact_xattrs = exact_xattrs
         self.root = Path(target_dir) if target_dir is not None else Path("/")
         self.in_place = target_dir is None
         self.reporter = reporter
@@ -111,6 +114,8 @@ class FsRestorer:
                     if first is not None:
                         settle(0)  # the first link must be written before linking to it
                         self._replace_with(dest, lambda p, f=first: os.link(f, p))
+                elif entry.kind in SPECIAL_KINDS:
+                    self._make_special(dest, entry)
                 with self._count_lock:
                     self.files += 1
                 self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
@@ -141,13 +146,7 @@ class FsRestorer:
         target = dest.with_name(f".{dest.name}.backupctl-restore")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            for chunk in entry.chunks():
-                view = memoryview(chunk)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                with self._count_lock:
-                    self.bytes += len(chunk)
+            write_content(fd, entry.chunks(), entry.sparse, self._count_bytes)
         except BaseException:
             os.close(fd)
             target.unlink(missing_ok=True)
@@ -160,6 +159,18 @@ class FsRestorer:
             shutil.rmtree(dest)
             os.replace(target, dest)
 
+    def _count_bytes(self, n: int) -> None:
+        with self._count_lock:
+            self.bytes += n
+
+    def _make_special(self, dest: Path, entry: RestoreEntry) -> None:
+        try:
+            self._replace_with(dest, lambda p: make_special(p, entry))
+        except PermissionError as exc:  # device nodes need root
+            self.reporter.emit(WarningEvent(f"cannot create {entry.kind}: {exc.strerror}", entry.path))
+            return
+        self._set_meta(dest, entry)
+
     def _set_meta(self, path: Path, entry: RestoreEntry, symlink: bool = False) -> None:
         if self.is_root:
             try:
@@ -168,6 +179,9 @@ class FsRestorer:
                 self.reporter.emit(WarningEvent(f"cannot set owner: {exc.strerror}", entry.path))
         if not symlink:
             os.chmod(path, entry.mode)
+        if entry.xattrs or self.exact_xattrs:  # after chown and chmod: capabilities survive
+            for problem in apply_xattrs(path, entry, exact=self.exact_xattrs):
+                self.reporter.emit(WarningEvent(problem, entry.path))
         try:
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=not symlink)
         except (OSError, NotImplementedError):
