@@ -336,11 +336,11 @@ def test_destination_dying_mid_upload_leaves_nothing_visible_then_upload_complet
         settings={"pack_size_mib": 1},
     )
     # Calls to an empty remote before the first pack: stat + put of the one key slot, the
-    # config, the manifest check and the listing of data/ (2 + 1 + 1 + 1). Two packs go
-    # through, then the destination is gone for good.
+    # config, the upload's shared lock (list, put, list again) and the listing of data/
+    # (2 + 1 + 3 + 1). Two packs go through, then the destination is gone for good.
     sent_before_dying = 2
     svc = service(world.config)
-    faulty = FaultyDestination(build_destination(remote, "remote"), mode=f"die_after={5 + sent_before_dying}")
+    faulty = FaultyDestination(build_destination(remote, "remote"), mode=f"die_after={7 + sent_before_dying}")
     svc._destinations["remote"] = RetryingDestination(faulty, attempts=3, base_delay=0.001, max_delay=0.01)
     try:
         with pytest.raises(BackupFailedError) as caught:
