@@ -23,6 +23,7 @@ import helpers
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from pitr_helpers import PitrDeployment, light_command
 
 from backupctl.config.loader import parse_config, read_yaml
 from backupctl.errors import ConfigError
@@ -356,3 +357,83 @@ def test_killed_postgres_backup_leaves_a_private_pgpass_that_the_next_run_remove
     deployment.ok("backup", "list", env=env)  # any command that reads the configuration
     assert not any(p.exists() for p in found), [p for p in found if p.exists()]
     pg_server.psql(f"DROP DATABASE {db} WITH (FORCE)")
+
+
+# ---- item 15: objects root writes into a repository stay usable by the repository's owner ----
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two OS users")
+def test_root_backup_into_a_repository_given_to_postgres_keeps_wal_push_working(tmp_path: Path) -> None:
+    """docs/pitr.md: the repository and key belong to `postgres` (who runs archive_command) and
+    root runs `backup create`. Everything root writes takes the repository root's owner and
+    group, so `wal push` as postgres keeps working, and both users can read everything back."""
+    import pwd
+
+    owner = pwd.getpwnam("postgres")
+    dep = PitrDeployment([{"type": "postgres", "host": "127.0.0.1", "port": 1, "method": "pg_basebackup"}])
+    try:
+        files = helpers.make_sample_tree(dep.root / "files")
+        doc = helpers.load_yaml(dep.config)
+        doc["deployments"]["files"] = {
+            "sources": [{"type": "files", "paths": [str(files)]}],
+            "destinations": ["local"],
+        }
+        helpers.dump_yaml(doc, dep.config)
+        dep.ok("pitr", "setup", "app")  # creates the repository (as root)
+        dep.hand_over()  # chown -R postgres: repository and key, as docs/pitr.md says
+        os.chmod(dep.repository, 0o750)
+
+        backup_id = dep.ok("backup", "create", "files").stdout.strip().splitlines()[-1]
+        wrong = [
+            f"{p.relative_to(dep.repository)} {p.stat().st_uid}:{p.stat().st_gid} {oct(p.stat().st_mode)}"
+            for p in dep.repository.rglob("*")
+            if (p.stat().st_uid, p.stat().st_gid) != (owner.pw_uid, owner.pw_gid)
+        ]
+        assert not wrong, wrong
+        for path in dep.repository.rglob("*"):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode == (0o750 if path.is_dir() else 0o640), f"{path}: {oct(mode)}"
+
+        # postgres (archive_command's user) pushes a WAL segment into the same repository.
+        seg = dep.root / "000000010000000000000042"
+        payload = os.urandom(1 << 20) + bytes(15 << 20)
+        seg.write_bytes(payload)
+        os.chmod(seg, 0o644)
+        prefix = light_command(user="postgres")
+        env = {**os.environ, "BACKUPCTL_CONFIG": str(dep.config)}
+        pushed = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "sh", "-c", f'{prefix} push "$1"', "push", str(seg)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert pushed.returncode == 0, pushed.stderr
+
+        # A second root backup after postgres wrote; then both read everything back.
+        helpers.make_sample_tree(files / "more", seed=2)
+        second = dep.ok("backup", "create", "files").stdout.strip().splitlines()[-1]
+        for bid in (backup_id, second):
+            target = dep.root / f"restored-{bid[:8]}"
+            dep.ok("backup", "restore", bid, "--target", str(target))
+        assert_tree = helpers.snapshot_tree(files)
+        helpers.assert_same_tree(
+            assert_tree, helpers.snapshot_tree(helpers.restored(dep.root / f"restored-{second[:8]}", files))
+        )
+        pgout = dep.root / "pgout"
+        pgout.mkdir()
+        os.chown(pgout, owner.pw_uid, owner.pw_gid)
+        fetch = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "sh", "-c", f'{prefix} fetch "$1" "$2"', "fetch"]
+            + [seg.name, str(pgout / seg.name)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert fetch.returncode == 0, fetch.stderr
+        assert (pgout / seg.name).read_bytes() == payload
+        fetched = dep.root / "fetched"
+        dep.ok("wal", "fetch", seg.name, str(fetched))
+        assert fetched.read_bytes() == payload
+        assert dep.ok("backup", "verify", second, "-o", "json").json()
+    finally:
+        dep.cleanup()

@@ -4,6 +4,13 @@ Writes go to a temporary file in the target directory, are fsynced, then renamed
 place (and the directory fsynced), so a crash never leaves a partial object visible.
 Conditional create uses ``os.link`` of the finished temp file, which fails atomically
 with EEXIST when the name is taken.
+
+Ownership: every file and directory created below the repository root stays usable by the
+root directory's owner. Run as root (euid 0), new objects take the root's owner and group
+(fchown before they become visible), so a repository given to another user (docs/pitr.md:
+`postgres` runs archive_command) keeps working for that user after root wrote into it. For
+everyone, modes follow the root's group bits: files 0600, plus group read when the root is
+group-readable; directories 0700 plus the root's group bits.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class LocalDestination(Destination):
         self._made_dirs: set[str] = set()
         self._fds: dict[str, list[int]] = {}  # name -> [fd, readers using it]
         self._fd_lock = threading.Lock()
+        self._owner: tuple[int, int, int, int] | None = None  # uid, gid, file mode, dir mode
 
     @property
     def location(self) -> str:
@@ -76,11 +84,38 @@ class LocalDestination(Destination):
             return StorageFull(f"{where}: no space left on device", hint="free space or choose another path")
         return DestinationError(f"{where}: {exc.strerror or exc}")
 
+    def _ownership(self) -> tuple[int, int, int, int]:
+        """(uid, gid, file mode, directory mode) for new objects; uid/gid -1 = keep ours."""
+        if self._owner is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            st = os.stat(self.root)
+            group = st.st_mode & 0o070
+            file_mode = 0o600 | (group & 0o040)
+            dir_mode = 0o700 | group
+            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+                self._owner = (st.st_uid, st.st_gid, file_mode, dir_mode)
+            else:
+                self._owner = (-1, -1, file_mode, dir_mode)
+        return self._owner
+
     def _ensure_dir(self, directory: Path) -> None:
         key = str(directory)
         if key in self._made_dirs:
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        uid, gid, _file_mode, dir_mode = self._ownership()
+        missing: list[Path] = []
+        probe = directory
+        while probe != self.root and not probe.is_dir():
+            missing.append(probe)
+            probe = probe.parent
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, dir_mode)
+            except FileExistsError:
+                continue  # made by a concurrent writer, who set it up
+            os.chmod(path, dir_mode)  # mkdir applies the umask
+            if uid != -1:
+                os.chown(path, uid, gid, follow_symlinks=False)
         self._made_dirs.add(key)
 
     def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
@@ -88,8 +123,13 @@ class LocalDestination(Destination):
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
         try:
             self._ensure_dir(path.parent)
+            uid, gid, file_mode, _dir_mode = self._ownership()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                if uid != -1:
+                    os.fchown(fd, uid, gid)
+                if file_mode != 0o600:
+                    os.fchmod(fd, file_mode)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
