@@ -31,6 +31,24 @@ LIST_COLUMNS: list[output.Column] = [
     ("Size", "size_bytes", human_bytes),
     ("Expires", "expires", human_time),
 ]
+# `--retry-lock DURATION` of create, delete and prune: keep retrying a lock held elsewhere.
+RetryLockOpt = Annotated[
+    str | None,
+    typer.Option("--retry-lock", help="If the repository is locked, keep retrying for this long (e.g. 5m, 1h)."),
+]
+
+
+def _lock_wait(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    from backupctl.policy.models import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"--retry-lock: {exc}") from None
+
+
 # Shown only when a listed backup can be rolled forward (point-in-time recovery).
 PITR_COLUMN: output.Column = ("PITR until", "recoverable_until", human_time)
 
@@ -42,6 +60,7 @@ def create(
         str, typer.Option("--type", "-t", help="full or incremental (files: skip unchanged files).")
     ] = "incremental",
     comment: Annotated[str, typer.Option("--comment", help="A note stored with the backup.")] = "",
+    retry_lock: RetryLockOpt = None,
 ) -> None:
     """Take a backup of DEPLOYMENT now and print its ID.
 
@@ -49,8 +68,11 @@ def create(
     """
     if type_ not in ("full", "incremental"):
         raise typer.BadParameter("must be full or incremental", param_hint="--type")
+    wait = _lock_wait(retry_lock)
     with CliReporter() as reporter:
-        record = context.service(reporter).create_backup(deployment, type=type_, comment=comment)
+        svc = context.service(reporter)
+        svc.set_lock_wait(wait)
+        record = svc.create_backup(deployment, type=type_, comment=comment)
     record.pop("warning_list", None)
     if output.structured():
         output.emit_document(record)
@@ -370,13 +392,16 @@ def delete(
         str | None, typer.Option("--destination", help="Delete only from this destination.")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    retry_lock: RetryLockOpt = None,
 ) -> None:
     """Delete a backup and the data only it referenced.
 
     Example: backupctl backup delete 1a2b3c4d --yes
     """
+    wait = _lock_wait(retry_lock)
     with CliReporter() as reporter:
         svc = context.service(reporter)
+        svc.set_lock_wait(wait)
         record = svc.find_backup(backup_id, destination)
         context.confirm(
             f"Delete backup {record['short_id']} of {record['deployment']} created {human_time(record['started'])}?",
@@ -504,15 +529,21 @@ def prune(
         bool, typer.Option("--dry-run", "-n", help="Only show what would be deleted.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    retry_lock: RetryLockOpt = None,
 ) -> None:
     """Apply the retention rules of each deployment's policy; list what is kept and why.
 
+    Then remove what no backup references from each repository: packs of failed or
+    interrupted backups and temporary files older than an hour.
     Example: backupctl backup prune --deployment shop --dry-run
     """
     from backupctl.engine.scheduler import Scheduler
 
+    wait = _lock_wait(retry_lock)
+    repositories: list[dict[str, Any]] = []
     with CliReporter() as reporter:
         svc = context.service(reporter)
+        svc.set_lock_wait(wait)
         names = [deployment] if deployment else list(svc.config.deployments)
         if deployment:
             svc.deployment(deployment)
@@ -523,8 +554,10 @@ def prune(
             context.confirm(f"Delete {len(doomed)} backups that retention no longer keeps?", yes=yes)
             for name in names:
                 scheduler.apply_retention(name, dry_run=False)
+        if not dry_run:
+            repositories = _collect_garbage(svc, names)
     if output.structured():
-        output.emit_document({"dry_run": dry_run, "decisions": plan})
+        output.emit_document({"dry_run": dry_run, "decisions": plan, "repositories": repositories})
         return
     output.emit_table(
         plan,
@@ -539,3 +572,21 @@ def prune(
     )
     verb = "would delete" if dry_run else "deleted"
     output.message(f"{verb} {len(doomed)} of {len(plan)} backups")
+    for r in repositories:
+        output.message(
+            f"{r['destination']}: deleted {r['packs_deleted']} unreferenced packs and {r['temp_files_deleted']} "
+            f"temporary files, freed {human_bytes(r['freed_bytes'])}"
+        )
+
+
+def _collect_garbage(svc: Any, deployments: list[str]) -> list[dict[str, Any]]:
+    """Prune every repository the deployments write to (those that exist)."""
+    from backupctl.errors import NoRepositoryError
+
+    out = []
+    for dest in dict.fromkeys(d for name in deployments for d in svc.deployment(name).destinations):
+        try:
+            out.append(svc.prune_repository(dest))
+        except NoRepositoryError:
+            continue
+    return out

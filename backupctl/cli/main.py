@@ -78,6 +78,7 @@ def _register() -> None:
         ("cmd_wal", "wal"),
         ("cmd_pitr", "pitr"),
         ("cmd_binlog", "binlog"),
+        ("cmd_repository", "repository"),
     ):
         try:
             module = __import__(f"backupctl.cli.{module_name}", fromlist=["app"])

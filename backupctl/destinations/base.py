@@ -63,6 +63,9 @@ class StorageFull(DestinationError):
 class ObjectInfo:
     name: str
     size: int
+    # Last modification, seconds since the epoch, where the store tells it cheaply
+    # (prune's grace period for young unreferenced packs); None = unknown.
+    mtime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,18 @@ class Destination(abc.ABC):
         class that can be read at once; by default it is a plain ``put``.
         """
         self.put(name, data, exclusive=exclusive)
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        """Temporary files that interrupted writes left behind (never visible through `list`).
+
+        Only destinations that write through temporary names have any; prune removes the old
+        ones with `delete_temporary`. The default has none.
+        """
+        return iter(())
+
+    def delete_temporary(self, name: str) -> None:
+        """Remove one entry of `temporaries()`."""
+        raise NotFound(name)
 
     def close(self) -> None:
         """Release connections. Further calls are not allowed."""

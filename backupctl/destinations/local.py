@@ -243,10 +243,34 @@ class LocalDestination(Destination):
                 if not rel.startswith(prefix):
                     continue
                 try:
-                    size = os.stat(os.path.join(dirpath, filename)).st_size
+                    st = os.stat(os.path.join(dirpath, filename))
                 except FileNotFoundError:
                     continue
-                yield ObjectInfo(rel, size)
+                yield ObjectInfo(rel, st.st_size, st.st_mtime)
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        # put()'s temp names: ".<final name>.<12 hex>.tmp-backupctl" next to the final name.
+        if not self.root.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for filename in filenames:
+                if not filename.endswith(_TMP_SUFFIX):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, filename))
+                except FileNotFoundError:
+                    continue
+                rel = filename if rel_dir == "." else f"{rel_dir}/{filename}"
+                yield ObjectInfo(rel, st.st_size, st.st_mtime)
+
+    def delete_temporary(self, name: str) -> None:
+        if not name.endswith(_TMP_SUFFIX):
+            raise DestinationError(f"{name}: not a temporary file")
+        try:
+            os.unlink(self._path(name))
+        except OSError as exc:
+            raise self._os_error(exc, name) from None
 
     def delete(self, name: str) -> None:
         self._forget_fd(name)

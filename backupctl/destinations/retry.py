@@ -134,5 +134,11 @@ class RetryingDestination(Destination):
     def exists(self, name: str) -> bool:
         return self._call(lambda: self.inner.exists(name))
 
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        return self.inner.temporaries()
+
+    def delete_temporary(self, name: str) -> None:
+        self._call(lambda: self.inner.delete_temporary(name))
+
     def close(self) -> None:
         self.inner.close()

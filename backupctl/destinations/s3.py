@@ -325,7 +325,9 @@ class S3Destination(Destination):
         try:
             for page in paginator.paginate(Bucket=self.opts.bucket, Prefix=self._prefix + prefix):
                 for item in page.get("Contents", ()):
-                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]))
+                    modified = item.get("LastModified")
+                    mtime = modified.timestamp() if modified is not None else None
+                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]), mtime)
         except Exception as exc:
             raise self._error(exc, prefix) from None
 

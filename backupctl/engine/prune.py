@@ -1,30 +1,51 @@
-"""Deleting backups and the data only they referenced.
+"""Deleting backups and the data only they referenced; removing leftovers of failed runs.
 
 Under an exclusive lock (no backup can be writing):
-1. delete the manifests;
-2. mark every blob referenced by the remaining manifests (tree blobs and file chunks);
+1. load the whole index and every surviving manifest and walk their trees. REFUSE
+   (IntegrityError, nothing changed) when an index file is damaged, a surviving manifest
+   or tree cannot be read, or a surviving backup references a blob the index does not
+   have: the index is then incomplete, and packs it does not list may be live. The
+   message points at `backupctl repository repair index` / `repair snapshots`;
+2. delete the manifests of the backups to delete;
 3. write ONE new index file listing the packs that stay, superseding all old ones;
 4. delete the old index files;
 5. delete packs with no referenced blob, including packs no index lists (leftovers
-   of interrupted backups).
+   of interrupted or failed backups) - but only those older than GRACE seconds (by the
+   destination's modification time), so that a backup running despite the lock (one
+   whose lock went stale) keeps its packs, indexed or not;
+6. delete temporary files of interrupted writes (destination.temporaries()) older
+   than GRACE.
 A crash between steps leaves a consistent repository: at worst unreferenced packs
 or redundant index files, which the next prune removes. Packs that hold both live
-and dead blobs are kept whole (no repacking yet).
+and dead blobs are kept whole (no repacking yet). Destinations that do not report
+modification times give no grace (the exclusive lock is then the only protection).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from backupctl.engine.items import read_items
+from backupctl.errors import IntegrityError
 from backupctl.events import InfoEvent, Reporter
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
 
+# Unreferenced packs and temporary files younger than this are left alone.
+GRACE = 3600.0
 
-def referenced_blobs(repo: Repository) -> set[bytes]:
+REPAIR_INDEX_HINT = "run `backupctl repository repair index`, then `backupctl repository check`"
+
+
+class PruneRefused(IntegrityError):
+    """Deleting data now could lose live data: the index or a surviving manifest is damaged."""
+
+
+def referenced_blobs(repo: Repository, backup_ids: list[str] | None = None) -> set[bytes]:
+    """Every blob the given backups (default: all) reference; IntegrityError when one cannot be read."""
     live: set[bytes] = set()
-    for backup_id in repo.manifest_ids():
+    for backup_id in repo.manifest_ids() if backup_ids is None else backup_ids:
         manifest = repo.load_manifest(backup_id)
         for src in manifest.get("sources", []):
             tree = [bytes.fromhex(b) for b in src.get("tree", [])]
@@ -34,14 +55,54 @@ def referenced_blobs(repo: Repository) -> set[bytes]:
     return live
 
 
-def delete_and_prune(repo: Repository, backup_ids: list[str], reporter: Reporter) -> dict[str, Any]:
-    with repo.lock(exclusive=True, operation="delete"):
+def _live_or_refuse(repo: Repository, survivors: list[str]) -> set[bytes]:
+    if repo.damaged_indexes:
+        names = ", ".join(sorted(repo.damaged_indexes))
+        raise PruneRefused(
+            f"refusing to delete data: index file(s) {names} are damaged, so packs they list may be live",
+            hint=REPAIR_INDEX_HINT,
+        )
+    live: set[bytes] = set()
+    for backup_id in survivors:
+        try:
+            blobs = referenced_blobs(repo, [backup_id])
+        except IntegrityError as exc:
+            raise PruneRefused(
+                f"refusing to delete data: backup {backup_id[:12]} cannot be read ({exc.message})",
+                hint="run `backupctl repository repair index`; if that does not help, "
+                "`backupctl repository repair snapshots` sets the damaged backup aside",
+            ) from None
+        missing = [b for b in blobs if b not in repo.index]
+        if missing:
+            raise PruneRefused(
+                f"refusing to delete data: backup {backup_id[:12]} references {len(missing)} blob(s) the index "
+                f"does not have (e.g. {missing[0].hex()[:16]}); the index is incomplete",
+                hint=REPAIR_INDEX_HINT,
+            )
+        live |= blobs
+    return live
+
+
+def delete_and_prune(
+    repo: Repository, backup_ids: list[str], reporter: Reporter, *, grace: float = GRACE
+) -> dict[str, Any]:
+    """Delete `backup_ids` (may be empty: only collect garbage) and unreferenced data."""
+    doomed = set(backup_ids)
+    with repo.lock(exclusive=True, operation="delete" if backup_ids else "prune"):
+        repo.load_index(reload=True)
+        survivors = [b for b in repo.manifest_ids() if b not in doomed]
+        live = _live_or_refuse(repo, survivors)
         for backup_id in backup_ids:
             repo.delete_manifest(backup_id)
-        repo.load_index(reload=True)
-        live = referenced_blobs(repo)
+        now = time.time()
+        listed = {info.name.rsplit("/", 1)[-1]: info for info in repo.dest.list("data/")}
+        young = {pid for pid, info in listed.items() if info.mtime is not None and now - info.mtime < grace}
         by_pack = repo.index.blobs_by_pack()
-        keep = {pid: entries for pid, entries in by_pack.items() if any(e.blob_id in live for e in entries)}
+        keep = {
+            pid: entries
+            for pid, entries in by_pack.items()
+            if pid in young or any(e.blob_id in live for e in entries)
+        }
         old_indexes = repo.index_ids
         repo.write_index(keep, supersedes=old_indexes)
         for index_id in old_indexes:
@@ -49,18 +110,44 @@ def delete_and_prune(repo: Repository, backup_ids: list[str], reporter: Reporter
                 repo.dest.delete(f"index/{index_id}")
             except Exception:
                 pass
-        freed = 0
-        deleted = 0
-        for info in list(repo.dest.list("data/")):
-            pack_id = info.name.rsplit("/", 1)[-1]
+        freed = deleted = young_kept = 0
+        for pack_id, info in listed.items():
             if pack_id in keep:
                 continue
-            repo.dest.delete(info.name)
+            if pack_id in young:
+                young_kept += 1
+                continue
+            repo.dest.delete(pack_name(pack_id))
             freed += info.size
             deleted += 1
+        temp_deleted = 0
+        for info in list(repo.dest.temporaries()):
+            if info.mtime is None or now - info.mtime < grace:
+                continue
+            try:
+                repo.dest.delete_temporary(info.name)
+            except Exception:  # gone meanwhile, or not ours to delete: not worth failing a prune
+                continue
+            freed += info.size
+            temp_deleted += 1
         repo.load_index(reload=True)
-        reporter.emit(InfoEvent(f"deleted {deleted} packs ({freed} bytes)"))
-        return {"freed_bytes": freed, "packs_deleted": deleted, "packs_kept": len(keep)}
+        reporter.emit(
+            InfoEvent(
+                f"deleted {deleted} packs and {temp_deleted} temporary files, freed {freed} bytes"
+                + (
+                    f"; kept {young_kept} unreferenced packs younger than {grace / 60:g} min"
+                    if young_kept
+                    else ""
+                )
+            )
+        )
+        return {
+            "freed_bytes": freed,
+            "packs_deleted": deleted,
+            "packs_kept": len(keep),
+            "temp_files_deleted": temp_deleted,
+            "young_packs_kept": young_kept,
+        }
 
 
-__all__ = ["delete_and_prune", "referenced_blobs", "pack_name"]
+__all__ = ["GRACE", "PruneRefused", "delete_and_prune", "referenced_blobs", "pack_name"]

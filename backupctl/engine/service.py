@@ -141,6 +141,7 @@ class Service:
                     repo = Repository.create(dest, material, level)
                 else:
                     repo = Repository.open(dest, material, level)
+                repo.reporter, repo.lock_wait = self.reporter, self.lock_wait
                 self._repos[dest_name] = repo
             return self._repos[dest_name]
 
@@ -662,7 +663,7 @@ class Service:
         record = self.find_backup(id_prefix, destination, expiries=False)
         if record["status"] != "Completed":
             self.state.delete_job(record["id"])
-            return {"id": record["id"], "deleted": True, "freed_bytes": 0, "packs_deleted": 0}
+            return {"id": record["id"], "deleted": True, **self._free_failed(record)}
         dep = self.config.deployments.get(record["deployment"])
         names = [destination] if destination else (list(dep.destinations) if dep else [])
         freed = 0
@@ -741,6 +742,68 @@ class Service:
         from backupctl.engine.probe import probe_destination
 
         return probe_destination(self.destination(name))
+
+    # ---- repository maintenance (engine/check.py, repair.py, prune.py, repo/lock.py) ----
+
+    # Seconds to retry a lock held by another process (`--retry-lock`); set before use.
+    lock_wait: float = 0.0
+
+    def set_lock_wait(self, seconds: float) -> None:
+        self.lock_wait = seconds
+        for repo in self._repos.values():
+            repo.lock_wait = seconds
+
+    def check_repository(self, destination: str, read_data: Any = None) -> dict[str, Any]:
+        from backupctl.engine.check import check_repository
+
+        return {"destination": destination, **check_repository(self.repository(destination), self.reporter, read_data)}
+
+    def repair_index(self, destination: str) -> dict[str, Any]:
+        from backupctl.engine.repair import repair_index
+
+        return {"destination": destination, **repair_index(self.repository(destination), self.reporter)}
+
+    def repair_snapshots(self, destination: str, *, delete: bool, dry_run: bool) -> dict[str, Any]:
+        from backupctl.engine.repair import repair_snapshots
+
+        repo = self.repository(destination)
+        return {"destination": destination, **repair_snapshots(repo, self.reporter, delete=delete, dry_run=dry_run)}
+
+    def _free_failed(self, record: dict[str, Any]) -> dict[str, Any]:
+        """After forgetting a failed backup: prune its deployment's repositories (packs it left
+        are freed once older than prune's grace period). A refusal is a warning here."""
+        dep = self.config.deployments.get(record["deployment"])
+        freed = packs = 0
+        for name in dep.destinations if dep else []:
+            try:
+                result = self.prune_repository(name)
+            except NoRepositoryError:
+                continue
+            except IntegrityError as exc:
+                self.reporter.emit(WarningEvent(f"{name}: nothing freed: {exc}"))
+                continue
+            freed += result["freed_bytes"]
+            packs += result["packs_deleted"]
+        return {"freed_bytes": freed, "packs_deleted": packs}
+
+    def prune_repository(self, destination: str) -> dict[str, Any]:
+        """Delete unreferenced packs and temporary files older than the grace period."""
+        from backupctl.engine.prune import delete_and_prune
+
+        return {"destination": destination, **delete_and_prune(self.repository(destination), [], self.reporter)}
+
+    def unlock_repository(self, destination: str, *, remove_all: bool) -> dict[str, Any]:
+        from backupctl.repo.lock import remove_locks
+
+        repo = self.repository(destination)  # opening proves the key: only owners unlock
+        removed = remove_locks(repo.dest, remove_all=remove_all)
+        return {
+            "destination": destination,
+            "removed": [
+                {k: d.get(k) for k in ("name", "hostname", "pid", "operation", "exclusive", "time", "stale")}
+                for d in removed
+            ],
+        }
 
     def close(self) -> None:
         for dest in self._destinations.values():

@@ -4,13 +4,20 @@ A lock is a plaintext JSON object ``locks/<random id>``: {"hostname", "pid",
 "exclusive", "time"}. It is refreshed every REFRESH seconds while held. A lock is
 stale, and ignored (then removed), when its time is older than STALE seconds, or when
 it was taken on this host by a process that no longer exists: a `kill -9` never
-leaves a repository locked for long.
+leaves a repository locked for long. A lock of a dead process on another host (a
+replaced pod, a rebooted VM) cannot be told from a live one until it is STALE; the
+refusal says when that is, and `backupctl repository unlock --remove-all` clears it
+at once (restic's semantics: `unlock` alone removes only stale locks).
+
+`wait` > 0 (`--retry-lock`) retries a refused acquisition for that many seconds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -35,8 +42,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RepositoryLock:
-    def __init__(self, dest: Destination, *, exclusive: bool, operation: str) -> None:
+    def __init__(self, dest: Destination, *, exclusive: bool, operation: str, wait: float = 0.0) -> None:
         self.dest = dest
+        self.wait = wait
         self.exclusive = exclusive
         self.operation = operation
         self.name = f"locks/{uuid.uuid4().hex}"
@@ -75,11 +83,28 @@ class RepositoryLock:
 
     @staticmethod
     def _is_stale(doc: dict) -> bool:
-        if time.time() - float(doc.get("time", 0)) > STALE:
+        try:
+            taken, pid = float(doc.get("time", 0)), int(doc.get("pid", 0))
+        except (TypeError, ValueError):
+            return True  # not a lock anyone could hold
+        if time.time() - taken > STALE:
             return True
-        return doc.get("hostname") == socket.gethostname() and not _pid_alive(int(doc.get("pid", 0)))
+        return doc.get("hostname") == socket.gethostname() and pid > 0 and not _pid_alive(pid)
 
     def acquire(self) -> RepositoryLock:
+        deadline = time.monotonic() + self.wait
+        delay = 1.0
+        while True:
+            try:
+                return self._try_acquire()
+            except LockedError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, random.uniform(delay / 2, delay)))
+                delay = min(delay * 2, 30.0)
+
+    def _try_acquire(self) -> RepositoryLock:
         def conflict(others: list[dict]) -> list[dict]:
             return [o for o in others if self.exclusive or o.get("exclusive")]
 
@@ -90,17 +115,23 @@ class RepositoryLock:
         if blockers := conflict(self._others()):
             self.release()
             raise self._locked(blockers[0])
+        self._stop = threading.Event()  # a refused earlier attempt (--retry-lock) has set the old one
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
         return self
 
     def _locked(self, doc: dict) -> LockedError:
         kind = "exclusively" if doc.get("exclusive") else ""
-        age = int(time.time() - float(doc.get("time", 0)))
+        taken = float(doc.get("time", 0))
+        age = int(time.time() - taken)
+        stale_at = dt.datetime.fromtimestamp(taken + STALE, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        waited = f"; waited {self.wait:g}s" if self.wait > 0 else ""
         return LockedError(
             f"repository at {self.dest.location} is locked {kind} by {doc.get('operation', '?')} "
-            f"(pid {doc.get('pid')} on {doc.get('hostname')}, {age}s ago)".replace("  ", " "),
-            hint="wait for it to finish; a lock of a dead process clears itself",
+            f"(pid {doc.get('pid')} on {doc.get('hostname')}, refreshed {age}s ago; stale at {stale_at} "
+            f"unless refreshed){waited}".replace("  ", " "),
+            hint="wait for it, or retry with --retry-lock 30m; if that process is gone (host rebooted or "
+            "replaced), clear the lock now with `backupctl repository unlock --remove-all`",
         )
 
     def _refresh(self) -> None:
@@ -124,3 +155,33 @@ class RepositoryLock:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def list_locks(dest: Destination) -> list[dict]:
+    """Every lock object, with its name and whether it is stale."""
+    out = []
+    for info in dest.list("locks/"):
+        try:
+            doc = json.loads(dest.get(info.name))
+            if not isinstance(doc, dict):
+                raise ValueError
+        except NotFound:
+            continue
+        except ValueError:
+            doc = {}  # unreadable: treated as stale (time 0)
+        out.append({**doc, "name": info.name, "stale": RepositoryLock._is_stale(doc)})
+    return out
+
+
+def remove_locks(dest: Destination, *, remove_all: bool) -> list[dict]:
+    """Remove stale locks, or every lock with `remove_all`; returns the removed ones."""
+    removed = []
+    for doc in list_locks(dest):
+        if not (remove_all or doc["stale"]):
+            continue
+        try:
+            dest.delete(doc["name"])
+        except NotFound:
+            continue
+        removed.append(doc)
+    return removed

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import blake3
 
+from backupctl.errors import IntegrityError
 from backupctl.repo.codec import Codec
 
 DATA = "d"
@@ -60,7 +61,24 @@ def pack_name(pack_id: str) -> str:
     return f"data/{pack_id[:2]}/{pack_id}"
 
 
+def header_entries(codec: Codec, header: bytes, what: str) -> list[BlobEntry]:
+    """Authenticate and decode an encrypted pack header; IntegrityError names `what`."""
+    doc = codec.decode_doc(header, b"pack-header", what)
+    try:
+        return [BlobEntry(str(t), bytes.fromhex(i), int(o), int(ln), int(r)) for t, i, o, ln, r in doc]
+    except (TypeError, ValueError):
+        raise IntegrityError(f"{what}: malformed header entries") from None
+
+
 def read_pack_header(codec: Codec, data: bytes, what: str) -> list[BlobEntry]:
+    """The header of a whole pack held in memory (see Repository.read_pack_header for range reads)."""
+    if len(data) < 4:
+        raise IntegrityError(f"{what}: truncated pack ({len(data)} bytes)")
     (hlen,) = struct.unpack("<I", data[-4:])
-    doc = codec.decode_doc(data[-4 - hlen : -4], b"pack-header", what)
-    return [BlobEntry(t, bytes.fromhex(i), o, ln, r) for t, i, o, ln, r in doc]
+    if hlen + 4 > len(data):
+        raise IntegrityError(f"{what}: damaged pack header (length {hlen} > pack size {len(data)})")
+    entries = header_entries(codec, data[-4 - hlen : -4], what)
+    for e in entries:
+        if e.offset < 0 or e.length < 0 or e.offset + e.length > len(data) - 4 - hlen:
+            raise IntegrityError(f"{what}: header lists a blob outside the pack")
+    return entries

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import struct
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ import blake3
 from backupctl import __version__
 from backupctl.destinations.base import AlreadyExists, Destination, NotFound
 from backupctl.errors import FormatVersionError, IntegrityError, NoRepositoryError, NotFoundError
+from backupctl.events import NullReporter, Reporter, WarningEvent
 from backupctl.repo.chunker import DATA_CHUNKS, TREE_CHUNKS
 from backupctl.repo.codec import Codec
 from backupctl.repo.crypto import (
@@ -43,7 +45,7 @@ from backupctl.repo.crypto import (
 )
 from backupctl.repo.index import Index, index_doc
 from backupctl.repo.lock import RepositoryLock
-from backupctl.repo.pack import BlobEntry, pack_name
+from backupctl.repo.pack import BlobEntry, header_entries, pack_name
 
 FORMAT_VERSION = 1
 
@@ -253,26 +255,50 @@ class Repository:
     # ---- index -----------------------------------------------------------------
 
     def load_index(self, reload: bool = False) -> Index:
-        """Read every index file (in parallel); cheap when already loaded."""
+        """Read every index file (in parallel); cheap when already loaded.
+
+        A damaged index file (fails authentication or decoding) is skipped, recorded in
+        `damaged_indexes` and reported once as a WarningEvent: backups that do not need its
+        blobs stay usable, the others fail naming the missing blob. Anything that deletes
+        packs must refuse while `index_complete` is false (see engine/prune.py).
+        """
         with self._load_lock:
             if self._index_loaded and not reload:
                 return self.index
             if reload:
                 self.index = Index()
                 self._index_ids = set()
+            self.damaged_indexes: dict[str, str] = {}
             names = [i.name for i in self.dest.list("index/")]
 
-            def fetch(name: str) -> dict:
+            def fetch(name: str) -> dict | str:
                 try:
-                    return self.codec.decode_doc(self.dest.get(name), b"index", name)
+                    doc = self.codec.decode_doc(self.dest.get(name), b"index", name)
                 except NotFound:
                     return {}
+                except IntegrityError as exc:
+                    return exc.message
+                if not isinstance(doc, dict) or not isinstance(doc.get("packs", []), list):
+                    return f"{name}: not an index file"
+                return doc
 
             with ThreadPoolExecutor(max_workers=max(1, min(8, self.dest.options.connections))) as pool:
                 for name, doc in zip(names, pool.map(fetch, names), strict=True):
-                    if doc:
-                        self.index.add_doc(doc)
-                        self._index_ids.add(name.split("/", 1)[1])
+                    if isinstance(doc, dict) and doc:
+                        try:
+                            self.index.add_doc(doc)
+                        except (KeyError, ValueError, TypeError):
+                            doc = f"{name}: malformed index entries"
+                        else:
+                            self._index_ids.add(name.split("/", 1)[1])
+                    if isinstance(doc, str):
+                        self.damaged_indexes[name] = doc
+                        self.reporter.emit(
+                            WarningEvent(
+                                f"{doc}: index file skipped; backups that need its blobs cannot be restored "
+                                "until `backupctl repository repair index` rebuilds the index"
+                            )
+                        )
             self._index_loaded = True
             return self.index
 
@@ -331,7 +357,40 @@ class Repository:
         self.dest.delete(f"snapshots/{backup_id}")
 
     def lock(self, *, exclusive: bool, operation: str) -> RepositoryLock:
-        return RepositoryLock(self.dest, exclusive=exclusive, operation=operation)
+        return RepositoryLock(self.dest, exclusive=exclusive, operation=operation, wait=self.lock_wait)
+
+    # ---- health (repository check / repair, prune's safety checks) ----------------
+
+    # Where load_index reports damaged index files; the Service sets its own reporter.
+    reporter: Reporter = NullReporter()
+    # Seconds to keep retrying a lock held by another process (`--retry-lock`).
+    lock_wait: float = 0.0
+
+    @property
+    def index_complete(self) -> bool:
+        """True when every index file was read cleanly (loads the index if needed)."""
+        self.load_index()
+        return not self.damaged_indexes
+
+    def read_pack_header(self, pack_id: str, size: int | None = None) -> list[BlobEntry]:
+        """Authenticate and decode a pack's header (two range reads); IntegrityError names it."""
+        name = pack_name(pack_id)
+        try:
+            if size is None:
+                size = self.dest.stat(name).size
+            if size < 4:
+                raise IntegrityError(f"{name}: truncated pack ({size} bytes)")
+            (hlen,) = struct.unpack("<I", self.dest.get(name, size - 4, 4))
+            if hlen + 4 > size:
+                raise IntegrityError(f"{name}: damaged pack header (length {hlen} > pack size {size})")
+            header = self.dest.get(name, size - 4 - hlen, hlen)
+        except NotFound:
+            raise IntegrityError(f"{name}: pack is missing") from None
+        entries = header_entries(self.codec, header, f"{name} (header)")
+        for e in entries:
+            if e.offset < 0 or e.length < 0 or e.offset + e.length > size - 4 - hlen:
+                raise IntegrityError(f"{name}: header lists a blob outside the pack")
+        return entries
 
 
 class NoBackup(NotFoundError):
