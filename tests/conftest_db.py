@@ -77,6 +77,15 @@ def fresh_mariadb_server() -> Iterator[MariaDBServer]:
 
 
 @pytest.fixture
+def default_mariadb_server() -> Iterator[MariaDBServer]:
+    """A server set up as a default `mariadb-install-db` (Debian's) and started with
+    --skip-name-resolve: it holds an account at this machine's host name it cannot resolve."""
+    server = _start(lambda: MariaDBServer(default_install=True))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def pitr_pg(fresh_pg_server: PostgresServer) -> Iterator[Any]:
     """(server, deployment `app`): a throwaway PostgreSQL whose archive_command is backupctl's
     light entry point (run as postgres), set up with `pitr setup --apply`."""

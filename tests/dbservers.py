@@ -216,7 +216,12 @@ class PostgresServer:
 class MariaDBServer:
     user = "backup"
 
-    def __init__(self) -> None:
+    def __init__(self, *, default_install: bool = False) -> None:
+        """`default_install`: set up as `mariadb-install-db --user=mysql` does by default (as
+        Debian's package does): root and mysql@localhost by unix socket or an invalid password,
+        anonymous accounts at localhost and at this machine's host name (which a server
+        started with --skip-name-resolve, as every throwaway server is, cannot resolve)."""
+        self.default_install = default_install
         self.mariadbd = shutil.which("mariadbd") or (
             "/usr/sbin/mariadbd" if Path("/usr/sbin/mariadbd").exists() else None
         )
@@ -239,14 +244,22 @@ class MariaDBServer:
     def start(self) -> MariaDBServer:
         assert self.install_db is not None
         self.tmp.mkdir(parents=True, exist_ok=True)
+        if self.default_install:
+            try:
+                mysql = pwd.getpwnam("mysql")
+            except KeyError:
+                raise ServerUnavailable("no 'mysql' system user (install mariadb-server)") from None
+            for d in (self.base, self.tmp):
+                os.chown(d, mysql.pw_uid, mysql.pw_gid)
+            install_args = ["--user=mysql"]
+        else:
+            install_args = ["--user=root", "--auth-root-authentication-method=socket", "--skip-test-db"]
         res = subprocess.run(
             [
                 self.install_db,
                 "--no-defaults",
-                "--user=root",
+                *install_args,
                 f"--datadir={self.data}",
-                "--auth-root-authentication-method=socket",
-                "--skip-test-db",
                 f"--tmpdir={self.tmp}",  # passed on to mariadbd: no shared /tmp between instances
             ],
             capture_output=True,

@@ -11,7 +11,7 @@ from typing import Any
 
 import helpers
 import pytest
-from dbservers import PostgresServer, pg_fingerprint
+from dbservers import MariaDBServer, PostgresServer, mariadb_fingerprint, pg_fingerprint
 
 # ---- SQLite: any path the filesystem allows -------------------------------------------
 
@@ -162,3 +162,61 @@ def test_postgres_restore_keeps_database_settings_and_privileges(
     dep.ok("backup", "restore", backup_id, "--to", "staging", "--yes")
     assert _pg_database_properties(other, db) == before
     assert pg_fingerprint(other, db) == data
+
+
+# ---- MariaDB ---------------------------------------------------------------------------
+
+
+def _mariadb_accounts(server: MariaDBServer) -> dict[str, str]:
+    """Every account that is not the server's own, with its SHOW GRANTS."""
+    rows = server.root_sql(
+        "SELECT user, host FROM mysql.user WHERE is_role = 'N' AND user <> ''"
+    ).splitlines()
+    out = {}
+    for row in rows:
+        user, host = row.split("\t")
+        if user in ("root", "mysql", "mariadb.sys", MariaDBServer.user):
+            continue
+        account = f"{MariaDBServer.sql_str(user)}@{MariaDBServer.sql_str(host)}"
+        out[account] = server.root_sql(f"SHOW GRANTS FOR {account}")
+    return out
+
+
+@pytest.mark.server
+def test_mariadb_skip_name_resolve_backs_up_every_resolvable_account_and_restores(
+    default_mariadb_server: MariaDBServer, make_deployment: Any
+) -> None:
+    server = default_mariadb_server
+    unresolvable = server.root_sql(
+        "SELECT concat(quote(user), '@', quote(host)) FROM mysql.user"
+        " WHERE host NOT IN ('localhost', '127.0.0.1', '::1', '%', '')"
+    ).splitlines()
+    assert unresolvable, "a default install has an account at the host name"
+    assert (
+        server.root_sql("SELECT count(*) FROM mysql.user WHERE user = 'mysql' AND host = 'localhost'") == "1"
+    )
+    server.root_sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, v VARCHAR(20));"
+        "INSERT INTO shop.items SELECT seq, concat('item ', seq) FROM seq_1_to_300;"
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app pw'; GRANT SELECT, INSERT ON shop.* TO 'app'@'%';"
+        "CREATE USER 'report'@'10.1.2.%' IDENTIFIED BY 'r'; GRANT SELECT ON shop.items TO 'report'@'10.1.2.%'"
+    )
+    accounts, data = _mariadb_accounts(server), mariadb_fingerprint(server, "shop")
+    assert set(accounts) == {"'app'@'%'", "'report'@'10.1.2.%'"}
+    dep = make_deployment([server.options(databases="all")])
+
+    result = dep.run("backup", "create", "app", "-o", "json")
+    assert result.returncode == 3, str(result)  # Completed, with a warning
+    record = result.json()
+    assert record["status"] == "Completed", record
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    for account in unresolvable:
+        assert any(account in line for line in warnings), (account, result.stderr)
+
+    server.root_sql("DROP DATABASE shop; DROP USER 'app'@'%'; DROP USER 'report'@'10.1.2.%'")
+    # As the backup user, who has every privilege but PROXY: the server's own accounts
+    # (root, mysql@localhost, mariadb.sys) are left as they are, so nothing fails.
+    restored = dep.run("backup", "restore", record["id"], "--yes")
+    assert restored.returncode == 0, str(restored)
+    assert _mariadb_accounts(server) == accounts
+    assert mariadb_fingerprint(server, "shop") == data

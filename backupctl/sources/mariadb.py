@@ -51,7 +51,7 @@ import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import Field
 
@@ -76,8 +76,12 @@ GLOBALS_PATH = "mariadb/globals.sql"
 DB_DIR = "mariadb/databases"
 XBSTREAM = "mariadb/mariabackup.xbstream"
 SYSTEM_DATABASES = ("information_schema", "performance_schema", "mysql", "sys")
-# Accounts whose statements are never replayed from a backup: the target's own.
+# Accounts whose statements are never replayed from a backup: the target's own. By user
+# name (any host): root and mariadb.sys; by account, the ones `mariadb-install-db` creates
+# for the server itself: mysql@localhost (the service user, with PROXY rights a restoring
+# user may lack) and the anonymous accounts (a secured target has removed them).
 PROTECTED_USERS = ("root", "mariadb.sys")
+PROTECTED_ACCOUNTS = (("mysql", "localhost"),)
 # Files a running mariadbd holds a POSIX write lock on (Aria's control file, InnoDB's system
 # tablespace); either one present marks a data directory.
 LOCKED_FILES = ("aria_log_control", "ibdata1")
@@ -247,7 +251,7 @@ class MariaDBSource(DatabaseSource):
         yield Entry(path="mariadb", kind="dir", mode=0o700)
         if with_globals:
             argv = [dump, *lead, *self._conn(), "--system=users", "--insert-ignore", "--skip-dump-date"]
-            yield self._stream_entry(GLOBALS_PATH, argv, env, "mariadb-dump --system=users")
+            yield self._users_entry([*argv, "--force"], env)
         yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         common = [
             "--single-transaction",
@@ -261,6 +265,17 @@ class MariaDBSource(DatabaseSource):
         for db in databases:
             argv = [dump, *lead, *self._conn(), *common, "--", db["name"]]
             yield self._stream_entry(db["path"], argv, env, f"{Path(dump).name} of database {db['name']!r}")
+
+    def _users_entry(self, argv: list[str], env: dict[str, str]) -> Entry:
+        """The users-and-grants entry: `mariadb-dump --system=users --force`, checked by
+        UsersDump (accounts the server cannot resolve are skipped, not a failed backup)."""
+
+        def open_stream() -> IO[bytes]:
+            tool = UsersDump(argv, env=env, secrets=self._secrets, what="mariadb-dump --system=users")
+            self._procs.append(tool)
+            return tool.stdout
+
+        return Entry(path=GLOBALS_PATH, kind="file", mode=0o600, size=-1, open=open_stream)
 
     def _scan_physical(self, lead: list[str], env: dict[str, str]) -> Iterator[Entry]:
         datadir = self.options.datadir or Path(
@@ -341,7 +356,18 @@ class MariaDBSource(DatabaseSource):
         )
 
     def _finished(self, outputs: list[tuple[str, str]]) -> None:
-        """Record mariabackup's LSNs and binary log position (from --extra-lsndir)."""
+        """Record mariabackup's LSNs and binary log position (from --extra-lsndir), and the
+        accounts the users dump had to skip (warned about, left out again at restore)."""
+        skipped = [a for tool in self._procs if isinstance(tool, UsersDump) for a in tool.skipped]
+        if skipped:
+            self._info["skipped_accounts"] = skipped
+            self.reporter.emit(
+                WarningEvent(
+                    f"{len(skipped)} account(s) not backed up, the server cannot resolve them (a host name"
+                    f" under --skip-name-resolve): {', '.join(skipped)}; every other account was backed up",
+                    path=GLOBALS_PATH,
+                )
+            )
         if self._lsndir is not None:
             self._info.update(read_checkpoints(self._lsndir / "xtrabackup_checkpoints"))
             self._info.update(read_binlog_position(self._lsndir))
@@ -377,11 +403,15 @@ class MariaDBSource(DatabaseSource):
             lead, env = self._prepare(secrets)
             target_version = self._query(secrets, lead, env, "SELECT VERSION()")[0][0]
             self.check_version(request.source_info, target_version, request.reporter)
+            deferred: list[bytes] = []
             for entry, db, name in items:
                 if db is None:
-                    self._apply_globals(entry, secrets, lead, env, request)
+                    deferred = self._apply_globals(entry, secrets, lead, env, request)
                 else:
                     self._restore_database(db, name, entry, secrets, lead, env, request)
+            if deferred:
+                # Grants on tables, columns and routines, now that their databases are back.
+                self._run_users_sql(deferred, secrets, lead, env, request, GLOBALS_PATH)
 
     def _apply_globals(
         self,
@@ -390,10 +420,25 @@ class MariaDBSource(DatabaseSource):
         lead: list[str],
         env: dict[str, str],
         request: RestoreRequest,
-    ) -> None:
-        """Create users and grants; never touch root, mariadb.sys or the account we log in as."""
+    ) -> list[bytes]:
+        """Create users and grants; never touch the server's own accounts (PROTECTED_*), the
+        account we log in as, or the accounts the backup skipped. Grants on single objects
+        (tables, columns, routines) need the object, so they are returned to be applied
+        once the databases are restored."""
         protected = [*PROTECTED_USERS, self.options.user]
         needles = [f"`{u}`@".encode() for u in protected] + [f"'{u}'@".encode() for u in protected]
+        accounts: list[tuple[str, str | None]] = [(u, h) for u, h in PROTECTED_ACCOUNTS]
+        accounts.append(("", None))  # anonymous, at any host
+        for skipped in request.source_info.get("skipped_accounts") or []:
+            parsed = parse_account(skipped)
+            if parsed is not None:
+                accounts.append(parsed)
+        grantee = grantee_pattern(accounts)
+
+        def keep(line: bytes) -> bool:
+            return not any(n in line for n in needles) and not grantee.search(line)
+
+        deferred: list[bytes] = []
 
         def filtered() -> Iterator[bytes]:
             pending = b""
@@ -401,11 +446,29 @@ class MariaDBSource(DatabaseSource):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if not any(n in line for n in needles):
+                    if not keep(line):
+                        continue
+                    if _OBJECT_GRANT_RE.match(line):
+                        deferred.append(line + b"\n")
+                    else:
                         yield line + b"\n"
-            if pending and not any(n in pending for n in needles):
+            if pending and keep(pending):
                 yield pending
 
+        self._run_users_sql(filtered(), secrets, lead, env, request, entry.path)
+        return deferred
+
+    def _run_users_sql(
+        self,
+        chunks: Iterable[bytes],
+        secrets: Secrets,
+        lead: list[str],
+        env: dict[str, str],
+        request: RestoreRequest,
+        path: str,
+    ) -> None:
+        """Feed users-and-grants SQL to the client with --force: each refused statement is a
+        warning, the others still apply."""
         client = _which("mariadb", "mysql")
         tool = ToolProcess(
             [client, *lead, *self._conn(), "--force"],
@@ -414,14 +477,14 @@ class MariaDBSource(DatabaseSource):
             what="mariadb (users)",
             stdin=True,
         )
-        tool.feed(filtered())
+        tool.feed(chunks)
         try:
             stderr = tool.check()
         except SourceError as exc:
             stderr = exc.message
         for line in stderr.splitlines():
             if "ERROR" in line:
-                request.reporter.emit(WarningEvent(f"users and grants: {line.strip()}", path=entry.path))
+                request.reporter.emit(WarningEvent(f"users and grants: {line.strip()}", path=path))
 
     def _restore_database(
         self,
@@ -586,6 +649,89 @@ class MariaDBSource(DatabaseSource):
                 f"refusing to restore into {datadir}: a MariaDB server is running on it{by}",
                 hint="stop the server first, or restore into a new data directory",
             )
+
+
+# How mariadb-dump reports an account the server cannot find (a host name under
+# --skip-name-resolve): the account is QUOTE(user)@QUOTE(host).
+_UNRESOLVABLE_RE = re.compile(
+    r"^mariadb-dump: Couldn't execute 'SHOW (?:CREATE USER|GRANTS FOR) (?P<account>.+)': .*\((?:1133|1141)\)$"
+)
+# A grant on one table, column set or routine (not `db`.* or *.*): needs the object to exist.
+_OBJECT_GRANT_RE = re.compile(
+    rb"^GRANT .* ON (?:(?:PROCEDURE|FUNCTION|PACKAGE(?: BODY)?) )?`(?:[^`]|``)*`\.`"
+)
+_ACCOUNT_RE = re.compile(r"'((?:[^'\\]|\\.)*)'@'((?:[^'\\]|\\.)*)'")
+
+
+class UsersDump(ToolProcess):
+    """`mariadb-dump --system=users --force`: an account the server cannot resolve is skipped.
+
+    With --force, mariadb-dump goes on past a `SHOW CREATE USER`/`SHOW GRANTS FOR` the
+    server refuses and exits 2. That exit is accepted when every line of stderr is such a
+    refusal for "no matching row"/"no such grant" (1133/1141); the accounts are in `skipped`.
+    Any other failure fails the backup as before."""
+
+    skipped: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped = []
+
+    def check(self, timeout: float | None = None) -> str:
+        try:
+            return super().check(timeout)
+        except SourceError:
+            rc, message = self._result or (1, "")
+            accounts = unresolvable_accounts(message) if rc == 2 else None
+            if not accounts:
+                raise
+            self.skipped = accounts
+            return message
+
+
+def unresolvable_accounts(stderr: str) -> list[str] | None:
+    """The accounts mariadb-dump could not dump, in order; None if stderr says anything else."""
+    found: list[str] = []
+    for line in stderr.splitlines():
+        if not line.strip():
+            continue
+        m = _UNRESOLVABLE_RE.match(line.strip())
+        if m is None:
+            return None
+        if m.group("account") not in found:
+            found.append(m.group("account"))
+    return found or None
+
+
+def parse_account(quoted: str) -> tuple[str, str] | None:
+    """`'user'@'host'` (SQL QUOTE() form) -> (user, host)."""
+    m = _ACCOUNT_RE.fullmatch(quoted.strip())
+    if m is None:
+        return None
+
+    def unquote(s: str) -> str:
+        return re.sub(r"\\(.)", r"\1", s)
+
+    return unquote(m.group(1)), unquote(m.group(2))
+
+
+def _quoted_forms(value: str) -> tuple[str, str]:
+    """`value` as a backtick identifier and as a QUOTE()d string (the two forms a dump uses)."""
+    return "`" + value.replace("`", "``") + "`", "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def grantee_pattern(accounts: list[tuple[str, str | None]]) -> re.Pattern[bytes]:
+    """A statement of a users dump whose subject is one of `accounts` ((user, host); host
+    None: any): `CREATE USER IF NOT EXISTS a`, `GRANT ... TO a`, `SET DEFAULT ROLE r FOR a`,
+    `ALTER USER a`, with a in backtick or quote form."""
+    alternatives: list[str] = []
+    for user, host in accounts:
+        users = _quoted_forms(user)
+        hosts = _quoted_forms(host) if host is not None else None
+        for i, any_host in enumerate((r"`(?:[^`]|``)*`", r"'(?:[^'\\]|\\.)*'")):
+            h = re.escape(hosts[i]) if hosts is not None else any_host
+            alternatives.append(re.escape(users[i]) + "@" + h)
+    return re.compile(("(?:EXISTS | TO | FOR |ALTER USER )(?:" + "|".join(alternatives) + ")").encode())
 
 
 def mariadb_running(datadir: Path) -> int | None:
