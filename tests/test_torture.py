@@ -131,6 +131,32 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
     assert_clean(world)
 
 
+# ---- restores stay inside their target ------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 item 5")
+def test_restores_never_write_outside_the_target(tmp_path: Path) -> None:
+    """(a) a deployment naming a path below a symlinked directory (Capistrano's current/),
+    (c) a non-empty --target holding a symlink where the backup has a directory."""
+    world = World(tmp_path / "w", seed=80, capistrano=True, size_kb=300)
+    for i in range(3):
+        assert world.create().returncode == 0
+        world.check(f"create {i}", restore_all=True)  # older backups restore over changed live files
+    # (c): the target already holds the restored tree's top directory as a symlink outside.
+    target = tmp_path / "target"
+    top = helpers.restored(target, world.trees["app"].root)
+    top.parent.mkdir(parents=True)
+    evil = world.outside / "evil"
+    evil.mkdir()
+    top.symlink_to(evil)
+    before = helpers.snapshot_tree(world.outside)
+    oldest = world.completed("local")[0]["id"]
+    world.run("backup", "restore", oldest, "--target", str(target), "--yes")
+    if helpers.snapshot_tree(world.outside) != before:
+        world.violation("outside", "restore into a --target holding a symlink wrote through it")
+    assert_clean(world)
+
+
 # ---- concurrent pairs -----------------------------------------------------------------------
 
 

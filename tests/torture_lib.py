@@ -131,8 +131,11 @@ def _text(rng: random.Random, n: int) -> bytes:
 class Tree:
     """A generated source tree that `mutate` changes a little (new, changed, removed files)."""
 
-    def __init__(self, root: Path, outside: Path, rng: random.Random, size_kb: int) -> None:
+    def __init__(
+        self, root: Path, outside: Path, rng: random.Random, size_kb: int, *, capistrano: bool = False
+    ) -> None:
         self.root, self.outside, self.rng = root, outside, rng
+        self.capistrano = capistrano
         self.counter = 0
         self.mtime = 1_700_000_000_000_000_000
         root.mkdir(parents=True)
@@ -147,6 +150,12 @@ class Tree:
         os.symlink("/nonexistent/torture", root / "link_dangling")
         first = sorted(p for p in root.rglob("*.bin") if p.is_file())[0]
         os.link(first, root / "hardlink.bin")
+        if capistrano:
+            # A Capistrano-style layout: `current` is an absolute symlink to the live release,
+            # and the deployment also names current/uploads (see World's `capistrano`).
+            (root / "releases" / "r1" / "uploads").mkdir(parents=True)
+            (root / "releases" / "r1" / "uploads" / "live.txt").write_text("version 0\n")
+            os.symlink(str(root / "releases" / "r1"), root / "current")
         self._touch_all()
 
     def _new_file(self, size: int) -> None:
@@ -174,6 +183,8 @@ class Tree:
             files[2].unlink()
         for _ in range(2):
             self._new_file(new_kb * KB // 2)
+        if self.capistrano:
+            (self.root / "releases" / "r1" / "uploads" / "live.txt").write_text(f"version {self.counter}\n")
         self._touch_all()
 
 
@@ -196,7 +207,11 @@ class World:
         pack_size_mib: int = 1,
         stats: Stats | None = None,
         restore_sample: int = 1,
+        capistrano: bool = False,
     ) -> None:
+        """`capistrano`: the trees get a `current` symlink to releases/r1 and the deployments
+        also name `current/uploads` (issue 11 item 5); restored trees are then only checked
+        for writes outside the target, not compared."""
         self.root = root
         self.rng = random.Random(seed)
         self.seed = seed
@@ -204,12 +219,19 @@ class World:
         self.new_kb = new_kb
         self.restore_sample = restore_sample
         self.keep_last = keep_last
+        self.exact = not capistrano
         self.outside = root / "outside"
         (self.outside / "canary").mkdir(parents=True)
         (self.outside / "canary" / "live.txt").write_text("live data outside every restore target\n")
         self.repository = root / "repo"
         self.trees = {
-            dep: Tree(root / "src" / dep, self.outside, random.Random(seed * 7919 + i), size_kb)
+            dep: Tree(
+                root / "src" / dep,
+                self.outside,
+                random.Random(seed * 7919 + i),
+                size_kb,
+                capistrano=capistrano,
+            )
             for i, dep in enumerate(deployments)
         }
         destinations: dict[str, Any] = {
@@ -222,7 +244,13 @@ class World:
             "destinations": destinations,
             "deployments": {
                 dep: {
-                    "sources": [{"type": "files", "paths": [str(tree.root)]}],
+                    "sources": [
+                        {
+                            "type": "files",
+                            "paths": [str(tree.root)]
+                            + ([str(tree.root / "current" / "uploads")] if capistrano else []),
+                        }
+                    ],
                     "destinations": list(destinations),
                     "upload": False,
                     "policy": "torture",
@@ -398,7 +426,7 @@ class World:
                 step,
             )
             ok = False
-        else:
+        elif self.exact:
             src = self.trees[record["deployment"]].root
             try:
                 helpers.assert_same_tree(
