@@ -23,7 +23,10 @@ from backupctl.engine.service import Service
 from backupctl.errors import IntegrityError, UsageError
 
 app = typer.Typer(help="Check, repair and unlock the repository at a destination.", no_args_is_help=True)
-repair_app = typer.Typer(help="Rebuild a damaged index, set damaged backups aside.", no_args_is_help=True)
+repair_app = typer.Typer(
+    help="Rebuild a damaged index, set damaged backups aside.\n\nExample: backupctl repository repair index",
+    no_args_is_help=True,
+)
 app.add_typer(repair_app, name="repair")
 
 DestinationOpt = Annotated[
