@@ -51,6 +51,13 @@ def _lock_wait(text: str | None) -> float:
 
 # Shown only when a listed backup can be rolled forward (point-in-time recovery).
 PITR_COLUMN: output.Column = ("PITR until", "recoverable_until", human_time)
+# Shown only when a listed backup's copy to another destination failed (it stays Completed:
+# restorable from its primary destination).
+UPLOAD_COLUMN: output.Column = (
+    "Upload failed",
+    "failed_uploads",
+    lambda v: ", ".join(v) if v else "",
+)
 
 
 @app.command("create")
@@ -120,7 +127,10 @@ def list_(
         output.emit_document(shown)
         return
     pitr = any(r.get("recoverable_until") for r in shown)
-    output.emit_table(shown, LIST_COLUMNS + ([PITR_COLUMN] if pitr else []))
+    uploads = any(r.get("failed_uploads") for r in shown)
+    output.emit_table(
+        shown, LIST_COLUMNS + ([UPLOAD_COLUMN] if uploads else []) + ([PITR_COLUMN] if pitr else [])
+    )
     if len(shown) < len(records):
         output.message(f"({len(records) - len(shown)} more; use --all or --limit)")
 

@@ -27,7 +27,7 @@ from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher
 from backupctl.engine.state import StateDB
-from backupctl.engine.summary import summarize_job, summarize_manifest
+from backupctl.engine.summary import failed_uploads, summarize_job, summarize_manifest
 from backupctl.errors import (
     AmbiguousIdError,
     BackupctlError,
@@ -177,6 +177,7 @@ class Service:
             started=iso(started),
             comment=comment,
             destinations={name: {"state": "pending"} for name in dep.destinations},
+            location=self._location(primary),
         )
         writer: BlobWriter | None = None
         collector = CollectingReporter(self.reporter)
@@ -280,13 +281,14 @@ class Service:
         if remotes and dep.upload:
             states = self.upload_backup(backup_id, remotes)
             record["destinations"] = self.state.get_job(backup_id)["destinations"]  # type: ignore[index]
-            failed_uploads = {n: st for n, st in states.items() if st["state"] == "failed"}
-            if failed_uploads:
-                record["status"] = "Failed"
+            failed_states = {n: st for n, st in states.items() if st["state"] == "failed"}
+            if failed_states:
+                # Still Completed (its manifest is in the primary, restorable from there); the
+                # failed copies are named per destination, and the command fails.
+                record["failed_uploads"] = sorted(failed_states)
                 record["error"] = "; ".join(
-                    f"upload to {n} failed: {st['error']}" for n, st in failed_uploads.items()
+                    f"upload to {n} failed: {st['error']}" for n, st in failed_states.items()
                 )
-                self.state.update_job(backup_id, status="Failed", error=record["error"])
                 raise BackupFailedError(
                     f"backup {backup_id[:8]} is stored in {primary!r} but {record['error']}",
                     hint=f"fix the destination, then run `backupctl backup upload {backup_id[:8]}`",
@@ -364,7 +366,7 @@ class Service:
         self.state.update_job(
             record["id"],
             destinations=states,
-            status="Failed" if failed else "Completed",
+            status="Completed",  # the manifest is in the primary: a failed copy is named, not the backup
             error="; ".join(f"upload to {n} failed: {states[n]['error']}" for n in failed) or None,
         )
         return {n: states[n] for n in names}
@@ -430,21 +432,36 @@ class Service:
             deps = [deployment] if deployment else list(self.config.deployments)
             dest_names = list(dict.fromkeys(self.primary_destination(d) for d in deps))
         records: dict[str, dict[str, Any]] = {}
+        repo_ids: dict[str, str] = {}  # destination name -> id of the repository it holds
         for name in dest_names:
             try:
                 repo = self.repository(name)
             except NoRepositoryError:
                 continue
+            repo_ids[name] = repo.id
             for rec in self._repo_records(repo):
+                rec.setdefault("failed_uploads", [])  # summaries cached before the key existed
                 records[rec["id"]] = rec
         for job in self.state.jobs(deployment):
             known = records.get(job["id"])
             if known is not None:
-                known["destinations"] = job["destinations"]
-                if job["status"] == "Failed":  # stored in the primary, but an upload failed
-                    known["status"] = "Failed"
-                    known["error"] = job["error"]
-            elif job["status"] != "Completed" and destination is None:
+                # The manifest is the truth: the backup is Completed whatever its row says (a
+                # kill after the commit point); a contradicting row is corrected. A failed
+                # upload elsewhere is reported per destination, not as the backup's status.
+                primary = (
+                    self.primary_destination(job["deployment"])
+                    if job["deployment"] in self.config.deployments
+                    else None
+                )
+                settled = self.state.settle_job(job["id"], known, primary) or job
+                known["destinations"] = settled["destinations"]
+                known["failed_uploads"] = failed_uploads(settled["destinations"])
+                if known["failed_uploads"]:
+                    known["error"] = "; ".join(
+                        f"upload to {n} failed: {settled['destinations'][n].get('error')}"
+                        for n in known["failed_uploads"]
+                    )
+            elif job["status"] != "Completed" and destination is None and self._own_job(job, repo_ids):
                 records[job["id"]] = summarize_job(job)
         out = [r for r in records.values() if deployment is None or r["deployment"] == deployment]
         out.sort(key=lambda r: r["started"] or "", reverse=True)
@@ -455,6 +472,30 @@ class Service:
         except BackupctlError as exc:  # an invalid policy must not hide the backups
             self.reporter.emit(WarningEvent(f"cannot compute expiry dates: {exc.message}"))
         return out
+
+    def _own_job(self, job: dict[str, Any], repo_ids: dict[str, str]) -> bool:
+        """Whether a job row without a manifest belongs to this config's repositories.
+
+        The state database is per user, shared by every config file: a row is shown only
+        when its deployment is configured here and it ran against this deployment's primary
+        repository (by repository id, or by location when it failed before the repository
+        was opened). Rows of older versions that recorded neither are shown.
+        """
+        if job["deployment"] not in self.config.deployments:
+            return False
+        primary = self.primary_destination(job["deployment"])
+        if job.get("repository_id"):
+            return repo_ids.get(primary) == job["repository_id"]
+        if job.get("location"):
+            return job["location"] == self._location(primary)
+        return True
+
+    def _location(self, dest_name: str) -> str | None:
+        """Where a destination points (recorded with each job); None when it cannot be opened."""
+        try:
+            return self.destination(dest_name).location
+        except Exception:
+            return None
 
     def find_backup(
         self, id_prefix: str, destination: str | None = None, *, expiries: bool = True

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     hostname TEXT,
     destinations TEXT NOT NULL DEFAULT '{}',
-    repository_id TEXT
+    repository_id TEXT,
+    location TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_deployment ON jobs(deployment, started);
 CREATE TABLE IF NOT EXISTS manifest_cache (
@@ -67,7 +68,10 @@ _JOB_COLUMNS = (
     "hostname",
     "destinations",
     "repository_id",
+    "location",
 )
+# Columns added after the first release: (name, declaration), added to older databases on open.
+_ADDED_COLUMNS = (("location", "TEXT"),)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -89,6 +93,13 @@ class StateDB:
         self._local = threading.local()
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+                    except sqlite3.OperationalError:  # another process added it meanwhile
+                        pass
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -127,6 +138,42 @@ class StateDB:
         else:
             rows = self._conn().execute("SELECT * FROM jobs")
         return [self._job(r) for r in rows]
+
+    def settle_job(self, job_id: str, summary: dict[str, Any], primary: str | None) -> dict[str, Any] | None:
+        """Correct a job row that contradicts a manifest: the manifest is the truth.
+
+        A process killed after its commit point (manifest saved) leaves the row Running
+        (shown Failed once the process is gone) or Failed. Such a backup is Completed: the
+        row takes the manifest's figures, the primary destination is "stored", and uploads
+        that never ran are "not uploaded" (failed ones stay failed). A row of a process that
+        is still running is left to that process. Returns the corrected job (None: no row).
+        """
+        job = self.get_job(job_id)
+        if job is None or job["status"] == "Completed":
+            return job
+        if job["status"] in ("Running", "Queued"):  # alive: it finishes the row itself
+            return {**job, "status": "Completed", "error": None}
+        states: dict[str, Any] = dict(job["destinations"])
+        for name, state in states.items():
+            if state.get("state") in ("pending", "uploading"):
+                states[name] = {"state": "not uploaded"}
+        if primary is not None:
+            states[primary] = {"state": "stored"}
+        failed = [n for n, st in states.items() if st.get("state") == "failed"]
+        error = "; ".join(f"upload to {n} failed: {states[n].get('error')}" for n in failed) or None
+        fields = {
+            "status": "Completed",
+            "error": error,
+            "finished": summary.get("finished"),
+            "duration_s": summary.get("duration_s"),
+            "size_bytes": summary.get("size_bytes"),
+            "stored_bytes": summary.get("stored_bytes"),
+            "type": summary.get("type") or job["type"],
+            "repository_id": summary.get("repository_id") or job["repository_id"],
+            "destinations": states,
+        }
+        self.update_job(job_id, **fields)
+        return {**job, **fields}
 
     def delete_job(self, job_id: str) -> None:
         self._conn().execute("DELETE FROM jobs WHERE id = ?", (job_id,))

@@ -3,7 +3,11 @@
 Keys (documented in docs/cli.md; never renamed, only added):
 id, short_id, deployment, method, type, status, created_by, started, finished,
 duration_s, size_bytes, stored_bytes, files, expires, comment, warnings, error,
-parent, source_versions, hostname, destinations, repository_id.
+parent, source_versions, hostname, destinations, repository_id, failed_uploads.
+
+`status` is "Completed" exactly when the backup's manifest exists (it is restorable from
+its primary destination); `failed_uploads` names the destinations whose copy failed
+(their state and error are in `destinations`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ BACKUP_KEYS = (
     "hostname",
     "destinations",
     "repository_id",
+    "failed_uploads",
 )
+
+
+def failed_uploads(destinations: dict[str, Any]) -> list[str]:
+    """Destinations whose upload of the backup failed, sorted."""
+    return sorted(n for n, st in destinations.items() if (st or {}).get("state") == "failed")
 
 
 def summarize_manifest(m: dict[str, Any], repository_id: str) -> dict[str, Any]:
@@ -72,6 +82,7 @@ def summarize_manifest(m: dict[str, Any], repository_id: str) -> dict[str, Any]:
         "hostname": m.get("hostname", ""),
         "destinations": {},
         "repository_id": repository_id,
+        "failed_uploads": [],
     }
 
 
@@ -100,4 +111,5 @@ def summarize_job(job: dict[str, Any]) -> dict[str, Any]:
         "hostname": job["hostname"],
         "destinations": job["destinations"],
         "repository_id": job["repository_id"],
+        "failed_uploads": failed_uploads(job["destinations"]),
     }
