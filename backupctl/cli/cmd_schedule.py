@@ -50,8 +50,9 @@ UPCOMING_COLUMNS: list[output.Column] = [
 
 
 def _failed(row: dict[str, Any]) -> bool:
+    """A failed backup or sync, or a backup whose retention step did not run."""
     status = str(row.get("status", ""))
-    return status == "Failed" or status.startswith("failed")
+    return status == "Failed" or status.startswith("failed") or bool(row.get("retention_error"))
 
 
 def _render_runs(rows: list[dict[str, Any]]) -> None:
@@ -74,13 +75,26 @@ def run_due() -> None:
     Meant for cron or a systemd timer; running it twice in the same minute starts
     nothing twice. Deployments with `pitr: {binlog_sync: 5m}` also get their MariaDB/MySQL
     binary logs archived once per interval (rows of kind binlog_sync). Exit code 1 when a
-    backup or a sync failed. Example: * * * * * backupctl schedule run-due --quiet
+    backup or a sync failed, or when retention could not run after a backup (one line on
+    stderr, even with --quiet). Example: * * * * * backupctl schedule run-due --quiet
     """
     with CliReporter() as reporter:
         rows = Scheduler(context.service(reporter)).run_due()
     _render_runs(rows)
+    _report_retention(rows)
     if any(_failed(r) for r in rows):
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _report_retention(rows: list[dict[str, Any]]) -> None:
+    """One line on stderr per retention step that did not run, even with --quiet: old
+    backups that should be gone are still there, and cron must mail about it."""
+    for row in rows:
+        if row.get("retention_error"):
+            sys.stderr.write(
+                f"error: retention of {row['deployment']} did not run after backup "
+                f"{(row.get('backup_id') or '')[:8]}: {row['retention_error']}\n"
+            )
 
 
 @app.command("list")

@@ -14,7 +14,9 @@ One call of `run_due()`:
    (FTP) make this best effort, as `destination check` says;
 4. queues the runs (status Queued in `backup list`) and runs them, at most
    `settings.max_parallel_backups` at once and never two of one deployment;
-5. after each scheduled backup, applies its policy's retention to that deployment;
+5. after each scheduled backup, applies its policy's retention to that deployment; a
+   retention step that could not run (a lock, an error) fails that run: its row gets
+   `retention_error`, and `schedule run-due` exits non-zero;
 6. alongside, archives the binary logs of deployments with `pitr.binlog_sync` whose
    interval slot has come (engine.scheduled_sync; same made-up-once rule and lease).
 """
@@ -253,6 +255,7 @@ class Scheduler:
                 status="Queued",
                 created_by=item.policy_name,
                 started=iso(self.clock.now()),
+                location=self.service._location(self.service.primary_destination(item.deployment)),
             )
         # Syncs first in the queue: they are short, and a backup must not delay the archive.
         tasks: list[tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = self._queue_syncs(results)
@@ -298,13 +301,26 @@ class Scheduler:
                 backup_id=item.backup_id,
             )
         except BackupctlError as exc:
-            return {"status": "Failed", "error": exc.message}
-        outcome: dict[str, Any] = {"status": record["status"], "error": record.get("error")}
+            job = self.service.state.get_job(item.backup_id)
+            failed: dict[str, Any] = {"status": "Failed", "error": exc.message}
+            if job is not None and job["type"]:
+                failed["type"] = job["type"]  # what the run took (a full when none existed)
+            return failed
+        # The type the backup really took: an incremental with no full to build on is a full.
+        outcome: dict[str, Any] = {
+            "status": record["status"],
+            "error": record.get("error"),
+            "type": record["type"],
+        }
         try:
             pruned = self.apply_retention(item.deployment, dry_run=False)
             outcome["pruned"] = [d["id"] for d in pruned if d["action"] == "delete"]
         except BackupctlError as exc:
+            # A retention step that did not run fails the run (the backup itself stays Completed).
             outcome["retention_error"] = exc.message
+            outcome["error"] = "; ".join(
+                e for e in (outcome["error"], f"retention did not run: {exc.message}") if e
+            )
         return outcome
 
     # ---- retention -----------------------------------------------------------------

@@ -600,12 +600,18 @@ class Service:
             self.reporter.emit(InfoEvent(f"taking a safety backup of {dep_name!r} before overwriting it"))
             restore_reporter = self.reporter
             self.reporter = WarningsAsInfo(restore_reporter, "safety backup: ")
+            probe_id = uuid.uuid4().hex
             try:
                 safety = self.create_backup(
-                    dep_name, type="incremental", comment=f"safety backup before restoring {record['id'][:8]}"
+                    dep_name,
+                    type="incremental",
+                    comment=f"safety backup before restoring {record['id'][:8]}",
+                    backup_id=probe_id,
                 )
             except BackupctlError as exc:
                 if isinstance(exc.__cause__, NothingToBackUp):
+                    # A probe, not a backup: "nothing to overwrite" must not be listed as Failed.
+                    self.state.delete_job(probe_id)
                     self.reporter.emit(
                         InfoEvent(f"no safety backup: {exc.__cause__.message} (nothing to overwrite)")
                     )
