@@ -168,7 +168,6 @@ def _pair(world: World, a: list[str], b: list[str]) -> None:
     world.stats.rounds += 1
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 item 1 (racy: fails in some rounds)")
 def test_concurrent_create_create_on_an_empty_destination(tmp_path: Path) -> None:
     for r in range(4):
         world = World(tmp_path / f"w{r}", seed=20 + r, size_kb=300)
@@ -179,7 +178,6 @@ def test_concurrent_create_create_on_an_empty_destination(tmp_path: Path) -> Non
         assert_clean(world)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 1")
 def test_run_due_with_several_deployments_on_an_empty_destination(tmp_path: Path) -> None:
     for r in range(2):
         world = World(tmp_path / f"w{r}", deployments=("a", "b", "c"), seed=30 + r, size_kb=300)
@@ -204,7 +202,6 @@ def test_concurrent_create_and_prune(tmp_path: Path) -> None:
     assert_clean(world)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 item 3 (racy: needs the delete inside the upload)")
 def test_concurrent_upload_and_delete(tmp_path: Path) -> None:
     remote = {"type": "local", "path": str(tmp_path / "remote"), "fsync": False}
     world = world_with_backups(tmp_path / "w", 1, seed=50, remote=remote)
@@ -293,7 +290,6 @@ def test_kill_upload_to_s3_at_every_write(tmp_path: Path, request: pytest.Fixtur
     assert_clean(world)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 2")
 def test_run_due_behind_a_failing_destination(tmp_path: Path) -> None:
     """Failed backups in one run-due process must not make the later ones of the same process
     Completed but unrestorable."""
