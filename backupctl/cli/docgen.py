@@ -51,7 +51,7 @@ A backup record (`backup list` gives a list of them; `backup create` and `backup
 | `deployment` | string | deployment name |
 | `method` | string | `files`, `sqlite`, `pg_dump`, `pg_basebackup`, `mariadb-dump`, `mariabackup`; several joined by `,` |
 | `type` | string | `full` or `incremental` |
-| `status` | string | `Queued`, `Running`, `Completed` or `Failed` |
+| `status` | string | `Queued`, `Running`, `Completed` (its manifest exists: restorable from its primary destination) or `Failed` (never restorable) |
 | `created_by` | string | `manual` or the policy name |
 | `started`, `finished` | string | UTC, ISO 8601 (`2026-11-22T05:00:02.123Z`) |
 | `duration_s` | number | seconds |
@@ -61,12 +61,13 @@ A backup record (`backup list` gives a list of them; `backup create` and `backup
 | `expires` | string or null | when retention deletes it; null for manual backups |
 | `comment` | string | |
 | `warnings` | integer | number of warnings |
-| `error` | string or null | why a backup failed |
+| `error` | string or null | why a backup failed; for a Completed one, which upload failed |
 | `parent` | string or null | the backup an incremental one was based on |
 | `source_versions` | object | recorded versions (`pg_dump.server_version`, `sqlite.sqlite_version`...) |
 | `hostname` | string | where it was taken |
 | `destinations` | object | destination name -> `{"state": "stored"\\|"uploaded"\\|"failed"\\|"pending"\\|"not uploaded", "error": ...}` |
 | `repository_id` | string | the repository holding it |
+| `failed_uploads` | list of strings | destinations whose copy of a Completed backup failed (their error is in `destinations`); the table shows them as "Upload failed" |
 
 `backup list` adds `recoverable_until`: for a completed `pg_basebackup`/`mariabackup` backup whose
 deployment archives WAL or binary logs, the last continuously archived moment it can be rolled
