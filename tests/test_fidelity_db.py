@@ -4,8 +4,10 @@ an unrestorable one, against the real component (SQLite, PostgreSQL, MariaDB).""
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,101 @@ def test_mariadb_skip_name_resolve_backs_up_every_resolvable_account_and_restore
     assert restored.returncode == 0, str(restored)
     assert _mariadb_accounts(server) == accounts
     assert mariadb_fingerprint(server, "shop") == data
+
+
+# ---- physical restores: tar extraction on every Python the package supports ---------------
+
+
+def _tar_bytes(members: list[tuple[str, str, str]]) -> bytes:
+    """(name, kind, data-or-link-target) -> an uncompressed tar, as pg_basebackup streams one."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, value in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if kind == "file":
+                info.size, info.mode = len(value), 0o600
+                tar.addfile(info, io.BytesIO(value.encode()))
+                continue
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o700
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, value
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, value
+            elif kind == "chardev":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def _filter_modes() -> list[bool]:
+    return [False, True] if hasattr(tarfile, "data_filter") else [False]
+
+
+@pytest.mark.parametrize("python_filter", _filter_modes())
+def test_tar_extraction_writes_a_data_directory(tmp_path: Path, python_filter: bool) -> None:
+    from backupctl.sources.postgres import extract_tar_stream
+
+    data = _tar_bytes(
+        [
+            ("PG_VERSION", "file", "15\n"),
+            ("base", "dir", ""),
+            ("base/1", "dir", ""),
+            ("base/1/1259", "file", "x" * 9000),
+            ("pg_wal", "dir", ""),
+            ("current", "symlink", "base/1"),
+            ("base/1/again", "hardlink", "base/1/1259"),
+        ]
+    )
+    dest = tmp_path / "data"
+    dest.mkdir()
+    extract_tar_stream(io.BytesIO(data), dest, python_filter=python_filter)
+    assert (dest / "PG_VERSION").read_text() == "15\n"
+    assert (dest / "base/1/1259").read_text() == "x" * 9000
+    assert os.readlink(dest / "current") == "base/1"
+    assert (dest / "base/1/again").stat().st_ino == (dest / "base/1/1259").stat().st_ino
+    assert oct((dest / "base").stat().st_mode & 0o7777) == oct(0o700)
+
+
+@pytest.mark.parametrize("python_filter", _filter_modes())
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("../escaped", "file", "bad")],
+        [("/tmp/absolute-backupctl-test", "file", "bad")],
+        [("base", "dir", ""), ("base/../../escaped", "file", "bad")],
+        [("evil", "symlink", "/")],
+        [("evil", "symlink", "../..")],
+        [("ok", "dir", ""), ("ok/evil", "symlink", "../../outside")],
+        [("evil", "hardlink", "/etc/passwd")],
+        [("evil", "hardlink", "../outside")],
+        [("evil", "chardev", "")],
+    ],
+    ids=[
+        "dotdot",
+        "absolute",
+        "dotdot-inside",
+        "abs-symlink",
+        "symlink-up",
+        "nested-symlink-up",
+        "abs-hardlink",
+        "hardlink-up",
+        "device",
+    ],
+)
+def test_tar_extraction_refuses_members_outside_the_directory(
+    tmp_path: Path, members: list[tuple[str, str, str]], python_filter: bool
+) -> None:
+    from backupctl.errors import SourceError
+    from backupctl.sources.postgres import extract_tar_stream
+
+    outer = tmp_path / "outer"
+    dest = outer / "a" / "data"
+    dest.mkdir(parents=True)
+    with pytest.raises(SourceError, match="refusing"):
+        extract_tar_stream(io.BytesIO(_tar_bytes(members)), dest, python_filter=python_filter)
+    outside_dest = [p for p in outer.rglob("*") if p not in (outer / "a", dest) and dest not in p.parents]
+    assert not outside_dest, outside_dest
+    assert not Path("/tmp/absolute-backupctl-test").exists()
+    assert not [p for p in dest.rglob("*") if p.is_symlink() or p.name == "evil"]

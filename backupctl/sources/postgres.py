@@ -515,8 +515,7 @@ class PostgresSource(DatabaseSource):
             if entry.path != BASE_TAR:
                 request.reporter.emit(WarningEvent("not part of a base backup; skipped", path=entry.path))
                 continue
-            with tarfile.open(fileobj=ChunkReader(entry.chunks()), mode="r|") as tar:  # type: ignore[call-overload]
-                tar.extractall(dest, filter="tar")
+            extract_tar_stream(ChunkReader(entry.chunks()), dest)
             restored = True
         if not restored:
             raise SourceError(f"the backup holds no {BASE_TAR}")
@@ -577,6 +576,61 @@ def postgres_running(data_dir: Path) -> int | None:
     except PermissionError:
         pass
     return pid
+
+
+# TarFile.extractall(filter=...) arrived in 3.11.4 (and 3.8.17, 3.9.17, 3.10.12); Debian 12's
+# system Python is 3.11.2.
+HAS_TAR_FILTER = hasattr(tarfile, "data_filter")
+
+
+def extract_tar_stream(fileobj: Any, dest: Path, *, python_filter: bool = HAS_TAR_FILTER) -> None:
+    """Extract an uncompressed tar stream (read once, in order) into the directory `dest`.
+
+    Every member is checked before it is written, on every Python: no absolute name, nothing
+    that lands outside `dest` (`..`, or through a symbolic link extracted earlier), no
+    symbolic or hard link whose target is absolute or outside `dest`, no device node. A
+    member that fails raises SourceError ("refusing ...") before anything of it is written.
+    Owners and modes are kept (as root), without setuid/setgid/sticky bits or group/other
+    write bits. Where the Python has extraction filters (`python_filter`), its "tar"
+    filter runs as well.
+    """
+    root = os.path.realpath(dest)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return os.path.commonpath([real, root]) == root
+
+    def checked(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        for member in tar:
+            name = member.name
+            why = None
+            if name.startswith("/") or os.path.isabs(name):
+                why = "an absolute path"
+            elif not inside(os.path.join(root, name)):
+                why = "a path outside the directory"
+            elif member.issym() or member.islnk():
+                base = os.path.dirname(name) if member.issym() else ""
+                if os.path.isabs(member.linkname):
+                    why = f"a link to the absolute path {member.linkname!r}"
+                elif not inside(os.path.join(root, base, member.linkname)):
+                    why = f"a link outside the directory ({member.linkname!r})"
+            elif member.ischr() or member.isblk():
+                why = "a device node"
+            elif not (member.isreg() or member.isdir() or member.isfifo()):
+                why = "an entry of an unknown type"
+            if why:
+                raise SourceError(
+                    f"refusing to extract {name!r} from the backup: {why}",
+                    hint="the backup's tar is not a data directory written by pg_basebackup",
+                )
+            member.mode &= 0o755
+            yield member
+
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        if python_filter:
+            tar.extractall(dest, members=checked(tar), filter="tar")  # type: ignore[call-arg]
+        else:
+            tar.extractall(dest, members=checked(tar))
 
 
 def clear_dir(path: Path) -> None:
