@@ -22,6 +22,7 @@ from backupctl.cli.progress import CliReporter
 from backupctl.engine import pitr, policies
 from backupctl.engine.service import Service
 from backupctl.errors import AbortedError, ConfigError
+from backupctl.tempdir import run_dir
 
 app = typer.Typer(
     help="Backup policies: when deployments are backed up and which backups are kept.",
@@ -364,7 +365,8 @@ def edit(
 
 def _run_editor(text: str, name: str) -> str:
     editor = os.environ.get("EDITOR") or "vi"
-    fd, tmp = tempfile.mkstemp(prefix=f"backupctl-policy-{name}-", suffix=".yaml")
+    # In this run's private directory (backupctl/tempdir.py): removed by the next run if killed.
+    fd, tmp = tempfile.mkstemp(prefix=f"policy-{name}-", suffix=".yaml", dir=run_dir())
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
