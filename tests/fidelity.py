@@ -320,28 +320,37 @@ def snapshot(root: Path) -> dict[bytes, dict[str, Any]]:
 SPARSE_SLACK = 64 << 10
 
 
-def differences(expected: dict[bytes, dict[str, Any]], actual: dict[bytes, dict[str, Any]]) -> list[str]:
-    """Every difference between two snapshots, one line each (empty when identical)."""
-    diffs: list[str] = []
+def difference_items(
+    expected: dict[bytes, dict[str, Any]], actual: dict[bytes, dict[str, Any]]
+) -> list[tuple[bytes, str, str]]:
+    """Every difference as (path, what, description); `what` is a snapshot key, "missing"
+    or "unexpected"."""
+    out: list[tuple[bytes, str, str]] = []
     for rel in sorted(set(expected) - set(actual)):
-        diffs.append(f"missing: {rel!r}")
+        out.append((rel, "missing", f"missing: {rel!r}"))
     for rel in sorted(set(actual) - set(expected)):
-        diffs.append(f"unexpected: {rel!r}")
+        out.append((rel, "unexpected", f"unexpected: {rel!r}"))
     for rel in sorted(set(expected) & set(actual)):
         want, got = expected[rel], actual[rel]
         for key in sorted(set(want) | set(got)):
             if key == "sparse_allocated":
                 if key in want and got.get(key, got.get("size", 0)) > want[key] + SPARSE_SLACK:
-                    diffs.append(
-                        f"{rel!r}: allocated {got.get(key, 'all')} bytes, was {want[key]} (holes lost)"
+                    allocated = got.get(key, "all")
+                    out.append(
+                        (rel, key, f"{rel!r}: allocated {allocated} bytes, was {want[key]} (holes lost)")
                     )
                 continue
             if want.get(key) != got.get(key):
                 w, g = want.get(key), got.get(key)
                 if key == "mode" and w is not None and g is not None:
                     w, g = oct(w), oct(g)
-                diffs.append(f"{rel!r}: {key} {g!r}, expected {w!r}")
-    return diffs
+                out.append((rel, key, f"{rel!r}: {key} {g!r}, expected {w!r}"))
+    return out
+
+
+def differences(expected: dict[bytes, dict[str, Any]], actual: dict[bytes, dict[str, Any]]) -> list[str]:
+    """Every difference between two snapshots, one line each (empty when identical)."""
+    return [text for _rel, _what, text in difference_items(expected, actual)]
 
 
 def assert_same(expected: dict[bytes, dict[str, Any]], actual: dict[bytes, dict[str, Any]]) -> None:
