@@ -11,8 +11,10 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 from backupctl.engine.items import Item, read_items
+from backupctl.errors import ExitCode, RestoreIncompleteError
 from backupctl.repo.repository import Repository
 from backupctl.sources.base import RestoreEntry
 
@@ -76,3 +78,40 @@ class Prefetcher:
             rdev=item.rdev,
             sparse=item.sparse,
         )
+
+
+def entry_count(src: dict[str, object]) -> int:
+    """How many entries a stored source holds (its files and directories)."""
+    return int(src.get("files", 0) or 0) + int(src.get("dirs", 0) or 0)  # type: ignore[call-overload]
+
+
+def restore_stopped(
+    exc: RestoreIncompleteError,
+    written_before: int,
+    total: int,
+    target_dir: Path | None,
+    safety_id: str | None,
+) -> RestoreIncompleteError:
+    """The one-line error for a restore that stopped part-way: what was written, where, why,
+    and what state that leaves (the target is incomplete; in place, each file old or new)."""
+    written = written_before + exc.written
+    verb = "interrupted" if exc.exit_code == ExitCode.INTERRUPTED else "stopped"
+    if target_dir is not None:
+        message = (
+            f"restore {verb} after writing {written} of {total} entries into {target_dir}: "
+            f"{exc.cause}; the target is incomplete"
+        )
+        hint = f"fix the cause and restore again, or remove {target_dir}"
+    else:
+        message = (
+            f"restore {verb} after writing {written} of {total} entries in place: {exc.cause}; "
+            "the rest is as it was (every file written is whole)"
+        )
+        hint = (
+            f"undo with `backupctl backup restore {safety_id[:8]} --yes`, or fix the cause and restore again"
+            if safety_id
+            else "fix the cause and restore again"
+        )
+    return RestoreIncompleteError(
+        message, hint=hint, written=written, cause=exc.cause, exit_code=exc.exit_code
+    )

@@ -25,7 +25,7 @@ from backupctl.destinations.faulty import from_env as faults_from_env
 from backupctl.destinations.retry import RetryingDestination
 from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.policy_records import fill_expiries
-from backupctl.engine.restorer import Prefetcher
+from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.engine.state import StateDB
 from backupctl.engine.summary import failed_uploads, summarize_job, summarize_manifest
 from backupctl.errors import (
@@ -36,6 +36,7 @@ from backupctl.errors import (
     IntegrityError,
     NoRepositoryError,
     NotFoundError,
+    RestoreIncompleteError,
 )
 from backupctl.events import (
     CollectingReporter,
@@ -631,10 +632,18 @@ class Service:
         repo.load_index()
         self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
         prefetcher = Prefetcher(repo)
+        written, total = 0, sum(entry_count(s) for s in manifest["sources"])
         try:
             for i, src in enumerate(manifest["sources"]):
                 source = self._restore_source(src, dep, i)
-                self.restore_stored_source(repo, manifest, src, source, prefetcher, target_dir, extra_info)
+                try:
+                    self.restore_stored_source(
+                        repo, manifest, src, source, prefetcher, target_dir, extra_info
+                    )
+                except RestoreIncompleteError as exc:  # say what was and was not written
+                    safety_id = safety["id"] if safety else None
+                    raise restore_stopped(exc, written, total, target_dir, safety_id) from exc
+                written += entry_count(src)
         finally:
             prefetcher.close()
         self.reporter.emit(Finished("restore", record["id"]))

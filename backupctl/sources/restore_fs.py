@@ -1,25 +1,51 @@
 """Writing restored entries to a filesystem: shared by the `files` and `sqlite` sources.
 
-Each entry lands at `<root>/<entry path>`, where root is the restore target or `/`
-for an in-place restore. In place, every regular file is written to a temporary name
-and renamed over the old one, so a reader sees either the old or the new file. Owner
-is restored when running as root (by name if the name exists here, else by number);
-directory metadata is applied last, deepest first, so writing files does not bump
-their mtimes.
+Each entry lands at `<root>/<entry path>`, where root is the restore target or `/` for an
+in-place restore. Guarantees (docs/design.md, "Restore"):
+
+* Nothing is written outside root. Paths are walked one component at a time from a file
+  descriptor of root (openat with O_NOFOLLOW | O_DIRECTORY, as tar and restic do), and
+  every change is made relative to the descriptor of its directory, so a symlink below
+  root is never followed: not one left in a non-empty --target, not one the backup itself
+  holds (a Capistrano `current` link), not one that replaced a directory after the backup.
+  Where the backup needs a directory (a directory entry, or the parent of other entries),
+  whatever else stands there - a symlink, a file - is replaced by a directory; a symlink
+  from the backup itself that is replaced this way is named in a warning. The one
+  exception, in place only: a symlink the backup does not replace - one this restore has
+  just recreated from the backup, or one above the backed-up paths that the backup does not
+  describe (`/var -> /private/var`) - is followed, because that is where the backup read
+  the entries below it from.
+* Every regular file, symlink, hard link and special file is made under a short temporary
+  name in its directory (`.bkctl-<random>.tmp`, created O_EXCL 0600, so any name up to
+  NAME_MAX restores) and renamed over the old one: a reader, an interrupted or a failed
+  restore sees the old or the new version, never a truncated one. On failure the temporary
+  file is removed; a kill -9 can leave one, recognisable by that name.
+* A restore that stops part-way raises RestoreIncompleteError saying how many entries were
+  written (`written`): the engine turns it into "N of M entries".
+* Owner is restored when running as root (by name if the name exists here, else by
+  number); directory metadata is applied last, deepest first, so writing files does not
+  bump their mtimes.
+
+To restore a new kind of entry, add a `_restore_<kind>` method (see `_handlers`); open
+paths only through `_parent_fd`/`_open_dir` and set metadata only in `_set_meta`.
 """
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
+import secrets
 import shutil
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import lru_cache
 from pathlib import Path
 
+from backupctl.errors import BackupctlError, ExitCode, RestoreIncompleteError
 from backupctl.events import Progress, Reporter, WarningEvent
 from backupctl.sources.base import RestoreEntry
 from backupctl.sources.restore_meta import SPECIAL_KINDS, apply_xattrs, make_special, write_content
@@ -29,6 +55,12 @@ from backupctl.sources.restore_meta import SPECIAL_KINDS, apply_xattrs, make_spe
 # creating files is serialised in the kernel per directory, and the GIL hand-offs between
 # writers cost more than the overlap gains.
 _WRITERS = 1
+
+TEMP_PREFIX = ".bkctl-"  # temporary names: TEMP_PREFIX + 12 hex digits + TEMP_SUFFIX
+TEMP_SUFFIX = ".tmp"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# Raised by openat(O_NOFOLLOW | O_DIRECTORY) on a symlink or on something not a directory.
+_NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR)
 
 
 @lru_cache(maxsize=4096)
@@ -51,12 +83,17 @@ def _gid_of(group: str, gid: int) -> int:
     return gid
 
 
-def _uid(entry: RestoreEntry) -> int:
-    return _uid_of(entry.user, entry.uid)
+def _temp_name() -> str:
+    return f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
 
 
-def _gid(entry: RestoreEntry) -> int:
-    return _gid_of(entry.group, entry.gid)
+class _EntryFailed(Exception):
+    """Writing one entry failed (OSError, or damaged data while reading its content)."""
+
+    def __init__(self, path: str, error: OSError | BackupctlError) -> None:
+        super().__init__(path, error)
+        self.path = path
+        self.error = error
 
 
 class FsRestorer:
@@ -67,122 +104,405 @@ class FsRestorer:
         self.in_place = target_dir is None
         self.reporter = reporter
         self.is_root = os.geteuid() == 0
-        self.files = 0
+        self.files = 0  # non-directory entries written (progress)
         self.bytes = 0
+        self.written = 0  # entries of every kind written completely
         self._count_lock = threading.Lock()
-        self._made: set[str] = set()  # directories known to exist
+        self._root_fd = -1
+        # The open directories of the current path: _chain_fds[0] is root, _chain_fds[i + 1]
+        # is the directory _chain_names[i]. Entries come in tree order, so most entries
+        # reuse the whole chain and a path costs one openat per new directory.
+        self._chain_names: list[str] = []
+        self._chain_fds: list[int] = []
+        self._dirs: set[str] = set()  # directory entries of this backup seen so far
+        self._links: set[str] = set()  # symlinks recreated from this backup
+        self._dir_entries: list[tuple[list[str], RestoreEntry]] = []
+        # Each returns whether it wrote the entry (False: skipped with a warning).
+        self._handlers: dict[str, Callable[[list[str], RestoreEntry], bool]] = {
+            "dir": self._restore_dir,
+            "symlink": self._restore_symlink,
+            "hardlink": self._restore_hardlink,
+            **{kind: self._restore_special for kind in SPECIAL_KINDS},
+        }
 
-    def _dest(self, rel: str) -> Path | None:
-        parts = rel.split("/")
-        if rel.startswith("/") or ".." in parts:
-            self.reporter.emit(WarningEvent("skipped: unsafe path in backup", rel))
-            return None
-        return self.root / rel
+    # ---- the restore loop ------------------------------------------------------------
 
     def restore(self, entries: Iterator[RestoreEntry]) -> None:
         """Write entries; regular files go to the writer thread (so writing overlaps with
-        reading the item stream), everything else is done in order here."""
-        dirs: list[tuple[Path, RestoreEntry]] = []
-        pending: set[Future[None]] = set()
+        reading the item stream), everything else is done in order here. Raises
+        RestoreIncompleteError if it stops before the last entry."""
+        pending: dict[Future[None], int] = {}  # a file being written -> its directory fd
         pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="write")
 
         def settle(limit: int) -> None:
-            nonlocal pending
             while len(pending) > limit:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
+                    del pending[fut]
                     fut.result()  # a writer's error stops the restore here
 
+        current = ""
         try:
+            self._root_fd = self._open_root()
+            self._chain_fds = [self._root_fd]
             for entry in entries:
-                dest = self._dest(entry.path)
-                if dest is None:
+                current = entry.path
+                parts = self._parts(entry.path)
+                if parts is None:
                     continue
-                if entry.kind == "dir":
-                    self._mkdir(dest)
-                    dirs.append((dest, entry))
-                    continue
-                self._mkdir(dest.parent)
-                if entry.kind == "file":
-                    pending.add(pool.submit(self._write_file, dest, entry))
-                    settle(_WRITERS * 4)
-                elif entry.kind == "symlink":
-                    self._replace_with(dest, lambda p, e=entry: os.symlink(e.target, p))
-                    self._set_meta(dest, entry, symlink=True)
-                elif entry.kind == "hardlink":
-                    first = self._dest(entry.target)
-                    if first is not None:
-                        settle(0)  # the first link must be written before linking to it
-                        self._replace_with(dest, lambda p, f=first: os.link(f, p))
-                elif entry.kind in SPECIAL_KINDS:
-                    self._make_special(dest, entry)
-                with self._count_lock:
-                    self.files += 1
+                try:
+                    if entry.kind == "file":
+                        dir_fd = os.dup(self._parent_fd(parts))
+                        pending[pool.submit(self._write_file, dir_fd, parts, entry)] = dir_fd
+                        settle(_WRITERS * 4)
+                    elif entry.kind not in self._handlers:
+                        self._warn(f"skipped: cannot restore a {entry.kind} entry", entry.path)
+                    else:
+                        if entry.kind == "hardlink":
+                            settle(0)  # the first link must be written before linking to it
+                        if self._handlers[entry.kind](parts, entry):
+                            self._count_entry(entry.kind != "dir")
+                except OSError as exc:
+                    raise _EntryFailed(entry.path, exc) from exc
                 self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
             settle(0)
-        finally:
+            current = ""
+            self._finish_dirs()
+        except BaseException as exc:
             pool.shutdown(wait=True, cancel_futures=True)
-        for dest, entry in reversed(dirs):
-            self._set_meta(dest, entry)
+            for fut, dir_fd in pending.items():
+                if fut.cancelled():  # never started: its directory fd is still open
+                    os.close(dir_fd)
+            raise self._stopped(exc, current) from exc
+        finally:
+            pool.shutdown(wait=True)
+            self._close_chain(0)
+            if self._root_fd >= 0:
+                os.close(self._root_fd)
+                self._root_fd = -1
 
-    def _mkdir(self, path: Path) -> None:
-        key = str(path)
-        if key not in self._made:
-            path.mkdir(parents=True, exist_ok=True)
-            self._made.add(key)
-
-    def _replace_with(self, dest: Path, make: object) -> None:
-        tmp = dest.with_name(f".{dest.name}.backupctl-restore")
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        make(tmp)  # type: ignore[operator]
-        os.replace(tmp, dest)
-
-    def _write_file(self, dest: Path, entry: RestoreEntry) -> None:
-        # Written under a temporary name and renamed: an interrupted or failed restore
-        # never leaves a truncated file under the real name.
-        target = dest.with_name(f".{dest.name}.backupctl-restore")
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_content(fd, entry.chunks(), entry.sparse, self._count_bytes)
-        except BaseException:
-            os.close(fd)
-            target.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        self._set_meta(target, entry)
-        try:
-            os.replace(target, dest)
-        except IsADirectoryError:  # a directory where the backup has a file (in place)
-            shutil.rmtree(dest)
-            os.replace(target, dest)
+    def _count_entry(self, is_file: bool) -> None:
+        with self._count_lock:
+            self.written += 1
+            if is_file:
+                self.files += 1
 
     def _count_bytes(self, n: int) -> None:
         with self._count_lock:
             self.bytes += n
 
-    def _make_special(self, dest: Path, entry: RestoreEntry) -> None:
-        try:
-            self._replace_with(dest, lambda p: make_special(p, entry))
-        except PermissionError as exc:  # device nodes need root
-            self.reporter.emit(WarningEvent(f"cannot create {entry.kind}: {exc.strerror}", entry.path))
-            return
-        self._set_meta(dest, entry)
+    def _warn(self, message: str, path: str) -> None:
+        self.reporter.emit(WarningEvent(message, path))
 
-    def _set_meta(self, path: Path, entry: RestoreEntry, symlink: bool = False) -> None:
+    def _shown(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def _stopped(self, exc: BaseException, current: str) -> RestoreIncompleteError:
+        """The error that says how far the restore got and why it stopped."""
+        code = ExitCode.FAILED
+        if isinstance(exc, KeyboardInterrupt):
+            cause, code = "interrupted", ExitCode.INTERRUPTED
+        elif isinstance(exc, _EntryFailed):
+            error = exc.error
+            if isinstance(error, BackupctlError):
+                cause, code = f"{self._shown(exc.path)}: {error.message}", error.exit_code
+            else:
+                cause = f"{self._shown(exc.path)}: {error.strerror or error}"
+        elif isinstance(exc, RestoreIncompleteError):
+            return exc
+        elif isinstance(exc, BackupctlError):
+            cause, code = exc.message, exc.exit_code
+            if current:
+                cause = f"{self._shown(current)}: {cause}"
+        elif isinstance(exc, OSError):
+            cause = f"{exc.filename or self.root}: {exc.strerror or exc}"
+        else:
+            cause = f"internal error: {type(exc).__name__}: {exc}"
+        where = f"into {self.root}" if not self.in_place else "in place"
+        verb = "interrupted" if code == ExitCode.INTERRUPTED else "stopped"
+        return RestoreIncompleteError(
+            f"restore {verb} after writing {self.written} entries {where}: {cause}",
+            written=self.written,
+            cause=cause,
+            exit_code=code,
+        )
+
+    # ---- walking paths without following symlinks ------------------------------------
+
+    def _parts(self, rel: str) -> list[str] | None:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            self._warn("skipped: unsafe path in backup", rel)
+            return None
+        return parts
+
+    def _open_root(self) -> int:
+        if not self.in_place:
+            os.makedirs(self.root, exist_ok=True)  # the target itself is the user's choice
+        return os.open(self.root, _DIR_FLAGS)
+
+    def _close_chain(self, keep: int) -> None:
+        """Close the chain's directories deeper than its first `keep` names."""
+        while len(self._chain_names) > keep:
+            self._chain_names.pop()
+            os.close(self._chain_fds.pop())
+
+    def _parent_fd(self, parts: list[str]) -> int:
+        """The fd of the directory that holds parts[-1], creating missing directories.
+        Owned by the chain: valid until the next call; dup it to keep it."""
+        dirs = parts[:-1]
+        names = self._chain_names
+        n = 0
+        while n < len(dirs) and n < len(names) and names[n] == dirs[n]:
+            n += 1
+        self._close_chain(n)
+        for i in range(n, len(dirs)):
+            fd = self._step(self._chain_fds[-1], dirs[i], "/".join(dirs[: i + 1]), create=True)
+            self._chain_names.append(dirs[i])
+            self._chain_fds.append(fd)
+        return self._chain_fds[-1]
+
+    def _open_dir(self, parts: list[str]) -> int:
+        """A new fd of the existing directory `parts` (root for []), walked like _parent_fd
+        but outside the chain; the caller closes it."""
+        fd = os.dup(self._root_fd)
+        for i, name in enumerate(parts):
+            try:
+                nxt = self._step(fd, name, "/".join(parts[: i + 1]), create=False)
+            finally:
+                os.close(fd)
+            fd = nxt
+        return fd
+
+    def _step(self, dir_fd: int, name: str, rel: str, *, create: bool) -> int:
+        """Open the directory `name` in dir_fd. Never follows a symlink, except in place one
+        the backup does not replace by a directory (the module docstring says which)."""
+        follow = self.in_place and rel not in self._dirs
+        flags = _DIR_FLAGS if follow else _DIR_FLAGS | os.O_NOFOLLOW
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT and create:
+                try:
+                    os.mkdir(name, 0o777, dir_fd=dir_fd)
+                except FileExistsError:  # a dangling symlink
+                    self._make_dir_over(dir_fd, name, rel)
+            elif exc.errno in _NOT_A_DIR and create:
+                self._make_dir_over(dir_fd, name, rel)
+            else:
+                raise
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+
+    def _make_dir_over(self, dir_fd: int, name: str, rel: str) -> None:
+        """Replace the non-directory at `name` (a symlink, a file) by a new directory."""
+        if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return
+        if rel in self._links:
+            self._links.discard(rel)
+            self._warn(
+                "restored as a directory: this backup holds a symlink here and also entries "
+                "below it (read through the link); the link is not followed",
+                rel,
+            )
+        os.unlink(name, dir_fd=dir_fd)
+        os.mkdir(name, 0o777, dir_fd=dir_fd)
+        self._dirs.add(rel)  # from now on it must stay a directory: never followed
+
+    # ---- one method per kind of entry ------------------------------------------------
+
+    def _restore_dir(self, parts: list[str], entry: RestoreEntry) -> bool:
+        parent = self._parent_fd(parts)
+        self._dirs.add(entry.path)
+        fd = self._step(parent, parts[-1], entry.path, create=True)
+        self._chain_names.append(parts[-1])  # its entries come next
+        self._chain_fds.append(fd)
+        self._dir_entries.append((parts, entry))
+        return True
+
+    def _finish_dirs(self) -> None:
+        """Directory metadata, deepest first, after everything inside was written."""
+        for parts, entry in reversed(self._dir_entries):
+            parent = self._open_dir(parts[:-1])
+            try:
+                fd = os.open(parts[-1], _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+                try:
+                    self._set_meta(entry, parent, parts[-1], fd=fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise _EntryFailed(entry.path, exc) from exc
+            finally:
+                os.close(parent)
+        self._dir_entries.clear()
+
+    def _write_file(self, dir_fd: int, parts: list[str], entry: RestoreEntry) -> None:
+        """In the writer thread: content to a temporary file in dir_fd, renamed over."""
+        try:
+            name = parts[-1]
+            tmp, fd = self._create_temp(dir_fd)
+            try:
+                try:
+                    write_content(fd, entry.chunks(), entry.sparse, self._count_bytes)
+                    self._set_meta(entry, dir_fd, tmp, fd=fd)
+                finally:
+                    os.close(fd)
+                self._rename_over(dir_fd, tmp, name)
+            except BaseException:
+                _unlink_quietly(dir_fd, tmp)
+                raise
+            self._count_entry(True)
+        except (OSError, BackupctlError) as exc:
+            raise _EntryFailed(entry.path, exc) from exc
+        finally:
+            os.close(dir_fd)
+
+    def _restore_symlink(self, parts: list[str], entry: RestoreEntry) -> bool:
+        if entry.path in self._dirs:
+            self._warn("skipped: this backup holds both a directory and a symlink here", entry.path)
+            return False
+        parent = self._parent_fd(parts)
+        made = self._make_temp(
+            parent, parts[-1], entry, lambda tmp: os.symlink(entry.target, tmp, dir_fd=parent), keep_dirs=True
+        )
+        if made:
+            self._links.add(entry.path)
+        return made
+
+    def _restore_hardlink(self, parts: list[str], entry: RestoreEntry) -> bool:
+        first = self._parts(entry.target)
+        if first is None:
+            return False
+        source = self._open_dir(first[:-1])
+        try:
+            parent = self._parent_fd(parts)
+            return self._make_temp(
+                parent,
+                parts[-1],
+                None,
+                lambda tmp: os.link(
+                    first[-1], tmp, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False
+                ),
+            )
+        finally:
+            os.close(source)
+
+    def _restore_special(self, parts: list[str], entry: RestoreEntry) -> bool:
+        parent = self._parent_fd(parts)
+        try:
+            return self._make_temp(
+                parent, parts[-1], entry, lambda tmp: make_special(tmp, entry, dir_fd=parent)
+            )
+        except PermissionError as exc:  # device nodes need root
+            self._warn(f"cannot create {entry.kind}: {exc.strerror}", entry.path)
+            return False
+
+    # ---- temporary names, renames, metadata ------------------------------------------
+
+    def _create_temp(self, dir_fd: int) -> tuple[str, int]:
+        while True:
+            tmp = _temp_name()
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                return tmp, os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+
+    def _make_temp(
+        self,
+        dir_fd: int,
+        name: str,
+        entry: RestoreEntry | None,
+        make: Callable[[str], None],
+        keep_dirs: bool = False,
+    ) -> bool:
+        """make(tmp) creates a non-regular entry at a new temporary name in dir_fd; its
+        metadata is set (unless entry is None: a hard link shares its first path's) and it
+        is renamed over `name`. With keep_dirs, a non-empty directory at `name` is kept
+        (returns False, with a warning)."""
+        while True:
+            tmp = _temp_name()
+            try:
+                make(tmp)
+                break
+            except FileExistsError:
+                continue
+        try:
+            if entry is not None:
+                self._set_meta(entry, dir_fd, tmp)
+            if self._rename_over(dir_fd, tmp, name, keep_dirs):
+                return True
+            self._warn(
+                "not replaced: a directory with content stands where the backup has a "
+                f"{entry.kind if entry else 'hard link'}; remove it and restore again",
+                entry.path if entry else name,
+            )
+            _unlink_quietly(dir_fd, tmp)
+            return False
+        except BaseException:
+            _unlink_quietly(dir_fd, tmp)
+            raise
+
+    def _rename_over(self, dir_fd: int, tmp: str, name: str, keep_dirs: bool = False) -> bool:
+        """Rename tmp over name. A directory at name (in place: the backup has something
+        else there) is removed first - only if empty with keep_dirs (a symlink may stand for
+        a directory above the backed-up paths, /lib -> usr/lib, whose content the backup
+        does not hold). Returns False if a directory was kept."""
+        try:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if keep_dirs:
+            try:
+                os.rmdir(name, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return False
+                raise
+        else:
+            # rmtree with dir_fd walks by fds: never follows a symlink inside the directory.
+            shutil.rmtree(name, dir_fd=dir_fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return True
+
+    def _set_meta(self, entry: RestoreEntry, dir_fd: int, name: str, fd: int | None = None) -> None:
+        """Owner, mode, xattrs and mtime of the entry just made at `name` in dir_fd (through
+        `fd` when open); never through a symlink. The one place metadata is applied."""
+        symlink = entry.kind == "symlink"
         if self.is_root:
             try:
-                os.chown(path, _uid(entry), _gid(entry), follow_symlinks=not symlink)
+                if fd is not None:
+                    os.chown(fd, _uid_of(entry.user, entry.uid), _gid_of(entry.group, entry.gid))
+                else:
+                    os.chown(
+                        name,
+                        _uid_of(entry.user, entry.uid),
+                        _gid_of(entry.group, entry.gid),
+                        dir_fd=dir_fd,
+                        follow_symlinks=False,
+                    )
             except OSError as exc:
-                self.reporter.emit(WarningEvent(f"cannot set owner: {exc.strerror}", entry.path))
-        if not symlink:
-            os.chmod(path, entry.mode)
+                self._warn(f"cannot set owner: {exc.strerror}", entry.path)
+        if fd is not None:
+            os.chmod(fd, entry.mode)
+        elif not symlink:  # a FIFO or device node just made here: not a symlink
+            os.chmod(name, entry.mode, dir_fd=dir_fd)
         if entry.xattrs or self.exact_xattrs:  # after chown and chmod: capabilities survive
-            for problem in apply_xattrs(path, entry, exact=self.exact_xattrs):
-                self.reporter.emit(WarningEvent(problem, entry.path))
+            # /proc/self/fd/N/name: the entry itself, reached through its directory's fd.
+            for problem in apply_xattrs(f"/proc/self/fd/{dir_fd}/{name}", entry, exact=self.exact_xattrs):
+                self._warn(problem, entry.path)
         try:
-            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=not symlink)
+            if fd is not None:
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            else:
+                os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
         except (OSError, NotImplementedError):
             pass
+
+
+def _unlink_quietly(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
