@@ -58,6 +58,31 @@ def test_relative_source_path_is_refused(tmp_path: Path, make_deployment: Any, s
     helpers.assert_one_line_error(result, ExitCode.CONFIG, "paths", "absolute")
 
 
+def test_in_place_restore_brings_back_a_deleted_source_path(tmp_path: Path, make_deployment: Any) -> None:
+    """Restoring a deleted directory is the common case: the safety backup taken first must
+    not fail because a configured path is missing (there is nothing there to overwrite)."""
+    kept, deleted = tmp_path / "kept", tmp_path / "deleted"
+    for root in (kept, deleted):
+        root.mkdir()
+        (root / "f").write_text(root.name)
+    before = {root: fidelity.snapshot(root) for root in (kept, deleted)}
+    dep = make_deployment([{"type": "files", "paths": [str(kept), str(deleted)]}])
+    backup_id = _backup_clean(dep)
+    shutil.rmtree(deleted)
+    result = dep.ok("backup", "restore", backup_id, "--yes")
+    assert "safety backup" in result.stderr + result.stdout
+    for root in (kept, deleted):
+        fidelity.assert_same(before[root], fidelity.snapshot(root))
+    shutil.rmtree(kept)
+    shutil.rmtree(deleted)  # every path gone: no safety backup needed, the restore still works
+    dep.ok("backup", "restore", backup_id, "--yes")
+    for root in (kept, deleted):
+        fidelity.assert_same(before[root], fidelity.snapshot(root))
+    # An ordinary backup still refuses a missing path.
+    shutil.rmtree(deleted)
+    helpers.assert_one_line_error(dep.run("backup", "create", "app"), ExitCode.FAILED, str(deleted))
+
+
 def test_dangling_symlink_as_top_level_path_is_stored(tmp_path: Path, make_deployment: Any) -> None:
     """A top-level path that is a dangling symlink exists: it is stored as a link, not refused."""
     src = tmp_path / "src"

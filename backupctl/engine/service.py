@@ -159,14 +159,18 @@ class Service:
         comment: str = "",
         created_by: str = "manual",
         backup_id: str | None = None,
+        safety: bool = False,
     ) -> dict[str, Any]:
-        """Take a backup; returns its record. Raises BackupFailedError (recorded as Failed)."""
+        """Take a backup; returns its record. Raises BackupFailedError (recorded as Failed).
+        `safety`: the safety backup before an in-place restore (Source.safety_backup)."""
         dep = self.deployment(deployment)
         primary = self.primary_destination(deployment)
         backup_id = backup_id or uuid.uuid4().hex
         started = self.now()
         t0 = time.monotonic()
         sources = [self.build_source(opts) for opts in dep.sources]
+        for source in sources:
+            source.safety_backup = safety
         method = ",".join(dict.fromkeys(s.method for s in sources))
         self.state.insert_job(
             id=backup_id,
@@ -608,6 +612,7 @@ class Service:
                     type="incremental",
                     comment=f"safety backup before restoring {record['id'][:8]}",
                     backup_id=probe_id,
+                    safety=True,
                 )
             except BackupctlError as exc:
                 if isinstance(exc.__cause__, NothingToBackUp):

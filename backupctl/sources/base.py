@@ -133,6 +133,9 @@ class Source(abc.ABC):
     def __init__(self, options: SourceOptions, reporter: Reporter | None = None) -> None:
         self.options = options
         self.reporter: Reporter = reporter or NullReporter()
+        # Set by the engine for the safety backup before an in-place restore: data that does
+        # not exist is nothing to overwrite, so a source may skip it instead of failing.
+        self.safety_backup = False
 
     @property
     @abc.abstractmethod

@@ -33,7 +33,14 @@ from pydantic import Field, field_validator
 
 from backupctl.errors import SourceError
 from backupctl.events import WarningEvent
-from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SkipEntry, Source, SourceOptions
+from backupctl.sources.base import (
+    Entry,
+    RestoreEntry,
+    RestoreRequest,
+    SkipEntry,
+    Source,
+    SourceOptions,
+)
 from backupctl.sources.restore_fs import FsRestorer
 
 
@@ -130,12 +137,19 @@ class FilesSource(Source):
         emitted_dirs: set[str] = set()
         # Every configured path must exist before anything is read: a typo or an unmounted
         # disk fails the backup instead of giving a Completed backup of nothing.
+        # A safety backup before an in-place restore skips missing paths instead: there is
+        # nothing there to overwrite (and restoring a deleted tree is the common case). With
+        # every path missing it stores an empty tree, so the deployment's other sources
+        # still get their safety copy (NothingToBackUp would skip the whole safety backup).
         roots: list[tuple[Path, os.stat_result]] = []
         for root in self.opts.paths:
             root_abs = Path(os.path.abspath(os.path.expanduser(str(root))))
             try:
                 roots.append((root_abs, os.lstat(root_abs)))
             except OSError as exc:
+                if self.safety_backup and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    self._warn("does not exist: nothing to save", str(root_abs))
+                    continue
                 raise SourceError(
                     f"source path {root_abs} cannot be read: {exc.strerror}",
                     hint="check the path in `paths:` and that its filesystem is mounted",
