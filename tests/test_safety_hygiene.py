@@ -381,7 +381,8 @@ def test_root_backup_into_a_repository_given_to_postgres_keeps_wal_push_working(
         helpers.dump_yaml(doc, dep.config)
         dep.ok("pitr", "setup", "app")  # creates the repository (as root)
         dep.hand_over()  # chown -R postgres: repository and key, as docs/pitr.md says
-        os.chmod(dep.repository, 0o750)
+        before = {p for p in dep.repository.rglob("*") if p.is_dir()}
+        os.chmod(dep.repository, 0o2750)  # group-readable, set-group-ID
 
         backup_id = dep.ok("backup", "create", "files").stdout.strip().splitlines()[-1]
         wrong = [
@@ -390,9 +391,12 @@ def test_root_backup_into_a_repository_given_to_postgres_keeps_wal_push_working(
             if (p.stat().st_uid, p.stat().st_gid) != (owner.pw_uid, owner.pw_gid)
         ]
         assert not wrong, wrong
+        made = [p for p in dep.repository.rglob("*") if p.is_dir() and p not in before]
+        assert made, "the backup made no directory: nothing checked"
         for path in dep.repository.rglob("*"):
             mode = stat.S_IMODE(path.stat().st_mode)
-            assert mode == (0o750 if path.is_dir() else 0o640), f"{path}: {oct(mode)}"
+            expected = 0o640 if not path.is_dir() else 0o2750 if path in made else 0o750
+            assert mode == expected, f"{path}: {oct(mode)}"
 
         # postgres (archive_command's user) pushes a WAL segment into the same repository.
         seg = dep.root / "000000010000000000000042"

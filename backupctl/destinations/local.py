@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -91,7 +92,8 @@ class LocalDestination(Destination):
             st = os.stat(self.root)
             group = st.st_mode & 0o070
             file_mode = 0o600 | (group & 0o040)
-            dir_mode = 0o700 | group
+            # The set-group-ID bit too: mkdir inherits it and a plain chmod would clear it.
+            dir_mode = 0o700 | group | (st.st_mode & stat.S_ISGID)
             if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
                 self._owner = (st.st_uid, st.st_gid, file_mode, dir_mode)
             else:
