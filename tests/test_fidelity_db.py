@@ -320,3 +320,99 @@ def test_tar_extraction_refuses_members_outside_the_directory(
     assert not outside_dest, outside_dest
     assert not Path("/tmp/absolute-backupctl-test").exists()
     assert not [p for p in dest.rglob("*") if p.is_symlink() or p.name == "evil"]
+
+
+# ---- version checks of physical restores, before any safety backup ------------------------
+
+
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.mark.server
+def test_postgres_physical_restore_into_an_older_cluster_is_refused_before_the_safety_backup(
+    fresh_pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    server = fresh_pg_server
+    dep = make_deployment([server.options(method="pg_basebackup", data_dir=str(server.data))])
+    backup_id = dep.create()
+    assert dep.show(backup_id)["status"] == "Completed"
+    server.pg_ctl_stop(server.data)
+    # The configured data directory now holds a cluster of an older major version.
+    (server.data / "PG_VERSION").write_text(f"{server_major_before(server) - 1}\n")
+    before = _tree_state(server.data)
+    result = dep.run("backup", "restore", backup_id, "--yes")
+    helpers.assert_one_line_error(result, 1, "PostgreSQL")
+    assert "older" in result.stderr, str(result)
+    assert "safety backup" not in result.stderr, str(result)
+    assert [b["id"] for b in dep.list()] == [backup_id], "a refused restore took a safety backup"
+    assert _tree_state(server.data) == before
+
+
+def server_major_before(server: PostgresServer) -> int:
+    return int(server.bin.parent.name)
+
+
+@pytest.mark.server
+def test_postgres_physical_backup_of_a_newer_major_is_refused_without_its_server(
+    fresh_pg_server: PostgresServer, make_deployment: Any, tmp_path: Path
+) -> None:
+    server = fresh_pg_server
+    server.pg_ctl_stop(server.data)
+    (server.data / "PG_VERSION").write_text("99\n")  # a stopped cluster of PostgreSQL 99
+    dep = make_deployment([server.options(method="pg_basebackup", data_dir=str(server.data))])
+    result = dep.run("backup", "create", "app", "-o", "json")  # an offline copy, with a warning
+    assert result.returncode == 3, str(result)
+    record = result.json()
+    assert dep.show(record["id"])["source_versions"].get("pg_basebackup.major_version") == "99"
+    target = tmp_path / "restored"
+    refused = dep.run("backup", "restore", record["id"], "--target", target)
+    helpers.assert_one_line_error(refused, 1, "PostgreSQL 99")
+    assert not target.exists() or not any(target.iterdir())
+
+
+@pytest.mark.server
+def test_mariabackup_of_a_newer_server_is_refused_by_older_tools(
+    fresh_mariadb_server: MariaDBServer, make_deployment: Any, tmp_path: Path
+) -> None:
+    server = fresh_mariadb_server
+    server.shutdown()
+    # The stopped data directory was last run by MariaDB 99.1.
+    (server.data / "mysql_upgrade_info").write_text("99.1.0-MariaDB")
+    dep = make_deployment([server.options(method="mariabackup", datadir=str(server.data))])
+    result = dep.run("backup", "create", "app", "-o", "json")  # an offline copy, with a warning
+    assert result.returncode == 3, str(result)
+    record = result.json()
+    target = tmp_path / "restored"
+    refused = dep.run("backup", "restore", record["id"], "--target", target)
+    helpers.assert_one_line_error(refused, 1, "99.1")
+    assert not target.exists() or not any(target.iterdir())
+
+
+@pytest.mark.server
+def test_logical_version_checks_run_before_the_safety_backup(
+    pg_server: PostgresServer, mariadb_server: MariaDBServer
+) -> None:
+    """The engine calls check_in_place_restore before it takes the safety backup."""
+    from backupctl.errors import SourceError
+    from backupctl.sources.mariadb import MariaDBOptions, MariaDBSource
+    from backupctl.sources.postgres import PostgresOptions, PostgresSource
+
+    pg = PostgresSource(PostgresOptions.model_validate(pg_server.options(databases=["postgres"])))
+    newer = {
+        "method": "pg_dump",
+        "server_version_num": (pg_server.major + 1) * 10000,
+        "server_version": "99.0",
+    }
+    with pytest.raises(SourceError, match="older major version"):
+        pg.check_in_place_restore(newer)
+    pg.check_in_place_restore({**newer, "server_version_num": pg_server.major * 10000 + 1})
+
+    maria = MariaDBSource(MariaDBOptions.model_validate(mariadb_server.options(databases=["mysql"])))
+    with pytest.raises(SourceError, match="older version"):
+        maria.check_in_place_restore({"method": "mariadb-dump", "server_version": "99.1.0-MariaDB"})
+    maria.check_in_place_restore({"method": "mariadb-dump", "server_version": mariadb_server.version})

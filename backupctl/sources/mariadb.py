@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,7 +58,7 @@ from pydantic import Field
 
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
-from backupctl.events import InfoEvent, WarningEvent
+from backupctl.events import InfoEvent, NullReporter, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SourceOptions
 from backupctl.sources.database import DatabaseSource
 from backupctl.sources.dbutil import (
@@ -397,6 +398,19 @@ class MariaDBSource(DatabaseSource):
                 WarningEvent(f"the backup was taken from {source}; restoring into the newer {target_version}")
             )
 
+    def check_in_place_restore(self, source_info: dict[str, Any]) -> None:
+        """Before the safety backup: a running server on the data directory (physical), and
+        the version check, so a refused restore changes nothing (its warnings come later,
+        from the restore itself)."""
+        super().check_in_place_restore(source_info)
+        if source_info.get("method", self.options.method) == self.physical_method:
+            check_physical_version([source_info], NullReporter())
+        else:
+            with self._temp_secrets() as secrets:
+                lead, env = self._prepare(secrets)
+                target_version = self._query(secrets, lead, env, "SELECT VERSION()")[0][0]
+            self.check_version(source_info, target_version, NullReporter())
+
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         items = self._logical_items(entries, request)
         with self._temp_secrets() as secrets:
@@ -544,6 +558,7 @@ class MariaDBSource(DatabaseSource):
             )
         dest = Path(dest)
         self._check_chain([info for info, _ in chain])
+        check_physical_version([info for info, _ in chain], request.reporter)
         in_place = request.target_dir is None and dest.is_dir()
         if request.target_dir is None:
             self.refuse_running_server(dest)
@@ -649,6 +664,64 @@ class MariaDBSource(DatabaseSource):
                 f"refusing to restore into {datadir}: a MariaDB server is running on it{by}",
                 hint="stop the server first, or restore into a new data directory",
             )
+
+
+def tool_version(*names: str) -> str | None:
+    """The MariaDB version of the first installed of `names` (from `--version`), else None."""
+    for name in names:
+        path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+        if path is None:
+            continue
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            # mariabackup prints its version on stderr, mariadbd on stdout.
+            done = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=60, env=child_env()
+            )
+            m = re.search(r"(\d+\.\d+\.\d+)", done.stdout + done.stderr)
+            if m:
+                return m.group(1)
+    return None
+
+
+def check_physical_version(infos: list[dict[str, Any]], reporter: Any) -> None:
+    """Refuse a mariabackup chain that the tools here cannot prepare (mariabackup older than
+    the backup's server) or whose data directory the server here cannot start (an older
+    mariadbd); warn when they are newer. An offline copy needs no prepare; a tool or server
+    that is not installed is not checked."""
+    recorded = next((str(i["server_version"]) for i in reversed(infos) if i.get("server_version")), "")
+    src = version_tuple(recorded)
+    if src == (0, 0):
+        return
+    label = f"{src[0]}.{src[1]}"
+    if not infos[0].get("offline"):
+        tool = tool_version("mariabackup", "mariadb-backup")
+        if tool is not None and version_tuple(tool) < src:
+            raise SourceError(
+                f"refusing to restore: the backup was taken from MariaDB {recorded}, and mariabackup {tool}"
+                " here cannot prepare a backup of a newer server",
+                hint=f"restore on a machine with MariaDB {label} or newer (its mariabackup and server)",
+            )
+        if tool is not None and version_tuple(tool) > src:
+            reporter.emit(
+                WarningEvent(
+                    f"the backup was taken from MariaDB {recorded}; preparing it with the newer mariabackup {tool}"
+                    f" (if the prepare fails, use mariabackup {label})"
+                )
+            )
+    server = tool_version("mariadbd", "mysqld")
+    if server is not None and version_tuple(server) < src:
+        raise SourceError(
+            f"refusing to restore: the backup was taken from MariaDB {recorded}, and the MariaDB server here"
+            f" ({server}) is older and cannot start its data directory",
+            hint=f"restore on a machine with MariaDB {label} or newer",
+        )
+    if server is not None and version_tuple(server) > src:
+        reporter.emit(
+            WarningEvent(
+                f"the backup was taken from MariaDB {recorded}; the server here is the newer {server}:"
+                " run mariadb-upgrade after starting it"
+            )
+        )
 
 
 # How mariadb-dump reports an account the server cannot find (a host name under

@@ -45,7 +45,7 @@ from pydantic import Field
 
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import SourceError
-from backupctl.events import InfoEvent, WarningEvent
+from backupctl.events import InfoEvent, NullReporter, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest, SourceOptions
 from backupctl.sources.database import DatabaseSource
 from backupctl.sources.dbutil import (
@@ -334,6 +334,20 @@ class PostgresSource(DatabaseSource):
                 )
             )
 
+    def check_in_place_restore(self, source_info: dict[str, Any]) -> None:
+        """Before the safety backup: a running server on the data directory (physical), and
+        the version check, so a refused restore changes nothing (its warnings come later,
+        from the restore itself)."""
+        super().check_in_place_restore(source_info)
+        if source_info.get("method", self.options.method) == self.physical_method:
+            dest = Path(self.options.data_dir) if self.options.data_dir else None
+            check_physical_version(source_info, dest, NullReporter())
+        else:
+            with self._temp_secrets() as secrets:
+                env = self._env(secrets)
+                _, target_num = self._server_version(secrets, env)
+            self.check_version(source_info, target_num, NullReporter())
+
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         # The database-properties files (small) are held until their database is restored.
         properties: dict[str, bytes] = {}
@@ -502,6 +516,7 @@ class PostgresSource(DatabaseSource):
             )
         dest = Path(dest)
         refuse_running_postgres(dest)
+        check_physical_version(request.source_info, dest, request.reporter)
         if request.target_dir is None and dest.is_dir():
             # In place: the configured data directory of a stopped server, after the confirmation
             # and the engine's safety backup. Its contents go; the directory itself (owner, mode,
@@ -576,6 +591,74 @@ def postgres_running(data_dir: Path) -> int | None:
     except PermissionError:
         pass
     return pid
+
+
+def _major_tuple(label: str) -> tuple[int, ...]:
+    """ "15" -> (15,); "9.6" -> (9, 6); anything else -> ()."""
+    parts = label.strip().split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) and label.strip() else ()
+
+
+def installed_server_majors() -> set[str]:
+    """The PostgreSQL server major versions installed here (Debian's /usr/lib/postgresql/N,
+    and a `postgres` on PATH), as labels ("15", "9.6")."""
+    found = {p.parent.parent.name for p in Path("/usr/lib/postgresql").glob("*/bin/postgres")}
+    on_path = shutil.which("postgres")
+    if on_path:
+        with contextlib.suppress(SourceError, OSError):
+            m = re.search(
+                r"\(PostgreSQL\) (\d+)(?:\.(\d+))?", run([on_path, "--version"], what="postgres --version")
+            )
+            if m:
+                found.add(m.group(1) if int(m.group(1)) >= 10 else f"{m.group(1)}.{m.group(2)}")
+    return {label for label in found if _major_tuple(label)}
+
+
+def check_physical_version(info: dict[str, Any], dest: Path | None, reporter: Any) -> None:
+    """Refuse a physical backup that the server meant to start it cannot start; warn when
+    it is older than that server (a newer server needs pg_upgrade to use it).
+
+    The server meant to start it: the cluster already in `dest` (its PG_VERSION, in place),
+    else the servers installed here (when none is found, nothing is checked)."""
+    backup = str(info.get("major_version") or "")
+    backup_t = _major_tuple(backup)
+    if not backup_t:
+        return
+    existing = ""
+    if dest is not None:
+        with contextlib.suppress(OSError):
+            existing = (dest / "PG_VERSION").read_text().strip()
+    if _major_tuple(existing):
+        if _major_tuple(existing) < backup_t:
+            raise SourceError(
+                f"refusing to restore: the backup is a PostgreSQL {backup} data directory, but {dest} holds a"
+                f" cluster of PostgreSQL {existing}, an older major version that cannot start it",
+                hint=f"restore with --target into a new directory and start it with PostgreSQL {backup}",
+            )
+        if _major_tuple(existing) > backup_t:
+            reporter.emit(
+                WarningEvent(
+                    f"the backup is a PostgreSQL {backup} data directory, replacing a PostgreSQL {existing} cluster"
+                    f" in {dest}: start it with PostgreSQL {backup} (then pg_upgrade to move to {existing})"
+                )
+            )
+        return
+    installed = installed_server_majors()
+    if not installed or backup in installed:
+        return
+    listed = ", ".join(sorted(installed, key=_major_tuple))
+    if all(_major_tuple(label) < backup_t for label in installed):
+        raise SourceError(
+            f"refusing to restore: the backup is a PostgreSQL {backup} data directory, but the PostgreSQL"
+            f" server here is {listed}, an older major version that cannot start it",
+            hint=f"restore on a machine with PostgreSQL {backup}, or install its server first",
+        )
+    reporter.emit(
+        WarningEvent(
+            f"no PostgreSQL {backup} server is installed here (found {listed}): the restored data directory"
+            f" starts only with PostgreSQL {backup}"
+        )
+    )
 
 
 # TarFile.extractall(filter=...) arrived in 3.11.4 (and 3.8.17, 3.9.17, 3.10.12); Debian 12's
