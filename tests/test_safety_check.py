@@ -262,6 +262,18 @@ def test_prune_frees_temp_files_and_packs_of_failed_runs(tmp_path: Path, repo3: 
     assert dep.ok("repository", "check", "-o", "json").json()["ok"] is True
 
 
+def test_delete_frees_a_fresh_backups_own_packs_at_once(tmp_path: Path, repo3: Any) -> None:
+    """The grace period protects packs no backup ever referenced, not those of a deleted one."""
+    dep, src, backups = repo3
+    (src / "only-in-the-last.bin").write_bytes(os.urandom(2 * MIB))
+    last = dep.create()
+    before = dep.packs()
+    doc = dep.ok("backup", "delete", last, "--yes", "-o", "json").json()
+    assert doc["freed_bytes"] > 2 * MIB and doc["packs_deleted"] >= 1, doc
+    assert dep.packs() < before
+    _assert_all_completed_restore(dep, src, backups, tmp_path)
+
+
 # ---- item 9: a lock of a dead process on another host --------------------------------
 
 

@@ -9,10 +9,11 @@ Under an exclusive lock (no backup can be writing):
 2. delete the manifests of the backups to delete;
 3. write ONE new index file listing the packs that stay, superseding all old ones;
 4. delete the old index files;
-5. delete packs with no referenced blob, including packs no index lists (leftovers
-   of interrupted or failed backups) - but only those older than GRACE seconds (by the
-   destination's modification time), so that a backup running despite the lock (one
-   whose lock went stale) keeps its packs, indexed or not;
+5. delete packs with no referenced blob: at once those that held blobs of the deleted
+   backups; packs no manifest ever referenced (leftovers of interrupted or failed backups,
+   indexed or not) only when older than GRACE seconds (by the destination's modification
+   time), so that a backup running despite the lock (one whose lock went stale) keeps
+   its packs;
 6. delete temporary files of interrupted writes (destination.temporaries()) older
    than GRACE.
 A crash between steps leaves a consistent repository: at worst unreferenced packs
@@ -92,12 +93,26 @@ def delete_and_prune(
         repo.load_index(reload=True)
         survivors = [b for b in repo.manifest_ids() if b not in doomed]
         live = _live_or_refuse(repo, survivors)
+        # What only the deleted backups used is freed at once, however young: no running
+        # backup wrote those packs (they were referenced by a finished backup).
+        released: set[bytes] = set()
+        for backup_id in backup_ids:
+            try:
+                released |= referenced_blobs(repo, [backup_id])
+            except IntegrityError:  # unreadable: its packs wait for the grace period
+                pass
         for backup_id in backup_ids:
             repo.delete_manifest(backup_id)
         now = time.time()
         listed = {info.name.rsplit("/", 1)[-1]: info for info in repo.dest.list("data/")}
-        young = {pid for pid, info in listed.items() if info.mtime is not None and now - info.mtime < grace}
         by_pack = repo.index.blobs_by_pack()
+        young = {
+            pid
+            for pid, info in listed.items()
+            if info.mtime is not None
+            and now - info.mtime < grace
+            and not any(e.blob_id in released for e in by_pack.get(pid, ()))
+        }
         keep = {
             pid: entries
             for pid, entries in by_pack.items()
