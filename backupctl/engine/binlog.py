@@ -715,6 +715,7 @@ class TemporaryServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env=child_env(),  # no secret of ours reaches the temporary server
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -725,7 +726,10 @@ class TemporaryServer:
                 )
             if self.socket.exists():
                 probe = subprocess.run(
-                    [*self.client_argv(), "--batch", "-e", "SELECT 1"], capture_output=True, timeout=60
+                    [*self.client_argv(), "--batch", "-e", "SELECT 1"],
+                    capture_output=True,
+                    timeout=60,
+                    env=child_env(),
                 )
                 if probe.returncode == 0:
                     return
