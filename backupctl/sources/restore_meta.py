@@ -86,8 +86,17 @@ def apply_xattrs(path: str | Path, entry: RestoreEntry, *, exact: bool) -> list[
                 except OSError as exc:
                     problems.append(f"cannot remove extended attribute {name}: {exc.strerror}")
     for name in sorted(wanted, key=lambda n: n == _CAPABILITY):
+        if name in _SYSTEM_XATTRS and _current(path, name) == wanted[name]:
+            continue  # the label the policy gave is already the recorded one (often not settable)
         try:
             os.setxattr(path, name, wanted[name], follow_symlinks=False)
         except OSError as exc:
             problems.append(f"cannot set extended attribute {name}: {exc.strerror}")
     return problems
+
+
+def _current(path: str | Path, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
