@@ -216,20 +216,36 @@ def _recording_wrappers(bindir: Path, log: Path, tools: tuple[str, ...]) -> None
         script.chmod(0o755)
 
 
-def test_pg_dump_never_sees_another_deployments_password(
-    pg_server: Any, make_deployment: Any, tmp_path: Path
+_ENGINES = {
+    # fixture, tools to record, how the tool gets its own password
+    "postgres": ("pg_server", ("psql", "pg_dump", "pg_dumpall"), "PGPASSFILE"),
+    "mariadb": ("mariadb_server", ("mariadb", "mariadb-dump"), "--defaults-extra-file="),
+}
+
+
+@pytest.mark.parametrize("engine", sorted(_ENGINES))
+def test_dump_tools_never_see_another_deployments_password(
+    engine: str, request: pytest.FixtureRequest, make_deployment: Any, tmp_path: Path
 ) -> None:
-    """Deployment `app` dumps a real PostgreSQL; the config also names deployment `other`'s
-    password variable, a destination's secret key and one variable that only looks like a
-    secret. The tools get the server's password through PGPASSFILE only: no config-named secret,
-    no *_PASSWORD-style variable, no password value in their environment or argv."""
+    """Deployment `app` dumps a real server; the config also names deployment `other`'s
+    password variable, a destination's secret key, and the environment holds one variable that
+    only looks like a secret. The tools get the server's password through a 0600 file only: no
+    config-named secret, no *_PASSWORD-style variable, no password value in their environment
+    or argv."""
+    fixture, tools, own_channel = _ENGINES[engine]
+    server = request.getfixturevalue(fixture)
     db = "hyg_" + uuid.uuid4().hex[:8]
-    pg_server.psql(f"CREATE DATABASE {db}")
-    pg_server.psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('x')", db)
-    deployment = make_deployment([pg_server.options(databases=[db])])
+    if engine == "postgres":
+        server.psql(f"CREATE DATABASE {db}")
+        server.psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('x')", db)
+    else:
+        server.root_sql(
+            f"CREATE DATABASE {db}; CREATE TABLE {db}.t (v text); INSERT INTO {db}.t VALUES ('x')"
+        )
+    deployment = make_deployment([server.options(databases=[db])])
     doc = helpers.load_yaml(deployment.config)
     doc["deployments"]["other"] = {
-        "sources": [{"type": "postgres", "databases": ["x"], "password_env": "OTHERDB_CRED"}],
+        "sources": [{"type": engine, "databases": ["x"], "password_env": "OTHERDB_CRED"}],
         "destinations": ["local"],
     }
     doc["destinations"]["offsite"] = {
@@ -246,22 +262,21 @@ def test_pg_dump_never_sees_another_deployments_password(
         "BILLING_API_PASSWORD": "unrelated-pw-" + uuid.uuid4().hex,
     }
     bindir, log = tmp_path / "bin", tmp_path / "tool-env"
-    _recording_wrappers(bindir, log, ("psql", "pg_dump", "pg_dumpall"))
+    _recording_wrappers(bindir, log, tools)
     env = {**secrets, "PATH": f"{bindir}:{os.environ['PATH']}"}
     deployment.ok("backup", "create", "app", env=env)
     assert deployment.list()[0]["status"] == "Completed"
     recorded = sorted(log.glob("*.env"))
-    assert {p.name.split(".")[0] for p in recorded} >= {"pg_dump"}, recorded
-    own_password = pg_server.password
+    assert {p.name.split(".")[0] for p in recorded} >= {tools[1]}, recorded
     for env_file in recorded:
         child = dict(item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
         argv = env_file.with_suffix(".argv").read_text()
         for name, value in secrets.items():
             assert name not in child, f"{env_file.name}: {name} reached the tool"
             assert value not in "".join(child.values()) + argv
-        assert pg_server.password_env not in child, env_file.name
-        assert own_password not in "".join(child.values()) + argv, env_file.name
-        assert "PGPASSFILE" in child, env_file.name
+        assert server.password_env not in child, env_file.name
+        assert server.password not in "".join(child.values()) + argv, env_file.name
+        assert own_channel in child or own_channel in argv, env_file.name
 
 
 # ---- item 11: temporary files are private, and a killed run's are removed by the next run ----
