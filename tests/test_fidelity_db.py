@@ -416,3 +416,72 @@ def test_logical_version_checks_run_before_the_safety_backup(
     with pytest.raises(SourceError, match="older version"):
         maria.check_in_place_restore({"method": "mariadb-dump", "server_version": "99.1.0-MariaDB"})
     maria.check_in_place_restore({"method": "mariadb-dump", "server_version": mariadb_server.version})
+
+
+# ---- clone: the clone's owner owns everything in it ----------------------------------------
+
+
+@pytest.mark.server
+def test_postgres_clone_with_objects_of_other_roles_can_back_itself_up(
+    fresh_pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    server = fresh_pg_server
+    db, app, uploader = "media", "media_app", "media_uploader"
+    server.psql(f"CREATE ROLE {app} LOGIN; CREATE ROLE {uploader} LOGIN")
+    server.psql(f"CREATE DATABASE {db} OWNER {app}")
+    server.psql(f"ALTER DATABASE {db} SET search_path = files, public")
+    server.psql(
+        f"GRANT CREATE ON DATABASE {db} TO {uploader};"
+        f"SET ROLE {uploader}; CREATE SCHEMA files;"
+        "CREATE TABLE files.blobs (id int PRIMARY KEY, lo oid);"
+        "INSERT INTO files.blobs SELECT g, lo_from_bytea(0, convert_to(repeat('blob ' || g, 100), 'UTF8'))"
+        " FROM generate_series(1, 5) g;"
+        f"RESET ROLE; CREATE TABLE public.admin_notes AS SELECT 1 AS x;"  # owned by postgres
+        f"SET ROLE {app}; CREATE TABLE public.app_t AS SELECT 2 AS y",
+        db,
+    )
+    blobs = server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", db)
+    dep = make_deployment([server.options(databases=[db])])
+    backup_id = dep.create()
+
+    doc = dep.ok("backup", "clone", backup_id, "--name", "stg", "--yes", "-o", "json").json()
+    clone_db, new_owner = doc["databases"][db], doc["user"]
+    assert server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", clone_db) == blobs
+    foreign = server.psql(
+        "SELECT string_agg(what, ', ') FROM ("
+        " SELECT 'large object ' || oid AS what FROM pg_largeobject_metadata WHERE lomowner::regrole::text <> "
+        f"'{new_owner}' UNION ALL SELECT 'table ' || oid::regclass FROM pg_class WHERE oid >= 16384"
+        f" AND relkind IN ('r', 'S', 'v') AND relowner::regrole::text <> '{new_owner}'"
+        " UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE oid >= 16384"
+        f" AND nspowner::regrole::text <> '{new_owner}') o",
+        clone_db,
+    )
+    assert foreign == "", f"owned by other roles in the clone: {foreign}"
+    # The database's own settings came along under the clone's name.
+    assert server.psql("SHOW search_path", clone_db) == "files, public"
+    # The original keeps its owners.
+    assert server.psql("SELECT DISTINCT lomowner::regrole::text FROM pg_largeobject_metadata", db) == uploader
+    # The clone backs itself up (as its owner, who is not a superuser) and restores.
+    clone_backup = dep.run("backup", "create", "stg", "-o", "json")
+    assert clone_backup.returncode == 0, str(clone_backup)
+    server.psql("UPDATE files.blobs SET lo = NULL", clone_db)
+    dep.ok("backup", "restore", clone_backup.json()["id"], "--yes")
+    assert server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", clone_db) == blobs
+
+
+@pytest.mark.server
+def test_postgres_restore_by_a_user_who_cannot_create_databases_is_refused_before_any_drop(
+    fresh_pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    server = fresh_pg_server
+    password = server.psql(f"SELECT quote_literal($${server.password}$$)")
+    server.psql(f"CREATE ROLE plain LOGIN PASSWORD {password}")
+    server.psql("CREATE DATABASE plaindb OWNER plain")
+    server.psql("SET ROLE plain; CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g", "plaindb")
+    dep = make_deployment([server.options(databases=["plaindb"], user="plain", globals=False)])
+    backup_id = dep.create()
+    server.psql("SET ROLE plain; INSERT INTO t VALUES (11)", "plaindb")
+    result = dep.run("backup", "restore", backup_id, "--yes")
+    helpers.assert_one_line_error(result, 1, "cannot create databases")
+    assert server.psql("SELECT count(*) FROM t", "plaindb") == "11", "the database was dropped"
+    assert [b["id"] for b in dep.list()] == [backup_id]

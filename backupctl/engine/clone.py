@@ -6,9 +6,10 @@ Logical backups (pg_dump, mariadb-dump) are restored into new databases (default
 
 * PostgreSQL: a LOGIN role created with a SCRAM-SHA-256 verifier computed here, so the
   plain password never reaches the server, a child's argv or a log. The cloned database
-  and, inside the clone only, every object the original owner owned are given to it
-  (`ALTER ... OWNER TO`, never `REASSIGN OWNED`, which would also reach shared objects
-  such as the original database).
+  and, inside the clone only, every object in it (whichever role owned it: the original
+  owner, other roles, large objects included) are given to it (`ALTER ... OWNER TO`, never
+  `REASSIGN OWNED`, which would also reach shared objects such as the original database);
+  what it still cannot own is named in a warning.
 * MariaDB: a user `'<NEW>_owner'@'%'` with ALL on the cloned database (MariaDB: created
   from the mysql_native_password hash, so again no plain password on the wire).
 
@@ -482,57 +483,124 @@ def _pg_autocommit(target: Any, sql: str) -> None:
         secrets_.cleanup()
 
 
-# Objects the original owner owned inside the clone, as `ALTER <kind> <name>` targets.
-# OIDs below 16384 are the system's (pg_catalog, information_schema, public in PG 15+);
-# extension members follow their extension; sequences owned by a column follow the table.
-_PG_OWNED = """
-WITH old AS (SELECT oid FROM pg_roles WHERE rolname = {owner}),
+# Objects inside the clone owned by any role but the clone's owner, as `ALTER <kind> <name>`
+# targets. OIDs below 16384 are the system's (pg_catalog, information_schema, public in
+# PG 15+); extension members follow their extension; sequences owned by a column follow the
+# table, indexes and row types follow theirs.
+_PG_NOT_MINE = """
+WITH me AS (SELECT oid FROM pg_roles WHERE rolname = {owner}),
 ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
-SELECT 'SCHEMA ' || quote_ident(n.nspname) FROM pg_namespace n, old
- WHERE n.nspowner = old.oid AND n.oid >= 16384
+SELECT 'SCHEMA ' || quote_ident(n.nspname) FROM pg_namespace n, me
+ WHERE n.nspowner <> me.oid AND n.oid >= 16384
    AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = n.oid)
 UNION ALL
 SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' WHEN 'v' THEN 'VIEW ' WHEN 'm' THEN 'MATERIALIZED VIEW '
        WHEN 'f' THEN 'FOREIGN TABLE ' ELSE 'TABLE ' END || c.oid::regclass::text
-  FROM pg_class c, old
- WHERE c.relowner = old.oid AND c.oid >= 16384 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  FROM pg_class c, me
+ WHERE c.relowner <> me.oid AND c.oid >= 16384 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
    AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)
    AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
             AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
 UNION ALL
 SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE ' WHEN 'a' THEN 'AGGREGATE ' ELSE 'FUNCTION ' END
        || p.oid::regprocedure::text
-  FROM pg_proc p, old
- WHERE p.proowner = old.oid AND p.oid >= 16384
+  FROM pg_proc p, me
+ WHERE p.proowner <> me.oid AND p.oid >= 16384
    AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid)
 UNION ALL
 SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN ' ELSE 'TYPE ' END || t.oid::regtype::text
-  FROM pg_type t, old
- WHERE t.typowner = old.oid AND t.oid >= 16384 AND t.typtype IN ('e', 'd', 'r', 'c')
+  FROM pg_type t, me
+ WHERE t.typowner <> me.oid AND t.oid >= 16384 AND t.typtype IN ('e', 'd', 'r', 'm', 'c')
    AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
    AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass AND ext.objid = t.oid)
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                   AND d.deptype = 'i')
+UNION ALL
+SELECT 'LARGE OBJECT ' || l.oid FROM pg_largeobject_metadata l, me WHERE l.lomowner <> me.oid
+UNION ALL
+SELECT 'COLLATION ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname)
+  FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace, me
+ WHERE c.collowner <> me.oid AND c.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_collation'::regclass AND ext.objid = c.oid)
+UNION ALL
+SELECT 'CONVERSION ' || quote_ident(n.nspname) || '.' || quote_ident(c.conname)
+  FROM pg_conversion c JOIN pg_namespace n ON n.oid = c.connamespace, me
+ WHERE c.conowner <> me.oid AND c.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_conversion'::regclass AND ext.objid = c.oid)
+UNION ALL
+SELECT 'TEXT SEARCH CONFIGURATION ' || c.oid::regconfig::text FROM pg_ts_config c, me
+ WHERE c.cfgowner <> me.oid AND c.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_ts_config'::regclass AND ext.objid = c.oid)
+UNION ALL
+SELECT 'TEXT SEARCH DICTIONARY ' || d.oid::regdictionary::text FROM pg_ts_dict d, me
+ WHERE d.dictowner <> me.oid AND d.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_ts_dict'::regclass AND ext.objid = d.oid)
+UNION ALL
+SELECT 'OPERATOR ' || o.oid::regoperator::text FROM pg_operator o, me
+ WHERE o.oprowner <> me.oid AND o.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_operator'::regclass AND ext.objid = o.oid)
+UNION ALL
+SELECT 'OPERATOR FAMILY ' || quote_ident(n.nspname) || '.' || quote_ident(f.opfname) || ' USING '
+       || quote_ident(a.amname)
+  FROM pg_opfamily f JOIN pg_namespace n ON n.oid = f.opfnamespace JOIN pg_am a ON a.oid = f.opfmethod, me
+ WHERE f.opfowner <> me.oid AND f.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_opfamily'::regclass AND ext.objid = f.oid)
+UNION ALL
+SELECT 'OPERATOR CLASS ' || quote_ident(n.nspname) || '.' || quote_ident(c.opcname) || ' USING '
+       || quote_ident(a.amname)
+  FROM pg_opclass c JOIN pg_namespace n ON n.oid = c.opcnamespace JOIN pg_am a ON a.oid = c.opcmethod, me
+ WHERE c.opcowner <> me.oid AND c.oid >= 16384
+   AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_opclass'::regclass AND ext.objid = c.oid)
+UNION ALL
+SELECT 'STATISTICS ' || quote_ident(n.nspname) || '.' || quote_ident(s.stxname)
+  FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace, me
+ WHERE s.stxowner <> me.oid
+"""
+
+# What is still owned by another role once the ALTERs ran (kinds a non-superuser cannot own
+# or that need more than ALTER ... OWNER: event triggers, foreign-data wrappers and servers,
+# publications, subscriptions), from the ownership dependencies recorded for this database.
+_PG_LEFT_OVER = """
+SELECT pg_describe_object(d.classid, d.objid, d.objsubid) || ' (owned by ' || pg_get_userbyid(d.refobjid) || ')'
+  FROM pg_shdepend d
+ WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND d.deptype = 'o' AND d.refclassid = 'pg_authid'::regclass
+   AND d.refobjid <> (SELECT oid FROM pg_roles WHERE rolname = {owner})
+ ORDER BY 1
 """
 
 
 def _own_postgres(
     target: Any, info: dict[str, Any], rename: dict[str, str], owner: str, password: str
 ) -> None:
-    """Create the owner role, give it each cloned database and, inside it, the original owner's objects."""
+    """Create the owner role, give it each cloned database and everything inside it.
+
+    Objects owned by any other role (the original owner, other application roles, the
+    superuser that restored them) are given to the new owner with `ALTER ... OWNER TO`, so
+    it can dump its whole database (large objects included). What it still cannot own is
+    named in a warning. The role has CREATEDB, so the clone's deployment can restore its own
+    backups (a restore drops and creates the database).
+    """
     from backupctl.sources.postgres import quote_ident, quote_literal
 
     verifier = scram_verifier(password)
     role = quote_ident(owner)
-    target.admin_sql(f"CREATE ROLE {role} LOGIN PASSWORD {quote_literal(verifier)}", secret=verifier)
-    owners = {str(d["name"]): str(d.get("owner") or "") for d in info.get("databases", [])}
-    for original, clone in rename.items():
+    # CREATEDB: restoring the clone's own backups drops and creates its database.
+    target.admin_sql(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD {quote_literal(verifier)}", secret=verifier)
+    for clone in rename.values():
         target.admin_sql(f"ALTER DATABASE {quote_ident(clone)} OWNER TO {role}")
-        old = owners.get(original) or ""
-        if not old or old == owner:
-            continue
-        targets = [r[0] for r in target.admin_sql(_PG_OWNED.format(owner=quote_literal(old)), db=clone)]
+        # Runs connected to the clone: pg_namespace, pg_class, ... are the clone's own catalogs.
+        targets = [r[0] for r in target.admin_sql(_PG_NOT_MINE.format(owner=quote_literal(owner)), db=clone)]
         if targets:
-            # Runs connected to the clone: pg_namespace, pg_class, ... are the clone's own catalogs.
             target.admin_sql("".join(f"ALTER {t} OWNER TO {role};\n" for t in targets), db=clone)
+        left = [r[0] for r in target.admin_sql(_PG_LEFT_OVER.format(owner=quote_literal(owner)), db=clone)]
+        if left:
+            target.reporter.emit(
+                WarningEvent(
+                    f"in the clone {clone!r}, {owner!r} does not own: {'; '.join(left)}. A backup made as"
+                    f" {owner!r} fails on what it cannot read; give these to it, or drop them"
+                )
+            )
 
 
 def _precheck_mariadb(target: Any, rename: dict[str, str], owner: str) -> Any:

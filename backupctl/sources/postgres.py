@@ -346,7 +346,22 @@ class PostgresSource(DatabaseSource):
             with self._temp_secrets() as secrets:
                 env = self._env(secrets)
                 _, target_num = self._server_version(secrets, env)
-            self.check_version(source_info, target_num, NullReporter())
+                self.check_version(source_info, target_num, NullReporter())
+                if source_info.get("databases"):
+                    self._refuse_without_createdb(secrets, env)
+
+    def _refuse_without_createdb(self, secrets: Secrets, env: dict[str, str]) -> None:
+        """A logical restore drops and creates each database: refuse up front, before any
+        drop, when the configured user cannot create databases."""
+        rows = self._query(
+            secrets, env, "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
+        )
+        if rows and rows[0][0] != "t":
+            raise SourceError(
+                f"refusing to restore: PostgreSQL user {self.options.user!r} cannot create databases, and a"
+                " restore drops and creates each database",
+                hint=f"ALTER ROLE {quote_ident(self.options.user)} CREATEDB, or restore as a superuser",
+            )
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         # The database-properties files (small) are held until their database is restored.
@@ -365,6 +380,8 @@ class PostgresSource(DatabaseSource):
             env = self._env(secrets)
             _, target_num = self._server_version(secrets, env)
             self.check_version(request.source_info, target_num, request.reporter)
+            if request.source_info.get("databases"):
+                self._refuse_without_createdb(secrets, env)
             for entry, db, name in items:
                 if db is None:
                     self._apply_globals(entry, secrets, env, request)
