@@ -29,6 +29,7 @@ from backupctl.destinations.base import (
     require_module,
 )
 from backupctl.errors import BackupctlError, DestinationError
+from backupctl.redact import url_credentials
 
 _MIB = 1024 * 1024
 
@@ -124,7 +125,8 @@ class GCSDestination(Destination):
     @property
     def location(self) -> str:
         base = f"gs://{self.opts.bucket}/{self._prefix}"
-        return f"{base} at {self.opts.endpoint}" if self.opts.endpoint else base
+        # Shown and recorded everywhere: a password inside the endpoint URL is masked.
+        return f"{base} at {url_credentials(self.opts.endpoint)}" if self.opts.endpoint else base
 
     def _key(self, name: str) -> str:
         check_name(name)

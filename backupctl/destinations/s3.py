@@ -27,6 +27,7 @@ from backupctl.destinations.base import (
     require_module,
 )
 from backupctl.errors import BackupctlError, DestinationError
+from backupctl.redact import url_credentials
 
 StorageClass = Literal[
     "STANDARD",
@@ -168,7 +169,8 @@ class S3Destination(Destination):
     @property
     def location(self) -> str:
         base = f"s3://{self.opts.bucket}/{self._prefix}"
-        return f"{base} at {self.opts.endpoint}" if self.opts.endpoint else base
+        # Shown and recorded everywhere: a password inside the endpoint URL is masked.
+        return f"{base} at {url_credentials(self.opts.endpoint)}" if self.opts.endpoint else base
 
     def _key(self, name: str) -> str:
         check_name(name)
