@@ -456,3 +456,23 @@ def test_root_backup_into_a_repository_given_to_postgres_keeps_wal_push_working(
         assert dep.ok("backup", "verify", second, "-o", "json").json()
     finally:
         dep.cleanup()
+
+
+def test_a_planted_temporary_directory_is_refused(make_deployment: Any, tmp_path: Path) -> None:
+    """$TMPDIR/backupctl-<uid> that is a symlink (someone else's planted path) is never used:
+    the backup fails with one line naming it, and nothing is written where the link points."""
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (v)")
+    con.commit()
+    con.close()
+    deployment = make_deployment([{"type": "sqlite", "path": str(db)}])
+    tmp, elsewhere = tmp_path / "tmp", tmp_path / "elsewhere"
+    tmp.mkdir()
+    elsewhere.mkdir()
+    (tmp / f"backupctl-{os.getuid()}").symlink_to(elsewhere)
+    result = deployment.run("backup", "create", "app", env={"TMPDIR": str(tmp)})
+    assert result.returncode != 0, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    assert f"backupctl-{os.getuid()}" in result.stderr and "not a directory of this user" in result.stderr
+    assert not list(elsewhere.iterdir())
