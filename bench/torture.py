@@ -8,8 +8,8 @@ checks are the same (see docs/design.md, "Guarantees and how the torture suite c
 
 Phases:
 
-1. Kills: worlds of `--world-steps` steps each (a local repository and a second local
-   destination `remote`); each step is a create, delete, prune, upload or (when the command
+1. Kills: worlds of `--world-steps` steps each (a local repository and a second destination
+   `remote`: a local folder, or for the first `--s3-worlds` worlds the moto S3 server); each step is a create, delete, prune, upload or (when the command
    exists) `repository repair index`, killed with SIGKILL at a random moment or at a random
    destination write (BACKUPCTL_FAULTS=kill_at=K), every `--clean-every`-th step not
    killed; a check after every step and a full check (every backup restored) at the end
@@ -28,8 +28,10 @@ writes everything. Exit status 1 when a guarantee was violated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import random
 import shutil
 import sys
@@ -39,17 +41,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import servers  # noqa: E402
 import torture_lib as T  # noqa: E402
 
 OPS = ("create", "create", "create", "delete", "prune", "upload", "repair")
 FAULTS = "fail=0.04,timeout=0.02,short_read=0.04,torn=0.02,timeout_s=0.02"
 
 
-def kill_phase(work: Path, args: argparse.Namespace, stats: T.Stats, rng: random.Random) -> None:
+def s3_remote(server: object, n: int) -> dict[str, object]:
+    """A fresh prefix on the moto S3 server (as tests/conftest_servers.py configures it)."""
+    os.environ["TEST_S3_KEY_ID"] = server.access_key  # type: ignore[attr-defined]
+    os.environ["TEST_S3_SECRET"] = server.secret_key  # type: ignore[attr-defined]
+    return {
+        "type": "s3", "bucket": servers.BUCKET, "prefix": f"torture-{n}-{os.getpid()}",
+        "endpoint": server.endpoint, "region": server.region,  # type: ignore[attr-defined]
+        "force_path_style": True, "access_key_id_env": "TEST_S3_KEY_ID",
+        "secret_access_key_env": "TEST_S3_SECRET",
+    }  # fmt: skip
+
+
+def kill_phase(
+    work: Path, args: argparse.Namespace, stats: T.Stats, rng: random.Random, s3: object | None
+) -> None:
     n = 0
     while stats.kills < args.kills:
         root = work / f"kill-{n}"
-        remote = {"type": "local", "path": str(root / "remote"), "fsync": False}
+        remote: dict[str, object] = {"type": "local", "path": str(root / "remote"), "fsync": False}
+        if s3 is not None and n < args.s3_worlds:
+            remote = s3_remote(s3, n)
         world = T.World(root / "w", seed=args.seed + n, stats=stats, remote=remote)
         world.run("backup", "create", "app")
         world.check("set-up")
@@ -116,6 +135,9 @@ def main() -> int:
     )
     ap.add_argument("--world-steps", type=int, default=40, help="steps per world in the kill phase")
     ap.add_argument("--clean-every", type=int, default=5, help="every N-th step runs unkilled")
+    ap.add_argument(
+        "--s3-worlds", type=int, default=2, help="kill-phase worlds whose `remote` is moto S3 (0: none)"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a new one under /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -128,14 +150,19 @@ def main() -> int:
     rng = random.Random(args.seed)
     started = time.monotonic()
     phases = {}
-    for name, run in (
-        ("kills", lambda: kill_phase(work, args, stats, rng)),
-        ("rounds", lambda: round_phase(work, args, stats)),
-        ("faults", lambda: fault_phase(work, args, stats, rng)),
-    ):
-        t0 = time.monotonic()
-        run()
-        phases[name] = round(time.monotonic() - t0, 1)
+    with contextlib.ExitStack() as stack:
+        s3 = None
+        if args.s3_worlds:
+            s3 = stack.enter_context(servers.run_moto())
+            servers.make_bucket(s3)
+        for name, run in (
+            ("kills", lambda: kill_phase(work, args, stats, rng, s3)),
+            ("rounds", lambda: round_phase(work, args, stats)),
+            ("faults", lambda: fault_phase(work, args, stats, rng)),
+        ):
+            t0 = time.monotonic()
+            run()
+            phases[name] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
     print(f"torture: {stats.summary()}")
