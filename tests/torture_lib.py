@@ -351,9 +351,11 @@ class World:
 
     def violation(self, kind: str, detail: str, step: str | None = None) -> None:
         tail = "\n  ".join(self.log[-6:])
-        self.stats.add(
-            Violation(kind, step or str(self.stats.steps), f"{detail}\n  recent commands:\n  {tail}")
-        )
+        found = Violation(kind, step or str(self.stats.steps), f"{detail}\n  recent commands:\n  {tail}")
+        self.stats.add(found)
+        if os.environ.get("TORTURE_LOG"):  # as they happen, for long runs
+            with open(os.environ["TORTURE_LOG"], "a") as fh:
+                fh.write(f"{found}\n\n")
 
     # ---- queries ----------------------------------------------------------------------------
 
