@@ -421,3 +421,32 @@ def test_check_and_repair_on_s3(tmp_path: Path, request: pytest.FixtureRequest) 
         assert restored_any
     finally:
         dest.close()
+
+
+def test_run_due_retry_lock_waits_for_a_foreign_lock(tmp_path: Path, make_deployment: Any) -> None:
+    src = helpers.make_sample_tree(tmp_path / "src")
+    dep = make_deployment([{"type": "files", "paths": [str(src)]}])
+    doc = helpers.load_yaml(dep.config)
+    doc["policies"] = {
+        "hourly": {
+            "created": "2026-01-01T00:00:00Z",
+            "schedules": [{"type": "full", "hourly": {"every": 1, "minute": 0}, "timezone": "UTC"}],
+        }
+    }
+    doc["deployments"]["app"]["policy"] = "hourly"
+    helpers.dump_yaml(doc, dep.config)
+    dep.repository.mkdir()
+    lock = _foreign_lock(dep, age=60)
+    helpers.assert_one_line_error(
+        dep.run("schedule", "run-due", "--retry-lock", "x"), ExitCode.USAGE, "--retry-lock"
+    )
+    timer = threading.Timer(1.5, lock.unlink)
+    timer.start()
+    try:
+        result = dep.run("schedule", "run-due", "--retry-lock", "60s", "-o", "json")
+    finally:
+        timer.join()
+    assert result.returncode == 0, result
+    completed = [r for r in dep.list() if r["status"] == "Completed"]
+    assert len(completed) == 1, result
+    _assert_all_completed_restore(dep, src, [(completed[0]["id"], helpers.snapshot_tree(src))], tmp_path)

@@ -38,7 +38,7 @@ RetryLockOpt = Annotated[
 ]
 
 
-def _lock_wait(text: str | None) -> float:
+def parse_retry_lock(text: str | None) -> float:
     if text is None:
         return 0.0
     from backupctl.policy.models import parse_duration
@@ -75,7 +75,7 @@ def create(
     """
     if type_ not in ("full", "incremental"):
         raise typer.BadParameter("must be full or incremental", param_hint="--type")
-    wait = _lock_wait(retry_lock)
+    wait = parse_retry_lock(retry_lock)
     with CliReporter() as reporter:
         svc = context.service(reporter)
         svc.set_lock_wait(wait)
@@ -408,7 +408,7 @@ def delete(
 
     Example: backupctl backup delete 1a2b3c4d --yes
     """
-    wait = _lock_wait(retry_lock)
+    wait = parse_retry_lock(retry_lock)
     with CliReporter() as reporter:
         svc = context.service(reporter)
         svc.set_lock_wait(wait)
@@ -549,7 +549,7 @@ def prune(
     """
     from backupctl.engine.scheduler import Scheduler
 
-    wait = _lock_wait(retry_lock)
+    wait = parse_retry_lock(retry_lock)
     repositories: list[dict[str, Any]] = []
     with CliReporter() as reporter:
         svc = context.service(reporter)

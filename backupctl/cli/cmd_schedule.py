@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli import context, output
+from backupctl.cli.cmd_backup import RetryLockOpt, parse_retry_lock
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
 from backupctl.engine.scheduler import Scheduler
@@ -69,7 +70,7 @@ def _render_runs(rows: list[dict[str, Any]]) -> None:
 
 
 @app.command("run-due")
-def run_due() -> None:
+def run_due(retry_lock: RetryLockOpt = None) -> None:
     """Run every backup that is due now, apply retention, archive binary logs, then exit.
 
     Meant for cron or a systemd timer; running it twice in the same minute starts
@@ -78,8 +79,11 @@ def run_due() -> None:
     backup or a sync failed, or when retention could not run after a backup (one line on
     stderr, even with --quiet). Example: * * * * * backupctl schedule run-due --quiet
     """
+    wait = parse_retry_lock(retry_lock)
     with CliReporter() as reporter:
-        rows = Scheduler(context.service(reporter)).run_due()
+        svc = context.service(reporter)
+        svc.set_lock_wait(wait)
+        rows = Scheduler(svc).run_due()
     _render_runs(rows)
     _report_retention(rows)
     if any(_failed(r) for r in rows):
