@@ -247,7 +247,7 @@ class FsRestorer:
             self._chain_names.pop()
             os.close(self._chain_fds.pop())
 
-    def _parent_fd(self, parts: list[str]) -> int:
+    def _parent_fd(self, parts: list[str], create: bool = True) -> int:
         """The fd of the directory that holds parts[-1], creating missing directories.
         Owned by the chain: valid until the next call; dup it to keep it."""
         dirs = parts[:-1]
@@ -257,7 +257,7 @@ class FsRestorer:
             n += 1
         self._close_chain(n)
         for i in range(n, len(dirs)):
-            fd = self._step(self._chain_fds[-1], dirs[i], "/".join(dirs[: i + 1]), create=True)
+            fd = self._step(self._chain_fds[-1], dirs[i], "/".join(dirs[: i + 1]), create=create)
             self._chain_names.append(dirs[i])
             self._chain_fds.append(fd)
         return self._chain_fds[-1]
@@ -277,6 +277,12 @@ class FsRestorer:
     def _step(self, dir_fd: int, name: str, rel: str, *, create: bool) -> int:
         """Open the directory `name` in dir_fd. Never follows a symlink, except in place one
         the backup does not replace by a directory (the module docstring says which)."""
+        if create and not self.in_place:  # a target is usually empty: mkdir first
+            try:
+                os.mkdir(name, 0o777, dir_fd=dir_fd)
+                return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
         follow = self.in_place and rel not in self._dirs
         flags = _DIR_FLAGS if follow else _DIR_FLAGS | os.O_NOFOLLOW
         try:
@@ -321,9 +327,12 @@ class FsRestorer:
 
     def _finish_dirs(self) -> None:
         """Directory metadata, deepest first, after everything inside was written."""
+        # Reversed tree order still shares long prefixes: the chain keeps this cheap, and
+        # every descendant of a directory comes before it (nothing is opened through a
+        # directory whose mode was already set).
         for parts, entry in reversed(self._dir_entries):
-            parent = self._open_dir(parts[:-1])
             try:
+                parent = self._parent_fd(parts, create=False)
                 fd = os.open(parts[-1], _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
                 try:
                     self._set_meta(entry, parent, parts[-1], fd=fd)
@@ -331,8 +340,6 @@ class FsRestorer:
                     os.close(fd)
             except OSError as exc:
                 raise _EntryFailed(entry.path, exc) from exc
-            finally:
-                os.close(parent)
         self._dir_entries.clear()
 
     def _write_file(self, dir_fd: int, parts: list[str], entry: RestoreEntry) -> None:
