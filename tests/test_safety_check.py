@@ -450,3 +450,15 @@ def test_run_due_retry_lock_waits_for_a_foreign_lock(tmp_path: Path, make_deploy
     completed = [r for r in dep.list() if r["status"] == "Completed"]
     assert len(completed) == 1, result
     _assert_all_completed_restore(dep, src, [(completed[0]["id"], helpers.snapshot_tree(src))], tmp_path)
+
+
+@pytest.mark.parametrize("type_name", ["local", "s3", "gcs", "azure", "sftp", "ftp"])
+def test_listings_report_modification_times_for_the_grace_period(
+    type_name: str, make_destination: Any
+) -> None:
+    """Prune's grace period needs each pack's age: every destination type reports it."""
+    dest = make_destination(type_name)
+    dest.put("data/ab/ab" + "0" * 62, b"pack bytes")
+    (info,) = list(dest.list("data/"))
+    assert info.mtime is not None, info
+    assert abs(info.mtime - time.time()) < 3600, (info.mtime, time.time())  # a clock value, not a duration

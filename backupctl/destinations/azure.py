@@ -259,7 +259,10 @@ class AzureDestination(Destination):
         strip = len(self._prefix)
         try:
             for props in self._container.list_blobs(name_starts_with=self._prefix + prefix):
-                yield ObjectInfo(props.name[strip:], int(props.size))
+                modified = props.last_modified
+                yield ObjectInfo(
+                    props.name[strip:], int(props.size), modified.timestamp() if modified is not None else None
+                )
         except Exception as exc:
             raise self._error(exc, prefix) from None
 

@@ -65,7 +65,7 @@ class ObjectInfo:
     size: int
     # Last modification, seconds since the epoch, where the store tells it cheaply
     # (prune's grace period for young unreferenced packs); None = unknown.
-    mtime: float | None = None
+    mtime: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ so each thread borrows a connection from a small pool.
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import ftplib
 import io
 import posixpath
@@ -221,7 +222,7 @@ class FTPDestination(Destination):
     def _walk(self, ftp: ftplib.FTP, rel_dir: str, prefix: str, found: builtins.list[ObjectInfo]) -> None:
         directory = f"{self._root}/{rel_dir}" if rel_dir else (self._root or "/")
         try:
-            entries = builtins.list(ftp.mlsd(directory, facts=["type", "size"]))
+            entries = builtins.list(ftp.mlsd(directory, facts=["type", "size", "modify"]))
         except ftplib.error_perm as exc:
             if str(exc).startswith(("550", "501")):  # pyftpdlib: "501 No such directory."
                 return  # no such directory: nothing stored under it yet
@@ -233,7 +234,7 @@ class FTPDestination(Destination):
                 if rel.startswith(prefix) or prefix.startswith(rel + "/"):
                     self._walk(ftp, rel, prefix, found)
             elif kind == "file" and not filename.endswith(TMP_SUFFIX) and rel.startswith(prefix):
-                found.append(ObjectInfo(rel, int(facts.get("size", 0))))
+                found.append(ObjectInfo(rel, int(facts.get("size", 0)), _mlsd_time(facts.get("modify", ""))))
 
     def delete(self, name: str) -> None:
         path = self._path(name)
@@ -305,3 +306,11 @@ def _quit(ftp: ftplib.FTP) -> None:
 def _still_usable(ftp: ftplib.FTP, exc: BaseException) -> bool:
     # A 5xx reply or one of our own typed answers leaves the control connection in step.
     return isinstance(exc, ftplib.error_perm | AlreadyExists | NotFound) and ftp.sock is not None
+
+
+def _mlsd_time(value: str) -> float | None:
+    """MLSD's `modify` fact (YYYYMMDDHHMMSS[.sss], UTC) as epoch seconds; None if absent."""
+    try:
+        return dt.datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None

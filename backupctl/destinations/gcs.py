@@ -252,7 +252,10 @@ class GCSDestination(Destination):
                 bucket, prefix=self._prefix + prefix, retry=None, timeout=self.opts.timeout
             )
             for blob in blobs:
-                yield ObjectInfo(blob.name[strip:], int(blob.size or 0))
+                updated = blob.updated
+                yield ObjectInfo(
+                    blob.name[strip:], int(blob.size or 0), updated.timestamp() if updated is not None else None
+                )
         except Exception as exc:
             raise self._error(exc, prefix, bucket_op=True) from None
 

@@ -295,7 +295,8 @@ class SFTPDestination(Destination):
             elif (
                 stat_mod.S_ISREG(mode) and not entry.filename.endswith(TMP_SUFFIX) and rel.startswith(prefix)
             ):
-                found.append(ObjectInfo(rel, int(entry.st_size or 0)))
+                mtime = float(entry.st_mtime) if entry.st_mtime is not None else None
+                found.append(ObjectInfo(rel, int(entry.st_size or 0), mtime))
 
     def delete(self, name: str) -> None:
         try:
