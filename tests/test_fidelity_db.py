@@ -446,7 +446,9 @@ def test_postgres_clone_with_objects_of_other_roles_can_back_itself_up(
 
     doc = dep.ok("backup", "clone", backup_id, "--name", "stg", "--yes", "-o", "json").json()
     clone_db, new_owner = doc["databases"][db], doc["user"]
-    assert server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", clone_db) == blobs
+    assert (
+        server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", clone_db) == blobs
+    )
     foreign = server.psql(
         "SELECT string_agg(what, ', ') FROM ("
         " SELECT 'large object ' || oid AS what FROM pg_largeobject_metadata WHERE lomowner::regrole::text <> "
@@ -466,7 +468,9 @@ def test_postgres_clone_with_objects_of_other_roles_can_back_itself_up(
     assert clone_backup.returncode == 0, str(clone_backup)
     server.psql("UPDATE files.blobs SET lo = NULL", clone_db)
     dep.ok("backup", "restore", clone_backup.json()["id"], "--yes")
-    assert server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", clone_db) == blobs
+    assert (
+        server.psql("SELECT string_agg(md5(lo_get(lo)), ',' ORDER BY id) FROM files.blobs", clone_db) == blobs
+    )
 
 
 @pytest.mark.server
@@ -485,3 +489,37 @@ def test_postgres_restore_by_a_user_who_cannot_create_databases_is_refused_befor
     helpers.assert_one_line_error(result, 1, "cannot create databases")
     assert server.psql("SELECT count(*) FROM t", "plaindb") == "11", "the database was dropped"
     assert [b["id"] for b in dep.list()] == [backup_id]
+
+
+# ---- mariabackup increments store what changed since the previous backup -------------------
+
+
+@pytest.mark.server
+def test_mariabackup_increment_after_a_small_change_is_small_and_restores(
+    fresh_mariadb_server: MariaDBServer, make_deployment: Any, tmp_path: Path
+) -> None:
+    server = fresh_mariadb_server
+    server.root_sql(
+        "CREATE DATABASE big; CREATE TABLE big.t (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB;"
+        "INSERT INTO big.t SELECT seq, repeat(md5(seq), 10) FROM seq_1_to_100000"
+    )
+    dep = make_deployment([server.options(method="mariabackup", datadir=str(server.data))])
+    full = dep.show(dep.create("--type", "full"))
+    server.root_sql("UPDATE big.t SET v = 'changed' WHERE id <= 10")
+    inc_id = dep.create("--type", "incremental")
+    inc = dep.show(inc_id)
+    assert inc["type"] == "incremental" and inc["sources"][0]["info"]["backup_type"] == "incremental"
+    # A quiet server: the increment holds the changed pages, not the redo log since an old checkpoint.
+    assert inc["size_bytes"] < full["size_bytes"] / 8, (inc["size_bytes"], full["size_bytes"])
+    text = dep.ok("backup", "show", inc_id).stdout
+    assert "since the parent" in text, text
+    expected = mariadb_fingerprint(server, "big")
+
+    target = tmp_path / "restored"
+    dep.ok("backup", "restore", inc_id, "--target", target)
+    restored = MariaDBServer()
+    try:
+        restored.start_datadir(target)
+        assert mariadb_fingerprint(restored, "big") == expected
+    finally:
+        restored.stop()

@@ -195,6 +195,15 @@ def show(
                 + (f", {len(src['warnings'])} warnings" if src["warnings"] else ""),
             )
         )
+        info = src.get("info") or {}
+        if info.get("backup_type") == "incremental" and "from_lsn" in info:
+            pairs.append(
+                (
+                    "",
+                    f"incremental: {human_bytes(src['bytes'])} changed since the parent"
+                    f" (LSN {info['from_lsn']} to {info.get('to_lsn', '?')})",
+                )
+            )
     output.emit_fields(pairs)
 
 

@@ -287,11 +287,17 @@ class MariaDBSource(DatabaseSource):
         self._lsndir.mkdir(mode=0o700)
         work = self._secrets.dir / "work"
         work.mkdir(mode=0o700)
+        # --innodb-log-checkpoint-now: the server checkpoints first, so the backup's to_lsn
+        # (where the next increment starts) is now, and the redo log it carries is what was
+        # written during the copy. Without it, on a quiet server whose last checkpoint is
+        # old, every backup (each increment too) carries all redo since that checkpoint and
+        # the next increment starts there again: nearly full-size increments.
         argv = [
             tool,
             *lead,
             "--backup",
             "--stream=xbstream",
+            "--innodb-log-checkpoint-now",
             f"--target-dir={work}",
             f"--extra-lsndir={self._lsndir}",
         ]
