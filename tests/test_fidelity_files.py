@@ -277,6 +277,13 @@ def test_corpus_round_trip_target_and_in_place(
     (src / "sparse" / "mostly-hole").write_bytes(b"dense now")
     if (src / "xattrs").exists():
         os.removexattr(src / "xattrs" / "file", "user.plain")
+    # Another type where the backup has this one: the restore replaces it.
+    os.unlink(src / "special" / "fifo-linked")
+    (src / "special" / "fifo-linked").write_text("a file where a FIFO was")
+    os.unlink(src / "links" / "dangling")
+    (src / "links" / "dangling").mkdir()  # empty: one with content is kept, with a warning
+    os.unlink(src / "files" / "one-byte")
+    os.symlink("elsewhere", src / "files" / "one-byte")
     dep.ok("backup", "restore", backup_id, "--yes")
     fidelity.assert_same(before, fidelity.snapshot(src))
 
