@@ -21,7 +21,7 @@ from typing import Any
 import helpers
 import pytest
 
-from backupctl.errors import ExitCode
+from backupctl.errors import DestinationError, ExitCode
 from backupctl.repo.pack import pack_name
 
 MIB = 1 << 20
@@ -462,3 +462,32 @@ def test_listings_report_modification_times_for_the_grace_period(
     (info,) = list(dest.list("data/"))
     assert info.mtime is not None, info
     assert abs(info.mtime - time.time()) < 3600, (info.mtime, time.time())  # a clock value, not a duration
+
+
+@pytest.mark.parametrize("type_name", ["local", "sftp", "ftp"])
+def test_temporaries_of_killed_writes_are_listed_and_removable(
+    type_name: str, make_destination: Any, request: pytest.FixtureRequest
+) -> None:
+    """The destinations that write through temporary names let prune find and remove them."""
+    dest = make_destination(type_name)
+    pack = "data/ab/ab" + "0" * 62
+    dest.put(pack, b"pack")
+    # What a killed put leaves: its temporary file next to the final name (the test servers
+    # run on this machine, so it is written into their directory by hand).
+    if type_name == "local":
+        root = Path(dest.location)
+    elif type_name == "sftp":
+        root = Path(dest._root)  # type: ignore[attr-defined]
+    else:
+        root = request.getfixturevalue("ftp_server").root / dest._root.lstrip("/")  # type: ignore[attr-defined]
+    tmp_name = f"data/ab/.ab{'1' * 62}.0123456789ab.tmp-backupctl"
+    (root / tmp_name).write_bytes(b"partial")
+
+    assert [i.name for i in dest.list("data/")] == [pack]
+    temps = list(dest.temporaries())
+    assert [t.name for t in temps] == [tmp_name] and temps[0].size == 7 and temps[0].mtime is not None
+    dest.delete_temporary(tmp_name)
+    assert list(dest.temporaries()) == []
+    with pytest.raises(DestinationError):
+        dest.delete_temporary(pack)  # never a real object
+    assert [i.name for i in dest.list("data/")] == [pack]

@@ -219,7 +219,14 @@ class FTPDestination(Destination):
             raise self._error(exc, prefix) from None
         yield from found
 
-    def _walk(self, ftp: ftplib.FTP, rel_dir: str, prefix: str, found: builtins.list[ObjectInfo]) -> None:
+    def _walk(
+        self,
+        ftp: ftplib.FTP,
+        rel_dir: str,
+        prefix: str,
+        found: builtins.list[ObjectInfo],
+        temps: bool = False,
+    ) -> None:
         directory = f"{self._root}/{rel_dir}" if rel_dir else (self._root or "/")
         try:
             entries = builtins.list(ftp.mlsd(directory, facts=["type", "size", "modify"]))
@@ -232,9 +239,28 @@ class FTPDestination(Destination):
             kind = facts.get("type", "")
             if kind == "dir":
                 if rel.startswith(prefix) or prefix.startswith(rel + "/"):
-                    self._walk(ftp, rel, prefix, found)
-            elif kind == "file" and not filename.endswith(TMP_SUFFIX) and rel.startswith(prefix):
+                    self._walk(ftp, rel, prefix, found, temps)
+            elif kind == "file" and filename.endswith(TMP_SUFFIX) == temps and rel.startswith(prefix):
                 found.append(ObjectInfo(rel, int(facts.get("size", 0)), _mlsd_time(facts.get("modify", ""))))
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        # put()'s temp names (_common.temp_name), left behind by a killed write.
+        found: builtins.list[ObjectInfo] = []
+        try:
+            with self._pool.borrow() as ftp:
+                self._walk(ftp, "", "", found, temps=True)
+        except Exception as exc:
+            raise self._error(exc, "") from None
+        yield from found
+
+    def delete_temporary(self, name: str) -> None:
+        if not name.endswith(TMP_SUFFIX):
+            raise DestinationError(f"{name}: not a temporary file")
+        try:
+            with self._pool.borrow() as ftp:
+                ftp.delete(self._path(name))
+        except Exception as exc:
+            raise self._error(exc, name) from None
 
     def delete(self, name: str) -> None:
         path = self._path(name)

@@ -280,7 +280,9 @@ class SFTPDestination(Destination):
             raise self._error(exc, prefix) from None
         yield from found
 
-    def _walk(self, sftp: Any, rel_dir: str, prefix: str, found: builtins.list[ObjectInfo]) -> None:
+    def _walk(
+        self, sftp: Any, rel_dir: str, prefix: str, found: builtins.list[ObjectInfo], temps: bool = False
+    ) -> None:
         directory = f"{self._root}/{rel_dir}" if rel_dir else self._root
         try:
             entries = sftp.listdir_attr(directory)
@@ -291,12 +293,33 @@ class SFTPDestination(Destination):
             mode = entry.st_mode or 0
             if stat_mod.S_ISDIR(mode):
                 if rel.startswith(prefix) or prefix.startswith(rel + "/"):
-                    self._walk(sftp, rel, prefix, found)
+                    self._walk(sftp, rel, prefix, found, temps)
             elif (
-                stat_mod.S_ISREG(mode) and not entry.filename.endswith(TMP_SUFFIX) and rel.startswith(prefix)
+                stat_mod.S_ISREG(mode)
+                and entry.filename.endswith(TMP_SUFFIX) == temps
+                and rel.startswith(prefix)
             ):
                 mtime = float(entry.st_mtime) if entry.st_mtime is not None else None
                 found.append(ObjectInfo(rel, int(entry.st_size or 0), mtime))
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        # put()'s temp names (_common.temp_name), left behind by a killed write.
+        found: builtins.list[ObjectInfo] = []
+        try:
+            with self._pool.borrow() as (_client, sftp):
+                self._walk(sftp, "", "", found, temps=True)
+        except Exception as exc:
+            raise self._error(exc, "") from None
+        yield from found
+
+    def delete_temporary(self, name: str) -> None:
+        if not name.endswith(TMP_SUFFIX):
+            raise DestinationError(f"{name}: not a temporary file")
+        try:
+            with self._pool.borrow() as (_client, sftp):
+                sftp.remove(self._path(name))
+        except Exception as exc:
+            raise self._error(exc, name) from None
 
     def delete(self, name: str) -> None:
         try:
