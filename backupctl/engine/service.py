@@ -529,8 +529,10 @@ class Service:
                 f"backup {record['short_id']} is {record['status']}"
                 + (f": {record['error']}" if record.get("error") else "")
                 + "; only completed backups can be used",
-                hint="if only an upload failed, run `backupctl backup upload ID` or pass --destination NAME "
-                "to use a copy that is complete",
+                hint="it stopped before its manifest was written, so nothing of it can be restored; "
+                "pick a Completed backup from `backupctl backup list`"
+                if record["status"] == "Failed"
+                else "wait until it has finished",
             )
         dest_name = (
             destination or self.primary_destination(record["deployment"])
