@@ -339,3 +339,35 @@ def test_interrupted_restore_says_what_it_wrote(tmp_path: Path, make_deployment:
     assert f"interrupted after writing {written} of {total} entries into {target}" in err, err
     assert "incomplete" in err and "nothing half-written" not in err, err
     assert not _leftover_temps(target)
+
+
+def test_in_place_restore_uses_the_backups_own_symlink(tmp_path: Path, make_deployment: Any) -> None:
+    """In place, the Capistrano `current` link stays a link and the entries backed up
+    through it are written where they were read from: no warning, exit 0."""
+    app = tmp_path / "srv" / "app"
+    uploads = app / "releases" / "r1" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "photo.jpg").write_bytes(b"photo as backed up")
+    os.symlink(app / "releases" / "r1", app / "current")
+    dep = make_deployment([{"type": "files", "paths": [str(app), str(app / "current" / "uploads")]}])
+    backup_id = dep.create()
+    expected = helpers.snapshot_tree(app)
+    (uploads / "photo.jpg").write_bytes(b"changed")
+
+    result = dep.ok("backup", "restore", backup_id, "--yes")
+    assert "warning" not in result.stderr, str(result)
+    assert os.readlink(app / "current") == str(app / "releases" / "r1")
+    helpers.assert_same_tree(expected, helpers.snapshot_tree(app))
+
+
+def test_a_configured_path_inside_another_does_not_hide_the_outer_one(
+    tmp_path: Path, make_deployment: Any, sample_tree: Path
+) -> None:
+    """paths: [src/docs, src]: the inner path listed first must not make the outer tree's
+    other entries vanish from the backup."""
+    dep = make_deployment([{"type": "files", "paths": [str(sample_tree / "docs"), str(sample_tree)]}])
+    expected = helpers.snapshot_tree(sample_tree)
+    backup_id = dep.create()
+    target = tmp_path / "target"
+    dep.ok("backup", "restore", backup_id, "--target", target)
+    helpers.assert_same_tree(expected, helpers.snapshot_tree(helpers.restored(target, sample_tree)))

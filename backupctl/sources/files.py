@@ -154,6 +154,10 @@ class FilesSource(Source):
                     f"source path {root_abs} cannot be read: {exc.strerror}",
                     hint="check the path in `paths:` and that its filesystem is mounted",
                 ) from None
+        # Outer paths first: a path inside another (paths: [/srv/app/docs, /srv/app]) is then
+        # walked as part of it; listed first, it would mark the outer directory as emitted and
+        # the rest of the outer tree would be missing from the backup.
+        roots.sort(key=lambda root: len(root[0].parts))
         for root_abs, st in roots:
             # Parent directories first, so a restore recreates their metadata too.
             for parent in reversed(root_abs.parents):
