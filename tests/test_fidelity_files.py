@@ -58,6 +58,15 @@ def test_relative_source_path_is_refused(tmp_path: Path, make_deployment: Any, s
     helpers.assert_one_line_error(result, ExitCode.CONFIG, "paths", "absolute")
 
 
+def test_init_with_a_relative_example_path_writes_it_absolute(tmp_path: Path, sample_tree: Path) -> None:
+    """`init --example-path src` in a shell means ./src then; the config must say so, since
+    relative paths are refused when the config is read."""
+    helpers.run_ok("init", "--example-path", "src", cwd=tmp_path)  # tmp_path/src is the sample tree
+    helpers.run_ok("backup", "create", "example", cwd="/")
+    config = helpers.load_yaml(tmp_path / "xdg-config" / "backupctl" / "config.yaml")
+    assert config["deployments"]["example"]["sources"][0]["paths"] == [str(sample_tree)]
+
+
 def test_in_place_restore_brings_back_a_deleted_source_path(tmp_path: Path, make_deployment: Any) -> None:
     """Restoring a deleted directory is the common case: the safety backup taken first must
     not fail because a configured path is missing (there is nothing there to overwrite)."""

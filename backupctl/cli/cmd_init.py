@@ -50,7 +50,9 @@ def init(
         generate_key_file(key)
         created_key = True
     repo = repository or data_dir() / "repository"
-    example = example_path or Path("~/.config")
+    # A relative --example-path means relative to here, now: the config must not depend on
+    # the directory later commands run in (relative `paths:` are refused).
+    example = Path(os.path.abspath(os.path.expanduser(str(example_path)))) if example_path else Path("~/.config")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(starter_config(repository=repo, key_file=key, example_path=example))
