@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from backupctl.errors import SourceError
 from backupctl.events import WarningEvent
@@ -67,9 +68,11 @@ class FilesOptions(SourceOptions):
     def _absolute(cls, paths: list[Path]) -> list[Path]:
         for path in paths:
             if not os.path.isabs(os.path.expanduser(str(path))):
-                raise ValueError(
-                    f"relative path {str(path)!r}: paths must be absolute (or start with ~/), "
-                    "so that cron and a shell back up the same thing"
+                raise PydanticCustomError(
+                    "relative_path",
+                    "relative path '{path}': paths must be absolute (or start with ~/), so that cron "
+                    "and a shell back up the same thing",
+                    {"path": str(path)},
                 )
         return paths
 
