@@ -108,6 +108,7 @@ class FsRestorer:
         self.bytes = 0
         self.written = 0  # entries of every kind written completely
         self._count_lock = threading.Lock()
+        self._stop = threading.Event()  # set when the restore stops: the writer abandons its file
         self._root_fd = -1
         # The open directories of the current path: _chain_fds[0] is root, _chain_fds[i + 1]
         # is the directory _chain_names[i]. Entries come in tree order, so most entries
@@ -169,6 +170,7 @@ class FsRestorer:
             current = ""
             self._finish_dirs()
         except BaseException as exc:
+            self._stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             for fut, dir_fd in pending.items():
                 if fut.cancelled():  # never started: its directory fd is still open
@@ -349,7 +351,7 @@ class FsRestorer:
             tmp, fd = self._create_temp(dir_fd)
             try:
                 try:
-                    write_content(fd, entry.chunks(), entry.sparse, self._count_bytes)
+                    write_content(fd, self._until_stopped(entry.chunks()), entry.sparse, self._count_bytes)
                     self._set_meta(entry, dir_fd, tmp, fd=fd)
                 finally:
                     os.close(fd)
@@ -362,6 +364,13 @@ class FsRestorer:
             raise _EntryFailed(entry.path, exc) from exc
         finally:
             os.close(dir_fd)
+
+    def _until_stopped(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The chunks, until the restore stops (Ctrl-C need not wait for a large file)."""
+        for chunk in chunks:
+            if self._stop.is_set():
+                raise InterruptedError("restore stopped")
+            yield chunk
 
     def _restore_symlink(self, parts: list[str], entry: RestoreEntry) -> bool:
         if entry.path in self._dirs:
