@@ -33,7 +33,11 @@ EXIT_CODES = [
     (ExitCode.WRONG_KEY, "wrong key file or passphrase"),
     (ExitCode.FORMAT, "repository written by a newer backupctl"),
     (ExitCode.ABORTED, "confirmation declined, or needed but no terminal to ask on (pass --yes)"),
-    (ExitCode.INTERRUPTED, "interrupted (SIGINT/SIGTERM); nothing half-written is visible"),
+    (
+        ExitCode.INTERRUPTED,
+        "interrupted (SIGINT/SIGTERM); a backup leaves nothing half-written, "
+        "a restore says how many entries it wrote",
+    ),
 ]
 
 JSON_KEYS = """\
