@@ -367,3 +367,22 @@ def test_run_due_reports_the_full_it_took_when_no_full_existed(tmp_path: Path) -
     assert [r["type"] for r in listed] == ["full"], listed
     job = service.state.get_job(rows[0]["backup_id"])
     assert job is not None and job["type"] == "full", job
+
+
+def test_run_due_whose_upload_failed_reports_a_completed_backup_and_fails(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the offsite directory should be\n")
+    policy = {
+        "created": "2026-01-01T00:00:00Z",
+        "schedules": [{"type": "full", "daily": {"at": "01:00"}, "timezone": "UTC"}],
+        "retention": {"keep_last": 5},
+    }
+    s = Setup(tmp_path, offsite=blocker / "repo", policy=policy)
+    expected = helpers.snapshot_tree(s.tree)
+    result = s.run("schedule", "run-due", "--quiet", "-o", "json")
+    assert result.returncode != 0, str(result)
+    (row,) = result.json()
+    assert row["status"] == "Completed" and row["failed_uploads"] == ["offsite"], row
+    assert "upload to offsite failed" in row["error"], row
+    assert s.rows()[row["backup_id"]]["status"] == "Completed"
+    s.assert_restores(row["backup_id"], expected)

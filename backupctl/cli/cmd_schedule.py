@@ -51,9 +51,14 @@ UPCOMING_COLUMNS: list[output.Column] = [
 
 
 def _failed(row: dict[str, Any]) -> bool:
-    """A failed backup or sync, or a backup whose retention step did not run."""
+    """A failed backup or sync, a backup whose upload failed, or one whose retention did not run."""
     status = str(row.get("status", ""))
-    return status == "Failed" or status.startswith("failed") or bool(row.get("retention_error"))
+    return (
+        status == "Failed"
+        or status.startswith("failed")
+        or bool(row.get("retention_error"))
+        or bool(row.get("failed_uploads"))
+    )
 
 
 def _render_runs(rows: list[dict[str, Any]]) -> None:
@@ -146,6 +151,7 @@ def daemon(
             rows = scheduler.run_due()
             if rows and not output.OPTS.quiet:
                 _render_runs(rows)
+            _report_retention(rows)
             upcoming = scheduler.next_run()
         wait = float(poll)
         if upcoming is not None:

@@ -40,6 +40,7 @@ from backupctl.engine import scheduled_sync
 from backupctl.engine.policy_records import parse_time, to_policy_records
 from backupctl.engine.service import Service, iso
 from backupctl.engine.state import pid_alive
+from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
 from backupctl.policy.models import Policy
@@ -305,6 +306,11 @@ class Scheduler:
             failed: dict[str, Any] = {"status": "Failed", "error": exc.message}
             if job is not None and job["type"]:
                 failed["type"] = job["type"]  # what the run took (a full when none existed)
+            if job is not None and job["status"] == "Completed":
+                # Stored (restorable) but an upload failed: the run fails, the backup does not.
+                # Retention waits for a run whose copies all succeeded.
+                failed["status"] = "Completed"
+                failed["failed_uploads"] = failed_uploads(job["destinations"])
             return failed
         # The type the backup really took: an incremental with no full to build on is a full.
         outcome: dict[str, Any] = {
