@@ -210,7 +210,11 @@ def test_run_due_with_two_deployments_on_an_empty_destination(tmp_path: Path) ->
         assert "Traceback" not in again.stderr
 
 
-def test_concurrent_creators_on_s3(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["s3", "gcs", "azure", "sftp", "ftp"])
+def test_concurrent_creators_on_remote_destinations(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Three hosts create the repository at once, each with its own connection."""
     from conftest_servers import build_destination, destination_config
 
     from backupctl.repo.crypto import generate_key_file
@@ -218,8 +222,8 @@ def test_concurrent_creators_on_s3(request: pytest.FixtureRequest, tmp_path: Pat
     key = tmp_path / "repo.key"
     generate_key_file(key)
     for _round in range(3):
-        cfg = destination_config("s3", request, tmp_path)
-        dests = [build_destination(cfg, f"s3-{i}") for i in range(3)]
+        cfg = destination_config(kind, request, tmp_path)
+        dests = [build_destination(cfg, f"{kind}-{i}") for i in range(3)]
         try:
             repos = race(3, lambda i, ds=dests: Repository.create(ds[i], material_of(key)))
             assert len({r.cipher.keys for r in repos}) == 1, "creators ended with different master keys"

@@ -30,7 +30,13 @@ import blake3
 
 from backupctl import __version__
 from backupctl.destinations.base import AlreadyExists, Destination, NotFound
-from backupctl.errors import FormatVersionError, IntegrityError, NoRepositoryError, NotFoundError
+from backupctl.errors import (
+    DestinationError,
+    FormatVersionError,
+    IntegrityError,
+    NoRepositoryError,
+    NotFoundError,
+)
 from backupctl.events import NullReporter, Reporter, WarningEvent
 from backupctl.repo.chunker import DATA_CHUNKS, TREE_CHUNKS
 from backupctl.repo.codec import Codec
@@ -209,8 +215,8 @@ class Repository:
         if not won:
             try:
                 dest.delete(slot_name)
-            except NotFound:
-                pass
+            except (NotFound, DestinationError):
+                pass  # best effort: a slot left behind fails the winner's fingerprint, never used
             return cls.open(dest, material, compression_level)
         return cls(dest, keys, config, compression_level)
 
