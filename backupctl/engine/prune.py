@@ -118,13 +118,14 @@ def delete_and_prune(
             for pid, entries in by_pack.items()
             if pid in young or any(e.blob_id in live for e in entries)
         }
-        old_indexes = repo.index_ids
-        repo.write_index(keep, supersedes=old_indexes)
-        for index_id in old_indexes:
-            try:
-                repo.dest.delete(f"index/{index_id}")
-            except Exception:
-                pass
+        if len(keep) < len(by_pack):  # else the index files stay as they are: no write at all
+            old_indexes = repo.index_ids
+            repo.write_index(keep, supersedes=old_indexes)
+            for index_id in old_indexes:
+                try:
+                    repo.dest.delete(f"index/{index_id}")
+                except Exception:
+                    pass
         freed = deleted = young_kept = 0
         for pack_id, info in listed.items():
             if pack_id in keep:
