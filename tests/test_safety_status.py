@@ -235,6 +235,34 @@ def test_a_backup_killed_after_its_commit_point_is_completed_everywhere(tmp_path
     assert s.rows() == {}
 
 
+def test_kill_9_just_after_the_manifest_is_written_leaves_a_completed_backup(tmp_path: Path) -> None:
+    """For real: the process SIGKILLs itself right after its K-th destination write is durable
+    (BACKUPCTL_FAULTS=kill_at=K,kill_how=after); K is swept until that write is the manifest."""
+    s = Setup(tmp_path)
+    first = s.create()
+    expected = helpers.snapshot_tree(s.tree)
+    committed = None
+    for k in range(1, 40):
+        result = helpers.run_cli(
+            "backup", "create", "app", env={**s.env, "BACKUPCTL_FAULTS": f"kill_at={k},kill_how=after"}
+        )
+        assert result.returncode != 0, f"never killed after its manifest (k={k})\n{result}"
+        new = {p.name for p in (s.repo / "snapshots").iterdir()} - {first}
+        if new:
+            (committed,) = new
+            break
+    assert committed is not None
+    rows = s.rows()
+    assert rows[committed]["status"] == "Completed", rows[committed]
+    assert all(r["status"] == "Failed" for i, r in rows.items() if i not in (first, committed)), rows
+    assert s.ok("backup", "show", committed[:8], "-o", "json").json()["status"] == "Completed"
+    s.ok("backup", "verify", committed[:8])
+    s.assert_restores(committed[:8], expected)
+    s.ok("backup", "delete", first, "--yes")
+    assert {p.name for p in (s.repo / "snapshots").iterdir()} == {committed}
+    s.assert_restores(committed[:8], expected)
+
+
 # ---- 16a. a failed upload elsewhere --------------------------------------------------------
 
 
