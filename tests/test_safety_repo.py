@@ -336,6 +336,35 @@ def test_failed_backup_does_not_poison_the_index_of_the_process(tmp_path: Path) 
     helpers.run_ok("backup", "verify", b["id"], env=env)
 
 
+def test_run_due_failed_deployment_does_not_poison_the_next(tmp_path: Path) -> None:
+    """The same through `schedule run-due` with one worker: A fails after writing packs, B
+    (queued behind it, same files) is Completed and restores exactly."""
+    tree = make_files(tmp_path / "src", 7, n=6, size=400_000)
+    doc = config_doc(
+        tmp_path,
+        {
+            "a": {
+                "sources": [
+                    {"type": "files", "paths": [str(tree)]},
+                    {"type": "sqlite", "path": str(tmp_path / "missing.db")},
+                ],
+                "policy": "nightly",
+            },
+            "b": {"sources": [{"type": "files", "paths": [str(tree)]}], "policy": "nightly"},
+        },
+        settings={"pack_size_mib": 1, "max_parallel_backups": 1},
+    )
+    env = write_doc(tmp_path / "config.yaml", doc)
+    result = helpers.run_cli("schedule", "run-due", "-o", "json", env=env)
+    rows = {r["deployment"]: r["status"] for r in result.json() if r.get("kind", "backup") == "backup"}
+    assert rows == {"a": "Failed", "b": "Completed"}, str(result)
+    (b,) = [
+        r for r in helpers.run_ok("backup", "list", "-o", "json", env=env).json() if r["deployment"] == "b"
+    ]
+    assert_restores(env, b["id"], tree, tmp_path / "restore-b")
+    helpers.run_ok("backup", "verify", b["id"], env=env)
+
+
 def test_backups_through_a_failing_destination_all_restore(tmp_path: Path) -> None:
     src = tmp_path / "src"
     doc = config_doc(
