@@ -222,6 +222,35 @@ def test_repair_snapshots_moves_a_damaged_manifest_aside(tmp_path: Path, repo3: 
     _assert_all_completed_restore(dep, src, backups, tmp_path)
 
 
+def test_lost_pack_check_repair_then_set_aside_the_backups_that_needed_it(tmp_path: Path, repo3: Any) -> None:
+    dep, src, backups = repo3
+    newest = _objects(dep, "data")[-1]  # written by the last backup
+    newest.unlink()
+    check = dep.run("repository", "check", "-o", "json")
+    assert check.returncode == ExitCode.INTEGRITY
+    problems = check.json()["problems"]
+    assert {
+        "kind": "pack",
+        "object": f"data/{newest.name[:2]}/{newest.name}",
+        "message": "pack is missing (listed by the index)",
+    } in problems
+
+    repair = dep.ok("repository", "repair", "index", "-o", "json").json()
+    assert repair["packs_missing"] == [f"data/{newest.name[:2]}/{newest.name}"]
+    check = dep.run("repository", "check", "-o", "json").json()
+    assert {p["kind"] for p in check["problems"]} == {"snapshot"}, check
+    damaged = {p["object"].split("/", 1)[1] for p in check["problems"]}
+    assert backups[-1][0] in damaged
+
+    doc = dep.ok("repository", "repair", "snapshots", "--delete", "--yes", "-o", "json").json()
+    assert {d["id"] for d in doc["damaged"]} == damaged and all(
+        d["action"] == "deleted" for d in doc["damaged"]
+    )
+    assert dep.ok("repository", "check", "-o", "json").json()["ok"] is True
+    dep.ok("backup", "prune", "--yes")
+    _assert_all_completed_restore(dep, src, [b for b in backups if b[0] not in damaged], tmp_path)
+
+
 # ---- item 13: prune removes temp files and old unreferenced packs, says how much ---------
 
 

@@ -137,7 +137,7 @@ def _check_pack(repo: Repository, pack_id: str, size: int | None, indexed: list[
         if e.offset != end:
             return f"header has a gap or overlap at offset {end}"
         end = e.offset + e.length
-    (hlen,) = (int.from_bytes(repo.dest.get(pack_name(pack_id), size - 4, 4), "little"),)
+    hlen = int.from_bytes(repo.dest.get(pack_name(pack_id), size - 4, 4), "little")  # authenticated above
     if end + hlen + 4 != size:
         return f"wrong size: {size} bytes, header says {end + hlen + 4}"
     return None
