@@ -438,7 +438,7 @@ def test_a_repository_that_lost_its_config_is_damaged_not_empty(make_deployment:
     assert key_slots(dep.repository) == slots_before
 
 
-@pytest.mark.parametrize("kind", ["snapshots", "index", "data"])
+@pytest.mark.parametrize("kind", ["snapshots", "index", "data", "wal", "binlog"])
 def test_any_repository_object_without_config_is_damage(
     make_deployment: Any, tmp_path: Path, kind: str
 ) -> None:
@@ -449,7 +449,11 @@ def test_any_repository_object_without_config_is_damage(
     for other in ("snapshots", "index", "data", "keys"):
         if other != kind:
             subprocess.run(["rm", "-rf", str(dep.repository / other)], check=True)
-    assert_one_line_error(dep.run("backup", "create", "app"), 7, "no config")
+    if kind in ("wal", "binlog"):  # only an archived log file is left (PITR archives)
+        (dep.repository / kind / "app").mkdir(parents=True)
+        (dep.repository / kind / "app" / "000000010000000000000001").write_bytes(b"archived")
+    assert_one_line_error(dep.run("backup", "create", "app"), 7, "no config", f"({kind}/)")
+    assert not (dep.repository / "config").exists()
 
 
 # ---- 14. damaged key slots ---------------------------------------------------------------------

@@ -64,10 +64,11 @@ def _now() -> str:
 # reading the config back to learn whether it won.
 _CONFIRM_DELAY = 1.0
 
-# Objects written only into an existing repository: finding any without a config means
-# the config was lost. (A key slot alone is what a creator killed before its config
-# leaves: creating over it is safe, the slot's keys are never used.)
-_REPOSITORY_PREFIXES = ("snapshots/", "index/", "data/")
+# Objects written only into an existing repository (backups, and the WAL / binary log
+# archives of engine/logarchive.py): finding any without a config means the config was
+# lost. (A key slot alone is what a creator killed before its config leaves: creating
+# over it is safe, the slot's keys are never used.)
+_REPOSITORY_PREFIXES = ("snapshots/", "index/", "data/", "wal/", "binlog/")
 
 
 def _refuse_objects_without_config(dest: Destination) -> None:
