@@ -458,7 +458,10 @@ class Service:
                     if job["deployment"] in self.config.deployments
                     else None
                 )
-                settled = self.state.settle_job(job["id"], known, primary) or job
+                settled = job
+                if job["status"] != "Completed" and destination in (None, primary):
+                    # Corrected only from the primary's manifest (the row describes that copy).
+                    settled = self.state.settle_job(job["id"], known, primary) or job
                 known["destinations"] = settled["destinations"]
                 known["failed_uploads"] = failed_uploads(settled["destinations"])
                 if known["failed_uploads"]:
