@@ -384,7 +384,9 @@ def test_backups_through_a_failing_destination_all_restore(tmp_path: Path) -> No
 
         rnd = random.Random(3)
         make_files(src, 100)
-        for round_no in range(16):
+        for round_no in range(150):  # about 1 in 7 backups completes through 10% of calls failing
+            if failed >= 4 and len(completed) >= 4:
+                break
             # Each round changes some files, so new blobs are written, and brings back old ones.
             (src / f"f{rnd.randrange(4)}.bin").write_bytes(random.Random(round_no % 5).randbytes(300_000))
             (src / "note.txt").write_text(f"round {round_no}\n")
@@ -399,7 +401,7 @@ def test_backups_through_a_failing_destination_all_restore(tmp_path: Path) -> No
             completed[rec["id"]] = snapshot_tree(src)
     finally:
         svc.close()
-    assert failed and completed, (failed, len(completed))
+    assert failed >= 4 and len(completed) >= 4, (failed, len(completed))
     for backup_id, expected in completed.items():
         target = tmp_path / f"restore-{backup_id[:8]}"
         helpers.run_ok("backup", "restore", backup_id, "--target", target, env=env)
