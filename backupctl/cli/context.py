@@ -1,25 +1,41 @@
-"""Shared helpers for commands: loading the config, building the service, confirming."""
+"""Shared helpers for commands: loading the config, building the service, confirming.
+
+Every command module imports this one when it is loaded, so it imports nothing heavy at
+module level: the config loader (Pydantic models), the engine and the progress display
+(Rich) are imported by the functions that need them (tests/test_startup.py).
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from backupctl.cli import output
-from backupctl.cli.progress import CliReporter
-from backupctl.config.loader import load_config
-from backupctl.config.models import Config
-from backupctl.engine.service import Service
 from backupctl.errors import AbortedError
+
+if TYPE_CHECKING:
+    from backupctl.cli.progress import CliReporter
+    from backupctl.config.models import Config
+    from backupctl.engine.service import Service
 
 
 def config() -> Config:
+    from backupctl.config.loader import load_config
+
     return load_config(output.OPTS.config)
 
 
 def service(reporter: CliReporter | None = None) -> Service:
-    return Service(config(), reporter or CliReporter())
+    from backupctl.engine.service import Service
+
+    cfg = config()  # first, as before: a config error comes before any progress display
+    if reporter is None:
+        from backupctl.cli.progress import CliReporter
+
+        reporter = CliReporter()
+    return Service(cfg, reporter)
 
 
 def confirm(prompt: str, *, yes: bool) -> None:

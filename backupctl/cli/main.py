@@ -1,21 +1,197 @@
-"""Entry point: the root Typer app, global options, and error -> exit code mapping."""
+"""Entry point: the root Typer app, global options, and error -> exit code mapping.
+
+Start-up contract (tests/test_startup.py): importing this module and running
+`--version`, `--help` or a shell completion of the command names imports no command
+module, no engine code and no heavy library (Rich, Pydantic, croniter, cryptography,
+cloud SDKs). Commands are registered lazily: `COMMANDS` names each one, the module that
+implements it and its short help, and a command's module is imported only when that
+command is resolved (run, or its own help or completion asked for).
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import sys
 import traceback
-from typing import Annotated
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from backupctl import __version__
 from backupctl.cli import output
 from backupctl.errors import BackupctlError, ExitCode
 
+# name -> (module in backupctl.cli, first paragraph of its help), in `--help` order.
+# The help text is repeated here so that `backupctl --help` and TAB completion of the
+# command names need not import the modules; tests/test_startup.py checks it against them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": (
+        "cmd_init",
+        "Write a commented starter config and create a new repository key (mode 0600).",
+    ),
+    "backup": ("cmd_backup", "Create, list, inspect, restore, verify and delete backups."),
+    "config": ("cmd_config", "Inspect and check the configuration file."),
+    "destination": ("cmd_destination", "List and check the places backups are stored."),
+    "policy": (
+        "cmd_policy",
+        "Backup policies: when deployments are backed up and which backups are kept.",
+    ),
+    "schedule": (
+        "cmd_schedule",
+        "Run scheduled backups: from cron, as a daemon, or exported to other schedulers.",
+    ),
+    "wal": ("cmd_wal", "Archive and fetch PostgreSQL WAL files (archive_command / restore_command)."),
+    "pitr": (
+        "cmd_pitr",
+        "Point-in-time recovery: archive set-up, the recoverable window, verification.",
+    ),
+    "binlog": (
+        "cmd_binlog",
+        "Archive MariaDB/MySQL binary logs into the deployment's repository (point-in-time recovery).",
+    ),
+    "repository": ("cmd_repository", "Check, repair and unlock the repository at a destination."),
+}
+# Modules that register more commands on another command's Typer app when imported.
+_EXTRA_MODULES = {"backup": ("cmd_clone",)}  # `backup clone`
+
+
+def load_command(name: str) -> Any:
+    """Import the module of command `name` and build its Click command, exactly as
+    `app.add_typer(module.app, name=name)` (or `app.command(name)`) would have."""
+    module_name, _ = COMMANDS[name]
+    module = importlib.import_module(f"backupctl.cli.{module_name}")
+    for extra in _EXTRA_MODULES.get(name, ()):
+        importlib.import_module(f"backupctl.cli.{extra}")
+    holder = typer.Typer()
+    if not hasattr(module, "app"):  # a single command: the function named like the command
+        holder.command(name)(getattr(module, name))
+        return typer.main.get_command_from_info(
+            holder.registered_commands[0],
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode,
+        )
+    holder.add_typer(module.app, name=name)
+    return typer.main.get_group_from_info(
+        holder.registered_groups[0],
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+        suggest_commands=app.suggest_commands,
+    )
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """The root group's `commands`: the names are known up front (what typo suggestions
+    use), a command is built on first access (what running it, or docgen, does)."""
+
+    def __init__(self, loaded: MutableMapping[str, Any]) -> None:
+        self._loaded = dict(loaded)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._loaded[name] = load_command(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (n for n in self._loaded if n not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS) + sum(1 for n in self._loaded if n not in COMMANDS)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+
+class _TrivialCoercion:
+    """Coercion of a str or bool parameter without Pydantic: None and a value that already
+    has the type are returned as they are (what the TypeAdapter returns for them); anything
+    else goes to Typer's own coercion."""
+
+    def __init__(self, param: Any, kinds: tuple[type, ...]) -> None:
+        self._typer_coercion = param.get_runtime_param
+        self._kinds = kinds
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or isinstance(value, self._kinds):
+            return value
+        return self._typer_coercion().coerce(value, param=param, ctx=ctx)
+
+
+_TRIVIAL = {str: (str,), str | None: (str,), bool: (bool,), bool | None: (bool,)}
+
+
+def _skip_trivial_coercion(param: Any) -> None:
+    """Typer coerces every parameter value through a Pydantic TypeAdapter (bool flags that
+    are already bools excepted). The global options (and --help) are processed on every
+    run, TAB completion included, and importing Pydantic for them costs ~0.15 s of CPU;
+    their values need no coercion (see _TrivialCoercion)."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None or "get_runtime_param" in vars(param):
+        return
+    kinds = _TRIVIAL.get(descriptor.annotation)
+    if kinds is not None and not param.multiple and param.nargs == 1:
+        coercion = _TrivialCoercion(param, kinds)
+        param.get_runtime_param = lambda: coercion
+
+
+class LazyGroup(TyperGroup):
+    """The root group. Listing the commands (`--help`, TAB on the command name) uses the
+    short helps in `COMMANDS` instead of importing every command module."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands(self.commands)
+        self._listing = False
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:  # the global options, --help and the completion flags
+            _skip_trivial_coercion(param)
+        return params
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        commands = self.commands
+        assert isinstance(commands, _LazyCommands)
+        if self._listing and cmd_name in COMMANDS and not commands.is_loaded(cmd_name):
+            return TyperCommand(name=cmd_name, help=COMMANDS[cmd_name][1])
+        return commands.get(cmd_name)
+
+    @contextmanager
+    def _names_only(self) -> Iterator[None]:
+        self._listing = True
+        try:
+            yield
+        finally:
+            self._listing = False
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with self._names_only():
+            super().format_commands(ctx, formatter)
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
+        with self._names_only():
+            return super().shell_complete(ctx, incomplete)
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="backupctl",
     help="Back up PostgreSQL, MariaDB/MySQL, SQLite and file trees into encrypted, deduplicated repositories "
     "on local and cloud storage; list, restore, clone and verify them.",
@@ -64,30 +240,6 @@ def root(
     output.OPTS.color = not no_color and sys.stdout.isatty()
     output.OPTS.verbose = verbose
 
-
-def _register() -> None:
-    from backupctl.cli import cmd_backup, cmd_clone, cmd_config, cmd_init  # noqa: F401 (cmd_clone registers `backup clone`)
-
-    app.add_typer(cmd_backup.app, name="backup")
-    app.add_typer(cmd_config.app, name="config")
-    app.command("init")(cmd_init.init)
-    for module_name, name in (
-        ("cmd_destination", "destination"),
-        ("cmd_policy", "policy"),
-        ("cmd_schedule", "schedule"),
-        ("cmd_wal", "wal"),
-        ("cmd_pitr", "pitr"),
-        ("cmd_binlog", "binlog"),
-        ("cmd_repository", "repository"),
-    ):
-        try:
-            module = __import__(f"backupctl.cli.{module_name}", fromlist=["app"])
-        except ImportError:
-            continue
-        app.add_typer(module.app, name=name)
-
-
-_register()
 
 # Global options are accepted anywhere on the command line (`backupctl backup list -o json`);
 # they are moved in front of the subcommand before Click parses.

@@ -3,6 +3,10 @@
 Commands hand plain dicts/lists to these functions and never format by themselves.
 JSON goes to stdout as exactly one document per command; messages and progress go
 to stderr so that stdout stays parseable.
+
+Rich is imported only inside the functions that draw with it: importing this module must
+stay cheap, because every command (and `--help`, `--version`, shell completion) loads it
+(tests/test_startup.py checks the import graph).
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -35,11 +38,15 @@ OPTS = Options()
 
 
 def stdout_console() -> Console:
+    from rich.console import Console
+
     no_color = not OPTS.color or "NO_COLOR" in os.environ
     return Console(file=sys.stdout, no_color=no_color, highlight=False, soft_wrap=True)
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     no_color = not OPTS.color or "NO_COLOR" in os.environ
     return Console(file=sys.stderr, no_color=no_color, highlight=False, soft_wrap=True)
 
@@ -128,6 +135,9 @@ def emit_table(
         [(fmt(row.get(key)) if fmt else _plain(row.get(key))) for _, key, fmt in columns] for row in rows
     ]
     if is_tty():
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title, show_edge=False, header_style="bold")
         for header, _, _ in columns:
             table.add_column(header)
@@ -151,6 +161,8 @@ def emit_fields(pairs: Sequence[tuple[str, str]]) -> None:
     """Key/value details (`show` commands)."""
     width = max((len(k) for k, _ in pairs), default=0)
     if is_tty():
+        from rich.text import Text
+
         console = stdout_console()
         for key, value in pairs:
             console.print(Text(f"{key.ljust(width)}  ", style="bold") + Text(value))
@@ -173,10 +185,14 @@ def message(text: str, *, style: str = "") -> None:
     """A line for people on stderr (suppressed by --quiet and in JSON/YAML mode)."""
     if OPTS.quiet:
         return
+    from rich.text import Text
+
     stderr_console().print(Text(text, style=style))
 
 
 def warning(text: str) -> None:
     if OPTS.quiet:
         return
+    from rich.text import Text
+
     stderr_console().print(Text("warning: ", style="yellow") + Text(text))

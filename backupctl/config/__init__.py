@@ -1,6 +1,6 @@
-"""Configuration: the YAML file, its Pydantic models, and secret references."""
+"""Configuration: the YAML file (loader), its Pydantic models (models), paths and secret references.
 
-from backupctl.config.loader import load_config, resolve_config_path
-from backupctl.config.models import Config, DeploymentConfig, EncryptionConfig, Settings
-
-__all__ = ["Config", "DeploymentConfig", "EncryptionConfig", "Settings", "load_config", "resolve_config_path"]
+Deliberately empty: importing a light module such as `backupctl.config.secrets` or
+`backupctl.config.paths` must not load the Pydantic models. Import names from the
+submodules (`backupctl.config.loader`, `backupctl.config.models`).
+"""
