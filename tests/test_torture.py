@@ -98,23 +98,37 @@ def test_kill_upload_at_every_write(tmp_path: Path) -> None:
 
 
 def test_kill_repair_at_every_write(tmp_path: Path) -> None:
+    """A killed `repository repair index` leaves the repository no worse than it found it
+    (every backup that restored before still restores), and the next repair fixes it."""
     world = world_with_backups(tmp_path / "w", 3, seed=14)
     if not world.has_repository_command():
         pytest.skip("`backupctl repository` does not exist yet (issue 11 item 6)")
-    # Something to repair: one index file gone.
-    index = repository_objects(world.repository, "index")
-    index[0].unlink()
-    rebuild = world.run("repository", "repair", "index")
-    assert rebuild.returncode == 0, rebuild.stderr
-    world.check("repaired")
-    repository_objects(world.repository, "index")[0].unlink()
-
-    def repair() -> tuple[list[str], set[str], Any]:
-        return ["repository", "repair", "index"], set(), None
-
-    kills = world.kill_sweep(repair, how="before")
+    kills = 0
+    for k in range(1, 40):
+        # Something to repair: one index file gone.
+        repository_objects(world.repository, "index")[0].unlink()
+        world.damaged = True
+        restorable = {
+            r["id"] for r in world.completed("local") if world.restore_ok(r, "local", "", refusal_ok=True)
+        }
+        run = world.run(
+            "repository", "repair", "index", faults=f"kill_at={k},kill_how={'before' if k % 2 else 'after'}"
+        )
+        still = {
+            r["id"] for r in world.completed("local") if world.restore_ok(r, "local", "", refusal_ok=True)
+        }
+        for backup_id in sorted(restorable - still):
+            world.violation(
+                "unrestorable", f"{backup_id} restored before a killed repair, not after", f"kill_at={k}"
+            )
+        world.damaged = False
+        repaired = world.run("repository", "repair", "index")
+        assert repaired.returncode == 0, repaired.stderr
+        world.check(f"repair after kill_at={k}", restore_all=True)
+        if not run.killed:
+            break
+        kills += 1
     assert kills >= 1
-    world.check("final", restore_all=True)
     assert_clean(world)
 
 
