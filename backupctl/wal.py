@@ -5,13 +5,13 @@
 
 It reads only what it needs from the config (the deployment's destinations and the
 encryption key), opens the primary destination's repository and stores or fetches one
-object through engine.logarchive; no CLI framework, no job database, no full config
+object through pitr.logarchive; no CLI framework, no job database, no full config
 validation, so a push costs a fraction of a `backupctl` command (docs/pitr.md).
 `backupctl wal push|fetch` runs the same code.
 
 Run from pg_wal (archive_command), a push also archives up to --ahead more files that
 PostgreSQL has marked ready and leaves a marker for each; their own calls then find the
-marker and return at once, before any heavy import (engine.walspool). So a backlog is
+marker and return at once, before any heavy import (pitr.walspool). So a backlog is
 archived at the speed of the archiving, not of starting Python.
 
 The deployment: --deployment, else $BACKUPCTL_DEPLOYMENT, else the only deployment with a
@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import sys
 
-from backupctl.engine import walspool
 from backupctl.errors import BackupctlError, ConfigError, NotFoundError
+from backupctl.pitr import walspool
 
 # The fast path (a file archived ahead) imports nothing but os, sys and walspool: pathlib,
 # typing and argparse alone would double its ~20 ms. The rest imports them when it runs.
@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# How many more ready WAL files one push archives while it is at it (engine.walspool): a
+# How many more ready WAL files one push archives while it is at it (pitr.walspool): a
 # call's start-up (~0.4 s) is shared by this many files; two are archived at a time, so a
 # call lasts up to ~3 s on a busy 2-core machine (32 against 16: +14% segments/s draining a
 # backlog of 34, docs/performance.md).
@@ -170,7 +170,7 @@ def open_archive(
 
 def push(config: str | None, deployment: str | None, path: str, ahead: int = AHEAD) -> dict[str, Any]:
     """Archive one WAL file (and, from pg_wal, up to `ahead` more that are ready: see
-    engine.walspool). The document's `ahead` maps each of those to its state."""
+    pitr.walspool). The document's `ahead` maps each of those to its state."""
     cfg_path = config_path(config)
     named = deployment or os.environ.get("BACKUPCTL_DEPLOYMENT")
     if named:  # archived ahead into a local primary: done without opening the repository
@@ -180,7 +180,7 @@ def push(config: str | None, deployment: str | None, path: str, ahead: int = AHE
 
     from pathlib import Path
 
-    from backupctl.engine.logarchive import copy_to_others, push_ahead, wal_object, wal_push
+    from backupctl.pitr.logarchive import copy_to_others, push_ahead, wal_object, wal_push
 
     file = Path(path)
     if not file.is_absolute() and not file.exists():
@@ -263,7 +263,7 @@ def fetch(config: str | None, deployment: str | None, filename: str, target: str
     from pathlib import Path
 
     from backupctl.destinations.base import open_destination
-    from backupctl.engine.logarchive import LogNotFoundError, wal_fetch, wal_object
+    from backupctl.pitr.logarchive import LogNotFoundError, wal_fetch, wal_object
     from backupctl.repo.repository import Repository
 
     cfg = LightConfig.load(config)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             fetch(args.config, args.deployment, args.filename, args.target)
     except BackupctlError as exc:
-        from backupctl.engine.logarchive import LogNotFoundError
+        from backupctl.pitr.logarchive import LogNotFoundError
 
         if isinstance(exc, LogNotFoundError):
             sys.stderr.write(f"backupctl wal fetch: {exc.message}\n")

@@ -1,4 +1,4 @@
-"""The window reachable from one mariabackup backup (engine/binlog.backup_range), on archive
+"""The window reachable from one mariabackup backup (pitr/mariadb.backup_range), on archive
 metadata alone: coverage of the backup's consistent point is decided by positions, because
 binary log event times have whole seconds."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backupctl.engine.binlog import backup_range
+from backupctl.pitr.mariadb import backup_range
 
 BACKUP = {
     "id": "b" * 32,

@@ -268,9 +268,10 @@ def _event(ts: int, typ: int, body: bytes, pos: int) -> bytes:
 
 
 def test_scan_binlog_reads_times_and_positions_and_refuses_damage() -> None:
-    from backupctl.engine.binlog import _stop_datetime, scan_binlog
-    from backupctl.engine.pitr import parse_iso
     from backupctl.errors import IntegrityError
+    from backupctl.pitr.binlog_format import scan_binlog
+    from backupctl.pitr.common import parse_iso
+    from backupctl.pitr.mariadb import _stop_datetime
 
     data = b"\xfebin"
     for ts, typ, body in (

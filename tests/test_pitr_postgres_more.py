@@ -30,8 +30,8 @@ from helpers import dump_yaml, load_yaml
 from pitr_helpers import S3_PACKAGES, PitrDeployment, light_command
 from test_pitr_postgres import batches, start_restored, wait_promoted
 
-from backupctl.engine.logarchive import WAL_SEGMENT_SIZE, lsn_to_int
 from backupctl.errors import ExitCode
+from backupctl.pitr.logarchive import WAL_SEGMENT_SIZE, lsn_to_int
 
 pytestmark = pytest.mark.server
 

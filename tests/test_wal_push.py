@@ -1,5 +1,5 @@
 """`wal push` from pg_wal archives the files PostgreSQL has marked ready ahead of their own
-archive_command calls (engine.walspool): what it archives ahead is really in the archive,
+archive_command calls (pitr.walspool): what it archives ahead is really in the archive,
 byte for byte, and a marker is trusted only while its file and its object are the ones it
 describes. The pg_wal directory here is laid out as PostgreSQL does it (segments plus
 archive_status/<file>.ready); tests/test_pitr_postgres.py runs the same command under a
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pitr_helpers import PitrDeployment, light_command
 
-from backupctl.engine import walspool
+from backupctl.pitr import walspool
 
 SEG = 16 << 20
 DEP = "app"

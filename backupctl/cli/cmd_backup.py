@@ -16,7 +16,7 @@ from backupctl.cli.progress import CliReporter
 from backupctl.errors import ExitCode, IntegrityError, UsageError
 
 if TYPE_CHECKING:
-    from backupctl.engine.pitr import Target
+    from backupctl.pitr.common import Target
 
 app = typer.Typer(help="Create, list, inspect, restore, verify and delete backups.", no_args_is_help=True)
 
@@ -116,7 +116,7 @@ def list_(
 
     Example: backupctl backup list --deployment shop -o json
     """
-    from backupctl.engine.pitr_list import add_recoverable_until
+    from backupctl.pitr.window import add_recoverable_until
 
     with CliReporter() as reporter:
         svc = context.service(reporter)
@@ -146,7 +146,13 @@ def show(
 
     Example: backupctl backup show 1a2b3c4d
     """
-    record = context.service().show_backup(backup_id, destination)
+    from backupctl.pitr.window import backup_pitr
+
+    svc = context.service()
+    record = svc.show_backup(backup_id, destination)
+    window = backup_pitr(svc, record)  # the PITR window: added here, so that engine/ never imports pitr/
+    if window is not None:
+        record["pitr"] = window
     if output.structured():
         output.emit_document(record)
         return
@@ -244,7 +250,7 @@ def moment_from_options(
 ) -> Target | None:
     """The point-in-time target of --to-time/--to-lsn/--to-name/--to-position (None: none given),
     shared by `backup restore` and `backup clone`."""
-    from backupctl.engine import pitr
+    from backupctl.pitr import common as pitr
 
     given = sum(bool(x) for x in (to_time, to_lsn, to_name, to_position))
     if given == 0:
@@ -275,7 +281,8 @@ def _restore_to_moment(
     yes: bool,
     no_safety_backup: bool,
 ) -> None:
-    from backupctl.engine import pitr
+    from backupctl.pitr import common as pitr
+    from backupctl.pitr.dispatch import restore_to_moment
 
     moment = moment_from_options(to_time, to_lsn, to_name, to_position)
     assert moment is not None  # the caller saw one of them
@@ -293,7 +300,7 @@ def _restore_to_moment(
                 "will be overwritten and the database is unavailable during the restore.",
                 yes=yes,
             )
-        result = pitr.restore_to_moment(
+        result = restore_to_moment(
             svc,
             deployment=deployment,
             backup_id=backup_id,

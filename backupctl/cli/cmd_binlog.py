@@ -93,7 +93,7 @@ def sync(
     Example: backupctl binlog sync shop --follow --interval 60 --flush
     Example: backupctl binlog sync shop --follow --stream --interval 10
     """
-    from backupctl.engine import binlog
+    from backupctl.pitr import binlog_stream, mariadb
 
     if stream and not follow:
         raise typer.BadParameter(
@@ -104,7 +104,7 @@ def sync(
         svc = context.service(reporter)
         svc.deployment(deployment)
         if not follow:
-            result = binlog.sync(svc, deployment, flush=flush)
+            result = mariadb.sync(svc, deployment, flush=flush)
             _print_round(result, follow=False)
             if result.get("copy_failures"):
                 raise typer.Exit(ExitCode.PARTIAL)
@@ -113,7 +113,7 @@ def sync(
         output.message(
             f"following the binary logs of {deployment} every {interval:g} s{streaming} (Ctrl-C to stop)"
         )
-        binlog.follow(
+        binlog_stream.follow(
             svc,
             deployment,
             interval=interval,

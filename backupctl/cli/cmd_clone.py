@@ -22,7 +22,7 @@ from backupctl.cli.cmd_backup import (
 )
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.engine.clone import clone_backup
+from backupctl.clone.api import clone_backup
 from backupctl.errors import ExitCode
 
 

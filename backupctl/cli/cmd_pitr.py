@@ -9,8 +9,9 @@ import typer
 from backupctl.cli import context, output
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.engine import pitr
 from backupctl.errors import ExitCode
+from backupctl.pitr import dispatch, mariadb, postgres
+from backupctl.pitr.retention import prune_logs
 
 app = typer.Typer(
     help="Point-in-time recovery: archive set-up, the recoverable window, verification.", no_args_is_help=True
@@ -46,14 +47,10 @@ def setup(
     with CliReporter() as reporter:
         svc = context.service(reporter)
         dep = svc.deployment(deployment)
-        if any(o.type == "mariadb" for o in dep.sources) and not any(
-            o.type == "postgres" for o in dep.sources
-        ):
-            from backupctl.engine import binlog
-
-            _setup_mariadb(binlog.setup(svc, deployment), dep.pitr.binlog_sync if dep.pitr else None)
+        if dispatch.family_for(dep) == "mariadb":
+            _setup_mariadb(mariadb.setup(svc, deployment), dep.pitr.binlog_sync if dep.pitr else None)
             return
-        result = pitr.setup_postgres(svc, deployment, apply=apply, prefix=command)
+        result = postgres.setup_postgres(svc, deployment, apply=apply, prefix=command)
     if output.structured():
         output.emit_document(result)
         return
@@ -130,14 +127,10 @@ def check(
     with CliReporter() as reporter:
         svc = context.service(reporter)
         dep = svc.deployment(deployment)
-        if any(o.type == "mariadb" for o in dep.sources) and not any(
-            o.type == "postgres" for o in dep.sources
-        ):
-            from backupctl.engine import binlog
-
-            result = binlog.check(svc, deployment)
+        if dispatch.family_for(dep) == "mariadb":
+            result = mariadb.check(svc, deployment)
         else:
-            result = pitr.check_postgres(svc, deployment, timeout=timeout)
+            result = postgres.check_postgres(svc, deployment, timeout=timeout)
     if output.structured():
         output.emit_document(result)
     else:
@@ -172,7 +165,7 @@ def show(deployment: DeploymentArg) -> None:
     Example: backupctl pitr show shop -o json
     """
     with CliReporter() as reporter:
-        result = pitr.show(context.service(reporter), deployment)
+        result = dispatch.show(context.service(reporter), deployment)
     if output.structured():
         output.emit_document(result)
         return
@@ -202,7 +195,7 @@ def verify(deployment: DeploymentArg) -> None:
     Example: backupctl pitr verify shop
     """
     with CliReporter() as reporter:
-        result = pitr.verify(context.service(reporter), deployment)
+        result = dispatch.verify(context.service(reporter), deployment)
     if output.structured():
         output.emit_document(result)
     else:
@@ -231,7 +224,6 @@ def prune(
 
     Example: backupctl pitr prune shop --dry-run
     """
-    from backupctl.engine.logarchive import prune_logs
 
     with CliReporter() as reporter:
         svc = context.service(reporter)
@@ -263,7 +255,7 @@ def sync(deployment: DeploymentArg) -> None:
     Example: backupctl pitr sync shop
     """
     with CliReporter() as reporter:
-        result = pitr.sync_copies(context.service(reporter), deployment)
+        result = dispatch.sync_copies(context.service(reporter), deployment)
     if output.structured():
         output.emit_document(result)
     else:

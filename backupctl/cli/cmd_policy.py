@@ -19,9 +19,10 @@ import typer
 from backupctl.cli import context, output
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.engine import pitr, policies
+from backupctl.engine import policies
 from backupctl.engine.service import Service
 from backupctl.errors import AbortedError, ConfigError
+from backupctl.pitr import dispatch as pitr
 from backupctl.tempdir import run_dir
 
 app = typer.Typer(

@@ -12,7 +12,7 @@ import typer
 
 from backupctl import wal
 from backupctl.cli import output
-from backupctl.engine.logarchive import LogNotFoundError
+from backupctl.pitr.logarchive import LogNotFoundError
 
 app = typer.Typer(
     help="Archive and fetch PostgreSQL WAL files (archive_command / restore_command).", no_args_is_help=True

@@ -1,336 +1,40 @@
-"""Clone a database backup into a new deployment, leaving the original untouched.
-
-Logical backups (pg_dump, mariadb-dump) are restored into new databases (default name
-`<db>_<NEW>`, or `--database` for a one-database backup) on the original server or on
-`host`/`port`. A new owner account `<NEW>_owner` gets a newly generated password:
+"""Logical clones: a pg_dump or mariadb-dump backup restored into new databases with a
+new owner account (see clone.api for the whole clone and its guarantees).
 
 * PostgreSQL: a LOGIN role created with a SCRAM-SHA-256 verifier computed here, so the
-  plain password never reaches the server, a child's argv or a log. The cloned database
-  and, inside the clone only, every object in it (whichever role owned it: the original
-  owner, other roles, large objects included) are given to it (`ALTER ... OWNER TO`, never
-  `REASSIGN OWNED`, which would also reach shared objects such as the original database);
-  what it still cannot own is named in a warning.
-* MariaDB: a user `'<NEW>_owner'@'%'` with ALL on the cloned database (MariaDB: created
-  from the mysql_native_password hash, so again no plain password on the wire).
-
-The password is stored in a 0600 file under `$XDG_CONFIG_HOME/backupctl/secrets/` and
-the new deployment (same destinations, policy and settings, `user: <NEW>_owner`,
-`password_file: ...`) is appended to the config file with comments kept.
-
-Physical backups (pg_basebackup, mariabackup), as they were or at a moment in time
-(`--to-time` & co.), become a new data directory with a newly generated password for the
-deployment's user: engine.clone_physical.
-
-Every SQL statement goes through stdin (`admin_sql`), all SQL text with a secret is
-redacted from errors. Nothing here prints: events go to the service's reporter.
+  plain password never reaches the server, a child's argv or a log; the cloned database
+  and every object in it are given to it (`ALTER ... OWNER TO`, never `REASSIGN OWNED`).
+* MariaDB: a user `'<NEW>_owner'@'%'` with ALL on the cloned database, created from the
+  mysql_native_password hash.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
-import re
-import secrets
-import socket
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.config.paths import config_dir
-from backupctl.engine.restorer import Prefetcher
-from backupctl.errors import BackupctlError, ConfigError
-from backupctl.events import Finished, InfoEvent, Started, WarningEvent
+from backupctl.clone.common import (
+    MARIADB_IDENT_MAX,
+    PG_IDENT_MAX,
+    CloneError,
+    mysql_native_hash,
+    new_password,
+    restore_into,
+    scram_verifier,
+    source_doc,
+    write_secret_file,
+)
+from backupctl.errors import BackupctlError
+from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Source, source_class
 
 if TYPE_CHECKING:
-    from backupctl.engine.pitr import Target
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
-
-DB_TYPES = ("postgres", "mariadb")
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-PG_IDENT_MAX = 63
-MARIADB_IDENT_MAX = 64
-
-
-class CloneError(BackupctlError):
-    """A clone could not be made (bad name, existing database, unsupported backup...)."""
-
-    kind = "clone"
-
-
-# ---- secrets ---------------------------------------------------------------------------
-
-
-def new_password() -> str:
-    """32 URL-safe characters (192 bits): no quoting problems in any client or file."""
-    return secrets.token_urlsafe(24)
-
-
-def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677)."""
-    salt = salt or os.urandom(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(b: bytes) -> str:
-        return base64.b64encode(b).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def mysql_native_hash(password: str) -> str:
-    """The mysql_native_password hash: '*' + upper hex SHA1(SHA1(password))."""
-    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
-
-
-def secrets_dir() -> Path:
-    return config_dir() / "secrets"
-
-
-def secret_file_path(name: str) -> Path:
-    return secrets_dir() / f"{name}.password"
-
-
-def write_secret_file(name: str, password: str) -> Path:
-    """Create secrets/<name>.password with mode 0600 (directory 0700); never overwrite."""
-    directory = secrets_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(directory, 0o700)
-    path = secret_file_path(name)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise CloneError(
-            f"a secrets file {path} already exists",
-            hint="choose another --name, or remove the file if it belongs to a deleted clone",
-        ) from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-# ---- the clone -------------------------------------------------------------------------
-
-
-def clone_backup(
-    svc: Service,
-    id_prefix: str | None,
-    *,
-    name: str,
-    database: str | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    datadir: Path | None = None,
-    destination: str | None = None,
-    deployment: str | None = None,
-    moment: Target | None = None,
-) -> dict[str, Any]:
-    """Create deployment `name` from a backup; returns what was made (never the password).
-
-    With `moment` (a point-in-time target) the clone is `deployment` (or the deployment of
-    backup `id_prefix`, restored from that backup) as it was at that moment: see
-    engine.clone_physical.
-
-    Keys: name, backup_id, from_deployment, method, kind (logical|physical), databases
-    ({original: clone}), host, port, datadir, user, password_file, config, uploaded,
-    start_command, with `moment` also target_moment and pitr_backup (= backup_id, the base
-    backup), and `password` — the caller shows it once and must not log it.
-    """
-    from backupctl.engine import clone_physical as physical
-
-    reporter = svc.reporter
-    if not NAME_RE.match(name):
-        raise CloneError(
-            f"invalid clone name {name!r}",
-            hint="start with a letter; letters, digits, '_' and '-' only; at most 40 characters",
-        )
-    if name in svc.config.deployments:
-        raise ConfigError(f"a deployment named {name!r} already exists", hint="choose another --name")
-    config_path = svc.config.path
-    if config_path is None:
-        raise ConfigError("the configuration was not read from a file, so the clone cannot be added to it")
-
-    restored: dict[str, Any] | None = None
-    created = False
-    if moment is not None:
-        for flag, value in (("--database", database), ("--host", host), ("--destination", destination)):
-            if value is not None:
-                raise CloneError(
-                    f"{flag} does not apply to a point-in-time clone",
-                    hint="it restores a physical backup and the deployment's archived WAL/binary logs "
-                    "from its primary destination into --datadir",
-                )
-        datadir = physical.new_datadir(
-            datadir, "a point-in-time clone is a new data directory: --datadir is required"
-        )
-        created = not datadir.exists()
-        restored = physical.restore_moment(
-            svc, id_prefix, name=name, deployment=deployment, moment=moment, datadir=datadir
-        )
-        id_prefix = str(restored["backup"])
-    elif id_prefix is None:
-        raise CloneError(
-            "give a backup ID to clone",
-            hint="or --deployment D with --to-time/--to-lsn/--to-name/--to-position for a point-in-time clone",
-        )
-    elif deployment is not None:
-        raise CloneError(
-            "--deployment applies with --to-time/--to-lsn/--to-name/--to-position",
-            hint="a backup ID alone names the backup to clone",
-        )
-
-    try:
-        record, repo, manifest = svc._completed(id_prefix, destination)
-        orig_name = record["deployment"]
-        orig_dep = svc.config.deployments.get(orig_name)
-        position, src = _db_source(svc, record, manifest)
-        source = svc._restore_source(src, orig_dep, position)
-        info: dict[str, Any] = dict(src.get("info", {}))
-        method = str(info.get("method", source.method))
-
-        uploaded = _uploaded(svc, record)
-        if not uploaded:
-            reporter.emit(
-                InfoEvent(
-                    f"backup {record['short_id']} has not been uploaded to a remote destination: it can be cloned "
-                    f"on this machine only (run `backupctl backup upload {record['short_id']}` to clone it elsewhere)"
-                )
-            )
-        dest_names = (
-            list(orig_dep.destinations) if orig_dep else [destination or svc.primary_destination(orig_name)]
-        )
-
-        result: dict[str, Any] = {
-            "name": name,
-            "backup_id": record["id"],
-            "from_deployment": orig_name,
-            "method": method,
-            "uploaded": uploaded,
-            "config": str(config_path),
-            "destinations": dest_names,
-            "target_moment": None,
-            "pitr_backup": None,
-        }
-        description = f"clone of {orig_name} from backup {record['short_id']}"
-        if restored is not None and datadir is not None:
-            result.update(target_moment=restored["target_moment"], pitr_backup=record["id"])
-            description = f"clone of {orig_name} at {restored['target_moment']}"
-            doc = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
-        elif method in physical.PHYSICAL:
-            if database is not None:
-                raise CloneError(
-                    "--database applies to logical backups; a physical clone copies every database"
-                )
-            if host is not None:
-                raise CloneError(
-                    "--host applies to logical backups; a physical clone is a data directory on this machine"
-                )
-            datadir = physical.new_datadir(datadir, f"a {method} backup is cloned into a new data directory")
-            doc = physical.clone_physical(svc, repo, manifest, src, source, datadir, port, result)
-        else:
-            if datadir is not None:
-                raise CloneError("--datadir applies to physical backups; a logical clone is a new database")
-            doc = _clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
-    except BaseException:
-        if restored is not None and datadir is not None:
-            physical.remove_partial(datadir, created)
-        raise
-
-    mapping: dict[str, Any] = {
-        "description": description,
-        "sources": [doc],
-        "destinations": dest_names,
-    }
-    if orig_dep is not None:
-        if orig_dep.policy is not None:
-            mapping["policy"] = orig_dep.policy
-        if not orig_dep.upload:
-            mapping["upload"] = False
-    from backupctl.policy import yaml_edit
-
-    try:
-        source_class(doc["type"]).Options.model_validate(doc)
-        yaml_edit.add_deployment(config_path, name, mapping)
-    except BaseException:
-        if "cleanup" in result:
-            result.pop("cleanup")()
-        raise
-    result.pop("cleanup", None)
-    reporter.emit(InfoEvent(f"added deployment {name!r} to {config_path}"))
-    return result
-
-
-def _db_source(svc: Service, record: dict[str, Any], manifest: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """(position, stored source) of the backup's one database source; others are warned about."""
-    db_sources = [(i, s) for i, s in enumerate(manifest["sources"]) if s["type"] in DB_TYPES]
-    if not db_sources:
-        raise CloneError(
-            f"backup {record['short_id']} holds no PostgreSQL or MariaDB database; clone needs one",
-            hint="use `backupctl backup restore --target DIR` for files",
-        )
-    if len(db_sources) > 1:
-        raise CloneError(
-            f"backup {record['short_id']} holds {len(db_sources)} database sources; clone supports one"
-        )
-    for s in manifest["sources"]:
-        if s["type"] not in DB_TYPES:
-            svc.reporter.emit(
-                WarningEvent(f"the {s['method']} source of the backup is not cloned (databases only)")
-            )
-    return db_sources[0]
-
-
-def _uploaded(svc: Service, record: dict[str, Any]) -> bool:
-    """True when a copy of the backup is complete in a non-local destination."""
-    for dest_name, state in (record.get("destinations") or {}).items():
-        options = svc.config.destinations.get(dest_name)
-        if options is not None and options.type != "local" and state.get("state") in ("uploaded", "stored"):
-            return True
-    return False
-
-
-def restore_into(
-    svc: Service,
-    repo: Repository,
-    manifest: dict[str, Any],
-    src: dict[str, Any],
-    source: Source,
-    target_dir: Path | None,
-    extra_info: dict[str, Any],
-) -> None:
-    """Restore one stored source into `source` (what Service.restore_backup does per source)."""
-    repo.load_index()
-    svc.reporter.emit(Started("restore", manifest["id"], int(src.get("bytes", 0))))
-    prefetcher = Prefetcher(repo)
-    try:
-        svc.restore_stored_source(repo, manifest, src, source, prefetcher, target_dir, extra_info)
-    finally:
-        prefetcher.close()
-    svc.reporter.emit(Finished("restore", manifest["id"]))
-
-
-def source_doc(source: Source) -> dict[str, Any]:
-    """The original source's config entry as the user wrote it (plus its type)."""
-    doc: dict[str, Any] = source.options.model_dump(mode="json", exclude_unset=True)
-    doc["type"] = source.options.type
-    return doc
-
 
 # ---- logical -----------------------------------------------------------------------------
 
 
-def _clone_logical(
+def clone_logical(
     svc: Service,
     repo: Repository,
     manifest: dict[str, Any],

@@ -1,13 +1,13 @@
 """Physical clones: a pg_basebackup or mariabackup backup becomes a new data directory.
 
-Two ways in (both called by engine.clone.clone_backup, which validates the name and adds
+Two ways in (both called by clone.api.clone_backup, which validates the name and adds
 the new deployment to the config file):
 
 * `clone_physical`: the backup as it was (`backup clone ID --datadir DIR`);
 * `clone_to_moment`: the deployment as it was at a moment (`backup clone --to-time T ...`,
   also --to-lsn/--to-name for PostgreSQL and --to-position for MariaDB). The base backup
   is chosen, and a target outside the recoverable window or past a gap refused before
-  anything is written, by engine.pitr.restore_to_moment (the code `backup restore --to-*`
+  anything is written, by pitr.dispatch.restore_to_moment (the code `backup restore --to-*`
   runs); it restores the base backup into DIR and, for PostgreSQL, writes the recovery
   settings (restore_command = `wal fetch` from the ORIGINAL deployment's archive,
   recovery_target_*, promote, archive_mode = off) or, for MariaDB, replays the archived
@@ -25,7 +25,7 @@ password for the deployment's user:
   restore_command and recovery_target_* lines are then removed from postgresql.auto.conf
   (PostgreSQL ignores them after promotion, but they would suggest that the clone still
   reads the original's archive).
-* MariaDB: a temporary mariadbd (binlog.TemporaryServer: --no-defaults, own socket,
+* MariaDB: a temporary mariadbd (sources.mariadb_server.TemporaryServer: --no-defaults, own socket,
   --skip-networking); every account with the deployment's user name gets the
   mysql_native_password hash; SIGTERM shutdown.
 
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.engine.clone import (
+from backupctl.clone.common import (
     CloneError,
     free_port,
     mysql_native_hash,
@@ -54,13 +54,15 @@ from backupctl.engine.clone import (
     source_doc,
     write_secret_file,
 )
-from backupctl.engine.pitr import PHYSICAL_METHODS
 from backupctl.errors import UsageError
 from backupctl.events import InfoEvent
+from backupctl.pitr.common import PHYSICAL_METHODS, base_deployment, remove_partial
+from backupctl.pitr.dispatch import restore_to_moment
+from backupctl.sources.mariadb_server import ServerError, TemporaryServer
 
 if TYPE_CHECKING:
-    from backupctl.engine.pitr import Target
     from backupctl.engine.service import Service
+    from backupctl.pitr.common import Target
     from backupctl.repo.repository import Repository
     from backupctl.sources.base import Source
 
@@ -78,20 +80,6 @@ def new_datadir(datadir: Path | None, missing: str) -> Path:
     if datadir.exists() and (not datadir.is_dir() or any(datadir.iterdir())):
         raise CloneError(f"{datadir} is not empty; a clone goes into a new data directory")
     return datadir
-
-
-def remove_partial(datadir: Path, created: bool) -> None:
-    """Undo a failed clone's data directory (not while a PostgreSQL server may run on it)."""
-    if (datadir / "postmaster.pid").exists() or not datadir.is_dir():
-        return
-    if created:
-        shutil.rmtree(datadir, ignore_errors=True)
-        return
-    for entry in datadir.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
 
 
 def clone_physical(
@@ -121,8 +109,6 @@ def restore_moment(
     new `datadir`: what `backup restore --to-* --target DIR` does. Returns its result
     (`backup` = the base backup's ID, `target_moment`). Every check that can refuse the
     clone runs before anything is written; a failure after that empties `datadir` again."""
-    from backupctl.engine.pitr import base_deployment, restore_to_moment
-
     if secret_file_path(name).exists():
         raise CloneError(
             f"a secrets file {secret_file_path(name)} already exists",
@@ -422,7 +408,6 @@ def _mariadb_set_password(datadir: Path, user: str, password: str, reporter: Any
     """Start mariadbd on the clone (private socket, --skip-networking), give every account
     named `user` the mysql_native_password hash of `password` over the client's stdin, and
     shut it down cleanly."""
-    from backupctl.engine.binlog import BinlogError, TemporaryServer
     from backupctl.sources.dbutil import Secrets, child_env, run
     from backupctl.sources.mariadb import quote_literal
 
@@ -450,7 +435,7 @@ def _mariadb_set_password(datadir: Path, user: str, password: str, reporter: Any
             )
             run(argv, env=env, secrets=secrets_, what="mariadb", input_chunks=[sql.encode()], timeout=300)
             server.stop()
-        except BinlogError as exc:
+        except ServerError as exc:
             raise CloneError(exc.message) from None
     finally:
         secrets_.cleanup()

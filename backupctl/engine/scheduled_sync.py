@@ -11,7 +11,7 @@ seconds late, and gives every host the same slot, so the scheduler's lease
 costs nothing anyway: archived binary logs are write-once objects, a duplicate sync stores
 nothing twice (it only rotates the server's binary log once more when `flush` is on).
 
-What runs: engine.binlog.sync(flush=...), as `backupctl binlog sync DEPLOYMENT [--flush]`.
+What runs: pitr.mariadb.sync(flush=...), as `backupctl binlog sync DEPLOYMENT [--flush]`.
 The result row (stable keys, `kind: "binlog_sync"`) goes into run-due's output, and the
 last result is kept in local state for `schedule list`.
 """
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from backupctl.engine.service import iso
 from backupctl.engine.state import pid_alive
 from backupctl.errors import BackupctlError
+from backupctl.pitr import mariadb
 
 if TYPE_CHECKING:
     from backupctl.config.models import PitrConfig
@@ -144,12 +145,10 @@ def run_sync(service: Service, item: SyncDue) -> dict[str, Any]:
     Copies to other destinations that failed make it Failed too (as an upload failure makes
     a backup Failed): the primary archive is complete, `backupctl pitr sync` repairs the rest.
     """
-    from backupctl.engine import binlog
-
     service.state.set(_running_key(item.deployment), f"{socket.gethostname()}:{os.getpid()}")
     outcome: dict[str, Any]
     try:
-        result = binlog.sync(service, item.deployment, flush=item.flush)
+        result = mariadb.sync(service, item.deployment, flush=item.flush)
     except BackupctlError as exc:
         outcome = {"status": "Failed", "error": exc.message}
     except OSError as exc:  # a local disk or network error the engine did not wrap

@@ -43,6 +43,7 @@ from backupctl.engine.state import pid_alive
 from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
+from backupctl.pitr.retention import prune_logs
 from backupctl.policy.models import Policy
 from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
 from backupctl.policy.schedule import Clock, PlannedRun, SystemClock, due, next_runs
@@ -378,8 +379,6 @@ class Scheduler:
                 )
             if doomed:
                 # Archived WAL / binlogs that no retained base backup needs go with the backups.
-                from backupctl.engine.logarchive import prune_logs
-
                 prune_logs(self.service, deployment)
         rows.sort(key=lambda r: r["started"], reverse=True)
         return rows

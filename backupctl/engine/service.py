@@ -571,11 +571,8 @@ class Service:
             }
             for s in manifest["sources"]
         ]
-        from backupctl.engine.pitr import backup_pitr
-
-        window = backup_pitr(self, record)
-        if window is not None:
-            record["pitr"] = window
+        # The PITR window ("pitr") is added by the CLI (pitr.window.backup_pitr): engine/
+        # never imports pitr/, which sits above it.
         return record
 
     # ---- restore -----------------------------------------------------------------

@@ -5,16 +5,16 @@ event as the server writes it, into a private spool directory (0700, removed at 
 one file per binary log, named as the server names them; the tool writes every event as it
 arrives). Every round of `--follow`:
 
-1. the closed binary logs are archived whole by `binlog.sync`, read from the server again
+1. the closed binary logs are archived whole by `mariadb.sync`, read from the server again
    and checked against the size it lists: a spool file is never archived as a whole file;
 2. the newest spool file (the one being written), cut after its last complete event, is
    stored as `binlog-partial/<deployment>/<file>` when it grew since the last round
    (`logarchive.store_partial`, which replaces the previous copy);
-3. spool files of logs now archived whole are deleted (`binlog.sync` deletes their partial
+3. spool files of logs now archived whole are deleted (`mariadb.sync` deletes their partial
    copies).
 
 The window and restores take a partial copy as the tail of the archive: the file right after
-the last whole one (`binlog._archive`). So the archive is at most one round (`--interval`)
+the last whole one (`mariadb.archived_binlogs`). So the archive is at most one round (`--interval`)
 behind the server without rotating its logs (`--flush` rotates them every round instead).
 If the stream stops (server restart, dropped connection), the next round reports why and
 starts it again from the file the server is writing.
@@ -22,17 +22,23 @@ starts it again from the file the server is writing.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.engine.binlog import _HEADER, BINLOG_MAGIC, binlog_tool, mariadb_source, scan_binlog, sync
-from backupctl.engine.logarchive import (
+from backupctl.errors import BackupctlError, ConfigError
+from backupctl.pitr.binlog_format import BINLOG_MAGIC, HEADER, scan_binlog
+from backupctl.pitr.logarchive import (
     BINLOG_RE,
+    ArchiveConflictError,
     binlog_partial_object,
     binlog_sort_key,
     store_partial,
 )
+from backupctl.pitr.mariadb import mariadb_source, sync
 from backupctl.sources.dbutil import Secrets, ToolProcess
+from backupctl.sources.mariadb_server import binlog_tool
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -44,9 +50,9 @@ def complete_prefix(data: bytes) -> bytes:
     if data[:4] != BINLOG_MAGIC:
         return b""
     pos = 4
-    while pos + _HEADER.size <= len(data):
-        size = _HEADER.unpack_from(data, pos)[3]
-        if size < _HEADER.size or pos + size > len(data):
+    while pos + HEADER.size <= len(data):
+        size = HEADER.unpack_from(data, pos)[3]
+        if size < HEADER.size or pos + size > len(data):
             break
         pos += size
     return data[:pos]
@@ -102,7 +108,7 @@ class Streamer:
 
 
 def stream_round(service: Service, deployment: str, streamer: Streamer, *, flush: bool) -> dict[str, Any]:
-    """One `--follow --stream` round: `binlog.sync`'s result plus `partial` (and
+    """One `--follow --stream` round: `mariadb.sync`'s result plus `partial` (and
     `stream_restarted` with the reason when the stream had stopped)."""
     result = sync(service, deployment, flush=flush)  # also deletes superseded partial copies
     stopped = streamer.ensure_running(result["current"])
@@ -139,3 +145,41 @@ def stream_round(service: Service, deployment: str, streamer: Streamer, *, flush
 
 def open_streamer(service: Service, deployment: str) -> Streamer:
     return Streamer(mariadb_source(service, deployment))
+
+
+def follow(
+    service: Service,
+    deployment: str,
+    *,
+    interval: float,
+    flush: bool,
+    on_round: Callable[[dict[str, Any]], None],
+    rounds: int | None = None,
+    stream: bool = False,
+) -> None:
+    """Sync every `interval` seconds until interrupted (or `rounds` rounds, for tests); with
+    `stream`, the file being written is streamed too (below).
+
+    A failed round (server down, destination unreachable) is reported and retried later."""
+    streamer = open_streamer(service, deployment) if stream else None
+    n = 0
+    try:
+        while rounds is None or n < rounds:
+            started = time.monotonic()
+            try:
+                if streamer is not None:
+                    result = stream_round(service, deployment, streamer, flush=flush)
+                else:
+                    result = sync(service, deployment, flush=flush)
+            except (ConfigError, ArchiveConflictError):
+                raise  # retrying cannot help
+            except BackupctlError as exc:
+                result = {"deployment": deployment, "error": exc.message, "archived": []}
+            on_round(result)
+            n += 1
+            if rounds is not None and n >= rounds:
+                break
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        if streamer is not None:
+            streamer.close()

@@ -5,7 +5,7 @@ SHOW BINARY LOGS; every CLOSED one (all but the file SHOW MASTER STATUS names) t
 the archive yet is read with `mariadb-binlog --read-from-remote-server --raw` into a private
 temporary directory (credentials through the source's 0600 option file, never argv), its
 events are scanned (first/last event time and position, server id) and it is stored as
-`binlog/<deployment>/<file>` through engine.logarchive (write-once, idempotent). Files older
+`binlog/<deployment>/<file>` through pitr.logarchive (write-once, idempotent). Files older
 than the one the oldest retained mariabackup backup starts from are not needed and skipped
 (`pitr prune` deletes them from the archive). `--flush` first closes the current file
 (FLUSH BINARY LOGS) so that everything written until now is archived.
@@ -31,18 +31,25 @@ import datetime as dt
 import math
 import os
 import shutil
-import struct
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.destinations.base import NotFound
-from backupctl.engine.logarchive import (
+from backupctl.errors import ConfigError, NotFoundError, SourceError
+from backupctl.events import InfoEvent
+from backupctl.pitr.binlog_format import scan_binlog
+from backupctl.pitr.common import (
+    PitrError,
+    Target,
+    emptied_on_failure,
+    method_warnings,
+    parse_iso,
+    physical_backups,
+)
+from backupctl.pitr.logarchive import (
     BINLOG_RE,
-    ArchiveConflictError,
     binlog_object,
     binlog_partial_prefix,
     binlog_sort_key,
@@ -54,32 +61,14 @@ from backupctl.engine.logarchive import (
     store_log,
     verify_archive,
 )
-from backupctl.engine.pitr import (
-    PitrError,
-    Target,
-    emptied_on_failure,
-    fmt,
-    method_warnings,
-    parse_iso,
-    physical_backups,
-)
-from backupctl.errors import BackupctlError, ConfigError, IntegrityError, NotFoundError, SourceError
-from backupctl.events import InfoEvent
 from backupctl.sources.dbutil import Secrets, ToolProcess, child_env, run
+from backupctl.sources.mariadb_server import TemporaryServer, binlog_tool
 from backupctl.tempdir import make_dir
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
     from backupctl.sources.mariadb import MariaDBSource
-
-BINLOG_MAGIC = b"\xfebin"
-_HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server id, event size, next position, flags
-_GTID_EVENT = 162  # MariaDB GTID event: starts every transaction
-_XID_EVENT = 16
-_QUERY_EVENT = 2
-_ROTATE_EVENT = 4
-_STOP_EVENT = 3
 
 
 class BinlogError(PitrError):
@@ -91,52 +80,6 @@ class BinlogError(PitrError):
 # ---- reading a binary log -----------------------------------------------------------------
 
 
-def scan_binlog(data: bytes, name: str = "binary log") -> dict[str, Any]:
-    """Facts about one binary log file from its event headers (binlog format v4).
-
-    first/last event time (UTC, whole seconds), the time of the last transaction (last GTID,
-    XID or query event), the first and end positions, the number of events, the server id,
-    and how the file ends (rotate: closed normally; stop: server shut down).
-    """
-    if data[:4] != BINLOG_MAGIC:
-        raise IntegrityError(f"{name}: not a binary log (bad magic)")
-    pos, events = 4, 0
-    first_time: int | None = None
-    last_time: int | None = None
-    last_trx: int | None = None
-    server_id: int | None = None
-    last_type = None
-    while pos + _HEADER.size <= len(data):
-        ts, typ, sid, size, _next_pos, _flags = _HEADER.unpack_from(data, pos)
-        if size < _HEADER.size or pos + size > len(data):
-            raise IntegrityError(f"{name}: truncated or damaged event at position {pos}")
-        if ts:
-            first_time = ts if first_time is None else first_time
-            last_time = ts
-            if typ in (_GTID_EVENT, _XID_EVENT, _QUERY_EVENT):
-                last_trx = ts
-        server_id = sid if server_id is None else server_id
-        last_type = typ
-        events += 1
-        pos += size
-    if pos != len(data):
-        raise IntegrityError(f"{name}: {len(data) - pos} trailing bytes after the last event")
-
-    def iso(ts: int | None) -> str | None:
-        return fmt(dt.datetime.fromtimestamp(ts, dt.UTC)) if ts is not None else None
-
-    return {
-        "first_event_time": iso(first_time),
-        "last_event_time": iso(last_time),
-        "last_transaction_time": iso(last_trx),
-        "start_position": 4,
-        "end_position": pos,
-        "events": events,
-        "server_id": server_id,
-        "closed_by": {_ROTATE_EVENT: "rotate", _STOP_EVENT: "stop"}.get(last_type or -1, "none"),
-    }
-
-
 # ---- the source ---------------------------------------------------------------------------
 
 
@@ -146,35 +89,6 @@ def mariadb_source(service: Service, deployment: str) -> MariaDBSource:
         if opts.type == "mariadb":
             return service.build_source(opts)  # type: ignore[return-value]
     raise ConfigError(f"deployment {deployment!r} has no mariadb source")
-
-
-def _which(*names: str, extra: tuple[str, ...] = ()) -> str:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    for path in extra:
-        if os.access(path, os.X_OK):
-            return path
-    raise BinlogError(
-        f"none of {', '.join(names)} is installed", hint="install the MariaDB client and server packages"
-    )
-
-
-def binlog_tool() -> str:
-    return _which("mariadb-binlog", "mysqlbinlog")
-
-
-def client_tool() -> str:
-    return _which("mariadb", "mysql")
-
-
-def server_tool() -> str:
-    return _which(
-        "mariadbd",
-        "mysqld",
-        extra=("/usr/sbin/mariadbd", "/usr/sbin/mysqld", "/usr/libexec/mariadbd", "/usr/libexec/mysqld"),
-    )
 
 
 class ServerSession:
@@ -333,50 +247,10 @@ def _refuse_numbering_gone_back(
         )
 
 
-def follow(
-    service: Service,
-    deployment: str,
-    *,
-    interval: float,
-    flush: bool,
-    on_round: Callable[[dict[str, Any]], None],
-    rounds: int | None = None,
-    stream: bool = False,
-) -> None:
-    """Sync every `interval` seconds until interrupted (or `rounds` rounds, for tests); with
-    `stream`, the file being written is streamed too (engine.binlog_stream).
-
-    A failed round (server down, destination unreachable) is reported and retried later."""
-    from backupctl.engine import binlog_stream
-
-    streamer = binlog_stream.open_streamer(service, deployment) if stream else None
-    n = 0
-    try:
-        while rounds is None or n < rounds:
-            started = time.monotonic()
-            try:
-                if streamer is not None:
-                    result = binlog_stream.stream_round(service, deployment, streamer, flush=flush)
-                else:
-                    result = sync(service, deployment, flush=flush)
-            except (ConfigError, ArchiveConflictError):
-                raise  # retrying cannot help
-            except BackupctlError as exc:
-                result = {"deployment": deployment, "error": exc.message, "archived": []}
-            on_round(result)
-            n += 1
-            if rounds is not None and n >= rounds:
-                break
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    finally:
-        if streamer is not None:
-            streamer.close()
-
-
 # ---- the window ---------------------------------------------------------------------------
 
 
-def _archive(repo: Repository, deployment: str) -> dict[str, dict[int, str]]:
+def archived_binlogs(repo: Repository, deployment: str) -> dict[str, dict[int, str]]:
     """{stem: {number: object name}} of the archived binary logs, with the partial copy of the
     file being written (`binlog sync --follow --stream`) as the tail when it comes after the
     last whole file: recovery may replay it like any other, it only ends earlier."""
@@ -471,7 +345,7 @@ def mariabackups(service: Service, deployment: str) -> list[dict[str, Any]]:
 def binlog_window(service: Service, deployment: str) -> dict[str, Any]:
     primary = service.primary_destination(deployment)
     repo = service.repository(primary)
-    archive = _archive(repo, deployment)
+    archive = archived_binlogs(repo, deployment)
     gaps: list[dict[str, Any]] = []
     for stem, files in sorted(archive.items()):
         nums = sorted(files)
@@ -547,7 +421,7 @@ def choose_backup(
 ) -> tuple[dict[str, Any], dict[str, Any], list[str], dict[str, Any]]:
     """(backup, its range, the archived objects to replay in order, replay options) or PitrError."""
     repo = service.repository(service.primary_destination(deployment))
-    archive = _archive(repo, deployment)
+    archive = archived_binlogs(repo, deployment)
     backups = mariabackups(service, deployment)
     if backup_id:
         backups = [b for b in backups if b["id"].startswith(backup_id.lower())]
@@ -654,118 +528,6 @@ def choose_backup(
         options["stop_position"] = target.position
         options["stop_file"] = position_file
     return b, rng, [files[n] for n in chosen], options
-
-
-class TemporaryServer:
-    """mariadbd on a restored data directory: no networking, a private socket, no binary log,
-    no event scheduler or replication; grant tables skipped (reloaded by the first statement
-    of a replay, FLUSH PRIVILEGES, so account statements in the binary log work)."""
-
-    def __init__(self, datadir: Path, reporter: Any = None) -> None:
-        self.datadir = datadir
-        self.reporter = reporter
-        self.dir = Path(tempfile.mkdtemp(prefix="bctl-replay-"))  # short: socket paths are limited
-        os.chmod(self.dir, 0o700)
-        self.socket = self.dir / "mysqld.sock"
-        self.log = self.dir / "error.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _user(self) -> list[str]:
-        if os.geteuid() != 0:
-            return []
-        import pwd
-
-        st = self.datadir.stat()
-        try:
-            name = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            name = str(st.st_uid)
-        os.chown(self.dir, st.st_uid, st.st_gid)
-        return [f"--user={name}"]
-
-    def client_argv(self) -> list[str]:
-        return [
-            client_tool(),
-            "--no-defaults",
-            f"--socket={self.socket}",
-            "--user=root",
-            "--max-allowed-packet=1G",
-        ]
-
-    def start(self, timeout: float = 300) -> None:
-        argv = [
-            server_tool(),
-            "--no-defaults",
-            *self._user(),
-            f"--datadir={self.datadir}",
-            f"--socket={self.socket}",
-            "--skip-networking",
-            "--skip-log-bin",
-            "--skip-grant-tables",
-            "--skip-slave-start",
-            "--event-scheduler=DISABLED",
-            "--max-allowed-packet=1G",
-            f"--pid-file={self.dir / 'mysqld.pid'}",
-            f"--log-error={self.log}",
-            f"--tmpdir={self.dir}",  # private: temporary tables of the replay stay with this server
-        ]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=child_env(),  # no secret of ours reaches the temporary server
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BinlogError(
-                    f"the temporary MariaDB server on {self.datadir} exited with code {self.proc.returncode}: "
-                    f"{self.log_tail()}"
-                )
-            if self.socket.exists():
-                probe = subprocess.run(
-                    [*self.client_argv(), "--batch", "-e", "SELECT 1"],
-                    capture_output=True,
-                    timeout=60,
-                    env=child_env(),
-                )
-                if probe.returncode == 0:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise BinlogError(
-            f"the temporary MariaDB server on {self.datadir} did not start within {timeout:.0f} s"
-        )
-
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:].strip()
-        except OSError:
-            return "(no error log)"
-
-    def stop(self, timeout: float = 600) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: a clean shutdown
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise BinlogError(
-                    f"the temporary MariaDB server on {self.datadir} did not shut down"
-                ) from None
-            if self.proc.returncode != 0:
-                raise BinlogError(
-                    f"the temporary MariaDB server on {self.datadir} shut down with code {self.proc.returncode}: "
-                    f"{self.log_tail()}"
-                )
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(BinlogError):
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def replay(datadir: Path, files: list[Path], options: dict[str, Any], reporter: Any = None) -> dict[str, Any]:

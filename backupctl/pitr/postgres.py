@@ -1,8 +1,8 @@
 """Point-in-time recovery: set-up, the recoverable window, verification and restore to a moment.
 
 PostgreSQL: base backups (`method: pg_basebackup`) + WAL archived by `backupctl wal push`
-(engine.logarchive). MariaDB/MySQL: mariabackup backups + binary logs archived by
-`backupctl binlog sync` (engine.binlog). See docs/pitr.md.
+(pitr.logarchive). MariaDB/MySQL: mariabackup backups + binary logs archived by
+`backupctl binlog sync` (pitr.mariadb). See docs/pitr.md.
 
 The window of a PostgreSQL deployment: for each retained base backup whose WAL is archived
 continuously from its start segment on, every moment from the backup's end to the last
@@ -13,7 +13,6 @@ reached"), so the latest moment is the last archived commit, read with `pg_waldu
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import glob
 import os
@@ -23,12 +22,22 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.engine.logarchive import (
+from backupctl.errors import ConfigError, NotFoundError
+from backupctl.events import InfoEvent
+from backupctl.pitr.common import (
+    PitrError,
+    Target,
+    emptied_on_failure,
+    fmt,
+    method_warnings,
+    parse_iso,
+    physical_backups,
+)
+from backupctl.pitr.logarchive import (
     WAL_SEGMENT_SIZE,
     Segment,
     contiguous_from,
@@ -42,9 +51,8 @@ from backupctl.engine.logarchive import (
     verify_archive,
     wal_object,
 )
-from backupctl.errors import BackupctlError, ConfigError, ExitCode, NotFoundError, UsageError
-from backupctl.events import InfoEvent
-from backupctl.sources.dbutil import child_env
+from backupctl.sources.dbutil import Secrets, child_env, run
+from backupctl.sources.postgres import conninfo_dbname, refuse_running_postgres
 from backupctl.tempdir import create_file, directory
 
 if TYPE_CHECKING:
@@ -52,97 +60,10 @@ if TYPE_CHECKING:
     from backupctl.repo.repository import Repository
 
 
-class PitrError(BackupctlError):
-    """A point-in-time restore that cannot reach the requested moment."""
-
-    kind = "pitr"
-
-
-class TargetError(PitrError, UsageError):
-    """A point-in-time target that cannot be read or does not fit the engine (exit 2)."""
-
-    exit_code = ExitCode.USAGE
-    kind = "usage"
-
-
 # ---- time parsing ------------------------------------------------------------------------
-
-_TIME_RE = re.compile(
-    r"^\s*(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)\s*(Z|UTC|[+-]\d{2}:?\d{2}|[A-Za-z_]+/[A-Za-z_/+-]+)?\s*$"
-)
-
-
-def parse_moment(text: str) -> dt.datetime:
-    """'2026-11-20 09:03:00 Europe/Berlin', '...T09:03:00Z', '...+01:00', or local time -> aware UTC."""
-    how = "use 'YYYY-MM-DD HH:MM[:SS[.ffffff]] [ZONE]', e.g. '2026-11-20 09:03:00 Europe/Berlin' or a +01:00 offset"
-    m = _TIME_RE.match(text)
-    if not m:
-        raise TargetError(f"cannot read the time {text!r}", hint=how)
-    date, clock, zone = m.groups()
-    if clock.count(":") == 1:
-        clock += ":00"
-    hour, rest = clock.split(":", 1)
-    try:
-        naive = dt.datetime.fromisoformat(f"{date}T{int(hour):02d}:{rest}")
-        if zone in (None, ""):
-            return naive.astimezone().astimezone(dt.UTC)
-        if zone in ("Z", "UTC"):
-            return naive.replace(tzinfo=dt.UTC)
-        if zone[0] in "+-":
-            z = zone.replace(":", "")
-            offset = dt.timedelta(hours=int(z[1:3]), minutes=int(z[3:5]))
-            return naive.replace(tzinfo=dt.timezone(offset if z[0] == "+" else -offset)).astimezone(dt.UTC)
-    except ValueError as exc:  # month 13, hour 25, an offset of a day or more...
-        raise TargetError(f"cannot read the time {text!r}: {exc}", hint=how) from None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return naive.replace(tzinfo=ZoneInfo(zone)).astimezone(dt.UTC)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise TargetError(
-            f"unknown time zone {zone!r}", hint="an IANA name such as Europe/Berlin, or +01:00"
-        ) from None
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
-
-
-def fmt(t: dt.datetime | None) -> str | None:
-    if t is None:
-        return None
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
 # ---- backups ------------------------------------------------------------------------------
-
-
-def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
-    """Completed pg_basebackup / mariabackup backups of a deployment with their source info, oldest first."""
-    primary = service.primary_destination(deployment)
-    repo = service.repository(primary)
-    out = []
-    for rec in service.list_backups(deployment, expiries=False):
-        if rec["status"] != "Completed" or rec["method"] not in ("pg_basebackup", "mariabackup"):
-            continue
-        manifest = repo.load_manifest(rec["id"])
-        srcs = [s for s in manifest["sources"] if s.get("method") in ("pg_basebackup", "mariabackup")]
-        # An offline copy of a stopped data directory (the safety backup before an in-place
-        # restore) records no WAL position: a restore, not a base for replay.
-        srcs = [s for s in srcs if not s.get("info", {}).get("offline")]
-        if not srcs:
-            continue
-        out.append(
-            {
-                "id": rec["id"],
-                "method": srcs[0]["method"],
-                "started": rec["started"],
-                "finished": rec["finished"],
-                "info": srcs[0].get("info", {}),
-            }
-        )
-    out.sort(key=lambda b: b["started"])
-    return out
 
 
 def pg_source(service: Service, deployment: str) -> Any:
@@ -211,17 +132,6 @@ def waldump(repo: Repository, segment: Segment) -> list[WalRecord] | None:
 
 
 _NO_TRANSACTION = "no transaction archived after the backup"
-
-
-def method_warnings(source: Any, deployment: str, physical: str) -> list[str]:
-    """`pitr setup`'s warning when the deployment's backups cannot be rolled forward."""
-    method = source.options.method
-    if method == physical:
-        return []
-    return [
-        f"deployment {deployment!r} backs up with method {method}, and point-in-time recovery starts from a "
-        f"physical backup: set `method: {physical}` on its source, or the archived log cannot be used"
-    ]
 
 
 def last_commit(repo: Repository, run: list[Segment], stop_at: int) -> tuple[dt.datetime | None, str]:
@@ -373,9 +283,6 @@ def pg_settings(service: Service, deployment: str, prefix: str | None = None) ->
 
 def _psql_autocommit(source: Any, sql: str) -> str:
     """Run SQL through psql's stdin in autocommit mode (ALTER SYSTEM refuses a transaction)."""
-    from backupctl.sources.dbutil import Secrets, run
-    from backupctl.sources.postgres import conninfo_dbname
-
     secrets = Secrets("backupctl-pg-")
     try:
         env = source._env(secrets)
@@ -464,24 +371,6 @@ def check_postgres(service: Service, deployment: str, *, timeout: float = 60.0) 
 
 
 # ---- restore to a moment ----------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    time: dt.datetime | None = None
-    lsn: str | None = None
-    name: str | None = None
-    position: int | None = None  # MariaDB binlog position (with the file)
-    position_file: str | None = None
-
-    def describe(self) -> str:
-        if self.time is not None:
-            return fmt(self.time) or ""
-        if self.lsn:
-            return f"LSN {self.lsn}"
-        if self.name:
-            return f"restore point {self.name!r}"
-        return f"position {self.position_file or ''}:{self.position}"
 
 
 def find_restore_point(
@@ -619,8 +508,6 @@ def restore_postgres_to(
             )
         # In place: refuse a running server before the safety backup (which, with the server
         # stopped, is an offline copy of the data directory: sources/postgres.py).
-        from backupctl.sources.postgres import refuse_running_postgres
-
         refuse_running_postgres(Path(datadir))
     with emptied_on_failure(target_dir):
         result = service.restore_backup(
@@ -642,25 +529,6 @@ def restore_postgres_to(
         "the target and promotes",
     )
     return result
-
-
-@contextlib.contextmanager
-def emptied_on_failure(target_dir: Path | None) -> Iterator[None]:
-    """A restore to a moment into `target_dir` that fails part-way (the base backup written,
-    the recovery not set up or replayed) must not leave a directory that starts and looks
-    right: it is emptied again (removed if the restore created it). In place (None) the
-    safety backup is the way back."""
-    if target_dir is None or (target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir()))):
-        yield  # not a new directory (the restore refuses it): never remove what was there
-        return
-    from backupctl.engine.clone_physical import remove_partial
-
-    created = not target_dir.exists()
-    try:
-        yield
-    except BaseException:
-        remove_partial(target_dir, created)
-        raise
 
 
 def _write_recovery_settings(
@@ -694,214 +562,4 @@ def _write_recovery_settings(
     return settings
 
 
-PHYSICAL_METHODS = ("pg_basebackup", "mariabackup")
-
-
-def base_deployment(service: Service, backup_id: str | None, deployment: str | None) -> str:
-    """The deployment of a restore or clone to a moment: the given base backup's (which must be
-    a physical one, of `deployment` if that is given too), or `deployment`."""
-    if backup_id is None:
-        if deployment is None:
-            raise TargetError(
-                "give --deployment (or a backup ID) with --to-time/--to-lsn/--to-name/--to-position"
-            )
-        return deployment
-    record = service.find_backup(backup_id, expiries=False)
-    if record["method"] not in PHYSICAL_METHODS:
-        raise PitrError(
-            f"backup {record['short_id']} is a {record['method']} backup; point-in-time recovery starts "
-            "from a physical backup (pg_basebackup or mariabackup)",
-            hint="give the ID of a physical backup, or --deployment alone to pick the newest one before the moment",
-        )
-    if deployment is not None and deployment != record["deployment"]:
-        raise TargetError(
-            f"backup {record['short_id']} belongs to deployment {record['deployment']!r}, not {deployment!r}"
-        )
-    return str(record["deployment"])
-
-
-def restore_to_moment(
-    service: Service,
-    *,
-    deployment: str | None,
-    backup_id: str | None,
-    target: Target,
-    target_dir: Path | None,
-    safety_backup: bool = True,
-) -> dict[str, Any]:
-    deployment = base_deployment(service, backup_id, deployment)
-    dep = service.deployment(deployment)
-    types = {o.type for o in dep.sources}
-    if "postgres" in types:
-        if target.position is not None:
-            raise TargetError("--to-position is for MariaDB/MySQL; use --to-lsn for PostgreSQL")
-        return restore_postgres_to(
-            service,
-            deployment,
-            target,
-            backup_id=backup_id,
-            target_dir=target_dir,
-            safety_backup=safety_backup,
-        )
-    if "mariadb" in types:
-        if target.lsn or target.name:
-            raise TargetError(
-                "--to-lsn and --to-name are for PostgreSQL; use --to-time or --to-position for MariaDB"
-            )
-        from backupctl.engine.binlog import restore_mariadb_to
-
-        return restore_mariadb_to(
-            service,
-            deployment,
-            target,
-            backup_id=backup_id,
-            target_dir=target_dir,
-            safety_backup=safety_backup,
-        )
-    raise PitrError(
-        f"deployment {deployment!r} has no PostgreSQL or MariaDB source: no point-in-time recovery"
-    )
-
-
-def show(service: Service, deployment: str) -> dict[str, Any]:
-    dep = service.deployment(deployment)
-    types = {o.type for o in dep.sources}
-    if "postgres" in types:
-        return wal_window(service, deployment)
-    if "mariadb" in types:
-        from backupctl.engine.binlog import binlog_window
-
-        return binlog_window(service, deployment)
-    raise PitrError(f"deployment {deployment!r} has no PostgreSQL or MariaDB source")
-
-
-def verify(service: Service, deployment: str) -> dict[str, Any]:
-    dep = service.deployment(deployment)
-    types = {o.type for o in dep.sources}
-    if "postgres" in types:
-        return verify_wal(service, deployment)
-    if "mariadb" in types:
-        from backupctl.engine.binlog import verify_binlogs
-
-        return verify_binlogs(service, deployment)
-    raise PitrError(f"deployment {deployment!r} has no PostgreSQL or MariaDB source")
-
-
-def sync_copies(service: Service, deployment: str) -> dict[str, Any]:
-    """Copy archived log objects the deployment's other destinations lack."""
-    from backupctl.engine.logarchive import binlog_prefix, copy_to_others, wal_prefix
-
-    dep = service.deployment(deployment)
-    primary = service.primary_destination(deployment)
-    repo = service.repository(primary)
-    others = [service.destination(n) for n in dep.destinations if n != primary]
-    counts: dict[str, dict[str, int]] = {o.name: {} for o in others}
-    for prefix in (wal_prefix(deployment), binlog_prefix(deployment)):
-        for info in repo.dest.list(prefix):
-            for dest_name, state in copy_to_others(repo, info.name, others).items():
-                key = state.split(":", 1)[0]
-                counts[dest_name][key] = counts[dest_name].get(key, 0) + 1
-    return {"deployment": deployment, "destinations": counts}
-
-
 # ---- the window in `backup show` / `policy show` -------------------------------------------------
-
-
-def _backup_entry(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The physical_backups() shape of a `backup show` record (None: not a physical backup,
-    or an offline copy of a stopped data directory, which records no log position)."""
-    for src in record.get("sources", []):
-        if src.get("method") in ("pg_basebackup", "mariabackup") and not src.get("info", {}).get("offline"):
-            return {
-                "id": record["id"],
-                "deployment": record["deployment"],
-                "method": src["method"],
-                "started": record["started"],
-                "finished": record["finished"],
-                "info": src.get("info", {}),
-            }
-    return None
-
-
-def backup_pitr(service: Service, record: dict[str, Any]) -> dict[str, Any] | None:
-    """The window reachable from one backup: `{"earliest", "latest", "gaps"}`.
-
-    earliest is the backup's end, latest the last continuously archived moment after it, gaps
-    the number of archive gaps (missing segments/binlogs, timeline changes) after its start.
-    None when the backup is not a physical one or its deployment has no archived WAL/binlogs.
-    One destination listing and at most one pg_waldump/metadata read: cheap for `backup show`.
-    """
-    if record.get("status") != "Completed":
-        return None
-    b = _backup_entry(record)
-    if b is None:
-        return None
-    deployment = record["deployment"]
-    try:
-        repo = service.repository(service.primary_destination(deployment))
-    except BackupctlError:
-        return None
-    out: dict[str, Any]
-    if b["method"] == "pg_basebackup":
-        timelines, _ = list_wal(repo.dest, deployment)
-        if not timelines:
-            return None
-        rng = backup_range(repo, timelines, b)
-        tl = int(b["info"].get("timeline", 1))
-        start = lsn_segment(b["info"]["start_lsn"]) if b["info"].get("start_lsn") else 0
-        gaps = sum(1 for first, _ in gaps_in(timelines.get(tl, [])) if first > start)
-        gaps += sum(1 for t in timelines if t > tl)
-    else:
-        from backupctl.engine.binlog import _archive
-        from backupctl.engine.binlog import backup_range as binlog_range
-
-        archive = _archive(repo, deployment)
-        if not archive:
-            return None
-        rng = binlog_range(repo, archive, b, {})
-        gaps = 0
-        if b["info"].get("binlog_file"):
-            from backupctl.engine.logarchive import binlog_sort_key
-
-            stem, first = binlog_sort_key(b["info"]["binlog_file"])
-            nums = sorted(n for n in archive.get(stem, {}) if n >= first)
-            gaps = sum(1 for p, c in zip(nums, nums[1:], strict=False) if c != p + 1)
-    out = {"earliest": rng["from"], "latest": rng["to"], "gaps": gaps}
-    if not rng["usable"]:
-        out["reason"] = rng.get("reason")
-    return out
-
-
-def has_archive(service: Service, deployment: str) -> bool:
-    """True when the deployment's primary destination holds archived WAL or binlogs."""
-    from backupctl.engine.logarchive import binlog_prefix, wal_prefix
-
-    try:
-        dep = service.deployment(deployment)
-        types = {o.type for o in dep.sources}
-        if not types & {"postgres", "mariadb"}:
-            return False
-        repo = service.repository(service.primary_destination(deployment))
-    except BackupctlError:
-        return False
-    prefix = wal_prefix(deployment) if "postgres" in types else binlog_prefix(deployment)
-    return any(True for _ in repo.dest.list(prefix))
-
-
-def deployment_windows(service: Service, deployments: list[str]) -> dict[str, dict[str, Any]]:
-    """deployment -> {"earliest", "latest", "gaps"} for those with archived WAL/binlogs."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in deployments:
-        if not has_archive(service, name):
-            continue
-        try:
-            window = show(service, name)
-        except BackupctlError as exc:  # the policy must still be shown
-            out[name] = {"earliest": None, "latest": None, "gaps": 0, "error": exc.message}
-            continue
-        out[name] = {
-            "earliest": window["earliest"],
-            "latest": window["latest"],
-            "gaps": len(window["gaps"]),
-        }
-    return out

@@ -3,7 +3,7 @@
 PostgreSQL calls archive_command once per WAL file, one file at a time, and each call
 starts a Python process (imports, config, key): a third to a half of a push is start-up. So
 a push that finds more files waiting (`pg_wal/archive_status/<file>.ready`) archives up to
-a few of them too (engine.logarchive.push_ahead, driven by wal.push) and leaves a marker
+a few of them too (pitr.logarchive.push_ahead, driven by wal.push) and leaves a marker
 per file here:
 
     <directory of %p>/.backupctl-spool/<deployment>/<file>      (written atomically)

@@ -2,12 +2,12 @@
 
 For a completed pg_basebackup / mariabackup backup whose deployment archives WAL / binary
 logs: the last continuously archived moment reachable from it, the `to` that `pitr show`
-gives for it (engine.pitr.backup_range / engine.binlog.backup_range); None otherwise.
+gives for it (pitr.postgres.backup_range / pitr.mariadb.backup_range); None otherwise.
 
 `backup list` must stay fast, so the cost is bounded:
 * nothing is read unless a listed backup is a completed physical backup of a configured
   deployment with a postgres / mariadb source;
-* per such deployment, one listing of its archive (list_wal / binlog._archive);
+* per such deployment, one listing of its archive (list_wal / mariadb.archived_binlogs);
 * per backup, its WAL / binlog start position (source info in the manifest), read once and
   then kept in local state (manifests never change);
 * PostgreSQL: the last transaction time of a segment is read with pg_waldump at most once
@@ -25,10 +25,21 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from backupctl.engine.logarchive import Segment, contiguous_from, list_wal, lsn_segment, read_meta
-from backupctl.engine.pitr import PHYSICAL_METHODS
 from backupctl.errors import BackupctlError, NotFoundError
 from backupctl.events import WarningEvent
+from backupctl.pitr.common import PHYSICAL_METHODS, fmt, parse_iso
+from backupctl.pitr.logarchive import (
+    Segment,
+    binlog_sort_key,
+    contiguous_from,
+    gaps_in,
+    list_wal,
+    lsn_segment,
+    read_meta,
+)
+from backupctl.pitr.mariadb import archived_binlogs
+from backupctl.pitr.mariadb import backup_range as binlog_range
+from backupctl.pitr.postgres import backup_range, waldump
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -124,8 +135,6 @@ class _Window:
 
     def _pg_until(self, b: dict[str, Any]) -> str | None:
         """pitr.backup_range's `to`, with the pg_waldump answers cached per segment."""
-        from backupctl.engine.pitr import fmt
-
         info = b["info"]
         if not info.get("start_lsn") or not info.get("end_lsn"):
             return None
@@ -142,8 +151,6 @@ class _Window:
     def _last_commit(self, run: list[Segment], stop_at: int) -> dt.datetime | None:
         """pitr.last_commit: the last commit/abort in `run`, searching back to segment stop_at
         (without pg_waldump: the archive time of the last segment, an upper bound)."""
-        from backupctl.engine.pitr import parse_iso
-
         for seg in reversed(run):
             if seg.segno < stop_at:
                 break
@@ -157,8 +164,6 @@ class _Window:
 
     def _segment_last_time(self, seg: Segment) -> tuple[bool, str | None]:
         """(pg_waldump ran, time of the segment's last commit/abort or None)."""
-        from backupctl.engine.pitr import fmt, waldump
-
         if seg.object in self._segment_times:
             return True, self._segment_times[seg.object]
         key = f"pitrwal/{self.repo.id}/{seg.object}"
@@ -178,12 +183,72 @@ class _Window:
     # ---- MariaDB ---------------------------------------------------------------------------
 
     def _binlog_until(self, b: dict[str, Any]) -> str | None:
-        from backupctl.engine.binlog import _archive
-        from backupctl.engine.binlog import backup_range as binlog_range
-
         if self._binlogs is None:
-            self._binlogs = _archive(self.repo, self.deployment)
+            self._binlogs = archived_binlogs(self.repo, self.deployment)
         if not self._binlogs:
             return None
         rng = binlog_range(self.repo, self._binlogs, b, self._binlog_meta)
         return str(rng["to"]) if rng["usable"] else None
+
+
+# ---- the window of one backup in `backup show` ------------------------------------------------
+
+
+def _backup_entry(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The physical_backups() shape of a `backup show` record (None: not a physical backup,
+    or an offline copy of a stopped data directory, which records no log position)."""
+    for src in record.get("sources", []):
+        if src.get("method") in ("pg_basebackup", "mariabackup") and not src.get("info", {}).get("offline"):
+            return {
+                "id": record["id"],
+                "deployment": record["deployment"],
+                "method": src["method"],
+                "started": record["started"],
+                "finished": record["finished"],
+                "info": src.get("info", {}),
+            }
+    return None
+
+
+def backup_pitr(service: Service, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The window reachable from one backup: `{"earliest", "latest", "gaps"}`.
+
+    earliest is the backup's end, latest the last continuously archived moment after it, gaps
+    the number of archive gaps (missing segments/binlogs, timeline changes) after its start.
+    None when the backup is not a physical one or its deployment has no archived WAL/binlogs.
+    One destination listing and at most one pg_waldump/metadata read: cheap for `backup show`.
+    """
+    if record.get("status") != "Completed":
+        return None
+    b = _backup_entry(record)
+    if b is None:
+        return None
+    deployment = record["deployment"]
+    try:
+        repo = service.repository(service.primary_destination(deployment))
+    except BackupctlError:
+        return None
+    out: dict[str, Any]
+    if b["method"] == "pg_basebackup":
+        timelines, _ = list_wal(repo.dest, deployment)
+        if not timelines:
+            return None
+        rng = backup_range(repo, timelines, b)
+        tl = int(b["info"].get("timeline", 1))
+        start = lsn_segment(b["info"]["start_lsn"]) if b["info"].get("start_lsn") else 0
+        gaps = sum(1 for first, _ in gaps_in(timelines.get(tl, [])) if first > start)
+        gaps += sum(1 for t in timelines if t > tl)
+    else:
+        archive = archived_binlogs(repo, deployment)
+        if not archive:
+            return None
+        rng = binlog_range(repo, archive, b, {})
+        gaps = 0
+        if b["info"].get("binlog_file"):
+            stem, first = binlog_sort_key(b["info"]["binlog_file"])
+            nums = sorted(n for n in archive.get(stem, {}) if n >= first)
+            gaps = sum(1 for p, c in zip(nums, nums[1:], strict=False) if c != p + 1)
+    out = {"earliest": rng["from"], "latest": rng["to"], "gaps": gaps}
+    if not rng["usable"]:
+        out["reason"] = rng.get("reason")
+    return out

@@ -17,7 +17,7 @@ engine calls `set_parent(parent_info)` before `scan()`). `restore_chain` extract
 backup and its increments, prepares them in order and moves the result into an empty
 data directory that then starts. `info()` records the binary log position of the backup's
 consistent point (binlog_file, binlog_pos, binlog_gtid, from mariabackup's `binlog_pos`),
-where a point-in-time restore starts replaying binary logs (engine.binlog).
+where a point-in-time restore starts replaying binary logs (pitr.mariadb).
 
 In place (no target: the configured `datadir`, server stopped) the directory's contents are
 replaced once the backup is prepared (the engine takes a safety backup first); the

@@ -1,0 +1,171 @@
+"""MariaDB server binaries and a throwaway server on a restored data directory.
+
+`which` finds a client/server tool, `binlog_tool`/`client_tool`/`server_tool` the MariaDB
+(or MySQL) ones, and `TemporaryServer` runs mariadbd on a data directory privately (own
+socket, no networking, no binary log) for a binary log replay (pitr.mariadb) or to set a
+clone's password (clone.physical). Failures raise ServerError, a SourceError: this module
+knows nothing of point-in-time recovery and imports nothing above sources/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from backupctl.errors import SourceError
+from backupctl.sources.dbutil import child_env
+
+
+class ServerError(SourceError):
+    """A MariaDB tool is missing, or the temporary server failed to start or stop."""
+
+    # The kind these failures always had in `-o json` errors (they were BinlogError before
+    # the runner moved here); the exit code (FAILED) is the same for both classes.
+    kind = "binlog"
+
+
+def which(*names: str, extra: tuple[str, ...] = ()) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    for path in extra:
+        if os.access(path, os.X_OK):
+            return path
+    raise ServerError(
+        f"none of {', '.join(names)} is installed", hint="install the MariaDB client and server packages"
+    )
+
+
+def binlog_tool() -> str:
+    return which("mariadb-binlog", "mysqlbinlog")
+
+
+def client_tool() -> str:
+    return which("mariadb", "mysql")
+
+
+def server_tool() -> str:
+    return which(
+        "mariadbd",
+        "mysqld",
+        extra=("/usr/sbin/mariadbd", "/usr/sbin/mysqld", "/usr/libexec/mariadbd", "/usr/libexec/mysqld"),
+    )
+
+
+class TemporaryServer:
+    """mariadbd on a restored data directory: no networking, a private socket, no binary log,
+    no event scheduler or replication; grant tables skipped (reloaded by the first statement
+    of a replay, FLUSH PRIVILEGES, so account statements in the binary log work)."""
+
+    def __init__(self, datadir: Path, reporter: Any = None) -> None:
+        self.datadir = datadir
+        self.reporter = reporter
+        self.dir = Path(tempfile.mkdtemp(prefix="bctl-replay-"))  # short: socket paths are limited
+        os.chmod(self.dir, 0o700)
+        self.socket = self.dir / "mysqld.sock"
+        self.log = self.dir / "error.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _user(self) -> list[str]:
+        if os.geteuid() != 0:
+            return []
+        import pwd
+
+        st = self.datadir.stat()
+        try:
+            name = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            name = str(st.st_uid)
+        os.chown(self.dir, st.st_uid, st.st_gid)
+        return [f"--user={name}"]
+
+    def client_argv(self) -> list[str]:
+        return [
+            client_tool(),
+            "--no-defaults",
+            f"--socket={self.socket}",
+            "--user=root",
+            "--max-allowed-packet=1G",
+        ]
+
+    def start(self, timeout: float = 300) -> None:
+        argv = [
+            server_tool(),
+            "--no-defaults",
+            *self._user(),
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            "--skip-networking",
+            "--skip-log-bin",
+            "--skip-grant-tables",
+            "--skip-slave-start",
+            "--event-scheduler=DISABLED",
+            "--max-allowed-packet=1G",
+            f"--pid-file={self.dir / 'mysqld.pid'}",
+            f"--log-error={self.log}",
+            f"--tmpdir={self.dir}",  # private: temporary tables of the replay stay with this server
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=child_env(),  # no secret of ours reaches the temporary server
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(
+                    f"the temporary MariaDB server on {self.datadir} exited with code {self.proc.returncode}: "
+                    f"{self.log_tail()}"
+                )
+            if self.socket.exists():
+                probe = subprocess.run(
+                    [*self.client_argv(), "--batch", "-e", "SELECT 1"],
+                    capture_output=True,
+                    timeout=60,
+                    env=child_env(),
+                )
+                if probe.returncode == 0:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise ServerError(
+            f"the temporary MariaDB server on {self.datadir} did not start within {timeout:.0f} s"
+        )
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:].strip()
+        except OSError:
+            return "(no error log)"
+
+    def stop(self, timeout: float = 600) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: a clean shutdown
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise ServerError(
+                    f"the temporary MariaDB server on {self.datadir} did not shut down"
+                ) from None
+            if self.proc.returncode != 0:
+                raise ServerError(
+                    f"the temporary MariaDB server on {self.datadir} shut down with code {self.proc.returncode}: "
+                    f"{self.log_tail()}"
+                )
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(ServerError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
