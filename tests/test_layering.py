@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NON_UI_PACKAGES = ("engine", "repo", "sources", "destinations", "config", "policy")
+NON_UI_PACKAGES = ("engine", "pitr", "clone", "repo", "sources", "destinations", "config", "policy")
 
 
 def test_import_linter_contracts_pass() -> None:
@@ -30,6 +30,11 @@ def test_import_linter_contracts_pass() -> None:
     assert "never import the UI KEPT" in proc.stdout, (
         "the UI layering contract was not checked:\n" + proc.stdout
     )
+    for package in ("pitr", "clone"):
+        kept = [
+            ln for ln in proc.stdout.splitlines() if ln.startswith(f"{package}: ") and ln.endswith(" KEPT")
+        ]
+        assert kept, f"the {package} layers contract was not checked:\n" + proc.stdout
 
 
 def _print_calls(path: Path) -> list[int]:
