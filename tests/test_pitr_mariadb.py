@@ -271,7 +271,7 @@ def test_scan_binlog_reads_times_and_positions_and_refuses_damage() -> None:
     from backupctl.errors import IntegrityError
     from backupctl.pitr.binlog_format import scan_binlog
     from backupctl.pitr.common import parse_iso
-    from backupctl.pitr.mariadb import _stop_datetime
+    from backupctl.pitr.mariadb_restore import stop_datetime
 
     data = b"\xfebin"
     for ts, typ, body in (
@@ -289,5 +289,5 @@ def test_scan_binlog_reads_times_and_positions_and_refuses_damage() -> None:
         with pytest.raises(IntegrityError):
             scan_binlog(bad)
     # A time target replays events whose whole-second time is before it.
-    assert _stop_datetime(parse_iso("2026-11-22T03:39:20.300Z")) == "2026-11-22 03:39:21"
-    assert _stop_datetime(parse_iso("2026-11-22T03:39:20Z")) == "2026-11-22 03:39:20"
+    assert stop_datetime(parse_iso("2026-11-22T03:39:20.300Z")) == "2026-11-22 03:39:21"
+    assert stop_datetime(parse_iso("2026-11-22T03:39:20Z")) == "2026-11-22 03:39:20"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from backupctl.errors import BackupctlError
-from backupctl.pitr import mariadb, postgres
+from backupctl.pitr import mariadb, mariadb_restore, postgres, postgres_restore
 from backupctl.pitr.common import PitrError, Target, TargetError, base_deployment
 from backupctl.pitr.logarchive import binlog_prefix, copy_to_others, wal_prefix
 
@@ -50,7 +50,7 @@ def restore_to_moment(
     if family == "postgres":
         if target.position is not None:
             raise TargetError("--to-position is for MariaDB/MySQL; use --to-lsn for PostgreSQL")
-        return postgres.restore_postgres_to(
+        return postgres_restore.restore_postgres_to(
             service,
             deployment,
             target,
@@ -63,7 +63,7 @@ def restore_to_moment(
             raise TargetError(
                 "--to-lsn and --to-name are for PostgreSQL; use --to-time or --to-position for MariaDB"
             )
-        return mariadb.restore_mariadb_to(
+        return mariadb_restore.restore_mariadb_to(
             service,
             deployment,
             target,

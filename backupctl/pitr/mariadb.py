@@ -15,35 +15,21 @@ The window: a mariabackup backup records the binary log position of its consiste
 the archive must hold every binary log without a hole; the backup is then recoverable from
 its end time to the last event of that continuous run.
 
-Restore to a moment: the newest mariabackup backup ending before the target is restored into
-an empty data directory, then a temporary `mariadbd` (own socket, no networking, no binary
-log, grant tables skipped until the first statement reloads them) is started on it and
-`mariadb-binlog --start-position=<recorded> FILES... [--stop-datetime|--stop-position]` is
-piped into `mariadb` over that socket; the server is shut down cleanly and the data directory
-is ready. Event times in a binary log have one-second resolution: a time target replays
-every event whose time (whole seconds, UTC) is before the target.
+Restore to a moment (choosing the backup, replaying through a temporary server) is in
+pitr.mariadb_restore; the binary log file format in pitr.binlog_format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import math
-import os
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.destinations.base import NotFound
-from backupctl.errors import ConfigError, NotFoundError, SourceError
-from backupctl.events import InfoEvent
+from backupctl.errors import ConfigError, SourceError
 from backupctl.pitr.binlog_format import scan_binlog
 from backupctl.pitr.common import (
     PitrError,
-    Target,
-    emptied_on_failure,
     method_warnings,
     parse_iso,
     physical_backups,
@@ -54,16 +40,14 @@ from backupctl.pitr.logarchive import (
     binlog_partial_prefix,
     binlog_sort_key,
     copy_to_others,
-    fetch_log,
     list_binlog_partials,
     list_binlogs,
     read_meta,
     store_log,
     verify_archive,
 )
-from backupctl.sources.dbutil import Secrets, ToolProcess, child_env, run
-from backupctl.sources.mariadb_server import TemporaryServer, binlog_tool
-from backupctl.tempdir import make_dir
+from backupctl.sources.dbutil import Secrets, run
+from backupctl.sources.mariadb_server import binlog_tool
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -75,9 +59,6 @@ class BinlogError(PitrError):
     """Binary log archiving or replay failed."""
 
     kind = "binlog"
-
-
-# ---- reading a binary log -----------------------------------------------------------------
 
 
 # ---- the source ---------------------------------------------------------------------------
@@ -240,7 +221,7 @@ def _refuse_numbering_gone_back(
     if newest is not None and newest >= current_key[1]:  # the file being written is never archived yet
         raise BinlogError(
             f"the server's binary log numbering went back: it writes {current}, but the archive of "
-            f"{deployment!r} already holds {_file_name(current_key[0], newest, current)}; its new logs would "
+            f"{deployment!r} already holds {binlog_file_name(current_key[0], newest, current)}; its new logs would "
             "collide with archived ones (the server was restored, or RESET MASTER ran)",
             hint="give the server a new log_bin base name (e.g. log_bin = mariadb-bin2) and restart it, "
             "then take a new full backup; the old archive stays for the older backups",
@@ -267,12 +248,12 @@ def archived_binlogs(repo: Repository, deployment: str) -> dict[str, dict[int, s
     return out
 
 
-def _file_name(stem: str, num: int, like: str) -> str:
+def binlog_file_name(stem: str, num: int, like: str) -> str:
     width = len(like.rsplit(".", 1)[-1])
     return f"{stem}.{num:0{width}d}"
 
 
-def _run_from(files: dict[int, str], start: int) -> tuple[list[int], int | None]:
+def run_from(files: dict[int, str], start: int) -> tuple[list[int], int | None]:
     """Consecutive numbers from `start`, and the first missing number when later files exist."""
     run: list[int] = []
     n = start
@@ -283,7 +264,7 @@ def _run_from(files: dict[int, str], start: int) -> tuple[list[int], int | None]
     return run, (n if later else None)
 
 
-def _meta(repo: Repository, obj: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def cached_meta(repo: Repository, obj: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if obj not in cache:
         cache[obj] = read_meta(repo, obj)[1]
     return cache[obj]
@@ -309,16 +290,16 @@ def backup_range(
     start_file = info["binlog_file"]
     stem, start = binlog_sort_key(start_file)
     files = archive.get(stem, {})
-    run, gap = _run_from(files, start)
+    run, gap = run_from(files, start)
     out.update(start_file=start_file, start_position=int(info["binlog_pos"]))
     out["last_file"] = files[run[-1]].rsplit("/", 1)[-1] if run else None
-    out["missing_file"] = _file_name(stem, gap, start_file) if gap is not None else None
+    out["missing_file"] = binlog_file_name(stem, gap, start_file) if gap is not None else None
     if not run:
         out["reason"] = f"binary log {start_file} needed by this backup is not in the archive"
         if gap is None:
             out["reason"] += f" (run `backupctl binlog sync {b['deployment']} --flush`)"
         return out
-    last = _meta(repo, files[run[-1]], cache)
+    last = cached_meta(repo, files[run[-1]], cache)
     to = last.get("last_event_time")
     # Whether the archive reaches the backup's consistent point is a question of positions:
     # event times have whole seconds, so the last event can read as slightly before a backup
@@ -357,8 +338,8 @@ def binlog_window(service: Service, deployment: str) -> dict[str, Any]:
                         "kind": "missing_binlogs",
                         "after": like,
                         "before": files[cur].rsplit("/", 1)[-1],
-                        "first": _file_name(stem, prev + 1, like),
-                        "last": _file_name(stem, cur - 1, like),
+                        "first": binlog_file_name(stem, prev + 1, like),
+                        "last": binlog_file_name(stem, cur - 1, like),
                         "count": cur - prev - 1,
                     }
                 )
@@ -404,232 +385,6 @@ def verify_binlogs(service: Service, deployment: str) -> dict[str, Any]:
         check=scan_binlog,
         unusable_kind="backup_without_binlog",
     )
-
-
-# ---- restore to a moment ------------------------------------------------------------------
-
-
-def _stop_datetime(moment: dt.datetime) -> str:
-    """mariadb-binlog --stop-datetime (whole seconds, read in TZ=UTC): the target rounded up,
-    so that every event whose whole-second time is before the target is replayed."""
-    ts = math.ceil(moment.timestamp())
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def choose_backup(
-    service: Service, deployment: str, target: Target, backup_id: str | None
-) -> tuple[dict[str, Any], dict[str, Any], list[str], dict[str, Any]]:
-    """(backup, its range, the archived objects to replay in order, replay options) or PitrError."""
-    repo = service.repository(service.primary_destination(deployment))
-    archive = archived_binlogs(repo, deployment)
-    backups = mariabackups(service, deployment)
-    if backup_id:
-        backups = [b for b in backups if b["id"].startswith(backup_id.lower())]
-        if not backups:
-            raise NotFoundError(f"no mariabackup backup {backup_id!r} of deployment {deployment!r}")
-    if not backups:
-        raise PitrError(
-            f"deployment {deployment!r} has no completed mariabackup backup",
-            hint="point-in-time recovery starts from a physical backup: set `method: mariabackup`",
-        )
-    with_pos = [
-        b for b in backups if b["info"].get("binlog_file") and b["info"].get("binlog_pos") is not None
-    ]
-    if not with_pos:
-        raise PitrError(
-            f"no mariabackup backup of {deployment!r} recorded a binary log position",
-            hint="binary logging must be on when the backup runs (log_bin)",
-        )
-    position_file = target.position_file
-    if target.position is not None and position_file is None:
-        newest = max(
-            ((stem, n) for stem, files in archive.items() for n in files),
-            default=None,
-            key=lambda k: (k[1], k[0]),
-        )
-        if newest is None:
-            raise PitrError(f"no binary log of {deployment!r} is archived (run `backupctl binlog sync`)")
-        position_file = archive[newest[0]][newest[1]].rsplit("/", 1)[-1]
-    candidates = []
-    for b in reversed(with_pos):
-        info = b["info"]
-        if target.time is not None and parse_iso(b["finished"]) >= target.time:
-            continue
-        if target.position is not None:
-            assert position_file is not None
-            here = (binlog_sort_key(info["binlog_file"]), int(info["binlog_pos"]))
-            if here > (binlog_sort_key(position_file), target.position):
-                continue
-        candidates.append(b)
-    desc = target.describe() if target.position is None else f"position {position_file}:{target.position}"
-    if not candidates:
-        oldest = with_pos[0]
-        where = (
-            f"the oldest ends at {oldest['finished']}"
-            if target.time is not None
-            else f"the oldest starts at {oldest['info']['binlog_file']}:{oldest['info']['binlog_pos']}"
-        )
-        raise PitrError(
-            f"no mariabackup backup of {deployment!r} ends before {desc}; {where}",
-            hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
-        )
-    b = candidates[0]
-    cache: dict[str, dict[str, Any]] = {}
-    rng = backup_range(repo, archive, b, cache)
-    stem, start = binlog_sort_key(b["info"]["binlog_file"])
-    files = archive.get(stem, {})
-    run, gap = _run_from(files, start)
-    if not run:
-        raise PitrError(f"cannot restore to {desc} from backup {b['id'][:8]}: {rng.get('reason')}")
-    last_to = _meta(repo, files[run[-1]], cache).get("last_event_time")
-    gap_text = (
-        f"binary log {_file_name(stem, gap, b['info']['binlog_file'])} is missing from the archive, so from "
-        f"backup {b['id'][:8]} recovery can only reach {last_to} (the last event before the gap)"
-        if gap is not None
-        else None
-    )
-    options: dict[str, Any] = {
-        "start_file": b["info"]["binlog_file"],
-        "start_position": int(b["info"]["binlog_pos"]),
-    }
-    if target.time is not None:
-        if last_to is None or parse_iso(last_to) < target.time:
-            if gap_text:
-                raise PitrError(f"refusing to restore to {desc}: {gap_text}")
-            raise PitrError(
-                f"refusing to restore to {desc}: it is after the last archived event ({last_to})",
-                hint=f"run `backupctl binlog sync {deployment} --flush` to archive the current binary log, then retry",
-            )
-        chosen = [run[0]]
-        for n in run[1:]:
-            first = _meta(repo, files[n], cache).get("first_event_time")
-            if first is not None and parse_iso(first) >= target.time:
-                break
-            chosen.append(n)
-        options["stop_datetime"] = _stop_datetime(target.time)
-    else:
-        assert target.position is not None and position_file is not None
-        pstem, pnum = binlog_sort_key(position_file)
-        if pstem != stem:
-            raise PitrError(
-                f"refusing to restore to {desc}: the backup's binary logs are named {stem}.NNNNNN"
-            )
-        if pnum not in run:
-            if gap_text and pnum >= (gap or 0):
-                raise PitrError(f"refusing to restore to {desc}: {gap_text}")
-            raise PitrError(
-                f"refusing to restore to {desc}: {position_file} is not in the archive",
-                hint=f"run `backupctl binlog sync {deployment} --flush`, then retry",
-            )
-        end = int(_meta(repo, files[pnum], cache).get("end_position", 0))
-        if target.position > end:
-            raise PitrError(f"refusing to restore to {desc}: {position_file} ends at position {end}")
-        chosen = [n for n in run if n <= pnum]
-        options["stop_position"] = target.position
-        options["stop_file"] = position_file
-    return b, rng, [files[n] for n in chosen], options
-
-
-def replay(datadir: Path, files: list[Path], options: dict[str, Any], reporter: Any = None) -> dict[str, Any]:
-    """Replay binary logs into the data directory through a temporary server, then stop it."""
-    argv = [binlog_tool(), "--no-defaults", f"--start-position={options['start_position']}"]
-    if options.get("stop_datetime"):
-        argv.append(f"--stop-datetime={options['stop_datetime']}")
-    if options.get("stop_position") is not None:
-        argv.append(f"--stop-position={options['stop_position']}")
-    argv += [str(f) for f in files]
-    server = TemporaryServer(datadir, reporter)
-    t0 = time.monotonic()
-    try:
-        server.start()
-        env = child_env({"TZ": "UTC"})
-        decoder = ToolProcess(argv, env=env, what="mariadb-binlog")
-
-        def chunks() -> Iterator[bytes]:
-            yield b"FLUSH PRIVILEGES;\n"
-            yield from iter(lambda: decoder.stdout.read(1 << 16), b"")
-
-        try:
-            run(
-                [*server.client_argv(), "--binary-mode", "--batch"],
-                env=env,
-                what="mariadb (replaying binary logs)",
-                input_chunks=chunks(),
-            )
-        except SourceError as exc:
-            decoder.kill()
-            raise BinlogError(f"replaying the binary logs failed: {exc.message}") from None
-        try:
-            decoder.check()
-        except SourceError as exc:
-            raise BinlogError(exc.message) from None
-        server.stop()
-    finally:
-        server.cleanup()
-    return {"replay_seconds": round(time.monotonic() - t0, 3)}
-
-
-def restore_mariadb_to(
-    service: Service,
-    deployment: str,
-    target: Target,
-    *,
-    backup_id: str | None,
-    target_dir: Path | None,
-    safety_backup: bool = True,
-) -> dict[str, Any]:
-    b, rng, objects, options = choose_backup(service, deployment, target, backup_id)
-    desc = (
-        target.describe() if target.position is None else f"position {options['stop_file']}:{target.position}"
-    )
-    source = mariadb_source(service, deployment)
-    datadir = target_dir or source.options.datadir
-    if datadir is None:
-        raise ConfigError(
-            f"deployment {deployment!r} has no datadir; give --target NEWDATADIR",
-            hint="a point-in-time restore writes a data directory",
-        )
-    datadir = Path(datadir)
-    if target_dir is None:
-        # In place: refuse a running server before the safety backup (which, with the server
-        # stopped, is an offline copy of the datadir: sources/mariadb.py) and before anything
-        # is written.
-        source.refuse_running_server(datadir)
-    repo = service.repository(service.primary_destination(deployment))
-    service.reporter.emit(
-        InfoEvent(
-            f"restoring mariabackup backup {b['id'][:8]} (ended {b['finished']}), then replaying "
-            f"{len(objects)} binary log(s) from {options['start_file']}:{options['start_position']} to {desc}"
-        )
-    )
-    work = make_dir("binlogs-")
-    try:
-        files: list[Path] = []
-        for obj in objects:  # fetched before anything is written: a damaged file stops here
-            data, _ = fetch_log(repo, obj)
-            path = work / obj.rsplit("/", 1)[-1]
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            files.append(path)
-        with emptied_on_failure(target_dir):
-            result = service.restore_backup(b["id"], target_dir=target_dir, safety_backup=safety_backup)
-            service.reporter.emit(InfoEvent(f"replaying binary logs into {datadir}"))
-            result.update(replay(datadir, files, options, service.reporter))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result.update(
-        engine="mariadb",
-        backup=b["id"],
-        target_moment=desc,
-        datadir=str(datadir),
-        binlogs=[o.rsplit("/", 1)[-1] for o in objects],
-        replay=options,
-        window_to=rng.get("to"),
-        next_step=f"start MariaDB on {datadir} (owned by the server's user, e.g. chown -R mysql:mysql {datadir}); "
-        "the binary logs are already applied",
-    )
-    return result
 
 
 # ---- check --------------------------------------------------------------------------------

@@ -26,19 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backupctl.errors import ConfigError, NotFoundError
-from backupctl.events import InfoEvent
+from backupctl.errors import ConfigError
 from backupctl.pitr.common import (
     PitrError,
-    Target,
-    emptied_on_failure,
     fmt,
     method_warnings,
     parse_iso,
     physical_backups,
 )
 from backupctl.pitr.logarchive import (
-    WAL_SEGMENT_SIZE,
     Segment,
     contiguous_from,
     fetch_log,
@@ -52,18 +48,12 @@ from backupctl.pitr.logarchive import (
     wal_object,
 )
 from backupctl.sources.dbutil import Secrets, child_env, run
-from backupctl.sources.postgres import conninfo_dbname, refuse_running_postgres
+from backupctl.sources.postgres import conninfo_dbname, quote_literal
 from backupctl.tempdir import create_file, directory
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
-
-
-# ---- time parsing ------------------------------------------------------------------------
-
-
-# ---- backups ------------------------------------------------------------------------------
 
 
 def pg_source(service: Service, deployment: str) -> Any:
@@ -293,10 +283,6 @@ def _psql_autocommit(source: Any, sql: str) -> str:
         secrets.cleanup()
 
 
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def setup_postgres(
     service: Service, deployment: str, *, apply: bool, prefix: str | None = None
 ) -> dict[str, Any]:
@@ -368,198 +354,3 @@ def check_postgres(service: Service, deployment: str, *, timeout: float = 60.0) 
         hint=f"archive_command is {archive_command!r}; run `backupctl pitr setup {deployment} --apply`, "
         "restart PostgreSQL if archive_mode changed, and read the server log",
     )
-
-
-# ---- restore to a moment ----------------------------------------------------------------------
-
-
-def find_restore_point(
-    repo: Repository, segments: list[Segment], name: str
-) -> tuple[Segment, WalRecord] | None:
-    for seg in reversed(segments):
-        records = waldump(repo, seg)
-        if records is None:
-            raise PitrError("finding a restore point needs pg_waldump (PostgreSQL server binaries)")
-        for rec in records:
-            if rec.kind == "RESTORE_POINT" and rec.name == name:
-                return seg, rec
-    return None
-
-
-def choose_pg_backup(
-    service: Service, deployment: str, target: Target, backup_id: str | None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(backup, its range in the window, extra recovery facts) or PitrError with the reason."""
-    repo = service.repository(service.primary_destination(deployment))
-    timelines, _ = list_wal(repo.dest, deployment)
-    backups = [b for b in physical_backups(service, deployment) if b["method"] == "pg_basebackup"]
-    if backup_id:
-        backups = [b for b in backups if b["id"].startswith(backup_id.lower())]
-        if not backups:
-            raise NotFoundError(f"no pg_basebackup backup {backup_id!r} of deployment {deployment!r}")
-    if not backups:
-        raise PitrError(
-            f"deployment {deployment!r} has no completed pg_basebackup backup",
-            hint="point-in-time recovery starts from a physical backup: set `method: pg_basebackup`",
-        )
-    extra: dict[str, Any] = {}
-    target_lsn: int | None = None
-    if target.lsn:
-        target_lsn = lsn_to_int(target.lsn)
-    if target.name:
-        all_segs = [s for tl in sorted(timelines) for s in timelines[tl]]
-        found = find_restore_point(repo, all_segs, target.name)
-        if found is None:
-            raise PitrError(
-                f"no restore point named {target.name!r} in the archive of {deployment!r}",
-                hint="restore points are made with SELECT pg_create_restore_point('NAME'); the segment holding "
-                "it must have been archived (pg_switch_wal() or `backupctl pitr check`)",
-            )
-        target_lsn = found[1].lsn
-        extra["restore_point_lsn"] = f"{target_lsn >> 32:X}/{target_lsn & 0xFFFFFFFF:X}"
-    candidates = []
-    for b in reversed(backups):
-        info = b["info"]
-        if target.time is not None and parse_iso(b["finished"]) >= target.time:
-            continue
-        if target_lsn is not None and info.get("end_lsn") and lsn_to_int(info["end_lsn"]) > target_lsn:
-            continue
-        candidates.append(b)
-    if not candidates:
-        oldest = backups[0]
-        raise PitrError(
-            f"no base backup of {deployment!r} ends before {target.describe()}"
-            + (f"; the oldest ends at {oldest['finished']}" if target.time else ""),
-            hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
-        )
-    b = candidates[0]
-    rng = backup_range(repo, timelines, b)
-    if not rng["usable"]:
-        raise PitrError(f"cannot restore to {target.describe()} from backup {b['id'][:8]}: {rng['reason']}")
-    tl = rng["timeline"]
-    run, gap = contiguous_from(timelines.get(tl, []), lsn_segment(b["info"]["start_lsn"]))
-    gap_text = (
-        f"WAL segment {segment_name(tl, gap)} is missing from the archive, so from backup {b['id'][:8]} "
-        f"recovery can only reach {rng['to']} (the last transaction before the gap)"
-        if gap is not None
-        else None
-    )
-    if target.time is not None:
-        last = parse_iso(rng["to"]) if rng["to"] else None
-        if last is None or last <= target.time:
-            if gap_text:
-                raise PitrError(f"refusing to restore to {target.describe()}: {gap_text}")
-            raise PitrError(
-                f"refusing to restore to {target.describe()}: it is after the last archived transaction "
-                f"({rng['to']}); recovery to a time stops at a transaction, so one at or after that time "
-                "must be in the archived WAL",
-                hint=f"run `backupctl pitr check {deployment}` to archive the current segment, then retry",
-            )
-    elif target_lsn is not None and target_lsn // WAL_SEGMENT_SIZE > run[-1].segno:
-        if gap_text:
-            raise PitrError(f"refusing to restore to {target.describe()}: {gap_text}")
-        raise PitrError(
-            f"refusing to restore to {target.describe()}: the archive ends at segment {run[-1].name}",
-            hint=f"run `backupctl pitr check {deployment}` to archive the current segment, then retry",
-        )
-    return b, rng, extra
-
-
-def restore_command_for(service: Service, deployment: str, datadir: Path) -> str:
-    """restore_command: the restored server's own archive_command turned into `fetch %f %p`
-    when it is backupctl's, else this interpreter."""
-    for conf in ("postgresql.auto.conf", "postgresql.conf"):
-        try:
-            text = (datadir / conf).read_text()
-        except OSError:
-            continue
-        found = None
-        for line in text.splitlines():
-            m = re.match(r"^\s*archive_command\s*=\s*'((?:[^']|'')*)'", line)
-            if m:
-                found = m.group(1).replace("''", "'")
-        if found and "backupctl" in found and found.rstrip().endswith("push %p"):
-            return found.rstrip()[: -len("push %p")] + "fetch %f %p"
-    return wal_command(service, deployment, "fetch")
-
-
-def restore_postgres_to(
-    service: Service,
-    deployment: str,
-    target: Target,
-    *,
-    backup_id: str | None,
-    target_dir: Path | None,
-    safety_backup: bool = True,
-) -> dict[str, Any]:
-    b, rng, extra = choose_pg_backup(service, deployment, target, backup_id)
-    service.reporter.emit(
-        InfoEvent(
-            f"restoring base backup {b['id'][:8]} (ended {b['finished']}), then replaying WAL to {target.describe()}"
-        )
-    )
-    datadir = target_dir
-    if datadir is None:
-        datadir = pg_source(service, deployment).options.data_dir
-        if datadir is None:
-            raise ConfigError(
-                f"deployment {deployment!r} has no data_dir; give --target NEWDATADIR",
-                hint="a point-in-time restore writes a data directory",
-            )
-        # In place: refuse a running server before the safety backup (which, with the server
-        # stopped, is an offline copy of the data directory: sources/postgres.py).
-        refuse_running_postgres(Path(datadir))
-    with emptied_on_failure(target_dir):
-        result = service.restore_backup(
-            b["id"], target_dir=target_dir, safety_backup=safety_backup, extra_info={"pitr": True}
-        )
-        settings = _write_recovery_settings(
-            service, deployment, b, target, Path(datadir), side_copy=target_dir is not None
-        )
-    datadir = Path(datadir)
-    result.update(
-        engine="postgres",
-        backup=b["id"],
-        target_moment=target.describe(),
-        datadir=str(datadir),
-        recovery_settings=settings,
-        window_to=rng["to"],
-        **extra,
-        next_step=f"start the server on {datadir} (pg_ctl -D {datadir} start): it replays the archived WAL up to "
-        "the target and promotes",
-    )
-    return result
-
-
-def _write_recovery_settings(
-    service: Service, deployment: str, b: dict[str, Any], target: Target, datadir: Path, *, side_copy: bool
-) -> dict[str, str]:
-    """postgresql.auto.conf lines and recovery.signal for a restored base backup (owned as PG_VERSION)."""
-    settings: dict[str, str] = {
-        "restore_command": restore_command_for(service, deployment, datadir),
-        "recovery_target_action": "promote",
-        "recovery_target_timeline": "current",
-    }
-    if target.time is not None:
-        settings["recovery_target_time"] = target.time.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-    elif target.name:
-        settings["recovery_target_name"] = target.name
-    elif target.lsn:
-        settings["recovery_target_lsn"] = target.lsn
-    if side_copy:
-        # A side copy must not write into the deployment's archive once promoted.
-        settings["archive_mode"] = "off"
-    lines = ["", f"# point-in-time recovery by backupctl: backup {b['id'][:8]} to {target.describe()}"]
-    lines += [f"{k} = {quote_literal(v)}" for k, v in settings.items()]
-    with open(datadir / "postgresql.auto.conf", "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    (datadir / "recovery.signal").write_text("")
-    version = datadir / "PG_VERSION"
-    if os.geteuid() == 0 and version.exists():
-        st = version.stat()
-        for p in (datadir / "postgresql.auto.conf", datadir / "recovery.signal"):
-            os.chown(p, st.st_uid, st.st_gid)
-    return settings
-
-
-# ---- the window in `backup show` / `policy show` -------------------------------------------------
