@@ -558,7 +558,11 @@ class World:
             run = self.run(*args, kill_after=delay)
             label += f" killed after {delay:.3f}s"
         elif kill == "write":
-            k, how = rng.randint(1, 14), rng.choice(["before", "after"])
+            # About as many writes as such a command makes here (packs, index, manifest, locks).
+            most = {"backup create": 6, "backup delete": 8, "backup prune": 8, "backup upload": 6}.get(
+                label, 4
+            )
+            k, how = rng.randint(1, most), rng.choice(["before", "after"])
             run = self.run(*args, faults=f"kill_at={k},kill_how={how}")
             label += f" kill_at={k} {how}"
         else:
