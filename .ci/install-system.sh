@@ -2,7 +2,8 @@
 # System packages the tests and benchmarks use; skips apt when all are present.
 set -euo pipefail
 need=()
-for pkg in git sqlite3 restic acl libcap2-bin; do
+# systemd: only for `systemd-analyze verify` of exported units (installing it starts nothing).
+for pkg in git sqlite3 restic acl libcap2-bin systemd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

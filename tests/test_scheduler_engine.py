@@ -431,7 +431,10 @@ def test_export_formats_parse(tmp_path: Path) -> None:
 
     k8s = helpers.run_ok("schedule", "export", "--format", "kubernetes", env=env).stdout
     docs = [d for d in YAML(typ="safe", pure=True).load_all(k8s) if d]
-    assert {d["kind"] for d in docs} == {"CronJob"} and len(docs) == 2, k8s
+    # Per deployment a ConfigMap, a state claim and a CronJob (tests/test_policy_export.py).
+    assert {d["kind"] for d in docs} == {"CronJob", "ConfigMap", "PersistentVolumeClaim"}, k8s
+    docs = [d for d in docs if d["kind"] == "CronJob"]
+    assert len(docs) == 2, k8s
     for d in docs:
         spec = d["spec"]
         assert spec["concurrencyPolicy"] == "Forbid"

@@ -162,36 +162,54 @@ def daemon(
 
 @app.command("export")
 def export(
+    target: Annotated[
+        str | None,
+        typer.Argument(metavar="[FORMAT]", help="crontab, systemd or kubernetes (same as --format)."),
+    ] = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="crontab, systemd or kubernetes.")
-    ] = "crontab",
+        str | None, typer.Option("--format", "-f", help="crontab (default), systemd or kubernetes.")
+    ] = None,
     per_schedule: Annotated[
         bool,
         typer.Option(
-            "--per-schedule", help="crontab: one line per schedule instead of one every-minute run-due line."
+            "--per-schedule",
+            help="crontab, systemd: wake at each schedule's times instead of every minute.",
         ),
     ] = False,
+    user: Annotated[
+        str | None, typer.Option("--user", help="systemd: User= of the service (default: you).")
+    ] = None,
     image: Annotated[str, typer.Option("--image", help="kubernetes: container image.")] = "backupctl:latest",
     namespace: Annotated[str | None, typer.Option("--namespace", help="kubernetes: namespace.")] = None,
 ) -> None:
     """Print the entries that let an existing scheduler run backupctl.
 
-    Example: backupctl schedule export --format systemd
+    They run as printed: the absolute path of this backupctl (or this Python with
+    -m backupctl), the absolute config path, --quiet and --retry-lock. Kubernetes: per
+    deployment a CronJob, a ConfigMap and a state claim; see docs/scheduling.md.
+    Example: backupctl schedule export systemd --user backup
     """
     from backupctl.policy.export import export as render
 
-    if format_ not in ("crontab", "systemd", "kubernetes"):
-        raise typer.BadParameter("must be crontab, systemd or kubernetes", param_hint="--format")
+    if target is not None and format_ is not None and target != format_:
+        raise typer.BadParameter(
+            f"FORMAT {target!r} and --format {format_!r} disagree", param_hint="--format"
+        )
+    chosen = target or format_ or "crontab"
+    if chosen not in ("crontab", "systemd", "kubernetes"):
+        hint = "FORMAT" if target else "--format"
+        raise typer.BadParameter("must be crontab, systemd or kubernetes", param_hint=hint)
     cfg = context.config()
     text = render(
         cfg,
-        format_,
-        config_path=str(cfg.path) if output.OPTS.config else None,
+        chosen,
+        config_path=str(cfg.path) if cfg.path else None,
         mode="per-schedule" if per_schedule else "minutely",
+        user=user,
         image=image,
         namespace=namespace,
     )
     if output.structured():
-        output.emit_document({"format": format_, "text": text})
+        output.emit_document({"format": chosen, "text": text})
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

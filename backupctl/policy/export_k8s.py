@@ -1,0 +1,278 @@
+"""`schedule export kubernetes`: the manifests that run the scheduler in a cluster.
+
+Guarantees (tests/test_policy_export.py validates them against the Kubernetes API schema):
+
+* one CronJob per scheduled deployment (a paused policy or `policy: none` gets none), running
+  `backupctl schedule run-due` with that deployment's own config, so one deployment's long
+  backup never holds up another's (`concurrencyPolicy: Forbid` is per deployment);
+* that config is a ConfigMap: the deployment alone, with the paths of the pod: the state
+  directory and every local repository on PersistentVolumeClaims, the key and every
+  `*_file` secret on Secret volumes mounted 0400, every `*_env` secret an environment
+  variable from a Secret. No secret value is ever written into a manifest: the Secrets are
+  referenced and created by the operator (docs/scheduling.md says how);
+* the pod runs as root (uid 0) with every capability dropped but DAC_READ_SEARCH (reading
+  what it backs up): Kubernetes mounts Secret files owned by root, and backupctl refuses a
+  key file that others can read (an fsGroup would make it 0440).
+
+A deployment whose schedules do not fit one cron expression and time zone is woken every
+5 minutes (in UTC); run-due decides what is due, as everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ruamel.yaml import YAML
+
+from backupctl.policy.export import portable_cron
+from backupctl.policy.resolve import effective_policy
+from backupctl.policy.schedule import recurrence_text
+
+if TYPE_CHECKING:
+    from backupctl.config.models import Config
+
+CONFIG_DIR = "/etc/backupctl"
+CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
+KEY_DIR = f"{CONFIG_DIR}/key"
+SECRET_FILES_DIR = f"{CONFIG_DIR}/secrets"
+STATE_DIR = "/var/lib/backupctl/state"
+REPO_ROOT = "/var/lib/backupctl/repos"
+KEY_SECRET = "backupctl-key"  # data: `key` (encryption.key_file) or `passphrase`
+ENV_SECRET = "backupctl-env"  # data: one entry per `*_env` variable, named like it
+FILES_SECRET = "backupctl-files"  # data: one entry per `*_file`, named as the notes say
+STARTING_DEADLINE_S = 3600  # a Job that could not start within an hour is skipped
+STATE_SIZE = "1Gi"
+REPO_SIZE = "100Gi"
+FALLBACK = ("*/5 * * * *", "UTC")
+_READ_ONLY_0400 = 0o400
+
+
+def k8s_name(*parts: str, limit: int = 52) -> str:
+    """A DNS-1123 name (CronJob names are at most 52 characters)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    return name[:limit].rstrip("-")
+
+
+def _raw_config(config: Config) -> dict[str, Any]:
+    """The config as written (not as validated: defaults stay implicit)."""
+    if config.path is not None and Path(config.path).exists():
+        from backupctl.config.loader import read_yaml
+
+        return dict(read_yaml(Path(config.path)) or {})
+    dumped: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    return dumped
+
+
+class _Pod:
+    """What one deployment's pod needs besides its config: env, mounts, volumes, notes."""
+
+    def __init__(self) -> None:
+        self.env: list[dict[str, Any]] = []
+        self.file_items: list[dict[str, str]] = []
+        self.notes: list[str] = []
+
+    def secrets(self, node: Any, prefix: str) -> Any:
+        """`node` with every `*_env` variable taken from ENV_SECRET and every `*_file` path
+        pointed at FILES_SECRET's mount (the file's content is never read)."""
+        if isinstance(node, list):
+            return [self.secrets(v, f"{prefix}-{i}") for i, v in enumerate(node)]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if isinstance(value, str) and str(key).endswith("_env"):
+                if all(e["name"] != value for e in self.env):
+                    ref = {"name": ENV_SECRET, "key": value}
+                    self.env.append({"name": value, "valueFrom": {"secretKeyRef": ref}})
+                out[key] = value
+            elif isinstance(value, str) and str(key).endswith("_file"):
+                item = k8s_name(prefix, str(key).removesuffix("_file"), limit=253)
+                self.file_items.append({"key": item, "path": item})
+                self.notes.append(f"secret {FILES_SECRET}: key {item} = the content of {value}")
+                out[key] = f"{SECRET_FILES_DIR}/{item}"
+            else:
+                out[key] = self.secrets(value, prefix)
+        return out
+
+
+def manifests(
+    config: Config,
+    *,
+    image: str,
+    namespace: str | None,
+    run_args: Callable[[str], list[str]],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(notes for the operator, manifests): claims for local repositories first, then per
+    scheduled deployment its ConfigMap, state claim and CronJob."""
+    raw = _raw_config(config)
+    scheduled: list[tuple[str, Any]] = []
+    for name in config.deployments:
+        resolved = effective_policy(config, name)
+        if resolved is None or resolved[1].paused or not resolved[1].schedules:
+            continue
+        scheduled.append((name, resolved[1]))
+
+    def meta(name: str, **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": name}
+        if namespace:
+            out["namespace"] = namespace
+        out["labels"] = {"app.kubernetes.io/name": "backupctl", **extra.pop("labels", {})}
+        out.update(extra)
+        return out
+
+    def claim(name: str, size: str, shared: bool) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": meta(name),
+            "spec": {
+                # A repository several deployments' pods write to needs ReadWriteMany
+                # (or one node); each deployment's state is its own.
+                "accessModes": ["ReadWriteMany" if shared else "ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+            },
+        }
+
+    def used_destinations(name: str, policy: Any) -> list[str]:
+        dep = raw.get("deployments", {}).get(name, {})
+        names = list(policy.destinations or dep.get("destinations") or [])
+        return list(dict.fromkeys(names))
+
+    local_users: dict[str, int] = {}
+    for name, policy in scheduled:
+        for dest in used_destinations(name, policy):
+            if (raw.get("destinations", {}).get(dest) or {}).get("type") == "local":
+                local_users[dest] = local_users.get(dest, 0) + 1
+    notes = [
+        f"Create first: secret {KEY_SECRET} (key `key`: the key file, or `passphrase`), "
+        f"secret {ENV_SECRET} (one key per *_env variable below), "
+        f"secret {FILES_SECRET} (one key per *_file below); see docs/scheduling.md."
+    ]
+    docs: list[dict[str, Any]] = [
+        claim(k8s_name("backupctl-repo", dest, limit=63), REPO_SIZE, users > 1)
+        for dest, users in sorted(local_users.items())
+    ]
+    for name, policy in scheduled:
+        pod = _Pod()
+        doc = {k: copy.deepcopy(v) for k, v in raw.items() if k not in ("destinations", "deployments")}
+        volumes: list[dict[str, Any]] = [
+            {"name": "config", "configMap": {"name": k8s_name("backupctl", name, "config", limit=253)}},
+            {"name": "key", "secret": {"secretName": KEY_SECRET, "defaultMode": _READ_ONLY_0400}},
+            {
+                "name": "state",
+                "persistentVolumeClaim": {"claimName": k8s_name("backupctl", name, "state", limit=253)},
+            },
+        ]
+        mounts: list[dict[str, Any]] = [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR},
+        ]
+        doc["destinations"] = {}
+        for dest in used_destinations(name, policy):
+            spec = copy.deepcopy(raw.get("destinations", {}).get(dest) or {})
+            if spec.get("type") == "local":
+                volume = k8s_name("repo", dest, limit=63)
+                spec["path"] = f"{REPO_ROOT}/{dest}"
+                claim_name = k8s_name("backupctl-repo", dest, limit=63)
+                volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim_name}})
+                mounts.append({"name": volume, "mountPath": spec["path"]})
+            doc["destinations"][dest] = pod.secrets(spec, f"destination-{dest}")
+        dep = copy.deepcopy(raw.get("deployments", {}).get(name) or {})
+        for source in dep.get("sources") or []:
+            if isinstance(source, dict) and source.get("type") == "files":
+                pod.notes.append(
+                    f"deployment {name} reads {', '.join(map(str, source.get('paths') or []))}: "
+                    "mount a volume holding it there in CronJob " + k8s_name("backupctl", name)
+                )
+        doc["deployments"] = {name: pod.secrets(dep, f"{name}-source")}
+        encryption = dict(doc.get("encryption") or {})
+        if "key_file" in encryption:
+            encryption["key_file"] = f"{KEY_DIR}/key"
+        if "passphrase_file" in encryption:
+            encryption["passphrase_file"] = f"{KEY_DIR}/passphrase"
+        if "passphrase_env" in encryption:
+            ref = {"name": KEY_SECRET, "key": "passphrase"}
+            pod.env.append({"name": encryption["passphrase_env"], "valueFrom": {"secretKeyRef": ref}})
+        doc["encryption"] = encryption
+        doc["settings"] = {**(doc.get("settings") or {}), "state_dir": STATE_DIR}
+        if pod.file_items:
+            secret = {"secretName": FILES_SECRET, "defaultMode": _READ_ONLY_0400, "items": pod.file_items}
+            volumes.append({"name": "secret-files", "secret": secret})
+            mounts.append({"name": "secret-files", "mountPath": SECRET_FILES_DIR, "readOnly": True})
+        notes.extend(pod.notes)
+
+        crons = {portable_cron(s) for s in policy.schedules}
+        cron, tz = next(iter(crons)) if len(crons) == 1 else FALLBACK
+        container: dict[str, Any] = {
+            "name": "backupctl",
+            "image": image,
+            "command": ["backupctl"],
+            "args": run_args(CONFIG_FILE),
+            "volumeMounts": mounts,
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]},
+            },
+        }
+        if pod.env:
+            container["env"] = pod.env
+        labels = {"backupctl/deployment": k8s_name(name, limit=63)}
+        recurrences = "; ".join(recurrence_text(s) for s in policy.schedules)
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(k8s_name("backupctl", name, "config", limit=253), labels=labels),
+                "data": {"config.yaml": _dump(doc)},
+            }
+        )
+        docs.append(claim(k8s_name("backupctl", name, "state", limit=253), STATE_SIZE, False))
+        docs.append(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": meta(
+                    k8s_name("backupctl", name),
+                    labels=labels,
+                    annotations={"backupctl/recurrence": recurrences},
+                ),
+                "spec": {
+                    "schedule": cron,
+                    "timeZone": tz,
+                    "concurrencyPolicy": "Forbid",
+                    "startingDeadlineSeconds": STARTING_DEADLINE_S,
+                    "successfulJobsHistoryLimit": 3,
+                    "failedJobsHistoryLimit": 3,
+                    "jobTemplate": {
+                        "spec": {
+                            "backoffLimit": 0,  # run-due records the slot: a retry would not rerun it
+                            "template": {
+                                "metadata": {"labels": {"app.kubernetes.io/name": "backupctl", **labels}},
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+                                    "containers": [container],
+                                    "volumes": volumes,
+                                },
+                            },
+                        }
+                    },
+                },
+            }
+        )
+    return notes, docs
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    y = YAML(typ="safe", pure=True)
+    y.default_flow_style = False
+    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
