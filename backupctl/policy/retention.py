@@ -243,6 +243,20 @@ def apply_retention(
 # ---- expiry --------------------------------------------------------------------------
 
 
+def _remembered(next_run: NextRun) -> NextRun:
+    """`next_run` computing each answer once. The expiries of one deployment ask for the
+    same runs again and again (keep_last N: the N runs after now, for each of the N newest
+    backups; every period rule starts from now), and `next_run` is pure."""
+    seen: dict[datetime, datetime | None] = {}
+
+    def remembered(t: datetime) -> datetime | None:
+        if t not in seen:
+            seen[t] = next_run(t)
+        return seen[t]
+
+    return remembered
+
+
 def _nth_run(next_run: NextRun, after: datetime, n: int) -> datetime | None:
     t: datetime | None = after
     for _ in range(n):
@@ -326,6 +340,7 @@ def expiries(
     now = now.astimezone(UTC)
     tz = _tz(spec, timezone)
     wanted = None if only is None else set(only)
+    next_run = _remembered(next_run)
     decisions = {id(d.backup): d for d in apply_retention(backups, spec, now, timezone=timezone)}
     out: dict[str, datetime | None] = {}
     for group in _by_deployment(backups).values():

@@ -93,9 +93,49 @@ def recurrence_text(schedule: Schedule) -> str:
 
 
 def cron_next(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
-    """First slot strictly after `after` (UTC), with the DST rules of the module docstring."""
+    """First slot strictly after `after` (UTC), with the DST rules of the module docstring.
+
+    The same result as `_cron_next_scan` (tests/test_policy_schedule_fast.py compares
+    them): `_cron_next_steady` when no UTC offset change is near, else the scan.
+    """
     after = _aware(after)
     local = after.astimezone(tz).replace(tzinfo=None)
+    steady = _cron_next_steady(expr, tz, after, local)
+    return steady if steady is not None else _cron_next_scan(expr, tz, after, local)
+
+
+# The longest local-time window `_cron_next_steady` judges by its two ends. Two changes of
+# a zone's UTC offset are always further apart than this (the closest in tzdata are four
+# days apart; tests/test_policy_schedule_fast.py checks every installed zone), so a window
+# this short whose ends have the same offset contains no change at all.
+_STEADY_WINDOW = timedelta(hours=12)
+
+
+def _cron_next_steady(expr: str, tz: ZoneInfo, after: datetime, local: datetime) -> datetime | None:
+    """`_cron_next_scan` in two croniter steps where the UTC offset is constant, else None.
+
+    The scan looks at every slot from `local - _DST_MARGIN` up to the first one past
+    `local + _DST_MARGIN` (360 slots for an every-minute schedule) and keeps the earliest
+    one after `after` in UTC. Where the offset is the same over that whole window, local
+    to UTC is a plain shift: a slot is after `after` exactly when it is after `local`, and
+    the earliest such is the first slot after `local`.
+    """
+    first = croniter(expr, local).get_next(datetime)
+    last = max(first, croniter(expr, local + _DST_MARGIN).get_next(datetime))
+    start = local - _DST_MARGIN
+    if last - start > _STEADY_WINDOW:
+        return None  # a sparse schedule: the scan takes few steps anyway
+    offset = after.astimezone(tz).utcoffset()
+    for end in (start, last):
+        for fold in (0, 1):  # an end inside a gap or a repeated hour: offsets differ
+            if end.replace(tzinfo=tz, fold=fold).utcoffset() != offset:
+                return None
+    assert offset is not None
+    return (first - offset).replace(tzinfo=UTC)
+
+
+def _cron_next_scan(expr: str, tz: ZoneInfo, after: datetime, local: datetime) -> datetime:
+    """The definition of cron_next: scan every slot within _DST_MARGIN of `local`."""
     it = croniter(expr, local - _DST_MARGIN)
     best: datetime | None = None
     while True:
