@@ -109,11 +109,11 @@ def clone_backup(
         )
 
     try:
-        record, repo, manifest = svc._completed(id_prefix, destination)
+        record, repo, manifest = svc.completed_backup(id_prefix, destination)
         orig_name = record["deployment"]
         orig_dep = svc.config.deployments.get(orig_name)
         position, src = _db_source(svc, record, manifest)
-        source = svc._restore_source(src, orig_dep, position)
+        source = svc.restore_source(src, orig_dep, position)
         info: dict[str, Any] = dict(src.get("info", {}))
         method = str(info.get("method", source.method))
 

@@ -27,6 +27,10 @@ from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Source, source_class
 
+# The function-local imports below pick one SQL dialect's quote_ident/quote_literal (both
+# sources define the same names) and load a source module only for the engine in use; none
+# of them avoids an import cycle (tests/test_import_cycles.py sees them all).
+
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
@@ -181,8 +185,8 @@ def _pg_autocommit(target: Any, sql: str) -> None:
 
     secrets_ = Secrets("backupctl-pg-")
     try:
-        env = target._env(secrets_)
-        target._psql(secrets_, env, sql)
+        env = target.client_env(secrets_)
+        target.psql(secrets_, env, sql)
     finally:
         secrets_.cleanup()
 

@@ -60,6 +60,9 @@ from backupctl.pitr.common import PHYSICAL_METHODS, base_deployment, remove_part
 from backupctl.pitr.dispatch import restore_to_moment
 from backupctl.sources.mariadb_server import ServerError, TemporaryServer
 
+# The function-local imports below load a database's tools only for the engine in use (and
+# both sources define quote_literal); none of them avoids an import cycle.
+
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.pitr.common import Target

@@ -522,6 +522,19 @@ class Service:
             )
         return matches[0]
 
+    def completed_backup(
+        self, id_prefix: str, destination: str | None = None
+    ) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
+        """(record, opened repository, manifest) of a backup that can be restored from: Completed,
+        or a usable copy on the given `destination`; raises BackupFailedError otherwise (as
+        restore does). For callers outside Service (clone)."""
+        return self._completed(id_prefix, destination)
+
+    def restore_source(self, src: dict[str, Any], dep: DeploymentConfig | None, position: int) -> Source:
+        """The source that receives stored source `src` (number `position` in the manifest) on
+        restore: the configured one it came from, or one rebuilt from the manifest."""
+        return self._restore_source(src, dep, position)
+
     def _completed(
         self, id_prefix: str, destination: str | None
     ) -> tuple[dict[str, Any], Repository, dict[str, Any]]:

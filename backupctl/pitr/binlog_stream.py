@@ -66,7 +66,7 @@ class Streamer:
         self.secrets = Secrets("backupctl-binlog-stream-")
         self.spool = self.secrets.dir / "spool"
         self.spool.mkdir(mode=0o700)
-        self._lead, self._env = source._prepare(self.secrets)  # the 0600 option file, once
+        self._lead, self._env = source.client_setup(self.secrets)  # the 0600 option file, once
         self.proc: ToolProcess | None = None
         self.stored: dict[str, int] = {}  # file -> bytes of its partial copy stored so far
 
@@ -85,7 +85,7 @@ class Streamer:
                 "--read-from-remote-server",
                 "--raw",
                 "--stop-never",
-                *self.source._conn(),
+                *self.source.conn_args(),
                 f"--result-file={self.spool}/",
                 current,
             ]

@@ -66,7 +66,7 @@ def parse_moment(text: str) -> dt.datetime:
             return naive.replace(tzinfo=dt.timezone(offset if z[0] == "+" else -offset)).astimezone(dt.UTC)
     except ValueError as exc:  # month 13, hour 25, an offset of a day or more...
         raise TargetError(f"cannot read the time {text!r}: {exc}", hint=how) from None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a named zone (start-up)
 
     try:
         return naive.replace(tzinfo=ZoneInfo(zone)).astimezone(dt.UTC)

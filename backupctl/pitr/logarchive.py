@@ -145,7 +145,7 @@ def _split(blob: bytes, name: str) -> tuple[bytes, bytes, bytes]:
 
 def decode_log(repo: Repository, name: str, blob: bytes) -> tuple[bytes, dict[str, Any]]:
     """Decrypt, decompress and hash-check an archived log file: (data, meta)."""
-    import zstandard
+    import zstandard  # lazy on purpose: `python -m backupctl.wal` start-up (not a cycle)
 
     digest, meta_ct, data_ct = _split(blob, name)
     cipher = repo.codec.cipher
@@ -289,6 +289,7 @@ def push_ahead(
     returns at once (see pitr.walspool). Never raises: {file: state}, where a state with
     "failed" means that file has no marker (it is archived, or refused, by its own call) or
     that a copy to another destination failed (`pitr sync` makes it)."""
+    # Lazy on purpose: only a push with ready files pays for these (wal.py's start-up), not a cycle.
     from concurrent.futures import ThreadPoolExecutor
 
     from backupctl.destinations.local import LocalDestination

@@ -78,10 +78,10 @@ class ServerSession:
     def __init__(self, source: MariaDBSource) -> None:
         self.source = source
         self.secrets = Secrets("backupctl-binlog-")
-        self.lead, self.env = source._prepare(self.secrets)
+        self.lead, self.env = source.client_setup(self.secrets)
 
     def query(self, sql: str) -> list[list[str]]:
-        return self.source._query(self.secrets, self.lead, self.env, sql)
+        return self.source.query(self.secrets, self.lead, self.env, sql)
 
     def read_binlog(self, name: str) -> bytes:
         """One binary log file, exactly as the server has it (remote raw read)."""
@@ -89,7 +89,7 @@ class ServerSession:
             raise BinlogError(f"the server reported an unexpected binary log name {name!r}")
         out = self.secrets.dir / "binlogs"
         out.mkdir(mode=0o700, exist_ok=True)
-        argv = [binlog_tool(), *self.lead, "--read-from-remote-server", "--raw", *self.source._conn()]
+        argv = [binlog_tool(), *self.lead, "--read-from-remote-server", "--raw", *self.source.conn_args()]
         argv += [f"--result-file={out}/", name]
         run(argv, env=self.env, secrets=self.secrets, what=f"mariadb-binlog (reading {name})")
         path = out / name

@@ -275,8 +275,8 @@ def _psql_autocommit(source: Any, sql: str) -> str:
     """Run SQL through psql's stdin in autocommit mode (ALTER SYSTEM refuses a transaction)."""
     secrets = Secrets("backupctl-pg-")
     try:
-        env = source._env(secrets)
-        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", *source._conn_args()]
+        env = source.client_env(secrets)
+        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", *source.conn_args()]
         argv += ["-d", conninfo_dbname(source.options.maintenance_db), "-f", "-"]
         return run(argv, env=env, secrets=secrets, what="psql", input_chunks=[sql.encode()])
     finally:

@@ -158,7 +158,7 @@ class MariaDBSource(DatabaseSource):
 
     # -- connection helpers ---------------------------------------------------------------
 
-    def _prepare(self, secrets: Secrets) -> tuple[list[str], dict[str, str]]:
+    def client_setup(self, secrets: Secrets) -> tuple[list[str], dict[str, str]]:
         """(leading argv with the option file first, environment) for any client tool."""
         opts = self.options
         password = resolve_secret(env=opts.password_env, file=opts.password_file, what="mariadb password")
@@ -171,17 +171,19 @@ class MariaDBSource(DatabaseSource):
                 drop.append(opts.password_env)
         return lead, child_env(drop=drop)
 
-    def _conn(self) -> list[str]:
+    def conn_args(self) -> list[str]:
+        """Host, port, user (and socket) for a MariaDB client's argv (no secret)."""
         o = self.options
         args = [f"--host={o.host}", f"--port={o.port}", f"--user={o.user}"]
         if o.socket:
             args.append(f"--socket={o.socket}")
         return args
 
-    def _query(self, secrets: Secrets, lead: list[str], env: dict[str, str], sql: str) -> list[list[str]]:
+    def query(self, secrets: Secrets, lead: list[str], env: dict[str, str], sql: str) -> list[list[str]]:
+        """Rows of one SQL statement run by the client (`lead`, `env`: from client_setup)."""
         client = _which("mariadb", "mysql")
         out = run(
-            [client, *lead, *self._conn(), "--batch", "--skip-column-names", "--raw", "-e", sql],
+            [client, *lead, *self.conn_args(), "--batch", "--skip-column-names", "--raw", "-e", sql],
             env=env,
             secrets=secrets,
             what=Path(client).name,
@@ -195,10 +197,10 @@ class MariaDBSource(DatabaseSource):
         `secret` is redacted from any error message. Used by clone.
         """
         with self._temp_secrets(secret) as secrets:
-            lead, env = self._prepare(secrets)
+            lead, env = self.client_setup(secrets)
             client = _which("mariadb", "mysql")
             out = run(
-                [client, *lead, *self._conn(), "--batch", "--skip-column-names", "--raw"],
+                [client, *lead, *self.conn_args(), "--batch", "--skip-column-names", "--raw"],
                 env=env,
                 secrets=secrets,
                 what=Path(client).name,
@@ -209,12 +211,12 @@ class MariaDBSource(DatabaseSource):
     # -- backup ---------------------------------------------------------------------------
 
     def scan(self) -> Iterator[Entry]:
-        lead, env = self._prepare(self._secrets)
+        lead, env = self.client_setup(self._secrets)
         stopped = self._stopped_datadir(lead, env)
         if stopped is not None:
             yield from self._scan_offline(stopped)
             return
-        version = self._query(self._secrets, lead, env, "SELECT VERSION()")[0][0]
+        version = self.query(self._secrets, lead, env, "SELECT VERSION()")[0][0]
         self._info = {
             "method": self.options.method,
             "server_version": version,
@@ -228,7 +230,7 @@ class MariaDBSource(DatabaseSource):
             yield from self._scan_logical(lead, env)
 
     def _scan_logical(self, lead: list[str], env: dict[str, str]) -> Iterator[Entry]:
-        rows = self._query(
+        rows = self.query(
             self._secrets,
             lead,
             env,
@@ -251,7 +253,7 @@ class MariaDBSource(DatabaseSource):
 
         yield Entry(path="mariadb", kind="dir", mode=0o700)
         if with_globals:
-            argv = [dump, *lead, *self._conn(), "--system=users", "--insert-ignore", "--skip-dump-date"]
+            argv = [dump, *lead, *self.conn_args(), "--system=users", "--insert-ignore", "--skip-dump-date"]
             yield self._users_entry([*argv, "--force"], env)
         yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         common = [
@@ -264,7 +266,7 @@ class MariaDBSource(DatabaseSource):
         ]
         common += ["--default-character-set=utf8mb4"]
         for db in databases:
-            argv = [dump, *lead, *self._conn(), *common, "--", db["name"]]
+            argv = [dump, *lead, *self.conn_args(), *common, "--", db["name"]]
             yield self._stream_entry(db["path"], argv, env, f"{Path(dump).name} of database {db['name']!r}")
 
     def _users_entry(self, argv: list[str], env: dict[str, str]) -> Entry:
@@ -280,7 +282,7 @@ class MariaDBSource(DatabaseSource):
 
     def _scan_physical(self, lead: list[str], env: dict[str, str]) -> Iterator[Entry]:
         datadir = self.options.datadir or Path(
-            self._query(self._secrets, lead, env, "SELECT @@datadir")[0][0]
+            self.query(self._secrets, lead, env, "SELECT @@datadir")[0][0]
         )
         tool = _which("mariabackup", "mariadb-backup")
         self._lsndir = self._secrets.dir / "lsn"
@@ -301,7 +303,7 @@ class MariaDBSource(DatabaseSource):
             f"--target-dir={work}",
             f"--extra-lsndir={self._lsndir}",
         ]
-        argv += [f"--datadir={datadir}", *self._conn()]
+        argv += [f"--datadir={datadir}", *self.conn_args()]
         parent_lsn = (self._parent or {}).get("to_lsn")
         if self._parent is not None and (self._parent.get("method") != "mariabackup" or parent_lsn is None):
             self.reporter.emit(
@@ -319,7 +321,7 @@ class MariaDBSource(DatabaseSource):
     def _live_datadir(self, secrets: Secrets, lead: list[str], env: dict[str, str]) -> Path | None:
         """The @@datadir of the configured server when it answers, else None (stopped or unreachable)."""
         try:
-            return Path(self._query(secrets, lead, env, "SELECT @@datadir")[0][0]).resolve()
+            return Path(self.query(secrets, lead, env, "SELECT @@datadir")[0][0]).resolve()
         except (SourceError, IndexError):
             return None
 
@@ -413,15 +415,15 @@ class MariaDBSource(DatabaseSource):
             check_physical_version([source_info], NullReporter())
         else:
             with self._temp_secrets() as secrets:
-                lead, env = self._prepare(secrets)
-                target_version = self._query(secrets, lead, env, "SELECT VERSION()")[0][0]
+                lead, env = self.client_setup(secrets)
+                target_version = self.query(secrets, lead, env, "SELECT VERSION()")[0][0]
             self.check_version(source_info, target_version, NullReporter())
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         items = self._logical_items(entries, request)
         with self._temp_secrets() as secrets:
-            lead, env = self._prepare(secrets)
-            target_version = self._query(secrets, lead, env, "SELECT VERSION()")[0][0]
+            lead, env = self.client_setup(secrets)
+            target_version = self.query(secrets, lead, env, "SELECT VERSION()")[0][0]
             self.check_version(request.source_info, target_version, request.reporter)
             deferred: list[bytes] = []
             for entry, db, name in items:
@@ -491,7 +493,7 @@ class MariaDBSource(DatabaseSource):
         warning, the others still apply."""
         client = _which("mariadb", "mysql")
         tool = ToolProcess(
-            [client, *lead, *self._conn(), "--force"],
+            [client, *lead, *self.conn_args(), "--force"],
             env=env,
             secrets=secrets,
             what="mariadb (users)",
@@ -517,7 +519,7 @@ class MariaDBSource(DatabaseSource):
         request: RestoreRequest,
     ) -> None:
         request.reporter.emit(InfoEvent(f"restoring MariaDB database {name!r}"))
-        sessions = self._query(
+        sessions = self.query(
             secrets,
             lead,
             env,
@@ -532,10 +534,10 @@ class MariaDBSource(DatabaseSource):
         # A session may end on its own between the listing and the KILL: ignore that error.
         if kills:
             with contextlib.suppress(SourceError):
-                self._query(secrets, lead, env, kills)
-        self._query(secrets, lead, env, f"DROP DATABASE IF EXISTS {quote_ident(name)}; {create}")
+                self.query(secrets, lead, env, kills)
+        self.query(secrets, lead, env, f"DROP DATABASE IF EXISTS {quote_ident(name)}; {create}")
         client = _which("mariadb", "mysql")
-        argv = [client, *lead, *self._conn(), f"--database={name}", "--binary-mode"]
+        argv = [client, *lead, *self.conn_args(), f"--database={name}", "--binary-mode"]
         self._load_dump(argv, env, secrets, f"mariadb (restore of {name!r})", name, entry)
 
     # -- physical restore -----------------------------------------------------------------
@@ -662,7 +664,7 @@ class MariaDBSource(DatabaseSource):
         live: Path | None = None
         if pid is None:
             with self._temp_secrets() as secrets:
-                lead, env = self._prepare(secrets)
+                lead, env = self.client_setup(secrets)
                 live = self._live_datadir(secrets, lead, env)
         if pid is not None or live == datadir.resolve():
             by = f" (pid {pid})" if pid and pid > 0 else ""

@@ -122,7 +122,9 @@ class PostgresSource(DatabaseSource):
 
     # -- connection helpers ---------------------------------------------------------------
 
-    def _env(self, secrets: Secrets) -> dict[str, str]:
+    def client_env(self, secrets: Secrets) -> dict[str, str]:
+        """The environment for a libpq client (psql, pg_dump...): the password through a 0600
+        PGPASSFILE in `secrets`, never argv; PGPASSWORD and the password's own variable dropped."""
         opts = self.options
         extra: dict[str, str] = {"PGCONNECT_TIMEOUT": "30", "PGAPPNAME": "backupctl"}
         if opts.sslmode:
@@ -137,7 +139,8 @@ class PostgresSource(DatabaseSource):
             drop += ["PGPASSWORD", *([opts.password_env] if opts.password_env else [])]
         return child_env(extra, drop=drop)
 
-    def _conn_args(self) -> list[str]:
+    def conn_args(self) -> list[str]:
+        """Host, port and user for a libpq client's argv (no secret; --no-password)."""
         o = self.options
         return ["-h", o.host, "-p", str(o.port), "-U", o.user, "--no-password"]
 
@@ -157,7 +160,7 @@ class PostgresSource(DatabaseSource):
                 "\x1e",
                 "-v",
                 "ON_ERROR_STOP=1",
-                *self._conn_args(),
+                *self.conn_args(),
             ]
             + ["-d", conninfo_dbname(db or self.options.maintenance_db), "-c", sql],
             env=env,
@@ -166,8 +169,9 @@ class PostgresSource(DatabaseSource):
         )
         return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
 
-    def _psql(self, secrets: Secrets, env: dict[str, str], *commands: str, db: str | None = None) -> None:
-        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self._conn_args()]
+    def psql(self, secrets: Secrets, env: dict[str, str], *commands: str, db: str | None = None) -> None:
+        """Run each of `commands` with psql -c (each in its own transaction) against `db`."""
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.conn_args()]
         argv += ["-d", conninfo_dbname(db or self.options.maintenance_db)]
         for command in commands:
             argv += ["-c", command]
@@ -180,9 +184,9 @@ class PostgresSource(DatabaseSource):
         password verifier); `secret` is redacted from any error message. Used by clone.
         """
         with self._temp_secrets(secret) as secrets:
-            env = self._env(secrets)
+            env = self.client_env(secrets)
             argv = ["psql", "-X", "-q", "-1", "-A", "-t", "-F", "\x1f", "-R", "\x1e", "-v", "ON_ERROR_STOP=1"]
-            argv += [*self._conn_args(), "-d", conninfo_dbname(db or self.options.maintenance_db), "-f", "-"]
+            argv += [*self.conn_args(), "-d", conninfo_dbname(db or self.options.maintenance_db), "-f", "-"]
             out = run(argv, env=env, secrets=secrets, what="psql", input_chunks=[sql.encode()])
         return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
 
@@ -199,7 +203,7 @@ class PostgresSource(DatabaseSource):
         if stopped is not None:
             yield from self._scan_offline(stopped)
             return
-        env = self._env(self._secrets)
+        env = self.client_env(self._secrets)
         version, version_num = self._server_version(self._secrets, env)
         self._info = {
             "method": self.options.method,
@@ -237,20 +241,20 @@ class PostgresSource(DatabaseSource):
 
         yield Entry(path="postgres", kind="dir", mode=0o700)
         if self.options.globals:
-            argv = ["pg_dumpall", "--globals-only", *self._conn_args()]
+            argv = ["pg_dumpall", "--globals-only", *self.conn_args()]
             argv += ["-l", self.options.maintenance_db]
             yield self._stream_entry(GLOBALS_PATH, argv, env, "pg_dumpall --globals-only")
         yield Entry(path=PROPS_DIR, kind="dir", mode=0o700)
         for db in databases:
             db["properties"] = f"{PROPS_DIR}/{safe_name(db['name'])}.sql"
             argv = ["pg_dump", "-Fp", "--create", "--schema-only", "--quote-all-identifiers"]
-            argv += ["--exclude-schema=*", *self._conn_args(), "-d", conninfo_dbname(db["name"])]
+            argv += ["--exclude-schema=*", *self.conn_args(), "-d", conninfo_dbname(db["name"])]
             yield self._stream_entry(
                 db["properties"], argv, env, f"pg_dump --create of database {db['name']!r} (its properties)"
             )
         yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         for db in databases:
-            argv = ["pg_dump", "-Fp", *self._conn_args(), "-d", conninfo_dbname(db["name"])]
+            argv = ["pg_dump", "-Fp", *self.conn_args(), "-d", conninfo_dbname(db["name"])]
             yield self._stream_entry(db["path"], argv, env, f"pg_dump of database {db['name']!r}")
 
     def _scan_physical(self, env: dict[str, str]) -> Iterator[Entry]:
@@ -263,7 +267,7 @@ class PostgresSource(DatabaseSource):
             "fetch",
             "--checkpoint=fast",
             "-v",
-            *self._conn_args(),
+            *self.conn_args(),
         ]
         self._info["path"] = BASE_TAR
         yield Entry(path="postgres", kind="dir", mode=0o700)
@@ -344,7 +348,7 @@ class PostgresSource(DatabaseSource):
             check_physical_version(source_info, dest, NullReporter())
         else:
             with self._temp_secrets() as secrets:
-                env = self._env(secrets)
+                env = self.client_env(secrets)
                 _, target_num = self._server_version(secrets, env)
                 self.check_version(source_info, target_num, NullReporter())
                 if source_info.get("databases"):
@@ -377,7 +381,7 @@ class PostgresSource(DatabaseSource):
 
         items = self._logical_items(dumps_only(), request)
         with self._temp_secrets() as secrets:
-            env = self._env(secrets)
+            env = self.client_env(secrets)
             _, target_num = self._server_version(secrets, env)
             self.check_version(request.source_info, target_num, request.reporter)
             if request.source_info.get("databases"):
@@ -415,7 +419,7 @@ class PostgresSource(DatabaseSource):
             if pending:
                 yield pending
 
-        argv = ["psql", "-X", "-q", *self._conn_args(), "-d", conninfo_dbname(self.options.maintenance_db)]
+        argv = ["psql", "-X", "-q", *self.conn_args(), "-d", conninfo_dbname(self.options.maintenance_db)]
         argv += ["-o", os.devnull, "-f", "-"]
         tool_out = ToolProcess(
             argv, env=env, secrets=secrets, what="psql (globals)", stdin=True, stdout=False
@@ -465,9 +469,9 @@ class PostgresSource(DatabaseSource):
                 f"DROP DATABASE IF EXISTS {quote_ident(name)}",
             ]
         request.reporter.emit(InfoEvent(f"restoring PostgreSQL database {name!r}"))
-        self._psql(secrets, env, *drop, create, db=self._admin_db_for(name))
+        self.psql(secrets, env, *drop, create, db=self._admin_db_for(name))
         # One transaction: a dump that fails half-way leaves an empty database, not half of one.
-        argv = ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", *self._conn_args()]
+        argv = ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", *self.conn_args()]
         argv += ["-d", conninfo_dbname(name), "-o", os.devnull, "-f", "-"]
         self._load_dump(argv, env, secrets, f"psql (restore of database {name!r})", name, entry)
 
@@ -491,7 +495,7 @@ class PostgresSource(DatabaseSource):
             "psql",
             "-X",
             "-q",
-            *self._conn_args(),
+            *self.conn_args(),
             "-d",
             conninfo_dbname(name),
             "-o",
