@@ -486,3 +486,34 @@ def test_kubernetes_manifests_validate_against_the_api_schema(tmp_path: Path) ->
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     assert volumes[mounts[str(Path(id_file).parent)]]["secret"]["secretName"] == "backupctl-files"
+
+
+# ---- the image ----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_containerfile_builds_the_image_the_cronjobs_run(tmp_path: Path) -> None:
+    """Static checks (no container engine runs in CI): what it copies exists, the extra it
+    installs exists, and its entry point is the command the exported CronJobs run."""
+    import json
+    import tomllib
+
+    text = (ROOT / "Containerfile").read_text()
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith(("#", " "))]
+    for line in lines:
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), line
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert '"backupctl[all]"' in text and "all" in extras
+    entrypoint = json.loads(next(ln for ln in lines if ln.startswith("ENTRYPOINT ")).split(None, 1)[1])
+    config, _ = k8s_config(tmp_path)
+    k8s = helpers.run_ok("schedule", "export", "kubernetes", "--config", str(config)).stdout
+    jobs = [d for d in YAML(typ="safe", pure=True).load_all(k8s) if d and d["kind"] == "CronJob"]
+    for job in jobs:
+        (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == entrypoint == ["backupctl"]
+        assert job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 0
+    cmd = json.loads(next(ln for ln in lines if ln.startswith("CMD ")).split(None, 1)[1])
+    assert cmd[:4] == ["schedule", "run-due", "--config", "/etc/backupctl/config.yaml"]
