@@ -60,3 +60,25 @@ def test_physical_clone_of_a_cluster_whose_config_lives_outside_the_data_directo
     finally:
         shutil.rmtree(base, ignore_errors=True)
         server.psql(f"DROP DATABASE {db} WITH (FORCE)")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="walkthrough: a configured path that is a symlink to a directory stores only the link "
+    "(a Completed 0 B backup, exit 0, no warning); the user meant the directory's contents",
+)
+def test_a_configured_path_that_is_a_symlinked_directory_is_not_silently_a_0_byte_backup(
+    tmp_path: Path, make_deployment: Any
+) -> None:
+    real = tmp_path / "data" / "www"
+    real.mkdir(parents=True)
+    (real / "index.html").write_text("<h1>site</h1>\n")
+    link = tmp_path / "www"
+    link.symlink_to(real)  # like /var/www -> /data/www
+    deployment = make_deployment([{"type": "files", "paths": [str(link)]}])
+    result = deployment.run("backup", "create", "app")
+    # Today: exit 0 and the backup holds one symlink and no file content. Either the
+    # contents are backed up, or the backup says that only a link was stored (exit 3).
+    backup_id = deployment.list()[0]["id"]
+    stored = deployment.show(backup_id)["size_bytes"]
+    assert stored > 0 or (result.returncode == 3 and str(link) in result.stderr), str(result)
