@@ -517,3 +517,29 @@ def test_containerfile_builds_the_image_the_cronjobs_run(tmp_path: Path) -> None
         assert job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 0
     cmd = json.loads(next(ln for ln in lines if ln.startswith("CMD ")).split(None, 1)[1])
     assert cmd[:4] == ["schedule", "run-due", "--config", "/etc/backupctl/config.yaml"]
+
+
+def test_kubernetes_manifests_read_the_same_under_yaml_1_1(tmp_path: Path) -> None:
+    """kubectl reads YAML 1.1, where `no` is false and 21:00 is 1260: such strings are quoted."""
+    import yaml  # PyYAML: a YAML 1.1 reader, as kubectl's
+
+    from backupctl.config.loader import parse_config
+
+    config = due_config(tmp_path, helpers.make_sample_tree(tmp_path / "src"))
+    doc = helpers.load_yaml(config)
+    doc["deployments"] = {"no": {**doc["deployments"]["app"], "policy": "evening"}}
+    doc["policies"] = {"evening": {"schedules": [{"daily": {"at": "21:00"}, "timezone": "UTC"}]}}
+    helpers.dump_yaml(doc, config)
+    text = helpers.run_ok(
+        "schedule", "export", "kubernetes", "--config", str(config), "--namespace", "on"
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    for manifest in docs:
+        check_manifest(manifest)
+        assert manifest["metadata"]["namespace"] == "on"
+    (job,) = [d for d in docs if d["kind"] == "CronJob"]
+    assert job["metadata"]["labels"]["backupctl/deployment"] == "no"
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    raw = yaml.safe_load(cm["data"]["config.yaml"])
+    assert raw["policies"]["evening"]["schedules"][0]["daily"]["at"] == "21:00"
+    assert list(parse_config(raw, Path("/etc/backupctl/config.yaml")).deployments) == ["no"]

@@ -32,7 +32,6 @@ systemd; for Kubernetes, a deployment whose schedules differ) is woken up more o
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shlex
@@ -42,7 +41,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from croniter import croniter
-from ruamel.yaml import YAML
 
 from backupctl.errors import BackupctlError
 from backupctl.policy.models import Policy, Schedule
@@ -249,14 +247,8 @@ def portable_cron(schedule: Schedule) -> tuple[str, str]:
 
 
 def _kubernetes(config: Config, image: str, namespace: str | None) -> str:
-    from backupctl.policy.export_k8s import manifests
+    from backupctl.policy.export_k8s import dump_all, manifests
 
-    y = YAML(typ="safe", pure=True)
-    y.default_flow_style = False
-    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    buf = io.StringIO()
     notes, docs = manifests(config, image=image, namespace=namespace, run_args=run_due_args)
     header = "\n".join(_header(config, "# ") + [f"# {n}" for n in notes]) + "\n"
-    if docs:
-        y.dump_all(docs, buf)
-    return header + buf.getvalue()
+    return header + (dump_all(docs) if docs else "")

@@ -23,11 +23,13 @@ from __future__ import annotations
 import copy
 import io
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from backupctl.policy.export import portable_cron
 from backupctl.policy.resolve import effective_policy
@@ -74,6 +76,7 @@ class _Pod:
     def __init__(self) -> None:
         self.env: list[dict[str, Any]] = []
         self.file_items: list[dict[str, str]] = []
+        self.files: dict[str, str] = {}  # FILES_SECRET key -> the file it holds on this host
         self.notes: list[str] = []
 
     def secrets(self, node: Any, prefix: str) -> Any:
@@ -93,7 +96,7 @@ class _Pod:
             elif isinstance(value, str) and str(key).endswith("_file"):
                 item = k8s_name(prefix, str(key).removesuffix("_file"), limit=253)
                 self.file_items.append({"key": item, "path": item})
-                self.notes.append(f"secret {FILES_SECRET}: key {item} = the content of {value}")
+                self.files[item] = value
                 out[key] = f"{SECRET_FILES_DIR}/{item}"
             else:
                 out[key] = self.secrets(value, prefix)
@@ -148,11 +151,9 @@ def manifests(
         for dest in used_destinations(name, policy):
             if (raw.get("destinations", {}).get(dest) or {}).get("type") == "local":
                 local_users[dest] = local_users.get(dest, 0) + 1
-    notes = [
-        f"Create first: secret {KEY_SECRET} (key `key`: the key file, or `passphrase`), "
-        f"secret {ENV_SECRET} (one key per *_env variable below), "
-        f"secret {FILES_SECRET} (one key per *_file below); see docs/scheduling.md."
-    ]
+    notes: list[str] = []
+    env_names: list[str] = []
+    files: dict[str, str] = {}
     docs: list[dict[str, Any]] = [
         claim(k8s_name("backupctl-repo", dest, limit=63), REPO_SIZE, users > 1)
         for dest, users in sorted(local_users.items())
@@ -206,6 +207,8 @@ def manifests(
             volumes.append({"name": "secret-files", "secret": secret})
             mounts.append({"name": "secret-files", "mountPath": SECRET_FILES_DIR, "readOnly": True})
         notes.extend(pod.notes)
+        env_names += [e["name"] for e in pod.env if e["valueFrom"]["secretKeyRef"]["name"] == ENV_SECRET]
+        files.update(pod.files)
 
         crons = {portable_cron(s) for s in policy.schedules}
         cron, tz = next(iter(crons)) if len(crons) == 1 else FALLBACK
@@ -266,13 +269,66 @@ def manifests(
                 },
             }
         )
+    if scheduled:
+        notes = _secret_commands(raw.get("encryption") or {}, env_names, files, namespace) + notes
     return notes, docs
 
 
-def _dump(doc: dict[str, Any]) -> str:
-    y = YAML(typ="safe", pure=True)
-    y.default_flow_style = False
-    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+def _secret_commands(
+    encryption: dict[str, Any], env_names: list[str], files: dict[str, str], namespace: str | None
+) -> list[str]:
+    """kubectl commands that create the referenced Secrets from this host's files and
+    environment (so that no secret value is ever part of the export)."""
+    ns = f" -n {shlex.quote(namespace)}" if namespace else ""
+    create = f"kubectl{ns} create secret generic"
+    lines = ["Create the Secrets first, from this host's files and environment:"]
+    if encryption.get("key_file"):
+        lines.append(f"  {create} {KEY_SECRET} --from-file=key={shlex.quote(str(encryption['key_file']))}")
+    elif encryption.get("passphrase_file"):
+        path = shlex.quote(str(encryption["passphrase_file"]))
+        lines.append(f"  {create} {KEY_SECRET} --from-file=passphrase={path}")
+    elif encryption.get("passphrase_env"):
+        lines.append(f'  {create} {KEY_SECRET} --from-literal=passphrase="${encryption["passphrase_env"]}"')
+    if env_names:
+        values = " ".join(f'--from-literal={n}="${n}"' for n in dict.fromkeys(env_names))
+        lines.append(f"  {create} {ENV_SECRET} {values}")
+    if files:
+        values = " ".join(f"--from-file={k}={shlex.quote(v)}" for k, v in sorted(files.items()))
+        lines.append(f"  {create} {FILES_SECRET} {values}")
+    return lines
+
+
+_YAML11_SPECIAL = re.compile(
+    r"(?i)|~|null|y|n|yes|no|true|false|on|off|[-+]?(\.inf|\.nan)|[-+]?[0-9][0-9_:.]*([eE][-+]?[0-9]+)?"
+    r"|0x[0-9a-f_]+|0o[0-7_]+|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*"
+)
+
+
+def quote_ambiguous(node: Any) -> Any:
+    """`node` with every string (key or value) that a YAML 1.1 reader (kubectl's) would not
+    read as that string (`no`, `on`, `21:00`, `1e3`, dates) double-quoted when dumped."""
+    if isinstance(node, dict):
+        return {quote_ambiguous(k): quote_ambiguous(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [quote_ambiguous(v) for v in node]
+    if isinstance(node, str) and _YAML11_SPECIAL.fullmatch(node):
+        return DoubleQuotedScalarString(node)
+    return node
+
+
+def dump_all(docs: list[dict[str, Any]]) -> str:
+    """YAML for kubectl: multi-line strings (the config) as literal blocks, ambiguous
+    strings quoted, keys in the order given."""
+    y = YAML(typ="rt")
+    y.width = 4096
     buf = io.StringIO()
-    y.dump(doc, buf)
+    y.dump_all([quote_ambiguous(d) for d in docs], buf)
     return buf.getvalue()
+
+
+def _dump(doc: dict[str, Any]) -> LiteralScalarString:
+    y = YAML(typ="rt")
+    y.width = 4096
+    buf = io.StringIO()
+    y.dump(quote_ambiguous(doc), buf)
+    return LiteralScalarString(buf.getvalue())
