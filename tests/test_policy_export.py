@@ -543,3 +543,48 @@ def test_kubernetes_manifests_read_the_same_under_yaml_1_1(tmp_path: Path) -> No
     raw = yaml.safe_load(cm["data"]["config.yaml"])
     assert raw["policies"]["evening"]["schedules"][0]["daily"]["at"] == "21:00"
     assert list(parse_config(raw, Path("/etc/backupctl/config.yaml")).deployments) == ["no"]
+
+
+# ---- docs/scheduling.md -----------------------------------------------------------------
+
+DOC = ROOT / "docs" / "scheduling.md"
+EXAMPLE_IMAGE = "registry.example.com/backupctl:0.1.0"
+
+
+def doc_examples() -> dict[str, str]:
+    """The blocks of docs/scheduling.md under `<!-- export-example: NAME -->`."""
+    return dict(re.findall(r"<!-- export-example: (\w+) -->\n```\w*\n(.*?)```", DOC.read_text(), re.S))
+
+
+def rendered_examples(tmp_path: Path, config_text: str) -> dict[str, str]:
+    """What `schedule export` prints for the docs' configuration, installed as the docs say."""
+    from backupctl.config.loader import parse_config, read_yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text)
+    cfg = parse_config(read_yaml(path), path)
+    where = {"command": ["/usr/local/bin/backupctl"], "config_path": "/etc/backupctl/config.yaml"}
+    return {
+        "crontab": export(cfg, "crontab", **where),  # type: ignore[arg-type]
+        "systemd": export(cfg, "systemd", user="backup", **where),  # type: ignore[arg-type]
+        "kubernetes": export(cfg, "kubernetes", image=EXAMPLE_IMAGE, namespace="backup"),
+    }
+
+
+def test_docs_show_exactly_the_exports_the_tests_check(tmp_path: Path) -> None:
+    import yaml
+
+    examples = doc_examples()
+    assert sorted(examples) == ["config", "crontab", "kubernetes", "systemd"], sorted(examples)
+    rendered = rendered_examples(tmp_path, examples["config"])
+    for name, text in rendered.items():
+        assert examples[name] == text, f"docs/scheduling.md: the {name} example is not what export prints"
+    # The documented entries pass the checks the real ones pass.
+    assert shlex.split(cron_command(rendered["crontab"]))[0] == "/usr/local/bin/backupctl"
+    units = systemd_units(rendered["systemd"])
+    assert units["backupctl-run-due.service"]["Service"]["User"] == "backup"
+    assert units["backupctl-run-due.timer"]["Timer"]["OnCalendar"] == "minutely"
+    docs = [d for d in yaml.safe_load_all(rendered["kubernetes"]) if d]
+    for manifest in docs:
+        check_manifest(manifest)
+    assert [d["kind"] for d in docs].count("CronJob") == 1
