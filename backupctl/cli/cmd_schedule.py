@@ -162,9 +162,9 @@ def daemon(
 
 @app.command("export")
 def export(
-    target: Annotated[
+    format: Annotated[
         str | None,
-        typer.Argument(metavar="[FORMAT]", help="crontab, systemd or kubernetes (same as --format)."),
+        typer.Argument(metavar="FORMAT", help="crontab, systemd or kubernetes (same as --format)."),
     ] = None,
     format_: Annotated[
         str | None, typer.Option("--format", "-f", help="crontab (default), systemd or kubernetes.")
@@ -191,13 +191,13 @@ def export(
     """
     from backupctl.policy.export import export as render
 
-    if target is not None and format_ is not None and target != format_:
+    if format is not None and format_ is not None and format != format_:
         raise typer.BadParameter(
-            f"FORMAT {target!r} and --format {format_!r} disagree", param_hint="--format"
+            f"FORMAT {format!r} and --format {format_!r} disagree", param_hint="--format"
         )
-    chosen = target or format_ or "crontab"
+    chosen = format or format_ or "crontab"
     if chosen not in ("crontab", "systemd", "kubernetes"):
-        hint = "FORMAT" if target else "--format"
+        hint = "FORMAT" if format else "--format"
         raise typer.BadParameter("must be crontab, systemd or kubernetes", param_hint=hint)
     cfg = context.config()
     text = render(
