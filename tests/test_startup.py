@@ -164,7 +164,7 @@ def test_static_command_table_matches_the_command_modules() -> None:
     # Every command module is reachable: a top-level command or registered by one.
     modules = {p.stem for p in Path(cli_main.__file__).parent.glob("cmd_*.py")}
     listed = {m for m, _ in cli_main.COMMANDS.values()}
-    listed |= {m for extra in cli_main._EXTRA_MODULES.values() for m in extra}
+    listed |= {m for subs in cli_main._SUBCOMMANDS.values() for m in subs.values()}
     assert modules == listed
 
 

@@ -10,13 +10,14 @@ command is resolved (run, or its own help or completion asked for).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -57,8 +58,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "repository": ("cmd_repository", "Check, repair and unlock the repository at a destination."),
 }
-# Modules that register more commands on another command's Typer app when imported.
-_EXTRA_MODULES = {"backup": ("cmd_clone",)}  # `backup clone`
+# Commands that a module registers on another command's Typer app when imported: command ->
+# {subcommand: module}. Loaded on first access too, so `backup list` does not import the
+# clone machinery; `backup --help` and `backup <TAB>` list them (and load them).
+_SUBCOMMANDS: dict[str, dict[str, str]] = {"backup": {"clone": "cmd_clone"}}
 
 
 def load_command(name: str) -> Any:
@@ -66,51 +69,72 @@ def load_command(name: str) -> Any:
     `app.add_typer(module.app, name=name)` (or `app.command(name)`) would have."""
     module_name, _ = COMMANDS[name]
     module = importlib.import_module(f"backupctl.cli.{module_name}")
-    for extra in _EXTRA_MODULES.get(name, ()):
-        importlib.import_module(f"backupctl.cli.{extra}")
     holder = typer.Typer()
     if not hasattr(module, "app"):  # a single command: the function named like the command
         holder.command(name)(getattr(module, name))
-        return typer.main.get_command_from_info(
-            holder.registered_commands[0],
-            pretty_exceptions_short=app.pretty_exceptions_short,
-            rich_markup_mode=app.rich_markup_mode,
-        )
+        return _build_command(holder.registered_commands[0])
     holder.add_typer(module.app, name=name)
-    return typer.main.get_group_from_info(
+    group = typer.main.get_group_from_info(
         holder.registered_groups[0],
         pretty_exceptions_short=app.pretty_exceptions_short,
         rich_markup_mode=app.rich_markup_mode,
         suggest_commands=app.suggest_commands,
     )
+    lazy = {
+        sub: functools.partial(_load_subcommand, module.app, sub, sub_module)
+        for sub, sub_module in _SUBCOMMANDS.get(name, {}).items()
+    }
+    if lazy:
+        group.commands = _LazyCommands(group.commands, lazy)
+    return group
+
+
+def _build_command(info: Any) -> Any:
+    return typer.main.get_command_from_info(
+        info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+    )
+
+
+def _load_subcommand(parent: typer.Typer, name: str, module_name: str) -> Any:
+    """Import `module_name`, which registers command `name` on `parent`, and build it."""
+    importlib.import_module(f"backupctl.cli.{module_name}")
+    return _build_command(next(c for c in parent.registered_commands if c.name == name))
 
 
 class _LazyCommands(MutableMapping[str, Any]):
-    """The root group's `commands`: the names are known up front (what typo suggestions
-    use), a command is built on first access (what running it, or docgen, does)."""
+    """A group's `commands`: the names are known up front (what listing them and typo
+    suggestions use), a lazy command is built on first access (running it, its help, or
+    docgen). Iteration keeps the order: the loaded ones, then the lazy ones."""
 
-    def __init__(self, loaded: MutableMapping[str, Any]) -> None:
+    def __init__(self, loaded: Mapping[str, Any], lazy: Mapping[str, Callable[[], Any]]) -> None:
         self._loaded = dict(loaded)
+        self._lazy = {n: load for n, load in lazy.items() if n not in self._loaded}
+        self._order = [*self._loaded, *self._lazy]
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._loaded:
-            if name not in COMMANDS:
-                raise KeyError(name)
-            self._loaded[name] = load_command(name)
+            load = self._lazy.pop(name)  # KeyError: no such command
+            self._loaded[name] = load()
         return self._loaded[name]
 
     def __setitem__(self, name: str, command: Any) -> None:
+        self._lazy.pop(name, None)
+        if name not in self._loaded:
+            self._order.append(name)
         self._loaded[name] = command
 
     def __delitem__(self, name: str) -> None:
-        del self._loaded[name]
+        if name not in self._loaded and name not in self._lazy:
+            raise KeyError(name)
+        self._loaded.pop(name, None)
+        self._lazy.pop(name, None)
+        self._order.remove(name)
 
     def __iter__(self) -> Iterator[str]:
-        yield from COMMANDS
-        yield from (n for n in self._loaded if n not in COMMANDS)
+        return iter(list(self._order))
 
     def __len__(self) -> int:
-        return len(COMMANDS) + sum(1 for n in self._loaded if n not in COMMANDS)
+        return len(self._order)
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
@@ -154,7 +178,8 @@ class LazyGroup(TyperGroup):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.commands = _LazyCommands(self.commands)
+        lazy = {name: functools.partial(load_command, name) for name in COMMANDS}
+        self.commands = _LazyCommands(self.commands, lazy)
         self._listing = False
 
     def get_params(self, ctx: Any) -> list[Any]:
