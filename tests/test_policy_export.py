@@ -470,7 +470,10 @@ def test_kubernetes_manifests_validate_against_the_api_schema(tmp_path: Path) ->
         cfg = parse_config(raw, Path("/etc/backupctl/config.yaml"))
         assert list(cfg.deployments) == [name]
         assert str(cfg.encryption.key_file) == "/etc/backupctl/key/key"
-        assert mounted["/etc/backupctl/key"] == "key" and mounted["/etc/backupctl"] == "config"
+        assert mounted["/etc/backupctl/key"] == "key" and mounted["/etc/backupctl/config.yaml"] == "config"
+        assert mounts["config"]["subPath"] == "config.yaml"  # no mount nested in a ConfigMap volume
+        paths = sorted(mounted)
+        assert not any(b.startswith(a + "/") for a in paths for b in paths), paths
         assert (
             str(cfg.settings.state_dir) == "/var/lib/backupctl/state"
             and mounted["/var/lib/backupctl/state"] == "state"
@@ -588,3 +591,20 @@ def test_docs_show_exactly_the_exports_the_tests_check(tmp_path: Path) -> None:
     for manifest in docs:
         check_manifest(manifest)
     assert [d["kind"] for d in docs].count("CronJob") == 1
+
+
+def test_kubernetes_passphrase_from_the_environment(tmp_path: Path) -> None:
+    config, _ = k8s_config(tmp_path)
+    doc = helpers.load_yaml(config)
+    doc["encryption"] = {"passphrase_env": "BACKUP_PASSPHRASE"}
+    helpers.dump_yaml(doc, config)
+    text = helpers.run_ok("schedule", "export", "kubernetes", "--config", str(config)).stdout
+    assert 'create secret generic backupctl-key --from-literal=passphrase="$BACKUP_PASSPHRASE"' in text
+    docs = [d for d in YAML(typ="safe", pure=True).load_all(text) if d]
+    for manifest in docs:
+        check_manifest(manifest)
+    for job in (d for d in docs if d["kind"] == "CronJob"):
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+        assert env["BACKUP_PASSPHRASE"] == {"name": "backupctl-key", "key": "passphrase"}
+        assert "key" not in {v["name"] for v in pod["volumes"]}  # nothing to mount

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from backupctl.config.models import Config
 
 CONFIG_DIR = "/etc/backupctl"
-CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
+CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"  # the ConfigMap's one file
 KEY_DIR = f"{CONFIG_DIR}/key"
 SECRET_FILES_DIR = f"{CONFIG_DIR}/secrets"
 STATE_DIR = "/var/lib/backupctl/state"
@@ -163,15 +163,15 @@ def manifests(
         doc = {k: copy.deepcopy(v) for k, v in raw.items() if k not in ("destinations", "deployments")}
         volumes: list[dict[str, Any]] = [
             {"name": "config", "configMap": {"name": k8s_name("backupctl", name, "config", limit=253)}},
-            {"name": "key", "secret": {"secretName": KEY_SECRET, "defaultMode": _READ_ONLY_0400}},
             {
                 "name": "state",
                 "persistentVolumeClaim": {"claimName": k8s_name("backupctl", name, "state", limit=253)},
             },
         ]
         mounts: list[dict[str, Any]] = [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+            # subPath: one file, so that the Secret mounts beside it are not nested in a
+            # read-only ConfigMap volume (a Job's pod is new each run: no update is missed).
+            {"name": "config", "mountPath": CONFIG_FILE, "subPath": "config.yaml", "readOnly": True},
             {"name": "state", "mountPath": STATE_DIR},
         ]
         doc["destinations"] = {}
@@ -193,10 +193,12 @@ def manifests(
                 )
         doc["deployments"] = {name: pod.secrets(dep, f"{name}-source")}
         encryption = dict(doc.get("encryption") or {})
-        if "key_file" in encryption:
-            encryption["key_file"] = f"{KEY_DIR}/key"
-        if "passphrase_file" in encryption:
-            encryption["passphrase_file"] = f"{KEY_DIR}/passphrase"
+        for field, item in (("key_file", "key"), ("passphrase_file", "passphrase")):
+            if field in encryption:
+                encryption[field] = f"{KEY_DIR}/{item}"
+                secret = {"secretName": KEY_SECRET, "defaultMode": _READ_ONLY_0400}
+                volumes.insert(1, {"name": "key", "secret": secret})
+                mounts.insert(1, {"name": "key", "mountPath": KEY_DIR, "readOnly": True})
         if "passphrase_env" in encryption:
             ref = {"name": KEY_SECRET, "key": "passphrase"}
             pod.env.append({"name": encryption["passphrase_env"], "valueFrom": {"secretKeyRef": ref}})
