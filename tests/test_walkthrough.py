@@ -82,3 +82,24 @@ def test_a_configured_path_that_is_a_symlinked_directory_is_not_silently_a_0_byt
     backup_id = deployment.list()[0]["id"]
     stored = deployment.show(backup_id)["size_bytes"]
     assert stored > 0 or (result.returncode == 3 and str(link) in result.stderr), str(result)
+
+
+def test_restore_target_that_is_a_file_is_refused_before_any_prompt(
+    tmp_path: Path, make_deployment: Any
+) -> None:
+    """--target naming an existing file (a typo) is a usage error, exit 2, before the
+    'current data there will be overwritten' prompt, and the file is left alone (the
+    restore used to ask, then stop with 'File exists ... or remove <the file>')."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    deployment = make_deployment([{"type": "files", "paths": [str(src)]}])
+    backup_id = deployment.create()
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious\n")
+    for extra in ([], ["--yes"]):
+        result = deployment.run("backup", "restore", backup_id, "--target", victim, *extra)
+        assert result.returncode == 2, str(result)
+        assert "not a directory" in result.stderr and str(victim) in result.stderr, str(result)
+        assert "overwritten" not in result.stderr and "remove" not in result.stderr, str(result)
+        assert victim.read_text() == "precious\n"

@@ -373,6 +373,8 @@ def restore(
         raise typer.BadParameter(
             "give a backup ID (or --deployment with --to-time/--to-lsn/--to-name/--to-position)"
         )
+    if target is not None and target.exists() and not target.is_dir():
+        raise UsageError(f"--target {target} is not a directory", hint="name a new or empty directory")
     with CliReporter() as reporter:
         svc = context.service(reporter)
         record = svc.find_backup(backup_id, destination)
