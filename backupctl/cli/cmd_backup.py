@@ -513,7 +513,8 @@ def download(
         str | None, typer.Option("--destination", help="Read from this destination.")
     ] = None,
 ) -> None:
-    """Write a backup in standard formats: a tar for files, the native dump for databases.
+    """Write a backup in standard formats: a tar for files, the native dump for databases
+    (a tar of the dumps when a backup holds several, e.g. every pg_dump backup).
 
     Example: backupctl backup download 1a2b3c4d --part files --out shop-files.tar
     """
