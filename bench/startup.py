@@ -5,7 +5,9 @@
 Every case runs `--runs` times; the runs are interleaved (run 1 of every case and tree,
 then run 2, ...) so that a change in machine load hits all of them alike, and the median
 is reported together with its difference to `python3 -c pass` (the same interpreter, so
-its own start-up, site-packages and .pth files cancel out). Cases:
+its own start-up, site-packages and .pth files cancel out). Wall time is what a user
+waits; CPU time (user + system, from getrusage of the children) is what the start-up costs
+and moves far less with the load of other processes on the machine. Cases:
 
 * `python3 -c pass` and `restic version` (/usr/bin/restic): the floor and a peer;
 * `backupctl --version`, `backupctl --help`;
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -141,13 +144,17 @@ def cases(world: dict[str, Path]) -> dict[str, tuple[list[str], dict[str, str]]]
     }
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> float:
+def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child and what it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> int:
@@ -172,29 +179,33 @@ def main() -> int:
             env = {**base_env, "PYTHONPATH": str(Path(path).resolve())}
             for name, (argv, extra) in cases(world).items():
                 plan.append((name, label, argv, {**env, **extra}))
-        samples: dict[tuple[str, str], list[float]] = {(n, t): [] for n, t, _, _ in plan}
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {(n, t): [] for n, t, _, _ in plan}
         for _ in range(args.runs):
             for name, label, argv, env in plan:
                 samples[(name, label)].append(run_once(argv, env))
-        floor = statistics.median(samples[("python3 -c pass", "-")])
+        floor = statistics.median(w for w, _ in samples[("python3 -c pass", "-")])
+        floor_cpu = statistics.median(c for _, c in samples[("python3 -c pass", "-")])
         load = os.getloadavg()
         print(
             f"median of {args.runs} runs; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         )
-        print(f"{'case':50} {'tree':8} {'median s':>9} {'above python':>13}")
+        print(f"{'case':50} {'tree':8} {'wall s':>7} {'above py':>9} {'CPU s':>7} {'above py':>9}")
         rows = []
         for (name, label), values in samples.items():
-            med = statistics.median(values)
+            wall = statistics.median(w for w, _ in values)
+            cpu = statistics.median(c for _, c in values)
             rows.append(
                 {
                     "case": name,
                     "tree": label,
-                    "median_s": med,
-                    "above_python_s": med - floor,
+                    "median_s": wall,
+                    "above_python_s": wall - floor,
+                    "median_cpu_s": cpu,
+                    "cpu_above_python_s": cpu - floor_cpu,
                     "samples": values,
                 }
             )
-            print(f"{name:50} {label:8} {med:9.3f} {med - floor:+13.3f}")
+            print(f"{name:50} {label:8} {wall:7.3f} {wall - floor:+9.3f} {cpu:7.3f} {cpu - floor_cpu:+9.3f}")
         if args.json:
             args.json.write_text(json.dumps({"runs": args.runs, "loadavg": load, "rows": rows}, indent=1))
     finally:

@@ -167,7 +167,8 @@ def _skip_trivial_coercion(param: Any) -> None:
     if descriptor is None or "get_runtime_param" in vars(param):
         return
     kinds = _TRIVIAL.get(descriptor.annotation)
-    if kinds is not None and not param.multiple and param.nargs == 1:
+    plain = getattr(descriptor.parameter_info, "parser", None) is None  # no custom parser
+    if kinds is not None and plain and not param.multiple and param.nargs == 1:
         coercion = _TrivialCoercion(param, kinds)
         param.get_runtime_param = lambda: coercion
 
