@@ -35,6 +35,7 @@ from backupctl.clone.common import DB_TYPES, NAME_RE, CloneError
 from backupctl.clone.logical import clone_logical
 from backupctl.errors import ConfigError
 from backupctl.events import InfoEvent, WarningEvent
+from backupctl.pitr.common import PHYSICAL_METHODS
 from backupctl.policy import yaml_edit
 from backupctl.sources.base import source_class
 
@@ -145,7 +146,7 @@ def clone_backup(
             result.update(target_moment=restored["target_moment"], pitr_backup=record["id"])
             description = f"clone of {orig_name} at {restored['target_moment']}"
             doc = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
-        elif method in physical.PHYSICAL:
+        elif method in PHYSICAL_METHODS:  # a physical clone starts from these
             if database is not None:
                 raise CloneError(
                     "--database applies to logical backups; a physical clone copies every database"

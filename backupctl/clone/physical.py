@@ -56,7 +56,7 @@ from backupctl.clone.common import (
 )
 from backupctl.errors import UsageError
 from backupctl.events import InfoEvent
-from backupctl.pitr.common import PHYSICAL_METHODS, base_deployment, remove_partial
+from backupctl.pitr.common import base_deployment, remove_partial
 from backupctl.pitr.dispatch import restore_to_moment
 from backupctl.sources.mariadb_server import ServerError, TemporaryServer
 
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from backupctl.repo.repository import Repository
     from backupctl.sources.base import Source
 
-PHYSICAL = PHYSICAL_METHODS  # the methods a physical clone starts from
 
 # How long a point-in-time clone may take to replay WAL up to its target and promote.
 RECOVERY_TIMEOUT_S = 6 * 3600.0

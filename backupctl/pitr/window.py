@@ -45,13 +45,12 @@ if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
 
-PHYSICAL = PHYSICAL_METHODS
 KEY = "recoverable_until"
 
 
 def _physical_method(record: dict[str, Any]) -> str | None:
     methods = str(record.get("method") or "").split(",")
-    return next((m for m in PHYSICAL if m in methods), None)
+    return next((m for m in PHYSICAL_METHODS if m in methods), None)
 
 
 def add_recoverable_until(service: Service, records: Sequence[dict[str, Any]]) -> None:
@@ -116,7 +115,7 @@ class _Window:
             except NotFoundError:  # listed from another destination, not in the primary
                 return None
             for src in manifest.get("sources", []):
-                if src.get("method") in PHYSICAL:
+                if src.get("method") in PHYSICAL_METHODS:
                     found = {"method": src["method"], "info": src.get("info") or {}}
                     break
             self.service.state.set(key, json.dumps(found))
