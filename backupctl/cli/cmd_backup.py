@@ -559,15 +559,26 @@ def prune(
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     retry_lock: RetryLockOpt = None,
+    max_unused: Annotated[
+        str,
+        typer.Option(
+            "--max-unused",
+            help="Repack packs until at most this share of each repository is unused data "
+            "(as restic's prune; 0% repacks every pack with a dead blob, 100% never repacks).",
+        ),
+    ] = "5%",
 ) -> None:
     """Apply the retention rules of each deployment's policy; list what is kept and why.
 
     Then remove what no backup references from each repository: packs of failed or
-    interrupted backups and temporary files older than an hour.
+    interrupted backups and temporary files older than an hour; and copy the live data of
+    mostly-unused packs into new packs (--max-unused) so their space is freed.
     Example: backupctl backup prune --deployment shop --dry-run
     """
+    from backupctl.engine.repack import parse_max_unused
     from backupctl.engine.scheduler import Scheduler
 
+    unused_share = parse_max_unused(max_unused)
     wait = parse_retry_lock(retry_lock)
     repositories: list[dict[str, Any]] = []
     with CliReporter() as reporter:
@@ -584,7 +595,7 @@ def prune(
             for name in names:
                 scheduler.apply_retention(name, dry_run=False)
         if not dry_run:
-            repositories = _collect_garbage(svc, names)
+            repositories = _collect_garbage(svc, names, unused_share)
     if output.structured():
         output.emit_document({"dry_run": dry_run, "decisions": plan, "repositories": repositories})
         return
@@ -604,18 +615,24 @@ def prune(
     for r in repositories:
         output.message(
             f"{r['destination']}: deleted {r['packs_deleted']} unreferenced packs and {r['temp_files_deleted']} "
-            f"temporary files, freed {human_bytes(r['freed_bytes'])}"
+            f"temporary files"
+            + (
+                f", repacked {r['packs_repacked']} packs into {r['packs_written']}"
+                if r.get("packs_repacked")
+                else ""
+            )
+            + f", freed {human_bytes(r['freed_bytes'])}"
         )
 
 
-def _collect_garbage(svc: Any, deployments: list[str]) -> list[dict[str, Any]]:
+def _collect_garbage(svc: Any, deployments: list[str], max_unused: float | None = None) -> list[dict[str, Any]]:
     """Prune every repository the deployments write to (those that exist)."""
     from backupctl.errors import NoRepositoryError
 
     out = []
     for dest in dict.fromkeys(d for name in deployments for d in svc.deployment(name).destinations):
         try:
-            out.append(svc.prune_repository(dest))
+            out.append(svc.prune_repository(dest, max_unused))
         except NoRepositoryError:
             continue
     return out

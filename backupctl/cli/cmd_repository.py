@@ -6,7 +6,10 @@ bytes_read, problems: [{kind, object, message}]}; repair index -> {destination, 
 index_files_damaged, index_files_written, index_files_deleted, packs_reindexed,
 blobs_reindexed, packs_missing, packs_unreadable}; repair snapshots -> {destination, ok,
 dry_run, snapshots, damaged: [{id, object, problem, action}]}; unlock -> {destination,
-removed: [{name, hostname, pid, operation, exclusive, time, stale}]}.
+removed: [{name, hostname, pid, operation, exclusive, time, stale}]}; stats -> {destination,
+snapshots, index_files, blobs, data_blobs, tree_blobs, blob_bytes, raw_bytes, packs,
+pack_bytes, packs_unindexed, referenced_blobs, referenced_raw_bytes, logical_bytes,
+unused_bytes, dedup_ratio, compression_ratio} (see engine/stats.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from backupctl.cli.progress import CliReporter
 from backupctl.engine.service import Service
 from backupctl.errors import IntegrityError, UsageError
 
-app = typer.Typer(help="Check, repair and unlock the repository at a destination.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check, repair, unlock and measure the repository at a destination.", no_args_is_help=True
+)
 repair_app = typer.Typer(
     help="Rebuild a damaged index, set damaged backups aside.\n\nExample: backupctl repository repair index",
     no_args_is_help=True,
@@ -158,6 +163,37 @@ def repair_snapshots(
     for d in result["damaged"]:
         output.message(f"{d['id'][:12]}: {d['problem']}: {d['action']}")
     output.message(f"{len(result['damaged'])} of {result['snapshots']} backups damaged.")
+
+
+@app.command("stats")
+def stats(destination: DestinationOpt = None) -> None:
+    """Show blobs, packs, sizes and the deduplication ratio of the repository.
+
+    Reads the index and every backup's item list (under a shared lock).
+    Example: backupctl repository stats --destination local -o json
+    """
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        name = _destination(svc, destination)
+        result = svc.repository_stats(name)
+    if output.structured():
+        output.emit_document(result)
+        return
+    r = result
+    ratio = f"{r['dedup_ratio']:.2f}x" if r["dedup_ratio"] is not None else "-"
+    comp = f"{r['compression_ratio']:.2f}x" if r["compression_ratio"] is not None else "-"
+    for label, value in (
+        ("Backups", str(r["snapshots"])),
+        ("Content of all backups", human_bytes(r["logical_bytes"])),
+        ("Unique content", human_bytes(r["referenced_raw_bytes"])),
+        ("Deduplication ratio", ratio),
+        ("Compression ratio", comp),
+        ("Blobs", f"{r['blobs']} ({r['data_blobs']} data, {r['tree_blobs']} tree)"),
+        ("Packs", f"{r['packs']} ({human_bytes(r['pack_bytes'])}), {r['packs_unindexed']} unindexed"),
+        ("Unused (prune frees)", human_bytes(r["unused_bytes"])),
+        ("Index files", str(r["index_files"])),
+    ):
+        output.message(f"{label + ':':<24}{value}")
 
 
 @app.command("unlock")

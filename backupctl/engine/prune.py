@@ -16,9 +16,15 @@ Under an exclusive lock (no backup can be writing):
    its packs;
 6. delete temporary files of interrupted writes (destination.temporaries()) older
    than GRACE.
+With `max_unused` (a fraction; `backup prune --max-unused`, default 5%), step 3 is
+preceded by a repack (engine/repack.py): the live blobs of the emptiest packs (never young
+ones) are copied into new packs until at most that share of the repository is unused;
+the new index file lists the new packs instead of the old ones, and the old packs are
+deleted in step 5 only once every old index file is confirmed gone (else they stay, as
+valid duplicates, for the next prune). Without it, packs that hold both live and dead
+blobs are kept whole.
 A crash between steps leaves a consistent repository: at worst unreferenced packs
-or redundant index files, which the next prune removes. Packs that hold both live
-and dead blobs are kept whole (no repacking yet). Destinations that do not report
+or redundant index files, which the next prune removes. Destinations that do not report
 modification times give no grace (the exclusive lock is then the only protection).
 """
 
@@ -28,8 +34,9 @@ import time
 from typing import Any
 
 from backupctl.engine.items import read_items
+from backupctl.engine.repack import choose_packs, pack_usage, repack
 from backupctl.errors import IntegrityError
-from backupctl.events import InfoEvent, Reporter
+from backupctl.events import InfoEvent, Reporter, WarningEvent
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
 
@@ -85,9 +92,17 @@ def _live_or_refuse(repo: Repository, survivors: list[str]) -> set[bytes]:
 
 
 def delete_and_prune(
-    repo: Repository, backup_ids: list[str], reporter: Reporter, *, grace: float = GRACE
+    repo: Repository,
+    backup_ids: list[str],
+    reporter: Reporter,
+    *,
+    grace: float = GRACE,
+    max_unused: float | None = None,
+    pack_size: int = 16 << 20,
 ) -> dict[str, Any]:
-    """Delete `backup_ids` (may be empty: only collect garbage) and unreferenced data."""
+    """Delete `backup_ids` (may be empty: only collect garbage) and unreferenced data.
+
+    `max_unused` (0..1, None = never): repack so that at most this share stays unused."""
     doomed = set(backup_ids)
     with repo.lock(exclusive=True, operation="delete" if backup_ids else "prune"):
         repo.load_index(reload=True)
@@ -118,7 +133,18 @@ def delete_and_prune(
             for pid, entries in by_pack.items()
             if pid in young or any(e.blob_id in live for e in entries)
         }
-        if len(keep) < len(by_pack):  # else the index files stay as they are: no write at all
+        sizes = {pid: info.size for pid, info in listed.items()}
+        usage = pack_usage({p: e for p, e in keep.items() if p not in young}, live, sizes)
+        chosen = choose_packs(usage, max_unused)
+        repacked = repack(repo, chosen, keep, live, reporter, pack_size=pack_size) if chosen else None
+        if repacked is not None:
+            for pack_id in repacked.repacked:
+                del keep[pack_id]
+            keep.update(repacked.new_packs)
+        # Old packs whose live blobs were copied: deleted only when no index file lists them.
+        copied = set(repacked.repacked) if repacked is not None else set()
+        drop = set(copied)
+        if len(keep) < len(by_pack) or drop:  # else the index files stay as they are: no write at all
             old_indexes = repo.index_ids
             repo.write_index(keep, supersedes=old_indexes)
             for index_id in old_indexes:
@@ -126,6 +152,16 @@ def delete_and_prune(
                     repo.dest.delete(f"index/{index_id}")
                 except Exception:
                     pass
+            if drop:
+                remaining = {i.name.split("/", 1)[1] for i in repo.dest.list("index/")} & old_indexes
+                if remaining:
+                    reporter.emit(
+                        WarningEvent(
+                            f"{len(remaining)} old index file(s) could not be deleted; the {len(drop)} repacked "
+                            "packs stay until the next prune"
+                        )
+                    )
+                    drop = set()
         freed = deleted = young_kept = 0
         for pack_id, info in listed.items():
             if pack_id in keep:
@@ -133,6 +169,8 @@ def delete_and_prune(
             if pack_id in young:
                 young_kept += 1
                 continue
+            if pack_id in copied and pack_id not in drop:
+                continue  # repacked, but an old index file still lists it: keep it valid
             repo.dest.delete(pack_name(pack_id))
             freed += info.size
             deleted += 1
@@ -147,9 +185,17 @@ def delete_and_prune(
             freed += info.size
             temp_deleted += 1
         repo.load_index(reload=True)
+        written = repacked.bytes_written if repacked is not None else 0
+        deleted_bytes, freed = freed, freed - written
         reporter.emit(
             InfoEvent(
-                f"deleted {deleted} packs and {temp_deleted} temporary files, freed {freed} bytes"
+                f"deleted {deleted} packs and {temp_deleted} temporary files"
+                + (
+                    f", repacked {len(copied)} packs into {len(repacked.new_packs)}"
+                    if repacked is not None
+                    else ""
+                )
+                + f", freed {freed} bytes"
                 + (
                     f"; kept {young_kept} unreferenced packs younger than {grace / 60:g} min"
                     if young_kept
@@ -159,7 +205,12 @@ def delete_and_prune(
         )
         return {
             "freed_bytes": freed,
+            "deleted_bytes": deleted_bytes,
             "packs_deleted": deleted,
+            "packs_repacked": len(copied),
+            "packs_written": len(repacked.new_packs) if repacked is not None else 0,
+            "blobs_repacked": repacked.blobs if repacked is not None else 0,
+            "repack_written_bytes": written,
             "packs_kept": len(keep),
             "temp_files_deleted": temp_deleted,
             "young_packs_kept": young_kept,

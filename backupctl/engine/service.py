@@ -862,11 +862,21 @@ class Service:
             packs += result["packs_deleted"]
         return {"freed_bytes": freed, "packs_deleted": packs}
 
-    def prune_repository(self, destination: str) -> dict[str, Any]:
-        """Delete unreferenced packs and temporary files older than the grace period."""
+    def prune_repository(self, destination: str, max_unused: float | None = None) -> dict[str, Any]:
+        """Delete unreferenced packs and temporary files older than the grace period; with
+        `max_unused` (0..1) also repack mostly-unused packs (engine/repack.py)."""
         from backupctl.engine.prune import delete_and_prune
 
-        return {"destination": destination, **delete_and_prune(self.repository(destination), [], self.reporter)}
+        repo = self.repository(destination)
+        pack_size = self.config.settings.pack_size_mib << 20
+        result = delete_and_prune(repo, [], self.reporter, max_unused=max_unused, pack_size=pack_size)
+        return {"destination": destination, **result}
+
+    def repository_stats(self, destination: str) -> dict[str, Any]:
+        """Blobs, packs, sizes and the dedup ratio of a repository (engine/stats.py)."""
+        from backupctl.engine.stats import repository_stats
+
+        return {"destination": destination, **repository_stats(self.repository(destination), self.reporter)}
 
     def unlock_repository(self, destination: str, *, remove_all: bool) -> dict[str, Any]:
         from backupctl.repo.lock import remove_locks
