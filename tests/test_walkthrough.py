@@ -9,23 +9,61 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbservers import PostgresServer
+from dbservers import PostgresServer, free_port
 
 pytestmark = pytest.mark.server
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="walkthrough: a physical clone of a Debian-layout cluster (postgresql.conf, pg_hba.conf "
-    "in /etc/postgresql, not in the data directory) fails: the clone's private start needs "
-    "postgresql.conf in --datadir",
-)
+def _debian_layout_backup(server: PostgresServer, deployment: Any) -> str:
+    """A pg_basebackup backup of `server` with its configuration files moved out of the
+    data directory while it runs (Debian's /etc/postgresql layout), so the backup has none."""
+    etc = Path(tempfile.mkdtemp(prefix="backupctl-pg-etc-"))
+    names = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf")
+    for name in names:
+        shutil.move(server.data / name, etc / name)
+    try:
+        return str(deployment.create())
+    finally:
+        for name in names:
+            shutil.move(etc / name, server.data / name)
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+def _psql_tcp(server: PostgresServer, port: int, user: str, password: str, db: str, sql: str) -> str:
+    res = subprocess.run(
+        [str(server.bin / "psql"), "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", str(port)]
+        + ["-U", user, "-d", db, "-c", sql],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": password},
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def _assert_minimal_config(datadir: Path) -> None:
+    """The written configuration: local only, never the original's data_directory."""
+    conf = (datadir / "postgresql.conf").read_text()
+    assert "data_directory" not in conf and "listen_addresses = 'localhost'" in conf
+    hba = (datadir / "pg_hba.conf").read_text()
+    rules = [ln.split() for ln in hba.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert rules and all(r[0] == "local" or r[3] in ("127.0.0.1/32", "::1/128") for r in rules), hba
+    assert not any("trust" in r for r in rules), hba
+    assert (datadir / "pg_ident.conf").exists()
+    pg = pwd.getpwnam("postgres")
+    for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+        st = (datadir / name).stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (pg.pw_uid, 0o600), name
+
+
 def test_physical_clone_of_a_cluster_whose_config_lives_outside_the_data_directory(
     pg_server: PostgresServer, make_deployment: Any
 ) -> None:
@@ -36,27 +74,79 @@ def test_physical_clone_of_a_cluster_whose_config_lives_outside_the_data_directo
     deployment = make_deployment([server.options(method="pg_basebackup")])
     # Debian's layout: the configuration files are not in the data directory, so
     # pg_basebackup does not carry them. The running server has read them already.
-    etc = Path(tempfile.mkdtemp(prefix="backupctl-pg-etc-"))
-    names = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf")
-    for name in names:
-        shutil.move(server.data / name, etc / name)
-    try:
-        backup_id = deployment.create()
-    finally:
-        for name in names:
-            shutil.move(etc / name, server.data / name)
-        shutil.rmtree(etc, ignore_errors=True)
+    backup_id = _debian_layout_backup(server, deployment)
     base = Path(tempfile.mkdtemp(prefix="backupctl-walk-clone-"))
     pw = pwd.getpwnam("postgres")
     os.chown(base, pw.pw_uid, pw.pw_gid)
+    datadir = base / "data"
     try:
         result = deployment.run(
             "backup", "clone", backup_id, "--name", "walk" + uuid.uuid4().hex[:6],
-            "--datadir", base / "data", "--yes",
+            "--datadir", datadir, "--yes", "-o", "json",
         )  # fmt: skip
-        # Today: exit 1, "the cloned PostgreSQL server on ... would not start: ...
+        # It was: exit 1, "the cloned PostgreSQL server on ... would not start: ...
         # could not access the server configuration file .../postgresql.conf".
         assert result.returncode == 0, str(result)
+        doc = result.json()
+        _assert_minimal_config(datadir)
+        # The clone's user (here the owner, postgres) logs in by its new password, socket too.
+        assert "peer" not in (datadir / "pg_hba.conf").read_text().split("# TYPE")[1]
+        password = Path(doc["password_file"]).read_text().strip()
+        server.pg_ctl_start(datadir, base / "clone.log")
+        try:
+            count = _psql_tcp(server, doc["port"], server.user, password, db, "SELECT count(*) FROM t")
+            assert count == "500"
+        finally:
+            server.pg_ctl_stop(datadir)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        server.psql(f"DROP DATABASE {db} WITH (FORCE)")
+
+
+def test_physical_restore_target_of_a_cluster_whose_config_lives_outside_the_data_directory(
+    pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    """`backup restore --target DIR` of such a backup is a data directory that starts as it
+    is (pg_ctl -D DIR start): the missing configuration files are written, local only; the
+    owner logs in by peer over the socket, the other roles by their original passwords."""
+    server = pg_server
+    db = "walk_" + uuid.uuid4().hex[:8]
+    server.psql(f"CREATE DATABASE {db}")
+    server.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 300) g", db)
+    deployment = make_deployment([server.options(method="pg_basebackup")])
+    backup_id = _debian_layout_backup(server, deployment)
+    base = Path(tempfile.mkdtemp(prefix="backupctl-walk-restore-"))
+    pw = pwd.getpwnam("postgres")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    datadir = base / "data"
+    port = free_port()
+    try:
+        result = deployment.run("backup", "restore", backup_id, "--target", datadir, "--yes")
+        assert result.returncode == 0, str(result)
+        assert "wrote minimal ones" in result.stderr, str(result)
+        _assert_minimal_config(datadir)
+        start = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(server.bin / "pg_ctl"), "-D", str(datadir)]
+            + ["-o", f"-p {port} -k {base}", "-l", str(base / "restore.log"), "-w", "-t", "60", "start"],
+            capture_output=True,
+            text=True,
+            cwd=base,
+        )
+        assert start.returncode == 0, start.stderr + (base / "restore.log").read_text()
+        try:
+            peer = subprocess.run(
+                ["runuser", "-u", "postgres", "--", str(server.bin / "psql"), "-X", "-A", "-t"]
+                + ["-h", str(base), "-p", str(port), "-d", db, "-c", "SELECT count(*) FROM t"],
+                capture_output=True,
+                text=True,
+                cwd=base,
+            )
+            assert (peer.returncode, peer.stdout.strip()) == (0, "300"), peer.stderr
+            assert (
+                _psql_tcp(server, port, server.user, server.password, db, "SELECT count(*) FROM t") == "300"
+            )
+        finally:
+            server.pg_ctl_stop(datadir)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         server.psql(f"DROP DATABASE {db} WITH (FORCE)")

@@ -13,6 +13,10 @@ the new deployment to the config file):
   recovery_target_*, promote, archive_mode = off) or, for MariaDB, replays the archived
   binary logs into DIR.
 
+A PostgreSQL backup without postgresql.conf (Debian keeps it in /etc/postgresql) got minimal,
+local-only configuration files from the restore (sources.postgres_conf); the clone's user
+logs in by its new password there, the socket included.
+
 Then the clone is given its own port and started once, privately, to set a newly generated
 password for the deployment's user:
 
@@ -159,6 +163,9 @@ def finish(
     secret_path = write_secret_file(name, password)
     try:
         if kind == "postgres":
+            from backupctl.sources.postgres_conf import password_only_for
+
+            password_only_for(datadir, user)
             auto = datadir / "postgresql.auto.conf"
             ref = datadir / "PG_VERSION"
             with open(auto, "a") as fh:

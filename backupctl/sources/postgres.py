@@ -59,6 +59,7 @@ from backupctl.sources.dbutil import (
     run,
     safe_name,
 )
+from backupctl.sources.postgres_conf import write_missing_config
 
 GLOBALS_PATH = "postgres/globals.sql"
 DB_DIR = "postgres/databases"
@@ -563,6 +564,16 @@ class PostgresSource(DatabaseSource):
         if os.geteuid() == 0 and version_file.exists():
             st = version_file.stat()
             chown_tree(dest, st.st_uid, st.st_gid)
+        # A copy elsewhere must start on its own; in place the configuration stays where it is.
+        written = write_missing_config(dest) if request.target_dir is not None else []
+        if written:
+            request.reporter.emit(
+                InfoEvent(
+                    f"the backup holds no {', '.join(written)} (the cluster keeps its configuration outside "
+                    f"its data directory, as Debian does in /etc/postgresql): wrote minimal ones into {dest} "
+                    "(local connections only)"
+                )
+            )
         request.reporter.emit(
             InfoEvent(
                 f"restored a PostgreSQL {request.source_info.get('major_version', '')} data directory into {dest}"
