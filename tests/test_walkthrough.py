@@ -152,14 +152,12 @@ def test_physical_restore_target_of_a_cluster_whose_config_lives_outside_the_dat
         server.psql(f"DROP DATABASE {db} WITH (FORCE)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="walkthrough: a configured path that is a symlink to a directory stores only the link "
-    "(a Completed 0 B backup, exit 0, no warning); the user meant the directory's contents",
-)
 def test_a_configured_path_that_is_a_symlinked_directory_is_not_silently_a_0_byte_backup(
     tmp_path: Path, make_deployment: Any
 ) -> None:
+    """`paths: [/srv/www]` with /srv/www -> /data/www stores the link (as restic and tar
+    without -h do) and says so: exit 3, a warning naming the path, the target and what to
+    list instead. It used to be a Completed 0 B backup with exit 0 and no word."""
     real = tmp_path / "data" / "www"
     real.mkdir(parents=True)
     (real / "index.html").write_text("<h1>site</h1>\n")
@@ -167,11 +165,28 @@ def test_a_configured_path_that_is_a_symlinked_directory_is_not_silently_a_0_byt
     link.symlink_to(real)  # like /var/www -> /data/www
     deployment = make_deployment([{"type": "files", "paths": [str(link)]}])
     result = deployment.run("backup", "create", "app")
-    # Today: exit 0 and the backup holds one symlink and no file content. Either the
-    # contents are backed up, or the backup says that only a link was stored (exit 3).
+    assert result.returncode == 3, str(result)
+    assert f"{link}: is a symlink to {real}: only the link is stored; list {real}" in result.stderr, str(
+        result
+    )
     backup_id = deployment.list()[0]["id"]
-    stored = deployment.show(backup_id)["size_bytes"]
-    assert stored > 0 or (result.returncode == 3 and str(link) in result.stderr), str(result)
+    # What was stored is exactly the link: it restores as the link.
+    target = tmp_path / "restored"
+    deployment.ok("backup", "restore", backup_id, "--target", target, "--yes")
+    restored = target / str(link).lstrip("/")
+    assert restored.is_symlink() and os.readlink(restored) == str(real)
+    assert not (target / str(real).lstrip("/")).exists()
+
+    # Listing the target too backs its contents up: no warning.
+    both = make_deployment([{"type": "files", "paths": [str(link), str(real)]}])
+    result = both.run("backup", "create", "app")
+    assert result.returncode == 0 and "symlink" not in result.stderr, str(result)
+    # A dangling link is said to be one.
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")
+    dep = make_deployment([{"type": "files", "paths": [str(dangling)]}])
+    result = dep.run("backup", "create", "app")
+    assert result.returncode == 3 and "which does not exist" in result.stderr, str(result)
 
 
 def test_restore_target_that_is_a_file_is_refused_before_any_prompt(

@@ -10,6 +10,9 @@ Sparse files: only the data extents are read (SEEK_DATA/SEEK_HOLE); holes are st
 all-zero chunks and restored as holes. Sockets are skipped silently (a socket cannot be
 restored meaningfully); docs/guide.md lists what is and is not captured.
 
+A configured path that is a symlink is stored as the link, with a warning naming its
+target (unless the target is configured too).
+
 Every configured path must exist: a missing one fails the backup (SourceError). A file
 that vanishes inside the tree before it is read, or that cannot be read, becomes a
 warning; a file whose size or mtime changed while it was read is stored as read, with a
@@ -161,6 +164,8 @@ class FilesSource(Source):
         # walked as part of it; listed first, it would mark the outer directory as emitted and
         # the rest of the outer tree would be missing from the backup.
         roots.sort(key=lambda root: len(root[0].parts))
+        if not self.safety_backup:
+            self._warn_symlinked_roots(roots)
         for root_abs, st in roots:
             # Parent directories first, so a restore recreates their metadata too.
             for parent in reversed(root_abs.parents):
@@ -172,6 +177,32 @@ class FilesSource(Source):
                 except OSError:
                     pass
             yield from self._walk(str(root_abs), st, st.st_dev, seen_inodes, emitted_dirs)
+
+    def _warn_symlinked_roots(self, roots: list[tuple[Path, os.stat_result]]) -> None:
+        """A configured path that is itself a symlink is stored as the link (as restic and tar
+        without -h do: following it would store the target's tree under the link's name, and
+        a restore would put a directory where the link was). The user almost always meant the
+        target's contents, so say what was stored and what to list instead, unless the
+        target is backed up anyway (it, or a directory above it, is configured too)."""
+        configured = [str(root) for root, _ in roots]
+        for root_abs, st in roots:
+            if not stat.S_ISLNK(st.st_mode):
+                continue
+            target = os.path.realpath(root_abs)
+            if any(target == c or target.startswith(c.rstrip("/") + "/") for c in configured):
+                continue
+            if not os.path.exists(target):
+                self._warn(
+                    f"is a symlink to {target}, which does not exist: only the link is stored",
+                    str(root_abs),
+                )
+                continue
+            what = "its contents" if os.path.isdir(target) else "the file"
+            self._warn(
+                f"is a symlink to {target}: only the link is stored; list {target} in `paths:` "
+                f"to back up {what}",
+                str(root_abs),
+            )
 
     def _walk(
         self, path: str, st: os.stat_result, dev: int, seen: dict[tuple[int, int], str], emitted: set[str]
