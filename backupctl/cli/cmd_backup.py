@@ -421,11 +421,22 @@ def delete(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     retry_lock: RetryLockOpt = None,
+    max_unused: Annotated[
+        str,
+        typer.Option(
+            "--max-unused",
+            help="Also repack packs until at most this share of the repository is unused data "
+            "(as `backup prune --max-unused`; the default 100% never repacks).",
+        ),
+    ] = "100%",
 ) -> None:
     """Delete a backup and the data only it referenced.
 
     Example: backupctl backup delete 1a2b3c4d --yes
     """
+    from backupctl.engine.repack import parse_max_unused
+
+    unused_share = parse_max_unused(max_unused)
     wait = parse_retry_lock(retry_lock)
     with CliReporter() as reporter:
         svc = context.service(reporter)
@@ -435,7 +446,7 @@ def delete(
             f"Delete backup {record['short_id']} of {record['deployment']} created {human_time(record['started'])}?",
             yes=yes,
         )
-        result = svc.delete_backup(backup_id, destination)
+        result = svc.delete_backup(backup_id, destination, unused_share)
     if output.structured():
         output.emit_document(result)
     else:

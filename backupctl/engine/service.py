@@ -733,7 +733,10 @@ class Service:
 
     # ---- delete, verify ----------------------------------------------------------
 
-    def delete_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+    def delete_backup(
+        self, id_prefix: str, destination: str | None = None, max_unused: float | None = None
+    ) -> dict[str, Any]:
+        """Delete a backup and the data only it used; `max_unused` (0..1) also repacks."""
         from backupctl.engine.prune import delete_and_prune
 
         record = self.find_backup(id_prefix, destination, expiries=False)
@@ -751,7 +754,10 @@ class Service:
                 continue
             if record["id"] not in repo.manifest_ids():
                 continue
-            result = delete_and_prune(repo, [record["id"]], self.reporter)
+            pack_size = self.config.settings.pack_size_mib << 20
+            result = delete_and_prune(
+                repo, [record["id"]], self.reporter, max_unused=max_unused, pack_size=pack_size
+            )
             freed += result["freed_bytes"]
             packs += result["packs_deleted"]
         self.state.forget_summary(record["id"])
