@@ -164,8 +164,12 @@ def test_static_command_table_matches_the_command_modules() -> None:
     # Every command module is reachable: a top-level command or registered by one.
     modules = {p.stem for p in Path(cli_main.__file__).parent.glob("cmd_*.py")}
     listed = {m for m, _ in cli_main.COMMANDS.values()}
-    listed |= {m for subs in cli_main._SUBCOMMANDS.values() for m in subs.values()}
+    listed |= {m for subs in cli_main._SUBCOMMANDS.values() for m, _ in subs.values()}
     assert modules == listed
+    for name, subs in cli_main._SUBCOMMANDS.items():
+        group = cli_main.load_command(name)
+        for sub, (_, short) in subs.items():
+            assert group.commands[sub].help.split("\n\n")[0].strip() == short, (name, sub)
 
 
 def test_a_lazily_loaded_command_runs_and_has_its_subcommands() -> None:
@@ -181,3 +185,13 @@ def test_a_lazily_loaded_command_runs_and_has_its_subcommands() -> None:
     )
     assert proc.returncode == 2
     assert "No such command 'bakup'. Did you mean 'backup'?" in proc.stderr
+
+
+def test_backup_list_and_backup_tab_do_not_load_the_clone_command() -> None:
+    """`backup clone` is registered by its own module, loaded only when clone is used."""
+    env = {"_BACKUPCTL_COMPLETE": "complete_bash", "COMP_WORDS": "backupctl backup ", "COMP_CWORD": "2"}
+    names = imported_modules(env=env)
+    assert "backupctl.cli.cmd_backup" in names
+    assert "backupctl.cli.cmd_clone" not in names
+    names = imported_modules("backup", "clone", "--help")
+    assert "backupctl.cli.cmd_clone" in names

@@ -59,9 +59,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "repository": ("cmd_repository", "Check, repair, unlock and measure the repository at a destination."),
 }
 # Commands that a module registers on another command's Typer app when imported: command ->
-# {subcommand: module}. Loaded on first access too, so `backup list` does not import the
-# clone machinery; `backup --help` and `backup <TAB>` list them (and load them).
-_SUBCOMMANDS: dict[str, dict[str, str]] = {"backup": {"clone": "cmd_clone"}}
+# {subcommand: (module, first paragraph of its help)}. Loaded on first access too, so
+# `backup list` does not import the clone machinery; `backup <TAB>` lists it from here.
+_SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
+    "backup": {
+        "clone": (
+            "cmd_clone",
+            "Create a new deployment NAME from a database backup, leaving the original untouched.",
+        )
+    }
+}
 
 
 def load_command(name: str) -> Any:
@@ -73,7 +80,7 @@ def load_command(name: str) -> Any:
     if not hasattr(module, "app"):  # a single command: the function named like the command
         holder.command(name)(getattr(module, name))
         return _build_command(holder.registered_commands[0])
-    holder.add_typer(module.app, name=name)
+    holder.add_typer(module.app, name=name, cls=ListingGroup)
     group = typer.main.get_group_from_info(
         holder.registered_groups[0],
         pretty_exceptions_short=app.pretty_exceptions_short,
@@ -81,11 +88,10 @@ def load_command(name: str) -> Any:
         suggest_commands=app.suggest_commands,
     )
     lazy = {
-        sub: functools.partial(_load_subcommand, module.app, sub, sub_module)
-        for sub, sub_module in _SUBCOMMANDS.get(name, {}).items()
+        sub: (functools.partial(_load_subcommand, module.app, sub, sub_module), short)
+        for sub, (sub_module, short) in _SUBCOMMANDS.get(name, {}).items()
     }
-    if lazy:
-        group.commands = _LazyCommands(group.commands, lazy)
+    group.commands = _LazyCommands(group.commands, lazy)
     return group
 
 
@@ -104,18 +110,25 @@ def _load_subcommand(parent: typer.Typer, name: str, module_name: str) -> Any:
 class _LazyCommands(MutableMapping[str, Any]):
     """A group's `commands`: the names are known up front (what listing them and typo
     suggestions use), a lazy command is built on first access (running it, its help, or
-    docgen). Iteration keeps the order: the loaded ones, then the lazy ones."""
+    docgen). Iteration keeps the order: the loaded ones, then the lazy ones. `lazy` maps a
+    name to (the function that builds the command, its short help for listings)."""
 
-    def __init__(self, loaded: Mapping[str, Any], lazy: Mapping[str, Callable[[], Any]]) -> None:
+    def __init__(self, loaded: Mapping[str, Any], lazy: Mapping[str, tuple[Callable[[], Any], str]]) -> None:
         self._loaded = dict(loaded)
-        self._lazy = {n: load for n, load in lazy.items() if n not in self._loaded}
+        self._lazy = {n: entry for n, entry in lazy.items() if n not in self._loaded}
         self._order = [*self._loaded, *self._lazy]
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._loaded:
-            load = self._lazy.pop(name)  # KeyError: no such command
+            load, _ = self._lazy.pop(name)  # KeyError: no such command
             self._loaded[name] = load()
         return self._loaded[name]
+
+    def stand_in(self, name: str) -> Any:
+        """For listings: a command not built yet, with its name and short help only."""
+        if name in self._lazy:
+            return TyperCommand(name=name, help=self._lazy[name][1])
+        return self.get(name)
 
     def __setitem__(self, name: str, command: Any) -> None:
         self._lazy.pop(name, None)
@@ -135,9 +148,6 @@ class _LazyCommands(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._order)
-
-    def is_loaded(self, name: str) -> bool:
-        return name in self._loaded
 
 
 class _TrivialCoercion:
@@ -173,31 +183,21 @@ def _skip_trivial_coercion(param: Any) -> None:
         param.get_runtime_param = lambda: coercion
 
 
-class LazyGroup(TyperGroup):
-    """The root group. Listing the commands (`--help`, TAB on the command name) uses the
-    short helps in `COMMANDS` instead of importing every command module."""
+class ListingGroup(TyperGroup):
+    """A group whose `commands` may be a _LazyCommands: listing them (`--help`, TAB on a
+    command name) shows the short helps of the lazy ones without building them."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        lazy = {name: functools.partial(load_command, name) for name in COMMANDS}
-        self.commands = _LazyCommands(self.commands, lazy)
         self._listing = False
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:  # the global options, --help and the completion flags
-            _skip_trivial_coercion(param)
-        return params
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        commands = self.commands
-        assert isinstance(commands, _LazyCommands)
-        if self._listing and cmd_name in COMMANDS and not commands.is_loaded(cmd_name):
-            return TyperCommand(name=cmd_name, help=COMMANDS[cmd_name][1])
-        return commands.get(cmd_name)
+        if self._listing and isinstance(self.commands, _LazyCommands):
+            return self.commands.stand_in(cmd_name)
+        return self.commands.get(cmd_name)
 
     @contextmanager
     def _names_only(self) -> Iterator[None]:
@@ -214,6 +214,21 @@ class LazyGroup(TyperGroup):
     def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
         with self._names_only():
             return super().shell_complete(ctx, incomplete)
+
+
+class LazyGroup(ListingGroup):
+    """The root group: every command in `COMMANDS` is built when first used."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        lazy = {name: (functools.partial(load_command, name), short) for name, (_, short) in COMMANDS.items()}
+        self.commands = _LazyCommands(self.commands, lazy)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:  # the global options, --help and the completion flags
+            _skip_trivial_coercion(param)
+        return params
 
 
 app = typer.Typer(
