@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
+import shlex
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from dbservers import PostgresServer, free_port
 
@@ -208,3 +212,91 @@ def test_restore_target_that_is_a_file_is_refused_before_any_prompt(
         assert "not a directory" in result.stderr and str(victim) in result.stderr, str(result)
         assert "overwritten" not in result.stderr and "remove" not in result.stderr, str(result)
         assert victim.read_text() == "precious\n"
+
+
+# ---- small findings of the walkthrough ---------------------------------------------------
+
+
+def test_missing_sdk_hint_installs_the_extra_from_the_source_checkout(
+    tmp_path: Path, make_deployment: Any
+) -> None:
+    """backupctl is not on a package index: the hint names `pip install '.[s3]'` in the
+    checkout (docs/destinations.md) and the SDK itself, never `backupctl[s3]`."""
+    deployment = make_deployment([{"type": "files", "paths": [str(tmp_path)]}])
+    doc = helpers.load_yaml(deployment.config)
+    doc["destinations"]["offsite"] = {"type": "s3", "bucket": "b", "endpoint": "http://127.0.0.1:9"}
+    doc["deployments"]["app"]["destinations"] = ["offsite"]
+    helpers.dump_yaml(doc, deployment.config)
+    # A boto3 that cannot be imported, as on a machine without the SDK.
+    shadow = tmp_path / "shadow"
+    (shadow / "boto3").mkdir(parents=True)
+    (shadow / "boto3" / "__init__.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
+    result = deployment.run("backup", "create", "app", env={"PYTHONPATH": str(shadow)})
+    assert result.returncode != 0, str(result)
+    assert "pip install '.[s3]'" in result.stderr and "pip install boto3" in result.stderr, str(result)
+    assert "backupctl[s3]" not in result.stderr, str(result)
+
+
+def test_init_with_config_says_next_with_that_config(tmp_path: Path, isolated_env: Any) -> None:
+    config = tmp_path / "elsewhere" / "cfg.yaml"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    init = helpers.run_ok("init", "--config", config, "--example-path", src, "--repository", tmp_path / "r")
+    hint = next(ln for ln in init.stderr.splitlines() if ln.startswith("Next: "))
+    assert hint == (
+        f"Next: backupctl --config {config} backup create example && backupctl --config {config} backup list"
+    ), hint
+    # The hint's first command works as printed (no BACKUPCTL_CONFIG, another directory).
+    first = shlex.split(hint[len("Next: ") :].split(" && ")[0])
+    helpers.run_ok(*first[1:], cwd=tmp_path)
+    # Without --config the hint stays short.
+    plain = helpers.run_ok("init", "--example-path", src, "--repository", tmp_path / "r2")
+    assert "Next: backupctl backup create example && backupctl backup list" in plain.stderr, str(plain)
+
+
+def test_missing_key_file_hint_mentions_init(tmp_path: Path, make_deployment: Any) -> None:
+    deployment = make_deployment([{"type": "files", "paths": [str(tmp_path)]}])
+    deployment.key_file.unlink()
+    result = deployment.run("backup", "create", "app")
+    assert result.returncode != 0, str(result)
+    assert "restore it from your safe copy" in result.stderr and "backupctl init" in result.stderr, str(
+        result
+    )
+
+
+def test_no_incremental_form_is_said_only_when_incremental_was_asked_for(
+    tmp_path: Path, make_deployment: Any
+) -> None:
+    db = tmp_path / "x.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    deployment = make_deployment([{"type": "sqlite", "path": str(db)}])
+    default = deployment.ok("backup", "create", "app")
+    assert "incremental form" not in default.stderr, str(default)
+    asked = deployment.ok("backup", "create", "app", "--type", "incremental")
+    assert "sqlite has no incremental form: taking a full copy (copies are always complete" in asked.stderr, (
+        str(asked)
+    )
+    assert deployment.show(asked.stdout.strip().splitlines()[-1])["type"] == "full"
+
+
+def test_prune_prints_one_formatted_line_per_repository(tmp_path: Path, make_deployment: Any) -> None:
+    """The engine prints nothing: `backup prune` renders its result once per repository
+    (human sizes, singular and plural), and a backup's single warning is '1 warning'."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    link = tmp_path / "link"
+    link.symlink_to(src)
+    deployment = make_deployment([{"type": "files", "paths": [str(link)]}])
+    created = deployment.run("backup", "create", "app")
+    assert created.returncode == 3 and "1 warning (see above)" in created.stderr, str(created)
+    shown = deployment.ok("backup", "show", created.stdout.strip().splitlines()[-1])
+    assert "1 warning" in shown.stdout and "1 warnings" not in shown.stdout, str(shown)
+    result = deployment.ok("backup", "prune", "--yes")
+    lines = [ln for ln in result.stderr.splitlines() if "temporary file" in ln]
+    assert lines == ["local: deleted 0 unreferenced packs and 0 temporary files, freed 0 B"], str(result)
+    assert not re.search(r"freed \d+ bytes", result.stderr), str(result)

@@ -62,6 +62,7 @@ UPLOAD_COLUMN: output.Column = (
 
 @app.command("create")
 def create(
+    ctx: typer.Context,
     deployment: Annotated[str, typer.Argument(help="Deployment name from the config.")],
     type_: Annotated[
         str, typer.Option("--type", "-t", help="full or incremental (files: skip unchanged files).")
@@ -79,7 +80,11 @@ def create(
     with CliReporter() as reporter:
         svc = context.service(reporter)
         svc.set_lock_wait(wait)
-        record = svc.create_backup(deployment, type=type_, comment=comment)
+        # Asked for on the command line (not the default): a database then says that it has no
+        # incremental form.
+        source = ctx.get_parameter_source("type_")
+        explicit = source is not None and source.name == "COMMANDLINE"
+        record = svc.create_backup(deployment, type=type_, comment=comment, type_requested=explicit)
     record.pop("warning_list", None)
     if output.structured():
         output.emit_document(record)
@@ -93,7 +98,7 @@ def create(
     else:
         sys.stdout.write(record["id"] + "\n")
     if record["warnings"]:
-        output.warning(f"{record['warnings']} warnings (see above); the backup is usable")
+        output.warning(f"{_count(record['warnings'], 'warning')} (see above); the backup is usable")
         raise typer.Exit(ExitCode.PARTIAL)
 
 
@@ -197,8 +202,9 @@ def show(
         pairs.append(
             (
                 "",
-                f"{src['files']} files, {src['dirs']} directories, {human_bytes(src['bytes'])}"
-                + (f", {len(src['warnings'])} warnings" if src["warnings"] else ""),
+                f"{_count(src['files'], 'file')}, {_count(src['dirs'], 'directory', 'directories')}, "
+                f"{human_bytes(src['bytes'])}"
+                + (f", {_count(len(src['warnings']), 'warning')}" if src["warnings"] else ""),
             )
         )
         info = src.get("info") or {}
@@ -624,16 +630,31 @@ def prune(
     verb = "would delete" if dry_run else "deleted"
     output.message(f"{verb} {len(doomed)} of {len(plan)} backups")
     for r in repositories:
-        output.message(
-            f"{r['destination']}: deleted {r['packs_deleted']} unreferenced packs and {r['temp_files_deleted']} "
-            f"temporary files"
-            + (
-                f", repacked {r['packs_repacked']} packs into {r['packs_written']}"
-                if r.get("packs_repacked")
-                else ""
-            )
-            + f", freed {human_bytes(r['freed_bytes'])}"
+        output.message(_prune_summary(r))
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 warning', '2 warnings' (`plural` for irregular nouns)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _prune_summary(r: dict[str, Any]) -> str:
+    """One line per repository from the engine's prune result (the engine prints nothing)."""
+    from backupctl.engine.prune import GRACE
+
+    text = (
+        f"{r['destination']}: deleted {_count(r['packs_deleted'], 'unreferenced pack')} and "
+        f"{_count(r['temp_files_deleted'], 'temporary file')}"
+    )
+    if r.get("packs_repacked"):
+        text += f", repacked {_count(r['packs_repacked'], 'pack')} into {r['packs_written']}"
+    text += f", freed {human_bytes(r['freed_bytes'])}"
+    if r.get("young_packs_kept"):
+        text += (
+            f"; kept {_count(r['young_packs_kept'], 'unreferenced pack')} younger than {GRACE / 60:g} min "
+            "(a backup may still be writing them)"
         )
+    return text
 
 
 def _collect_garbage(svc: Any, deployments: list[str], max_unused: float | None = None) -> list[dict[str, Any]]:

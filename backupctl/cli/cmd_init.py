@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -52,7 +53,9 @@ def init(
     repo = repository or data_dir() / "repository"
     # A relative --example-path means relative to here, now: the config must not depend on
     # the directory later commands run in (relative `paths:` are refused).
-    example = Path(os.path.abspath(os.path.expanduser(str(example_path)))) if example_path else Path("~/.config")
+    example = (
+        Path(os.path.abspath(os.path.expanduser(str(example_path)))) if example_path else Path("~/.config")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(starter_config(repository=repo, key_file=key, example_path=example))
@@ -71,5 +74,7 @@ def init(
         )
     else:
         output.message(f"Kept existing key {key}.")
-    output.message("Next: backupctl backup create example && backupctl backup list")
+    # With --config, the next commands need it too (or BACKUPCTL_CONFIG): say it in the hint.
+    cfg = f"--config {shlex.quote(os.path.abspath(path))} " if output.OPTS.config else ""
+    output.message(f"Next: backupctl {cfg}backup create example && backupctl {cfg}backup list")
     sys.stdout.flush()

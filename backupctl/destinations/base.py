@@ -157,8 +157,16 @@ DESTINATION_TYPES: dict[str, str] = {
     "ftp": "backupctl.destinations.ftp:FTPDestination",
 }
 
-# The extra that installs a type's SDK: `pip install 'backupctl[s3]'`.
+# The extra that installs a type's SDK, from the source checkout backupctl was installed
+# from (`pip install '.[s3]'` there: backupctl is not on a package index), and the SDK's own
+# package for those who install it directly (docs/destinations.md lists both).
 DESTINATION_EXTRAS: dict[str, str] = {"s3": "s3", "gcs": "gcs", "azure": "azure", "sftp": "sftp"}
+DESTINATION_SDKS: dict[str, str] = {
+    "s3": "boto3",
+    "gcs": "google-cloud-storage",
+    "azure": "azure-storage-blob",
+    "sftp": "paramiko",
+}
 
 
 def destination_class(type_name: str) -> type[Destination]:
@@ -186,9 +194,11 @@ def require_module(module: str, type_name: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         extra = DESTINATION_EXTRAS.get(type_name, type_name)
+        sdk = DESTINATION_SDKS.get(type_name, module)
         raise BackupctlError(
             f"destination type {type_name!r} needs the {module!r} package",
-            hint=f"pip install 'backupctl[{extra}]'",
+            hint=f"in the backupctl source checkout, run `pip install '.[{extra}]'` (same Python "
+            f"environment as backupctl), or install the SDK itself: `pip install {sdk}`",
         ) from None
 
 

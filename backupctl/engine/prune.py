@@ -36,7 +36,7 @@ from typing import Any
 from backupctl.engine.items import read_items
 from backupctl.engine.repack import choose_packs, pack_usage, repack
 from backupctl.errors import IntegrityError
-from backupctl.events import InfoEvent, Reporter, WarningEvent
+from backupctl.events import Reporter, WarningEvent
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
 
@@ -187,22 +187,7 @@ def delete_and_prune(
         repo.load_index(reload=True)
         written = repacked.bytes_written if repacked is not None else 0
         deleted_bytes, freed = freed, freed - written
-        reporter.emit(
-            InfoEvent(
-                f"deleted {deleted} packs and {temp_deleted} temporary files"
-                + (
-                    f", repacked {len(copied)} packs into {len(repacked.new_packs)}"
-                    if repacked is not None
-                    else ""
-                )
-                + f", freed {freed} bytes"
-                + (
-                    f"; kept {young_kept} unreferenced packs younger than {grace / 60:g} min"
-                    if young_kept
-                    else ""
-                )
-            )
-        )
+        # No summary line here: the result says it all, and each command renders it once.
         return {
             "freed_bytes": freed,
             "deleted_bytes": deleted_bytes,

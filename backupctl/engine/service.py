@@ -63,6 +63,16 @@ def iso(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
+def _full_copy_note(methods: list[str], verb: str) -> str:
+    """'<methods> has no incremental form: <verb> a full dump|copy ...': a dump for the
+    logical methods (pg_dump, mariadb-dump), a copy for base backups and file copies."""
+    noun, nouns = ("dump", "dumps") if all("dump" in m for m in methods) else ("copy", "copies")
+    return (
+        f"{', '.join(methods)} has no incremental form: {verb} a full {noun} ({nouns} are always "
+        "complete; deduplication stores only new chunks)"
+    )
+
+
 class Service:
     def __init__(
         self,
@@ -160,9 +170,13 @@ class Service:
         created_by: str = "manual",
         backup_id: str | None = None,
         safety: bool = False,
+        type_requested: bool = False,
     ) -> dict[str, Any]:
         """Take a backup; returns its record. Raises BackupFailedError (recorded as Failed).
-        `safety`: the safety backup before an in-place restore (Source.safety_backup)."""
+        `safety`: the safety backup before an in-place restore (Source.safety_backup).
+        `type_requested`: the user asked for `type` explicitly (`--type incremental`); only
+        then is a source without an incremental form worth a line (a default create of a
+        database deployment would say it every time)."""
         dep = self.deployment(deployment)
         primary = self.primary_destination(deployment)
         backup_id = backup_id or uuid.uuid4().hex
@@ -198,13 +212,10 @@ class Service:
                     self.state.update_job(backup_id, type=type)
                 elif type == "incremental" and not any(s.supports_incremental for s in sources):
                     # Dumps and base backups are always complete copies: record what was taken.
-                    methods = ", ".join(sorted({s.method for s in sources}))
-                    collector.emit(
-                        InfoEvent(
-                            f"{methods} has no incremental form: taking a full dump (dumps are always complete; "
-                            "deduplication stores only new chunks)"
+                    if type_requested:
+                        collector.emit(
+                            InfoEvent(_full_copy_note(sorted({s.method for s in sources}), "taking"))
                         )
-                    )
                     type = "full"
                     self.state.update_job(backup_id, type=type)
                 collector.emit(
@@ -223,7 +234,7 @@ class Service:
                 for source in sources:
                     source.reporter = collector
                     parent_src = parents.get(source_key(source.options.type, source.describe()))
-                    self._announce_type(source, type, parent_src, collector)
+                    self._announce_type(source, type, parent_src, collector, requested=type_requested)
                     results.append(archiver.backup_source(source, parent_src))
                 stats = writer.finish()
                 writer = None
@@ -378,23 +389,25 @@ class Service:
 
     @staticmethod
     def _announce_type(
-        source: Source, type_: str, parent_src: dict[str, Any] | None, reporter: Reporter
+        source: Source,
+        type_: str,
+        parent_src: dict[str, Any] | None,
+        reporter: Reporter,
+        *,
+        requested: bool = False,
     ) -> None:
-        """Hand an incremental-capable source its parent, and say what kind of copy is taken."""
+        """Hand an incremental-capable source its parent, and say what kind of copy is taken
+        (only when the user asked for an incremental backup: `requested`)."""
         set_parent = getattr(source, "set_parent", None)
         if set_parent is not None:
             set_parent(parent_src.get("info") if (type_ == "incremental" and parent_src) else None)
         if (
-            type_ == "incremental"
+            requested
+            and type_ == "incremental"
             and not source.supports_incremental
             and source.method not in ("files", "sqlite")
         ):
-            reporter.emit(
-                InfoEvent(
-                    f"{source.method} has no incremental form: took a full dump (dumps are always complete; "
-                    "deduplication stores only new chunks)"
-                )
-            )
+            reporter.emit(InfoEvent(_full_copy_note([source.method], "took")))
 
     def _parent_manifest(self, repo: Repository, deployment: str) -> dict[str, Any] | None:
         candidates = [b for b in self._repo_records(repo) if b["deployment"] == deployment]

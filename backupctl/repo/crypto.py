@@ -93,12 +93,16 @@ def generate_key_file(path: Path) -> None:
         fh.write(base64.b64encode(os.urandom(32)).decode() + "\n")
 
 
+# For a first set-up the key does not exist yet: init creates it (and a config).
+KEY_MISSING_HINT = "restore it from your safe copy; for a first set-up, `backupctl init` creates a new key"
+
+
 def read_key_file(path: Path) -> bytes:
     """The key material of a key file that only its owner can read or write (as ssh demands)."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
-        raise ConfigError(f"key file {path} does not exist", hint="restore it from your safe copy") from None
+        raise ConfigError(f"key file {path} does not exist", hint=KEY_MISSING_HINT) from None
     except PermissionError:
         raise ConfigError(f"key file {path} is not readable (permission denied)") from None
     if mode & 0o077:
@@ -109,7 +113,7 @@ def read_key_file(path: Path) -> bytes:
     try:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
     except FileNotFoundError:
-        raise ConfigError(f"key file {path} does not exist", hint="restore it from your safe copy") from None
+        raise ConfigError(f"key file {path} does not exist", hint=KEY_MISSING_HINT) from None
     except PermissionError:
         raise ConfigError(f"key file {path} is not readable (permission denied)") from None
     except UnicodeDecodeError:
