@@ -300,3 +300,16 @@ def test_prune_prints_one_formatted_line_per_repository(tmp_path: Path, make_dep
     lines = [ln for ln in result.stderr.splitlines() if "temporary file" in ln]
     assert lines == ["local: deleted 0 unreferenced packs and 0 temporary files, freed 0 B"], str(result)
     assert not re.search(r"freed \d+ bytes", result.stderr), str(result)
+
+
+def test_a_single_problem_is_one_problem(tmp_path: Path, make_deployment: Any) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a\n")
+    deployment = make_deployment([{"type": "files", "paths": [str(src)]}])
+    deployment.create()
+    (manifest,) = (deployment.repository / "snapshots").iterdir()
+    manifest.write_bytes(manifest.read_bytes()[:-5] + b"xxxxx")  # one damaged backup record
+    result = deployment.run("repository", "check")
+    assert "damaged: 1 problem" in result.stderr and "1 problems" not in result.stderr, str(result)
+    assert "checking 1 backup\n" in result.stderr, str(result)

@@ -97,7 +97,7 @@ def check(
             output.message(f"No problems found in the repository at {name}.")
     if not result["ok"]:
         raise IntegrityError(
-            f"repository at {name} is damaged: {len(result['problems'])} problems",
+            f"repository at {name} is damaged: {len(result['problems'])} problem{'s' if len(result['problems']) != 1 else ''}",
             hint=_repair_hint(result["problems"]),
         )
 

@@ -82,7 +82,7 @@ def check_repository(
         listed = {info.name.rsplit("/", 1)[-1]: info.size for info in repo.dest.list("data/")}
         indexed = repo.index.packs()
         by_pack = repo.index.blobs_by_pack()
-        reporter.emit(InfoEvent(f"checking {len(indexed)} indexed packs"))
+        reporter.emit(InfoEvent(f"checking {len(indexed)} indexed pack{'s' if len(indexed) != 1 else ''}"))
         with ThreadPoolExecutor(max_workers=max(1, min(8, repo.dest.options.connections))) as pool:
             for pid, message in zip(
                 sorted(indexed),
@@ -92,7 +92,7 @@ def check_repository(
                 if message:
                     problem("pack", pack_name(pid), message)
         snapshots = repo.manifest_ids()
-        reporter.emit(InfoEvent(f"checking {len(snapshots)} backups"))
+        reporter.emit(InfoEvent(f"checking {len(snapshots)} backup{'s' if len(snapshots) != 1 else ''}"))
         for backup_id in sorted(snapshots):
             message = _check_snapshot(repo, backup_id)
             if message:
