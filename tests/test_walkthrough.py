@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def _debian_layout_backup(server: PostgresServer, deployment: Any) -> str:
     for name in names:
         shutil.move(server.data / name, etc / name)
     try:
-        return str(deployment.create())
+        created = deployment.ok("backup", "create", "app")
+        return str(created.stdout.strip().splitlines()[-1])
     finally:
         for name in names:
             shutil.move(etc / name, server.data / name)
@@ -119,6 +121,10 @@ def test_physical_restore_target_of_a_cluster_whose_config_lives_outside_the_dat
     server.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 300) g", db)
     deployment = make_deployment([server.options(method="pg_basebackup")])
     backup_id = _debian_layout_backup(server, deployment)
+    # A base backup is a copy, not a dump, and says so only when incremental was asked for.
+    assert "incremental form" not in deployment.ok("backup", "create", "app").stderr
+    asked = deployment.ok("backup", "create", "app", "--type", "incremental").stderr
+    assert "pg_basebackup has no incremental form: taking a full copy" in asked, asked
     base = Path(tempfile.mkdtemp(prefix="backupctl-walk-restore-"))
     pw = pwd.getpwnam("postgres")
     os.chown(base, pw.pw_uid, pw.pw_gid)
@@ -154,6 +160,81 @@ def test_physical_restore_target_of_a_cluster_whose_config_lives_outside_the_dat
     finally:
         shutil.rmtree(base, ignore_errors=True)
         server.psql(f"DROP DATABASE {db} WITH (FORCE)")
+
+
+def test_point_in_time_clone_and_restore_of_a_cluster_whose_config_lives_outside_the_data_directory(
+    pitr_pg: Any,
+) -> None:
+    """--to-time into a new directory (clone and `backup restore --target`) of a Debian-layout
+    cluster: the copy gets the minimal configuration, replays the archived WAL to the moment
+    and promotes; exactly the rows before the moment are there."""
+    server, dep = pitr_pg
+    db = "walk_" + uuid.uuid4().hex[:8]
+    server.psql(f"CREATE DATABASE {db}")
+    server.psql("CREATE TABLE t (id serial PRIMARY KEY, batch int)", db)
+    _debian_layout_backup(server, dep)
+    server.psql("INSERT INTO t (batch) SELECT 1 FROM generate_series(1, 100)", db)
+    time.sleep(1.2)
+    moment = server.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+    time.sleep(1.2)
+    server.psql("INSERT INTO t (batch) SELECT 2 FROM generate_series(1, 50)", db)
+    dep.ok("pitr", "check", "app")
+    base = Path(tempfile.mkdtemp(prefix="backupctl-walk-pitr-"))
+    pw = pwd.getpwnam("postgres")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    try:
+        clone_dir = base / "clone"
+        doc = dep.ok(
+            "backup", "clone", "--deployment", "app", "--to-time", f"{moment} UTC",
+            "--name", "walk" + uuid.uuid4().hex[:6], "--datadir", clone_dir, "--yes", "-o", "json",
+            timeout=600,
+        ).json()  # fmt: skip
+        _assert_minimal_config(clone_dir)
+        password = Path(doc["password_file"]).read_text().strip()
+        server.pg_ctl_start(clone_dir, base / "clone.log")
+        try:
+            rows = _psql_tcp(server, doc["port"], server.user, password, db, "SELECT count(*) FROM t")
+            assert rows == "100"
+        finally:
+            server.pg_ctl_stop(clone_dir)
+
+        restored = base / "restored"
+        result = dep.ok(
+            "backup", "restore", "--deployment", "app", "--to-time", f"{moment} UTC", "--target", restored,
+            "--yes", timeout=600,
+        )  # fmt: skip
+        assert "wrote minimal ones" in result.stderr, str(result)
+        _assert_minimal_config(restored)
+        port = free_port()
+        start = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(server.bin / "pg_ctl"), "-D", str(restored)]
+            + ["-o", f"-p {port} -k {base}", "-l", str(base / "restored.log"), "-w", "-t", "120", "start"],
+            capture_output=True,
+            text=True,
+            cwd=base,
+        )
+        assert start.returncode == 0, start.stderr + (base / "restored.log").read_text()
+        try:
+            query = ["-h", str(base), "-p", str(port), "-d", db, "-A", "-t", "-X"]
+            for _ in range(240):  # until promoted (replay to the moment)
+                rec = subprocess.run(
+                    ["runuser", "-u", "postgres", "--", str(server.bin / "psql"), *query]
+                    + ["-c", "SELECT pg_is_in_recovery()"],
+                    capture_output=True,
+                    text=True,
+                    cwd=base,
+                )
+                if rec.stdout.strip() == "f":
+                    break
+                time.sleep(0.5)
+            assert rec.stdout.strip() == "f", rec.stderr + (base / "restored.log").read_text()
+            assert (
+                _psql_tcp(server, port, server.user, server.password, db, "SELECT count(*) FROM t") == "100"
+            )
+        finally:
+            server.pg_ctl_stop(restored)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_configured_path_that_is_a_symlinked_directory_is_not_silently_a_0_byte_backup(
