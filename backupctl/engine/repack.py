@@ -150,7 +150,7 @@ def repack(
             continue
         del data
         for e, encoded in copies:
-            builder = open_[e.type]
+            builder = open_.setdefault(e.type, PackBuilder(e.type))
             builder.add(e.blob_id, encoded, e.raw_length)
             result.blobs += 1
             if builder.size >= pack_size:
@@ -160,7 +160,7 @@ def repack(
         result.repacked.add(use.pack_id)
         done += use.size
         reporter.emit(Progress(done, n, total, len(chosen), use.pack_id[:12]))
-    for blob_type in (DATA, TREE):
+    for blob_type in list(open_):
         flush(blob_type)
     reporter.emit(
         Finished("repack", repo.id[:12], extra={"packs": len(result.repacked), "blobs": result.blobs})
