@@ -145,7 +145,7 @@ def clone_backup(
         if restored is not None and datadir is not None:
             result.update(target_moment=restored["target_moment"], pitr_backup=record["id"])
             description = f"clone of {orig_name} at {restored['target_moment']}"
-            doc = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
+            made = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
         elif method in PHYSICAL_METHODS:  # a physical clone starts from these
             if database is not None:
                 raise CloneError(
@@ -156,16 +156,17 @@ def clone_backup(
                     "--host applies to logical backups; a physical clone is a data directory on this machine"
                 )
             datadir = physical.new_datadir(datadir, f"a {method} backup is cloned into a new data directory")
-            doc = physical.clone_physical(svc, repo, manifest, src, source, datadir, port, result)
+            made = physical.clone_physical(svc, repo, manifest, src, source, datadir, port, result)
         else:
             if datadir is not None:
                 raise CloneError("--datadir applies to physical backups; a logical clone is a new database")
-            doc = clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
+            made = clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
     except BaseException:
         if restored is not None and datadir is not None:
             physical.remove_partial(datadir, created)
         raise
 
+    doc = made.doc
     mapping: dict[str, Any] = {
         "description": description,
         "sources": [doc],
@@ -180,10 +181,8 @@ def clone_backup(
         source_class(doc["type"]).Options.model_validate(doc)
         yaml_edit.add_deployment(config_path, name, mapping)
     except BaseException:
-        if "cleanup" in result:
-            result.pop("cleanup")()
+        made.undo()
         raise
-    result.pop("cleanup", None)
     reporter.emit(InfoEvent(f"added deployment {name!r} to {config_path}"))
     return result
 

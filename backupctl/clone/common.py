@@ -15,6 +15,8 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,16 @@ DB_TYPES = ("postgres", "mariadb")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 PG_IDENT_MAX = 63
 MARIADB_IDENT_MAX = 64
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a clone variant made: the new source's config entry, and `undo`, which removes
+    the clone again (secret file, database or data directory) if adding the entry to the
+    config file fails. Returned, never stored in the result dict (which goes to JSON)."""
+
+    doc: dict[str, Any]
+    undo: Callable[[], None]
 
 
 class CloneError(BackupctlError):

@@ -16,6 +16,7 @@ from backupctl.clone.common import (
     MARIADB_IDENT_MAX,
     PG_IDENT_MAX,
     CloneError,
+    Made,
     mysql_native_hash,
     new_password,
     restore_into,
@@ -50,7 +51,9 @@ def clone_logical(
     host: str | None,
     port: int | None,
     result: dict[str, Any],
-) -> dict[str, Any]:
+) -> Made:
+    """Restore the backup's databases under new names; fill `result`; return the new
+    source's config and how to undo the clone."""
     kind = src["type"]
     originals = [str(d["name"]) for d in info.get("databases", [])]
     if not originals:
@@ -124,7 +127,6 @@ def clone_logical(
     except BaseException:
         undo()
         raise
-    result["cleanup"] = undo
     result.update(
         {
             "kind": "logical",
@@ -152,7 +154,7 @@ def clone_logical(
             "globals": False,
         }
     )
-    return doc
+    return Made(doc, undo)
 
 
 def _precheck_postgres(target: Any, rename: dict[str, str], owner: str) -> Any:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.clone.common import (
     CloneError,
+    Made,
     free_port,
     mysql_native_hash,
     new_password,
@@ -97,8 +98,9 @@ def clone_physical(
     datadir: Path,
     port: int | None,
     result: dict[str, Any],
-) -> dict[str, Any]:
-    """Restore the backup into the new `datadir` and finish it; returns the new source's config."""
+) -> Made:
+    """Restore the backup into the new `datadir` and finish it; returns the new source's
+    config and how to undo the clone."""
     created = not datadir.exists()
     try:
         restore_into(svc, repo, manifest, src, source, datadir, {})
@@ -146,12 +148,11 @@ def finish(
     *,
     created: bool,
     recovery: bool,
-) -> dict[str, Any]:
+) -> Made:
     """Give the restored `datadir` its own port and a new password (after recovery to the
-    target and promotion when `recovery`); fill `result`; return the new source's config.
-
-    `result["cleanup"]` undoes the clone (secret file, data directory) if adding it to the
-    config file fails."""
+    target and promotion when `recovery`); fill `result`; return the new source's config and
+    `undo`, which removes the clone (secret file, data directory) if adding it to the config
+    file fails."""
     new_port = port or free_port()
     kind = src["type"]
     name = str(result["name"])
@@ -217,7 +218,6 @@ def finish(
         secret_path.unlink(missing_ok=True)
         remove_partial(datadir, created)
 
-    result["cleanup"] = undo
     svc.reporter.emit(InfoEvent(f"start the clone with: {start}"))
     result.update(
         {
@@ -232,7 +232,7 @@ def finish(
             "start_command": start,
         }
     )
-    return doc
+    return Made(doc, undo)
 
 
 _RECOVERY_LINE = re.compile(r"^\s*(restore_command|recovery_target\w*)\s*=")

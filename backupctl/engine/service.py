@@ -398,9 +398,7 @@ class Service:
     ) -> None:
         """Hand an incremental-capable source its parent, and say what kind of copy is taken
         (only when the user asked for an incremental backup: `requested`)."""
-        set_parent = getattr(source, "set_parent", None)
-        if set_parent is not None:
-            set_parent(parent_src.get("info") if (type_ == "incremental" and parent_src) else None)
+        source.set_parent(parent_src.get("info") if (type_ == "incremental" and parent_src) else None)
         if (
             requested
             and type_ == "incremental"
@@ -703,7 +701,7 @@ class Service:
         info = dict(src.get("info", {}))
         info.update(extra_info or {})
         request = RestoreRequest(target_dir=target_dir, source_info=info, reporter=self.reporter)
-        if info.get("backup_type") == "incremental" and hasattr(source, "restore_chain"):
+        if info.get("backup_type") == "incremental":
             chain = self._chain(repo, manifest, src)
             source.restore_chain(
                 [

@@ -169,6 +169,20 @@ class Source(abc.ABC):
     def restore(self, entries: Iterator[RestoreEntry], request: RestoreRequest) -> None:
         """Put the entries back, in place or under request.target_dir."""
 
+    def set_parent(self, info: dict[str, Any] | None) -> None:
+        """Called before `scan()` with the parent backup's recorded `info()` for an
+        incremental backup, None for a full one. Sources whose incrementals do not build on
+        the parent's recorded facts (mariabackup's LSN does) ignore it."""
+
+    def restore_chain(
+        self, chain: list[tuple[dict[str, Any], Iterator[RestoreEntry]]], request: RestoreRequest
+    ) -> None:
+        """Restore a backup whose `info()` says `backup_type: incremental`: `chain` holds
+        (recorded info, entries) from the full backup up to this one, oldest first. Only
+        sources that record `backup_type` (mariabackup) override this; every other stored
+        backup is whole, so the default restores the newest element alone."""
+        self.restore(chain[-1][1], request)
+
     def check_in_place_restore(self, source_info: dict[str, Any]) -> None:
         """Raise what `restore` in place would refuse up front (a server running on the data
         directory, say): called before the safety backup, so a refused restore changes
