@@ -193,3 +193,41 @@ def test_repack_on_s3(request: pytest.FixtureRequest, make_deployment: Any, tmp_
     for n, (backup_id, tree) in enumerate(hist[1:]):
         assert_restores(dep, backup_id, tree, src, tmp_path / f"restore-{n}")
     dep.ok("repository", "check", "--read-data")
+
+
+def test_repack_keeps_a_pack_whose_live_blob_is_damaged(history: Any, tmp_path: Path) -> None:
+    """Damage is never repacked away: each backup restores exactly as well after prune as before."""
+    dep, src, survivors = history
+    import helpers
+
+    svc = helpers.service(dep.config)
+    repo = svc.repository("local")
+    data_packs = sorted(
+        pid for pid, entries in repo.load_index().blobs_by_pack().items() if entries[0].type == "d"
+    )
+    svc.close()
+    for pid in data_packs[::2]:  # flip a byte of the first blob of every other data pack
+        p = dep.repository / "data" / pid[:2] / pid
+        raw = bytearray(p.read_bytes())
+        raw[100] ^= 0xFF
+        p.write_bytes(raw)
+    _age(dep.repository, 7200)
+
+    def outcomes() -> list[int]:
+        codes = []
+        for backup_id, tree in survivors:
+            target = tmp_path / "restore"
+            shutil.rmtree(target, ignore_errors=True)
+            run = dep.run("backup", "restore", backup_id, "--target", target, "--yes")
+            assert run.returncode in (0, 7) and "Traceback" not in run.stderr, str(run)
+            if run.returncode == 0:
+                assert_same_tree(tree, snapshot_tree(restored(target, src)))
+            codes.append(run.returncode)
+        return codes
+
+    before = outcomes()
+    assert 7 in before  # the damage hit live data
+    run = dep.run("backup", "prune", "--yes", "--max-unused", "0%")
+    assert run.returncode in (0, 3) and "not repacked (kept whole)" in run.stderr, str(run)
+    assert outcomes() == before
+    assert dep.run("repository", "check", "--read-data").returncode == 7
