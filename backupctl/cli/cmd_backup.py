@@ -13,7 +13,7 @@ import typer
 from backupctl.cli import context, output
 from backupctl.cli.output import human_bytes, human_duration, human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.errors import ExitCode, IntegrityError, UsageError
+from backupctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from backupctl.pitr.common import Target
@@ -179,7 +179,7 @@ def show(
         ("Host", record["hostname"] or ""),
     ]
     if record.get("error"):
-        pairs.append(("Error", record["error"]))
+        pairs.append(("Error", str(record["error"])))
     for key, value in sorted(record.get("source_versions", {}).items()):
         pairs.append((f"Version {key}", str(value)))
     for name, state in sorted(record.get("destinations", {}).items()):
@@ -358,6 +358,18 @@ def restore(
     to_lsn: ToLsnOpt = None,
     to_name: ToNameOpt = None,
     to_position: ToPositionOpt = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            help="Restore only paths matching this glob (base name or absolute path; repeatable), "
+            "with the directories above them.",
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Do not restore paths matching this glob, nor what is below them (repeatable)."),
+    ] = None,
 ) -> None:
     """Restore a backup in place (after confirmation) or into an empty --target directory.
 
@@ -366,11 +378,27 @@ def restore(
     (point-in-time recovery, docs/pitr.md) the newest physical backup before that moment is
     restored and the archived WAL or binary logs are replayed up to it.
 
+    With --include/--exclude (files sources only) just the matching paths are restored, as
+    the files source's `exclude:` matches them: a pattern matches a base name or an absolute
+    path, and a matching directory brings everything below it.
+
     Example: backupctl backup restore 1a2b3c4d --target /tmp/restore
+
+    Example: backupctl backup restore 1a2b3c4d --include /srv/app/config --exclude '*.log' --yes
 
     Example: backupctl backup restore --deployment shop --to-time "2026-11-20 09:03:00 Europe/Berlin" --target /srv/pg-restored
     """
+    selection = None
+    if include or exclude:
+        from backupctl.engine.browse import RestoreSelection
+
+        selection = RestoreSelection(tuple(include or ()), tuple(exclude or ()))
     if to_time or to_lsn or to_name or to_position:
+        if selection:
+            raise UsageError(
+                "--include/--exclude cannot be combined with a point-in-time restore",
+                hint="restore the whole backup, or drop the --to-* option",
+            )
         _restore_to_moment(
             backup_id, deployment, target, to_time, to_lsn, to_name, to_position, yes, no_safety_backup
         )
@@ -402,6 +430,7 @@ def restore(
             to_deployment=to,
             destination=destination,
             safety_backup=not no_safety_backup,
+            selection=selection,
         )
     if output.structured():
         output.emit_document(result)
@@ -417,6 +446,112 @@ def restore(
             )
     if reporter.warnings:
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+LS_COLUMNS: list[output.Column] = [
+    ("Type", "type", None),
+    ("Mode", "mode", None),
+    ("User", "user", None),
+    ("Group", "group", None),
+    ("Size", "size", None),
+    ("Modified", "mtime", human_time),
+    ("Path", "shown", None),
+]
+DIFF_COLUMNS: list[output.Column] = [
+    ("Change", "change", None),
+    ("Type", "type", None),
+    ("Old size", "old_size", None),
+    ("New size", "new_size", None),
+    ("What", "changes", None),
+    ("Path", "path", None),
+]
+
+
+def _emit_rows(rows: Any, columns: list[output.Column]) -> int:
+    """JSON streams one record at a time (memory does not grow with the backup); YAML and
+    tables take the records as a list. Returns how many there were."""
+    import json
+
+    if output.OPTS.output == "json":
+        n = 0
+        sys.stdout.write("[")
+        for row in rows:
+            sys.stdout.write(("," if n else "") + "\n  " + json.dumps(row))
+            n += 1
+        sys.stdout.write("\n]\n" if n else "]\n")
+        sys.stdout.flush()
+        return n
+    listed = list(rows)
+    if output.structured():
+        output.emit_document(listed)
+    else:
+        output.emit_table(listed, columns)
+    return len(listed)
+
+
+@app.command("ls")
+def ls(
+    backup_id: Annotated[str, typer.Argument(help="Backup ID or a unique prefix of it.")],
+    path: Annotated[
+        str | None, typer.Argument(help="Only this path and what is below it (absolute, as backed up).")
+    ] = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Read from this destination.")
+    ] = None,
+) -> None:
+    """List the entries stored in a backup, in path order: type, mode, owner, size, mtime.
+
+    For database sources the entries are the stored dump files. JSON records have the keys
+    path, type, size, mode (octal), mtime (UTC), mtime_ns, user, group, target (symlinks and
+    hard links) and source (the source type); a byte that is not UTF-8 shows as \\xNN.
+
+    Example: backupctl backup ls 1a2b3c4d /srv/app/config -o json
+    """
+    from backupctl.engine.browse import list_items
+
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        record, repo, manifest = svc.completed_backup(backup_id, destination)
+        prefix = (path or "").strip("/")
+
+        def rows() -> Any:
+            for row in list_items(repo, manifest, path):
+                if not output.structured():
+                    row["shown"] = row["path"] + (f" -> {row['target']}" if row["target"] else "")
+                yield row
+
+        n = _emit_rows(rows(), LS_COLUMNS)
+    if n == 0 and prefix:
+        raise NotFoundError(
+            f"backup {record['short_id']} holds no path /{prefix}",
+            hint=f"see `backupctl backup ls {record['short_id']}`",
+        )
+
+
+@app.command("diff")
+def diff(
+    backup_a: Annotated[str, typer.Argument(help="The older backup (ID or unique prefix).")],
+    backup_b: Annotated[str, typer.Argument(help="The newer backup (ID or unique prefix).")],
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Read from this destination.")
+    ] = None,
+) -> None:
+    """Show what was added, removed and changed from backup A to backup B, in path order.
+
+    A change names what differs: content, mode, owner, mtime or type. JSON records have the
+    keys change (added/removed/changed), path, type, old_size, new_size, changes (a list)
+    and source.
+
+    Example: backupctl backup diff 1a2b3c4d 5e6f7a8b -o json
+    """
+    from backupctl.engine.browse import diff_backups
+
+    with CliReporter() as reporter:
+        svc = context.service(reporter)
+        _, repo_a, manifest_a = svc.completed_backup(backup_a, destination)
+        _, repo_b, manifest_b = svc.completed_backup(backup_b, destination)
+
+        _emit_rows(diff_backups(repo_a, manifest_a, repo_b, manifest_b), DIFF_COLUMNS)
 
 
 @app.command("delete")

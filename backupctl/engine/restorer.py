@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,11 +35,15 @@ class Prefetcher:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def entries(self, tree: list[bytes]) -> Iterator[RestoreEntry]:
-        """RestoreEntry objects for a source's item stream, content loaded ahead."""
+    def entries(
+        self, tree: list[bytes], select: Callable[[Callable[[], Iterator[Item]]], Iterator[Item]] | None = None
+    ) -> Iterator[RestoreEntry]:
+        """RestoreEntry objects for a source's item stream, content loaded ahead; `select`
+        (engine/browse.py RestoreSelection.select) filters the items before any content loads."""
         pending: deque[tuple[Item, list[Future[bytes]]]] = deque()
         inflight = 0
-        for item in read_items(self.repo, tree):
+        stream = select(lambda: read_items(self.repo, tree)) if select else read_items(self.repo, tree)
+        for item in stream:
             futures = [self.pool.submit(self.repo.load_blob, c) for c in item.chunks[:_PER_FILE_AHEAD]]
             pending.append((item, futures))
             inflight += min(item.size, _PER_FILE_AHEAD * (8 << 20))

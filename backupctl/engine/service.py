@@ -24,6 +24,7 @@ from backupctl.destinations.base import Destination, open_destination
 from backupctl.destinations.faulty import from_env as faults_from_env
 from backupctl.destinations.retry import RetryingDestination
 from backupctl.engine.archiver import Archiver, source_key
+from backupctl.engine.browse import RestoreSelection, check_selection
 from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.engine.state import StateDB
@@ -610,15 +611,19 @@ class Service:
         destination: str | None = None,
         safety_backup: bool = True,
         extra_info: dict[str, Any] | None = None,
+        selection: RestoreSelection | None = None,
     ) -> dict[str, Any]:
         """Restore a completed backup in place (target_dir None) or under target_dir.
 
         In place, a safety backup of the deployment's current state is taken first (unless
         `safety_backup=False`), so a mistaken restore can be undone by restoring it.
         `extra_info` is merged into each source's RestoreRequest.source_info (clone uses
-        it for `rename`, `only_databases`, `skip_globals`).
+        it for `rename`, `only_databases`, `skip_globals`). `selection` (--include/--exclude)
+        restores only some paths of files sources (engine/browse.py); checked before anything.
         """
         record, repo, manifest = self._completed(id_prefix, destination)
+        if selection:
+            check_selection(repo, record, manifest, selection)
         dep_name = to_deployment or record["deployment"]
         dep = self.config.deployments.get(dep_name)
         if to_deployment is not None and dep is None:
@@ -669,7 +674,7 @@ class Service:
                 source = self._restore_source(src, dep, i)
                 try:
                     self.restore_stored_source(
-                        repo, manifest, src, source, prefetcher, target_dir, extra_info
+                        repo, manifest, src, source, prefetcher, target_dir, extra_info, selection
                     )
                 except RestoreIncompleteError as exc:  # say what was and was not written
                     safety_id = safety["id"] if safety else None
@@ -696,6 +701,7 @@ class Service:
         prefetcher: Prefetcher,
         target_dir: Path | None,
         extra_info: dict[str, Any] | None = None,
+        selection: RestoreSelection | None = None,
     ) -> None:
         """Hand one stored source's entries to `source`; a physical incremental gets its chain."""
         info = dict(src.get("info", {}))
@@ -711,7 +717,8 @@ class Service:
                 request,
             )
         else:
-            source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]]), request)
+            select = selection.select if selection else None
+            source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]], select), request)
 
     def _chain(self, repo: Repository, manifest: dict[str, Any], src: dict[str, Any]) -> list[dict[str, Any]]:
         """The stored source records from the full backup up to `src`, oldest first."""
