@@ -16,7 +16,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,7 @@ Column = tuple[str, str, Callable[[Any], str] | None]  # (header, key, formatter
 
 
 def emit_table(
-    rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, title: str | None = None
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, title: str | None = None
 ) -> None:
     """A Rich table on a terminal; in a pipe, plain aligned columns with an upper-case header."""
     cells = [

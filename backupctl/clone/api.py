@@ -37,6 +37,7 @@ from backupctl.errors import ConfigError
 from backupctl.events import InfoEvent, WarningEvent
 from backupctl.pitr.common import PHYSICAL_METHODS
 from backupctl.policy import yaml_edit
+from backupctl.records import BackupSummary, Manifest, SourceRecord
 from backupctl.sources.base import source_class
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def clone_backup(
     return result
 
 
-def _db_source(svc: Service, record: dict[str, Any], manifest: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _db_source(svc: Service, record: BackupSummary, manifest: Manifest) -> tuple[int, SourceRecord]:
     """(position, stored source) of the backup's one database source; others are warned about."""
     db_sources = [(i, s) for i, s in enumerate(manifest["sources"]) if s["type"] in DB_TYPES]
     if not db_sources:
@@ -207,7 +208,7 @@ def _db_source(svc: Service, record: dict[str, Any], manifest: dict[str, Any]) -
     return db_sources[0]
 
 
-def _uploaded(svc: Service, record: dict[str, Any]) -> bool:
+def _uploaded(svc: Service, record: BackupSummary) -> bool:
     """True when a copy of the backup is complete in a non-local destination."""
     for dest_name, state in (record.get("destinations") or {}).items():
         options = svc.config.destinations.get(dest_name)

@@ -24,6 +24,7 @@ from backupctl.config.paths import config_dir
 from backupctl.engine.restorer import Prefetcher
 from backupctl.errors import BackupctlError
 from backupctl.events import Finished, Started
+from backupctl.records import Manifest, SourceRecord
 from backupctl.sources.base import Source
 
 if TYPE_CHECKING:
@@ -118,8 +119,8 @@ def free_port() -> int:
 def restore_into(
     svc: Service,
     repo: Repository,
-    manifest: dict[str, Any],
-    src: dict[str, Any],
+    manifest: Manifest,
+    src: SourceRecord,
     source: Source,
     target_dir: Path | None,
     extra_info: dict[str, Any],

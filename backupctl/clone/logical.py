@@ -26,6 +26,7 @@ from backupctl.clone.common import (
 )
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent, WarningEvent
+from backupctl.records import Manifest, SourceRecord
 from backupctl.sources.base import Source, source_class
 
 # The function-local imports below pick one SQL dialect's quote_ident/quote_literal (both
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
 def clone_logical(
     svc: Service,
     repo: Repository,
-    manifest: dict[str, Any],
-    src: dict[str, Any],
+    manifest: Manifest,
+    src: SourceRecord,
     source: Source,
     info: dict[str, Any],
     name: str,

@@ -63,6 +63,7 @@ from backupctl.errors import UsageError
 from backupctl.events import InfoEvent
 from backupctl.pitr.common import base_deployment, remove_partial
 from backupctl.pitr.dispatch import restore_to_moment
+from backupctl.records import Manifest, SourceRecord
 from backupctl.sources.mariadb_server import ServerError, TemporaryServer
 
 # The function-local imports below load a database's tools only for the engine in use (and
@@ -92,8 +93,8 @@ def new_datadir(datadir: Path | None, missing: str) -> Path:
 def clone_physical(
     svc: Service,
     repo: Repository,
-    manifest: dict[str, Any],
-    src: dict[str, Any],
+    manifest: Manifest,
+    src: SourceRecord,
     source: Source,
     datadir: Path,
     port: int | None,
@@ -140,7 +141,7 @@ def restore_moment(
 
 def finish(
     svc: Service,
-    src: dict[str, Any],
+    src: SourceRecord,
     source: Source,
     datadir: Path,
     port: int | None,

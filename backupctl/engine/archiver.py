@@ -19,6 +19,7 @@ from typing import IO, Any
 from backupctl.engine.items import Item, ItemStreamWriter, read_items
 from backupctl.errors import IntegrityError, InterruptedError_
 from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
+from backupctl.records import SourceRecord
 from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -38,8 +39,20 @@ class SourceResult:
     reused_files: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)
 
-    def to_doc(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def to_doc(self) -> SourceRecord:
+        """The manifest's record of this source (keys in field order, as always)."""
+        return {
+            "type": self.type,
+            "method": self.method,
+            "describe": self.describe,
+            "info": self.info,
+            "tree": self.tree,
+            "files": self.files,
+            "dirs": self.dirs,
+            "bytes": self.bytes,
+            "reused_files": self.reused_files,
+            "warnings": self.warnings,
+        }
 
 
 def source_key(type_: str, describe: dict[str, Any]) -> str:
@@ -90,7 +103,7 @@ class Archiver:
             self._last_emit = now
             self.reporter.emit(Progress(self.bytes_done, self.files_done, self.total_bytes, 0, current))
 
-    def backup_source(self, source: Source, parent: dict[str, Any] | None) -> SourceResult:
+    def backup_source(self, source: Source, parent: SourceRecord | None) -> SourceResult:
         """Store one source; `parent` is the parent backup's record of the same source.
 
         Regular files are read, chunked and hashed by a small pool of threads (several
@@ -146,7 +159,7 @@ class Archiver:
         self._progress("", force=True)
         return result
 
-    def _parent_files(self, parent: dict[str, Any]) -> dict[str, Item]:
+    def _parent_files(self, parent: SourceRecord) -> dict[str, Item]:
         tree = [bytes.fromhex(h) for h in parent.get("tree", [])]
         try:
             return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}

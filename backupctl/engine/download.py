@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from backupctl.engine.restorer import Prefetcher
 from backupctl.errors import NotFoundError
+from backupctl.records import Manifest, SourceRecord
 from backupctl.repo.repository import Repository
 from backupctl.sources.base import RestoreEntry
 
@@ -74,7 +75,7 @@ def _tar_info(entry: RestoreEntry) -> tarfile.TarInfo:
     return info
 
 
-def _sources(manifest: dict[str, Any], part: str) -> list[dict[str, Any]]:
+def _sources(manifest: Manifest, part: str) -> list[SourceRecord]:
     if part == "all":
         return list(manifest["sources"])
     want_files = part == "files"
@@ -87,7 +88,7 @@ def _sources(manifest: dict[str, Any], part: str) -> list[dict[str, Any]]:
     return chosen
 
 
-def download(repo: Repository, manifest: dict[str, Any], part: str, out: IO[bytes]) -> dict[str, Any]:
+def download(repo: Repository, manifest: Manifest, part: str, out: IO[bytes]) -> dict[str, Any]:
     """Write the chosen part to `out`; returns {"format": "tar"|"raw", "files": N, "bytes": N}."""
     sources = _sources(manifest, part)
     prefetcher = Prefetcher(repo)

@@ -1,4 +1,4 @@
-"""Bridges the engine's backup records and the policy package's BackupRecord."""
+"""Bridges the engine's backup summaries (records.BackupSummary) and the policy package's BackupRecord."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from backupctl.policy.retention import BackupRecord
+from backupctl.records import BackupSummary
 
 
 def parse_time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def to_policy_records(records: Iterable[dict[str, Any]]) -> list[BackupRecord]:
+def to_policy_records(records: Iterable[BackupSummary]) -> list[BackupRecord]:
     """`Service.list_backups()` rows -> retention/schedule records (status lower-cased)."""
     out = []
     for r in records:
@@ -33,11 +34,11 @@ def to_policy_records(records: Iterable[dict[str, Any]]) -> list[BackupRecord]:
     return out
 
 
-def fill_expiries(config: Any, records: list[dict[str, Any]], now: dt.datetime) -> None:
+def fill_expiries(config: Any, records: list[BackupSummary], now: dt.datetime) -> None:
     """Set each record's `expires` from its deployment's policy (None: manual, or kept by count)."""
     from backupctl.policy.resolve import backup_expiries, effective_policy, last_success_of
 
-    by_dep: dict[str, list[dict[str, Any]]] = {}
+    by_dep: dict[str, list[BackupSummary]] = {}
     for r in records:
         by_dep.setdefault(r["deployment"], []).append(r)
     for deployment, rows in by_dep.items():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from backupctl.engine.items import Item, read_items
 from backupctl.errors import ExitCode, RestoreIncompleteError
+from backupctl.records import SourceRecord
 from backupctl.repo.repository import Repository
 from backupctl.sources.base import RestoreEntry
 
@@ -84,9 +85,9 @@ class Prefetcher:
         )
 
 
-def entry_count(src: dict[str, object]) -> int:
+def entry_count(src: SourceRecord) -> int:
     """How many entries a stored source holds (its files and directories)."""
-    return int(src.get("files", 0) or 0) + int(src.get("dirs", 0) or 0)  # type: ignore[call-overload]
+    return int(src.get("files", 0) or 0) + int(src.get("dirs", 0) or 0)
 
 
 def restore_stopped(

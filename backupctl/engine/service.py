@@ -49,6 +49,7 @@ from backupctl.events import (
     WarningEvent,
     WarningsAsInfo,
 )
+from backupctl.records import BackupSummary, Manifest, SourceRecord
 from backupctl.repo.crypto import KeyMaterial, read_key_file
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -172,7 +173,7 @@ class Service:
         backup_id: str | None = None,
         safety: bool = False,
         type_requested: bool = False,
-    ) -> dict[str, Any]:
+    ) -> BackupSummary:
         """Take a backup; returns its record. Raises BackupFailedError (recorded as Failed).
         `safety`: the safety backup before an in-place restore (Source.safety_backup).
         `type_requested`: the user asked for `type` explicitly (`--type incremental`); only
@@ -230,7 +231,9 @@ class Service:
                 archiver = Archiver(
                     repo, writer, collector, int(parent.get("source_bytes", 0)) if parent else 0
                 )
-                parents = {source_key(s["type"], s["describe"]): s for s in (parent or {}).get("sources", [])}
+                parents = {
+                    source_key(s["type"], s["describe"]): s for s in (parent["sources"] if parent else [])
+                }
                 results = []
                 for source in sources:
                     source.reporter = collector
@@ -240,7 +243,7 @@ class Service:
                 stats = writer.finish()
                 writer = None
                 finished = self.now()
-                manifest = {
+                manifest: Manifest = {
                     "format": 1,
                     "id": backup_id,
                     "deployment": deployment,
@@ -392,7 +395,7 @@ class Service:
     def _announce_type(
         source: Source,
         type_: str,
-        parent_src: dict[str, Any] | None,
+        parent_src: SourceRecord | None,
         reporter: Reporter,
         *,
         requested: bool = False,
@@ -408,7 +411,7 @@ class Service:
         ):
             reporter.emit(InfoEvent(_full_copy_note([source.method], "took")))
 
-    def _parent_manifest(self, repo: Repository, deployment: str) -> dict[str, Any] | None:
+    def _parent_manifest(self, repo: Repository, deployment: str) -> Manifest | None:
         candidates = [b for b in self._repo_records(repo) if b["deployment"] == deployment]
         if not candidates:
             return None
@@ -417,7 +420,7 @@ class Service:
 
     # ---- catalog -----------------------------------------------------------------
 
-    def _repo_records(self, repo: Repository) -> list[dict[str, Any]]:
+    def _repo_records(self, repo: Repository) -> list[BackupSummary]:
         records = []
         for backup_id in repo.manifest_ids():
             record = self.state.cached_summary(repo.id, backup_id)
@@ -434,7 +437,7 @@ class Service:
 
     def list_backups(
         self, deployment: str | None = None, destination: str | None = None, *, expiries: bool = True
-    ) -> list[dict[str, Any]]:
+    ) -> list[BackupSummary]:
         """Completed backups from the repositories, plus queued/running/failed jobs; newest first.
 
         `expiries=False` skips the `expires` dates (each walks the policy's future runs, which
@@ -448,7 +451,7 @@ class Service:
         else:
             deps = [deployment] if deployment else list(self.config.deployments)
             dest_names = list(dict.fromkeys(self.primary_destination(d) for d in deps))
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, BackupSummary] = {}
         repo_ids: dict[str, str] = {}  # destination name -> id of the repository it holds
         for name in dest_names:
             try:
@@ -519,7 +522,7 @@ class Service:
 
     def find_backup(
         self, id_prefix: str, destination: str | None = None, *, expiries: bool = True
-    ) -> dict[str, Any]:
+    ) -> BackupSummary:
         prefix = id_prefix.strip().lower()
         if not prefix:
             raise NotFoundError("empty backup ID")
@@ -536,20 +539,20 @@ class Service:
 
     def completed_backup(
         self, id_prefix: str, destination: str | None = None
-    ) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
+    ) -> tuple[BackupSummary, Repository, Manifest]:
         """(record, opened repository, manifest) of a backup that can be restored from: Completed,
         or a usable copy on the given `destination`; raises BackupFailedError otherwise (as
         restore does). For callers outside Service (clone)."""
         return self._completed(id_prefix, destination)
 
-    def restore_source(self, src: dict[str, Any], dep: DeploymentConfig | None, position: int) -> Source:
+    def restore_source(self, src: SourceRecord, dep: DeploymentConfig | None, position: int) -> Source:
         """The source that receives stored source `src` (number `position` in the manifest) on
         restore: the configured one it came from, or one rebuilt from the manifest."""
         return self._restore_source(src, dep, position)
 
     def _completed(
         self, id_prefix: str, destination: str | None
-    ) -> tuple[dict[str, Any], Repository, dict[str, Any]]:
+    ) -> tuple[BackupSummary, Repository, Manifest]:
         record = self.find_backup(id_prefix, destination, expiries=False)
         usable_copy = destination is not None and record.get("repository_id")
         if record["status"] != "Completed" and not usable_copy:
@@ -576,12 +579,12 @@ class Service:
         manifest = repo.load_manifest(record["id"])
         return record, repo, manifest
 
-    def show_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
+    def show_backup(self, id_prefix: str, destination: str | None = None) -> BackupSummary:
         record = self.find_backup(id_prefix, destination)
         if record["status"] != "Completed":
             return record
         _, _, manifest = self._completed(id_prefix, destination)
-        record = dict(record)
+        record = record.copy()
         record["sources"] = [
             {
                 "type": s["type"],
@@ -631,7 +634,7 @@ class Service:
         if target_dir is None:  # refusals in place come before the safety backup
             for i, src in enumerate(manifest["sources"]):
                 self._restore_source(src, dep, i).check_in_place_restore(dict(src.get("info", {})))
-        safety: dict[str, Any] | None = None
+        safety: BackupSummary | None = None
         if target_dir is None and safety_backup and dep is not None:
             self.reporter.emit(InfoEvent(f"taking a safety backup of {dep_name!r} before overwriting it"))
             restore_reporter = self.reporter
@@ -695,8 +698,8 @@ class Service:
     def restore_stored_source(
         self,
         repo: Repository,
-        manifest: dict[str, Any],
-        src: dict[str, Any],
+        manifest: Manifest,
+        src: SourceRecord,
         source: Source,
         prefetcher: Prefetcher,
         target_dir: Path | None,
@@ -720,7 +723,7 @@ class Service:
             select = selection.select if selection else None
             source.restore(prefetcher.entries([bytes.fromhex(b) for b in src["tree"]], select), request)
 
-    def _chain(self, repo: Repository, manifest: dict[str, Any], src: dict[str, Any]) -> list[dict[str, Any]]:
+    def _chain(self, repo: Repository, manifest: Manifest, src: SourceRecord) -> list[SourceRecord]:
         """The stored source records from the full backup up to `src`, oldest first."""
         key = source_key(src["type"], src["describe"])
         chain = [src]
@@ -736,7 +739,7 @@ class Service:
             chain.insert(0, match[0])
         return chain
 
-    def _restore_source(self, src: dict[str, Any], dep: DeploymentConfig | None, position: int) -> Source:
+    def _restore_source(self, src: SourceRecord, dep: DeploymentConfig | None, position: int) -> Source:
         """The configured source that receives a stored source, or one rebuilt from the manifest."""
         if dep is not None:
             same_type = [o for o in dep.sources if o.type == src["type"]]
@@ -869,7 +872,7 @@ class Service:
         repo = self.repository(destination)
         return {"destination": destination, **repair_snapshots(repo, self.reporter, delete=delete, dry_run=dry_run)}
 
-    def _free_failed(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _free_failed(self, record: BackupSummary) -> dict[str, Any]:
         """After forgetting a failed backup: prune its deployment's repositories (packs it left
         are freed once older than prune's grace period). A refusal is a warning here."""
         dep = self.config.deployments.get(record["deployment"])

@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from backupctl.records import BackupSummary
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -139,7 +141,7 @@ class StateDB:
             rows = self._conn().execute("SELECT * FROM jobs")
         return [self._job(r) for r in rows]
 
-    def settle_job(self, job_id: str, summary: dict[str, Any], primary: str | None) -> dict[str, Any] | None:
+    def settle_job(self, job_id: str, summary: BackupSummary, primary: str | None) -> dict[str, Any] | None:
         """Correct a job row that contradicts a manifest: the manifest is the truth.
 
         A process killed after its commit point (manifest saved) leaves the row Running
@@ -196,7 +198,7 @@ class StateDB:
 
     # ---- manifest cache ----------------------------------------------------------
 
-    def cached_summary(self, repository_id: str, backup_id: str) -> dict[str, Any] | None:
+    def cached_summary(self, repository_id: str, backup_id: str) -> BackupSummary | None:
         row = (
             self._conn()
             .execute(
@@ -205,9 +207,10 @@ class StateDB:
             )
             .fetchone()
         )
-        return json.loads(row["summary"]) if row else None
+        summary: BackupSummary | None = json.loads(row["summary"]) if row else None
+        return summary
 
-    def cache_summary(self, repository_id: str, backup_id: str, summary: dict[str, Any]) -> None:
+    def cache_summary(self, repository_id: str, backup_id: str, summary: BackupSummary) -> None:
         self._conn().execute(
             "INSERT OR REPLACE INTO manifest_cache (repository_id, id, summary) VALUES (?, ?, ?)",
             (repository_id, backup_id, json.dumps(summary)),

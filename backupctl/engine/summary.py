@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from backupctl.records import BackupSummary, Manifest
+
 SHORT_ID = 8
 
 BACKUP_KEYS = (
@@ -48,8 +50,8 @@ def failed_uploads(destinations: dict[str, Any]) -> list[str]:
     return sorted(n for n, st in destinations.items() if (st or {}).get("state") == "failed")
 
 
-def summarize_manifest(m: dict[str, Any], repository_id: str) -> dict[str, Any]:
-    versions = {}
+def summarize_manifest(m: Manifest, repository_id: str) -> BackupSummary:
+    versions: dict[str, Any] = {}
     for src in m.get("sources", []):
         for k, v in (src.get("info") or {}).items():
             if "version" in k and v:
@@ -86,7 +88,7 @@ def summarize_manifest(m: dict[str, Any], repository_id: str) -> dict[str, Any]:
     }
 
 
-def summarize_job(job: dict[str, Any]) -> dict[str, Any]:
+def summarize_job(job: dict[str, Any]) -> BackupSummary:
     return {
         "id": job["id"],
         "short_id": job["id"][:SHORT_ID],

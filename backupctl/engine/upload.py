@@ -29,11 +29,12 @@ from backupctl.destinations.base import Destination, NotFound
 from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError
 from backupctl.events import Progress, Reporter
+from backupctl.records import Manifest
 from backupctl.repo.pack import BlobEntry, pack_name
 from backupctl.repo.repository import Repository
 
 
-def needed_blobs(repo: Repository, manifest: dict[str, Any]) -> set[bytes]:
+def needed_blobs(repo: Repository, manifest: Manifest) -> set[bytes]:
     """Every blob a backup references: its tree blobs and its files' chunks."""
     wanted: set[bytes] = set()
     for src in manifest.get("sources", []):
@@ -45,7 +46,7 @@ def needed_blobs(repo: Repository, manifest: dict[str, Any]) -> set[bytes]:
 
 
 def needed_packs(
-    repo: Repository, manifest: dict[str, Any], wanted: set[bytes] | None = None
+    repo: Repository, manifest: Manifest, wanted: set[bytes] | None = None
 ) -> dict[str, list[BlobEntry]]:
     """Pack ID -> all of that pack's entries, for every pack holding a blob of the backup."""
     if wanted is None:
@@ -87,7 +88,7 @@ def _unconfirmed(
 
 
 def upload_backup(
-    repo: Repository, manifest: dict[str, Any], target: Destination, reporter: Reporter, connections: int = 4
+    repo: Repository, manifest: Manifest, target: Destination, reporter: Reporter, connections: int = 4
 ) -> dict[str, Any]:
     """Make `target` hold this backup, confirmed. Returns counts; raises on failure.
 

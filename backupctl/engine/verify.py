@@ -13,11 +13,12 @@ from typing import Any
 from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError
 from backupctl.events import Progress, Reporter
+from backupctl.records import Manifest
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
 
 
-def verify_manifest(repo: Repository, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+def verify_manifest(repo: Repository, manifest: Manifest, reporter: Reporter) -> dict[str, Any]:
     errors: list[str] = []
     checked = 0
     checked_bytes = 0

@@ -90,7 +90,7 @@ def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
     """Completed pg_basebackup / mariabackup backups of a deployment with their source info, oldest first."""
     primary = service.primary_destination(deployment)
     repo = service.repository(primary)
-    out = []
+    out: list[dict[str, Any]] = []
     for rec in service.list_backups(deployment, expiries=False):
         if rec["status"] != "Completed" or rec["method"] not in ("pg_basebackup", "mariabackup"):
             continue

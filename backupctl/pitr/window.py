@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from backupctl.errors import BackupctlError, NotFoundError
 from backupctl.events import WarningEvent
@@ -40,25 +40,26 @@ from backupctl.pitr.logarchive import (
 from backupctl.pitr.mariadb import archived_binlogs
 from backupctl.pitr.mariadb import backup_range as binlog_range
 from backupctl.pitr.postgres import backup_range, waldump
+from backupctl.records import BackupSummary, PitrWindow
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
     from backupctl.repo.repository import Repository
 
-KEY = "recoverable_until"
+KEY: Final = "recoverable_until"
 
 
-def _physical_method(record: dict[str, Any]) -> str | None:
+def _physical_method(record: BackupSummary) -> str | None:
     methods = str(record.get("method") or "").split(",")
     return next((m for m in PHYSICAL_METHODS if m in methods), None)
 
 
-def add_recoverable_until(service: Service, records: Sequence[dict[str, Any]]) -> None:
+def add_recoverable_until(service: Service, records: Sequence[BackupSummary]) -> None:
     """Set `recoverable_until` on every record (None unless it can be rolled forward).
 
     A deployment whose window cannot be read (destination down, damaged object) gets None
     and one warning: the listing itself must not fail for it."""
-    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    by_deployment: dict[str, list[BackupSummary]] = {}
     for rec in records:
         rec[KEY] = None
         if rec.get("status") != "Completed" or _physical_method(rec) is None:
@@ -92,7 +93,7 @@ class _Window:
         self._binlog_meta: dict[str, dict[str, Any]] = {}
         self._segment_times: dict[str, str | None] = {}
 
-    def until(self, record: dict[str, Any]) -> str | None:
+    def until(self, record: BackupSummary) -> str | None:
         backup = self._backup_entry(record)
         if backup is None:
             return None
@@ -102,7 +103,7 @@ class _Window:
 
     # ---- the backup's start position --------------------------------------------------
 
-    def _backup_entry(self, record: dict[str, Any]) -> dict[str, Any] | None:
+    def _backup_entry(self, record: BackupSummary) -> dict[str, Any] | None:
         """The physical_backups() shape: id, deployment, method, finished, info."""
         key = f"pitrinfo/{record['id']}"
         cached = self.service.state.get(key)
@@ -193,7 +194,7 @@ class _Window:
 # ---- the window of one backup in `backup show` ------------------------------------------------
 
 
-def _backup_entry(record: dict[str, Any]) -> dict[str, Any] | None:
+def _backup_entry(record: BackupSummary) -> dict[str, Any] | None:
     """The physical_backups() shape of a `backup show` record (None: not a physical backup,
     or an offline copy of a stopped data directory, which records no log position)."""
     for src in record.get("sources", []):
@@ -209,7 +210,7 @@ def _backup_entry(record: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def backup_pitr(service: Service, record: dict[str, Any]) -> dict[str, Any] | None:
+def backup_pitr(service: Service, record: BackupSummary) -> PitrWindow | None:
     """The window reachable from one backup: `{"earliest", "latest", "gaps"}`.
 
     earliest is the backup's end, latest the last continuously archived moment after it, gaps
@@ -227,7 +228,7 @@ def backup_pitr(service: Service, record: dict[str, Any]) -> dict[str, Any] | No
         repo = service.repository(service.primary_destination(deployment))
     except BackupctlError:
         return None
-    out: dict[str, Any]
+    out: PitrWindow
     if b["method"] == "pg_basebackup":
         timelines, _ = list_wal(repo.dest, deployment)
         if not timelines:

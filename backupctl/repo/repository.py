@@ -38,6 +38,7 @@ from backupctl.errors import (
     NotFoundError,
 )
 from backupctl.events import NullReporter, Reporter, WarningEvent
+from backupctl.records import Manifest
 from backupctl.repo.chunker import DATA_CHUNKS, TREE_CHUNKS
 from backupctl.repo.codec import Codec
 from backupctl.repo.crypto import (
@@ -343,7 +344,7 @@ class Repository:
 
     # ---- manifests ---------------------------------------------------------------
 
-    def save_manifest(self, manifest: dict[str, Any]) -> None:
+    def save_manifest(self, manifest: Manifest) -> None:
         backup_id = manifest["id"]
         data = self.codec.encode_doc(manifest, b"snapshot:" + backup_id.encode())
         self.dest.put_metadata(f"snapshots/{backup_id}", data, exclusive=True)
@@ -351,13 +352,13 @@ class Repository:
     def manifest_ids(self) -> list[str]:
         return [i.name.split("/", 1)[1] for i in self.dest.list("snapshots/")]
 
-    def load_manifest(self, backup_id: str) -> dict[str, Any]:
+    def load_manifest(self, backup_id: str) -> Manifest:
         name = f"snapshots/{backup_id}"
         try:
             data = self.dest.get(name)
         except NotFound:
             raise NoBackup(backup_id) from None
-        doc: dict[str, Any] = self.codec.decode_doc(data, b"snapshot:" + backup_id.encode(), name)
+        doc: Manifest = self.codec.decode_doc(data, b"snapshot:" + backup_id.encode(), name)
         return doc
 
     def delete_manifest(self, backup_id: str) -> None:
