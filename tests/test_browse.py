@@ -209,3 +209,38 @@ def test_include_that_matches_nothing_or_a_database_source_is_refused(
     assert [r["type"] for r in dep.ok("backup", "ls", db_backup, "-o", "json").json()] != []
     refused = dep.run("backup", "restore", db_backup, "--include", "*.db", "--target", tmp_path / "y")
     assert_one_line_error(refused, 2, "sqlite")
+
+
+def test_several_roots_are_listed_and_diffed_in_path_order(
+    make_deployment: Any, sample_tree: Path, tmp_path: Path
+) -> None:
+    from helpers import dump_yaml, load_yaml
+
+    # Stored outer-root first: docs/..., then deep, deep/a/... - not in path order.
+    roots = [str(sample_tree / "docs"), str(sample_tree / "deep" / "a")]
+    dep = make_deployment([{"type": "files", "paths": roots}])
+    a = dep.create()
+    rows = dep.ok("backup", "ls", a, "-o", "json").json()
+    paths = [r["path"] for r in rows]
+    assert paths == sorted(paths, key=lambda p: p.encode().replace(b"/", b"\0"))
+    root = _abs(sample_tree)
+    assert paths.index(f"{root}/deep/a/b/c/leaf") < paths.index(f"{root}/docs")
+    assert f"{root}/docs/readme.txt" in paths and f"{root}/data" not in paths
+
+    # The source's options change (a new exclude): still compared path by path.
+    config = load_yaml(dep.config)
+    config["deployments"]["app"]["sources"][0]["exclude"] = ["*.md"]
+    dump_yaml(config, dep.config)
+    b = dep.create()
+    diff = dep.ok("backup", "diff", a, b, "-o", "json").json()
+    # (Directories above the source tree, such as /tmp, change under other programs.)
+    inside = [(r["change"], r["path"]) for r in diff if r["path"].startswith(root + "/")]
+    assert inside == [("removed", f"{root}/docs/name with spaces ü€.md")]
+
+    target = tmp_path / "out"
+    dep.ok("backup", "restore", a, "--include", "docs", "--exclude", "*.md", "--target", target)
+    got = snapshot_tree(restored(target, sample_tree))
+    assert sorted(got) == ["docs", "docs/empty.txt", "docs/readme.txt"]
+    assert (restored(target, sample_tree) / "docs" / "readme.txt").read_bytes() == (
+        sample_tree / "docs" / "readme.txt"
+    ).read_bytes()

@@ -190,18 +190,28 @@ def diff_backups(
 ) -> Iterator[dict[str, Any]]:
     """Added, removed and changed paths from backup A to backup B, in path order per source.
 
-    Sources are paired by type and description (the same configured source); a source in
-    only one backup shows all its entries as added or removed."""
+    Sources are paired by type and description (the same configured source), then the
+    rest by type in order (a source whose options changed between the two backups); a
+    source in only one backup shows all its entries as added or removed."""
     from backupctl.engine.archiver import source_key
 
-    def keyed(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        return {source_key(s["type"], s["describe"]): s for s in manifest["sources"]}
+    def key(src: Mapping[str, Any]) -> str:
+        return source_key(src["type"], src["describe"])
 
-    sources_a, sources_b = keyed(manifest_a), keyed(manifest_b)
+    rest_a = list(manifest_a["sources"])
+    rest_b = list(manifest_b["sources"])
+    pairs: list[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]] = []
+    for same in (key, source_label):
+        for sa in list(rest_a):
+            sb = next((b for b in rest_b if same(b) == same(sa)), None)
+            if sb is not None:
+                pairs.append((sa, sb))
+                rest_a.remove(sa)
+                rest_b.remove(sb)
+    pairs += [(sa, None) for sa in rest_a] + [(None, sb) for sb in rest_b]
     repo_a.load_index()
     repo_b.load_index()
-    for key in list(sources_a) + [k for k in sources_b if k not in sources_a]:
-        sa, sb = sources_a.get(key), sources_b.get(key)
+    for sa, sb in pairs:
         label = source_label(sa or sb or {"type": "?"})
         yield from _merge(
             ordered_items(repo_a, _tree(sa)) if sa else iter(()),
