@@ -206,7 +206,9 @@ def test_include_that_matches_nothing_or_a_database_source_is_refused(
     conn.close()
     dep = make_deployment([{"type": "sqlite", "path": str(db)}])
     db_backup = dep.create()
-    assert [r["type"] for r in dep.ok("backup", "ls", db_backup, "-o", "json").json()] != []
+    stored = dep.ok("backup", "ls", db_backup, "-o", "json").json()
+    assert [(r["type"], r["source"]) for r in stored] == [("file", "sqlite")]
+    assert stored[0]["size"] > 0
     refused = dep.run("backup", "restore", db_backup, "--include", "*.db", "--target", tmp_path / "y")
     assert_one_line_error(refused, 2, "sqlite")
 
@@ -244,3 +246,5 @@ def test_several_roots_are_listed_and_diffed_in_path_order(
     assert (restored(target, sample_tree) / "docs" / "readme.txt").read_bytes() == (
         sample_tree / "docs" / "readme.txt"
     ).read_bytes()
+    pitr = dep.run("backup", "restore", "-d", "app", "--to-time", "2026-01-01 00:00 UTC", "--include", "*.db")
+    assert_one_line_error(pitr, 2, "point-in-time")

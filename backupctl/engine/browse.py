@@ -280,15 +280,13 @@ class RestoreSelection:
             if item.kind == "dir":
                 pending.append([item.path, item, keep])
 
-    def count(self, items: ItemsFactory) -> int:
-        return sum(1 for i in items() if self.wants(i.path))
-
 
 def check_selection(
     repo: Repository, record: Mapping[str, Any], manifest: Mapping[str, Any], selection: RestoreSelection
-) -> None:
+) -> list[int]:
     """Refuse --include/--exclude where they cannot apply (a database dump is restored
-    whole) or where they select nothing, before a restore touches anything."""
+    whole) or where they select nothing, before a restore touches anything. Returns how
+    many entries each source will restore (for "N of M entries" when a restore stops)."""
     from backupctl.errors import UsageError
 
     repo.load_index()
@@ -299,9 +297,13 @@ def check_selection(
             f"also holds {', '.join(others)} (restored whole)",
             hint="restore without --include/--exclude, or use `backupctl backup ls` and a files backup",
         )
-    if not any(selection.count(partial(read_items, repo, _tree(s))) for s in manifest["sources"]):
+    counts = [
+        sum(1 for _ in selection.select(partial(read_items, repo, _tree(s)))) for s in manifest["sources"]
+    ]
+    if not any(counts):
         raise UsageError(
             f"no path in backup {record['short_id']} matches the --include/--exclude patterns",
             hint=f"see `backupctl backup ls {record['short_id']}`; patterns match base names and "
             "absolute paths (e.g. /srv/app/docs or '*.conf')",
         )
+    return counts

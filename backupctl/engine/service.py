@@ -625,8 +625,7 @@ class Service:
         restores only some paths of files sources (engine/browse.py); checked before anything.
         """
         record, repo, manifest = self._completed(id_prefix, destination)
-        if selection:
-            check_selection(repo, record, manifest, selection)
+        counts = check_selection(repo, record, manifest, selection) if selection else None
         dep_name = to_deployment or record["deployment"]
         dep = self.config.deployments.get(dep_name)
         if to_deployment is not None and dep is None:
@@ -671,7 +670,8 @@ class Service:
         repo.load_index()
         self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
         prefetcher = Prefetcher(repo)
-        written, total = 0, sum(entry_count(s) for s in manifest["sources"])
+        entries = counts or [entry_count(s) for s in manifest["sources"]]  # per source
+        written, total = 0, sum(entries)
         try:
             for i, src in enumerate(manifest["sources"]):
                 source = self._restore_source(src, dep, i)
@@ -682,7 +682,7 @@ class Service:
                 except RestoreIncompleteError as exc:  # say what was and was not written
                     safety_id = safety["id"] if safety else None
                     raise restore_stopped(exc, written, total, target_dir, safety_id) from exc
-                written += entry_count(src)
+                written += entries[i]
         finally:
             prefetcher.close()
         self.reporter.emit(Finished("restore", record["id"]))
