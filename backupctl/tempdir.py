@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from backupctl.errors import BackupctlError
+from backupctl.procs import pid_alive
 
 _RUN = re.compile(r"^run-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+$")
 _lock = threading.Lock()
@@ -81,13 +82,8 @@ def _start_time(pid: int) -> str:
 
 
 def _alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start == "0" or _start_time(pid) in (start, "0")
+    """The run's process still runs: its pid is alive and, where /proc tells, started then."""
+    return pid_alive(pid) and (start == "0" or _start_time(pid) in (start, "0"))
 
 
 def sweep() -> list[Path]:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backupctl.engine.service import iso
-from backupctl.engine.state import pid_alive
 from backupctl.errors import BackupctlError
 from backupctl.pitr import mariadb
+from backupctl.procs import pid_alive
 
 if TYPE_CHECKING:
     from backupctl.config.models import PitrConfig

@@ -39,7 +39,6 @@ from backupctl.destinations.base import AlreadyExists
 from backupctl.engine import scheduled_sync
 from backupctl.engine.policy_records import parse_time, to_policy_records
 from backupctl.engine.service import Service, iso
-from backupctl.engine.state import pid_alive
 from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
@@ -47,6 +46,7 @@ from backupctl.pitr.retention import prune_logs
 from backupctl.policy.models import Policy
 from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
 from backupctl.policy.schedule import Clock, PlannedRun, SystemClock, due, next_runs
+from backupctl.procs import pid_alive
 
 LEASE_TTL = dt.timedelta(hours=6)
 # Binary log syncs take a lease every few minutes: keep only a day of them, so that listing

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from backupctl.procs import pid_alive
 from backupctl.records import BackupSummary
 
 _SCHEMA = """
@@ -74,18 +75,6 @@ _JOB_COLUMNS = (
 )
 # Columns added after the first release: (name, declaration), added to older databases on open.
 _ADDED_COLUMNS = (("location", "TEXT"),)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StateDB:

@@ -26,19 +26,10 @@ from types import TracebackType
 
 from backupctl.destinations.base import Destination, NotFound
 from backupctl.errors import LockedError
+from backupctl.procs import pid_alive
 
 STALE = 30 * 60
 REFRESH = 5 * 60
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RepositoryLock:
@@ -89,7 +80,7 @@ class RepositoryLock:
             return True  # not a lock anyone could hold
         if time.time() - taken > STALE:
             return True
-        return doc.get("hostname") == socket.gethostname() and pid > 0 and not _pid_alive(pid)
+        return doc.get("hostname") == socket.gethostname() and pid > 0 and not pid_alive(pid)
 
     def acquire(self) -> RepositoryLock:
         deadline = time.monotonic() + self.wait
