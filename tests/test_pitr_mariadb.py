@@ -270,7 +270,7 @@ def _event(ts: int, typ: int, body: bytes, pos: int) -> bytes:
 def test_scan_binlog_reads_times_and_positions_and_refuses_damage() -> None:
     from backupctl.errors import IntegrityError
     from backupctl.pitr.binlog_format import scan_binlog
-    from backupctl.pitr.common import parse_iso
+    from backupctl.timefmt import parse_iso_utc as parse_iso
     from backupctl.pitr.mariadb_restore import stop_datetime
 
     data = b"\xfebin"

@@ -11,7 +11,6 @@ stay cheap, because every command (and `--help`, `--version`, shell completion) 
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
@@ -19,6 +18,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from backupctl.timefmt import parse_iso
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,7 +87,7 @@ def human_time(value: str | None) -> str:
     if not value:
         return ""
     try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        t = parse_iso(value)
     except ValueError:
         return value
     return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")

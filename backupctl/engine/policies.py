@@ -45,6 +45,7 @@ from backupctl.policy.resolve import (
 )
 from backupctl.policy.retention import BackupRecord, describe_retention
 from backupctl.policy.schedule import PlannedRun, next_runs, recurrence_text
+from backupctl.timefmt import iso_s, utcnow
 
 RECURRENCE_KEYS = ("cron", "hourly", "daily", "monthly", "interval")
 RETENTION_FLAGS = (
@@ -61,17 +62,6 @@ RETENTION_FLAGS = (
 
 class PolicyInUseError(ConfigError):
     kind = "policy_in_use"
-
-
-def iso(t: datetime | None) -> str | None:
-    """UTC ISO 8601 with Z, second precision (policy times are minute-aligned)."""
-    if t is None:
-        return None
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---- what the flags ask for -----------------------------------------------------------
@@ -395,7 +385,7 @@ def create_policy(config: Config, name: str, flags: PolicyFlags, now: datetime |
         mapping["description"] = flags.description
     mapping["schedules"] = [_schedule_entry(flags.schedule, None)]
     mapping["status"] = flags.status or "active"
-    mapping["created"] = (now or now_utc()).astimezone(UTC).replace(microsecond=0)
+    mapping["created"] = (now or utcnow()).astimezone(UTC).replace(microsecond=0)
     retention = flags.retention_changes()
     if retention:
         mapping["retention"] = retention
@@ -667,11 +657,11 @@ def _row(
         "deployments": deps,
         "types": sorted({s.type for s in policy.schedules}),
         "status": _status(policy),
-        "created": iso(policy.created),
+        "created": iso_s(policy.created),
         "recurrence": [recurrence_text(s) for s in policy.schedules],
-        "next_run": iso(upcoming[0][0].slot) if upcoming else None,
-        "last_full": iso(last_full.created) if last_full else None,
-        "last_incremental": iso(last_incr.created) if last_incr else None,
+        "next_run": iso_s(upcoming[0][0].slot) if upcoming else None,
+        "last_full": iso_s(last_full.created) if last_full else None,
+        "last_incremental": iso_s(last_incr.created) if last_incr else None,
         "builtin": name == DEFAULT_POLICY_NAME and name not in config.policies,
         "description": policy.description,
     }
@@ -681,7 +671,7 @@ def policy_rows(
     config: Config, records: Sequence[BackupRecord], now: datetime | None = None
 ) -> list[dict[str, Any]]:
     """One row per policy for `policy list`; the built-in default only when a deployment uses it."""
-    now = now or now_utc()
+    now = now or utcnow()
     rows = []
     for name, policy in sorted(policies(config).items()):
         builtin = name == DEFAULT_POLICY_NAME and name not in config.policies
@@ -695,7 +685,7 @@ def policy_detail(
     config: Config, name: str, records: Sequence[BackupRecord], now: datetime | None = None, runs: int = 5
 ) -> dict[str, Any]:
     """Everything `policy show` prints: the row, schedules, next runs, retention, backups."""
-    now = now or now_utc()
+    now = now or utcnow()
     policy = get_policy(config, name)
     doc = _row(config, name, policy, records, now)
     deps = doc["deployments"]
@@ -705,7 +695,7 @@ def policy_detail(
     doc["upload"] = policy.upload
     doc["destinations"] = policy.destinations
     doc["next_runs"] = [
-        {"time": iso(run.slot), "type": run.schedule.type, "schedule": run.key, "deployments": on}
+        {"time": iso_s(run.slot), "type": run.schedule.type, "schedule": run.key, "deployments": on}
         for run, on in _upcoming(policy, deps, records, now, runs)
     ]
     doc["retention"] = policy.retention.model_dump(mode="json", exclude_none=True)
@@ -728,13 +718,13 @@ def policy_detail(
                     "type": r.type,
                     "status": r.status.capitalize(),
                     "created_by": r.created_by,
-                    "started": iso(r.created),
-                    "expires": iso(expiry.get(r.id)),
+                    "started": iso_s(r.created),
+                    "expires": iso_s(expiry.get(r.id)),
                     "keep": d.keep,
                     "kept_by": d.reasons if d.keep else [],
                     "reason": "; ".join(d.reasons),
                 }
             )
     doc["backups"] = backups
-    doc["now"] = iso(now)
+    doc["now"] = iso_s(now)
     return doc

@@ -8,10 +8,7 @@ from typing import Any
 
 from backupctl.policy.retention import BackupRecord
 from backupctl.records import BackupSummary
-
-
-def parse_time(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+from backupctl.timefmt import iso_s, parse_iso
 
 
 def to_policy_records(records: Iterable[BackupSummary]) -> list[BackupRecord]:
@@ -24,7 +21,7 @@ def to_policy_records(records: Iterable[BackupSummary]) -> list[BackupRecord]:
             BackupRecord(
                 id=r["id"],
                 deployment=r["deployment"],
-                created=parse_time(r["started"]),
+                created=parse_iso(r["started"]),
                 status=str(r["status"]).lower(),
                 created_by=r.get("created_by") or "manual",
                 type=r.get("type") or "full",
@@ -52,4 +49,4 @@ def fill_expiries(config: Any, records: list[BackupSummary], now: dt.datetime) -
         expiries = backup_expiries(policy, recs, now, last_success_of(recs, deployment))
         for r in rows:
             when = expiries.get(r["id"])
-            r["expires"] = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+            r["expires"] = iso_s(when)

@@ -25,10 +25,10 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from backupctl.engine.service import iso
 from backupctl.errors import BackupctlError
 from backupctl.pitr import mariadb
 from backupctl.procs import pid_alive
+from backupctl.timefmt import iso_ms, parse_iso
 
 if TYPE_CHECKING:
     from backupctl.config.models import PitrConfig
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 KIND = "binlog_sync"
-
-
-def _parse(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _last_key(deployment: str) -> str:
@@ -81,7 +77,7 @@ def configured(service: Service) -> dict[str, PitrConfig]:
 
 def last_slot(service: Service, deployment: str) -> dt.datetime | None:
     value = service.state.get(_last_key(deployment))
-    return _parse(value) if value else None
+    return parse_iso(value) if value else None
 
 
 def due_syncs(service: Service, now: dt.datetime) -> list[SyncDue]:
@@ -116,7 +112,7 @@ def still_running(service: Service, deployment: str) -> bool:
 
 def record_attempt(service: Service, item: SyncDue) -> None:
     """Before the lease and the sync: a repeated run-due in the same slot must not start it again."""
-    service.state.set(_last_key(item.deployment), iso(item.slot))
+    service.state.set(_last_key(item.deployment), iso_ms(item.slot))
 
 
 def row(item: SyncDue) -> dict[str, Any]:
@@ -127,7 +123,7 @@ def row(item: SyncDue) -> dict[str, Any]:
         "policy": None,
         "schedule": KIND,
         "type": "binlog",
-        "slot": iso(item.slot),
+        "slot": iso_ms(item.slot),
         "backup_id": None,
         "status": "",
         "error": None,
@@ -172,7 +168,9 @@ def run_sync(service: Service, item: SyncDue) -> dict[str, Any]:
         service.state.set(_running_key(item.deployment), "")
     service.state.set(
         _result_key(item.deployment),
-        json.dumps({"slot": iso(item.slot), **{k: outcome.get(k) for k in ("status", "error", "archived")}}),
+        json.dumps(
+            {"slot": iso_ms(item.slot), **{k: outcome.get(k) for k in ("status", "error", "archived")}}
+        ),
     )
     return outcome
 

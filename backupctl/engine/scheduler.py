@@ -37,8 +37,8 @@ from typing import Any
 
 from backupctl.destinations.base import AlreadyExists
 from backupctl.engine import scheduled_sync
-from backupctl.engine.policy_records import parse_time, to_policy_records
-from backupctl.engine.service import Service, iso
+from backupctl.engine.policy_records import to_policy_records
+from backupctl.engine.service import Service
 from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
@@ -47,6 +47,7 @@ from backupctl.policy.models import Policy
 from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
 from backupctl.policy.schedule import Clock, PlannedRun, SystemClock, due, next_runs
 from backupctl.procs import pid_alive
+from backupctl.timefmt import iso_ms, parse_iso
 
 LEASE_TTL = dt.timedelta(hours=6)
 # Binary log syncs take a lease every few minutes: keep only a day of them, so that listing
@@ -80,7 +81,7 @@ class Scheduler:
         for key in policy.schedule_keys():
             value = self.service.state.get(_last_run_key(deployment, policy_name, key))
             if value:
-                out[key] = parse_time(value)
+                out[key] = parse_iso(value)
         return out
 
     def due_runs(self) -> list[DueRun]:
@@ -139,7 +140,7 @@ class Scheduler:
                         "policy": name,
                         "schedule": run.key if run else None,
                         "type": run.schedule.type if run else None,
-                        "next_run": iso(run.slot) if run else None,
+                        "next_run": iso_ms(run.slot) if run else None,
                         "last_run": last["started"] if last else None,
                         "last_status": last["status"] if last else None,
                         "last_error": last.get("error") if last else None,
@@ -156,7 +157,7 @@ class Scheduler:
                         "policy": None,
                         "schedule": f"every {pitr.binlog_sync}" + (", flush" if pitr.flush else ""),
                         "type": "binlog",
-                        "next_run": iso(when) if when else None,
+                        "next_run": iso_ms(when) if when else None,
                         "last_run": done.get("slot"),
                         "last_status": done.get("status"),
                         "last_error": done.get("error"),
@@ -183,8 +184,8 @@ class Scheduler:
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             **extra,
-            "taken": iso(self.clock.now()),
-            "expires": iso(self.clock.now() + LEASE_TTL),
+            "taken": iso_ms(self.clock.now()),
+            "expires": iso_ms(self.clock.now() + LEASE_TTL),
         }
         try:
             dest.put_metadata(name, json.dumps(doc).encode(), exclusive=True)
@@ -227,7 +228,7 @@ class Scheduler:
                 "policy": item.policy_name,
                 "schedule": item.run.key,
                 "type": item.run.schedule.type,
-                "slot": iso(item.run.slot),
+                "slot": iso_ms(item.run.slot),
                 "backup_id": None,
                 "status": "",
             }
@@ -237,7 +238,7 @@ class Scheduler:
                 continue
             # Record the attempt first: a concurrent or repeated run-due must not start it again.
             self.service.state.set(
-                _last_run_key(item.deployment, item.policy_name, item.run.key), iso(item.run.slot)
+                _last_run_key(item.deployment, item.policy_name, item.run.key), iso_ms(item.run.slot)
             )
             try:
                 leased = self._take_lease(item)
@@ -256,7 +257,7 @@ class Scheduler:
                 type=item.run.schedule.type,
                 status="Queued",
                 created_by=item.policy_name,
-                started=iso(self.clock.now()),
+                started=iso_ms(self.clock.now()),
                 location=self.service._location(self.service.primary_destination(item.deployment)),
             )
         # Syncs first in the queue: they are short, and a backup must not delay the archive.
@@ -361,7 +362,7 @@ class Scheduler:
                 {
                     "id": d.backup.id,
                     "deployment": deployment,
-                    "started": iso(d.backup.created),
+                    "started": iso_ms(d.backup.created),
                     "created_by": d.backup.created_by,
                     "status": d.backup.status.capitalize(),
                     "policy": name,

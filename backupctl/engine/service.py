@@ -54,15 +54,7 @@ from backupctl.repo.crypto import KeyMaterial, read_key_file
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
 from backupctl.sources.base import NothingToBackUp, RestoreRequest, Source, source_class
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(t: dt.datetime) -> str:
-    """UTC, millisecond precision: orders backups taken within the same second."""
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+from backupctl.timefmt import iso_ms, utcnow
 
 
 def _full_copy_note(methods: list[str], verb: str) -> str:
@@ -195,7 +187,7 @@ class Service:
             type=type,
             status="Running",
             created_by=created_by,
-            started=iso(started),
+            started=iso_ms(started),
             comment=comment,
             destinations={name: {"state": "pending"} for name in dep.destinations},
             location=self._location(primary),
@@ -250,8 +242,8 @@ class Service:
                     "method": method,
                     "type": type,
                     "created_by": created_by,
-                    "started": iso(started),
-                    "finished": iso(finished),
+                    "started": iso_ms(started),
+                    "finished": iso_ms(finished),
                     "duration_s": round(time.monotonic() - t0, 3),
                     "comment": comment,
                     "hostname": socket.gethostname(),
@@ -271,7 +263,7 @@ class Service:
                 backup_id,
                 status="Failed",
                 error=message,
-                finished=iso(self.now()),
+                finished=iso_ms(self.now()),
                 duration_s=round(time.monotonic() - t0, 3),
             )
             collector.emit(Finished("backup", backup_id, ok=False))
@@ -372,7 +364,7 @@ class Service:
                     self.reporter,
                     self.config.destinations[name].connections,
                 )
-                result["uploaded_at"] = iso(self.now())
+                result["uploaded_at"] = iso_ms(self.now())
                 return name, result
             except BackupctlError as exc:
                 return name, {"state": "failed", "error": exc.message}

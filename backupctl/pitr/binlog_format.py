@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 from backupctl.errors import IntegrityError
-from backupctl.pitr.common import fmt
+from backupctl.timefmt import iso_us
 
 BINLOG_MAGIC = b"\xfebin"
 
@@ -68,7 +68,7 @@ def scan_binlog(data: bytes, name: str = "binary log") -> dict[str, Any]:
         raise IntegrityError(f"{name}: {len(data) - pos} trailing bytes after the last event")
 
     def iso(ts: int | None) -> str | None:
-        return fmt(dt.datetime.fromtimestamp(ts, dt.UTC)) if ts is not None else None
+        return iso_us(dt.datetime.fromtimestamp(ts, dt.UTC)) if ts is not None else None
 
     return {
         "first_event_time": iso(first_time),

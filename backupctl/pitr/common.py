@@ -1,6 +1,6 @@
 """What both point-in-time recovery families (PostgreSQL WAL, MariaDB binary logs) share.
 
-The errors (PitrError, TargetError), reading a moment (`parse_moment`, `parse_iso`, `fmt`),
+The errors (PitrError, TargetError), reading a moment (`parse_moment`; timestamps: backupctl.timefmt),
 the restore `Target`, the physical backup methods a recovery starts from
 (`PHYSICAL_METHODS`, `physical_backups`, `base_deployment`, `method_warnings`), and undoing
 a failed restore into a new directory (`emptied_on_failure`, `remove_partial`).
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.errors import BackupctlError, ExitCode, UsageError
+from backupctl.timefmt import iso_us
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -76,16 +77,6 @@ def parse_moment(text: str) -> dt.datetime:
         ) from None
 
 
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
-
-
-def fmt(t: dt.datetime | None) -> str | None:
-    if t is None:
-        return None
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
-
-
 def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
     """Completed pg_basebackup / mariabackup backups of a deployment with their source info, oldest first."""
     primary = service.primary_destination(deployment)
@@ -135,7 +126,7 @@ class Target:
 
     def describe(self) -> str:
         if self.time is not None:
-            return fmt(self.time) or ""
+            return iso_us(self.time) or ""
         if self.lsn:
             return f"LSN {self.lsn}"
         if self.name:

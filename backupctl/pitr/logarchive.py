@@ -33,7 +33,6 @@ the same file, and only ever read as the tail of the archive.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.destinations.base import AlreadyExists, Destination, NotFound
 from backupctl.errors import BackupctlError, IntegrityError, NotFoundError
+from backupctl.timefmt import now_iso_ms
 
 if TYPE_CHECKING:
     from backupctl.repo.repository import Repository
@@ -67,11 +67,6 @@ class ArchiveConflictError(BackupctlError):
 
 class LogNotFoundError(NotFoundError):
     """A requested log file is not in the archive."""
-
-
-def now_iso() -> str:
-    t = dt.datetime.now(dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 # ---- object names ----------------------------------------------------------------------
@@ -197,7 +192,7 @@ class StoreResult:
 
 def store_log(repo: Repository, name: str, data: bytes, meta: dict[str, Any]) -> StoreResult:
     """Write-once store into the repository's destination (the primary): see the module docstring."""
-    meta = {"archived_at": now_iso(), "size": len(data), **meta}
+    meta = {"archived_at": now_iso_ms(), "size": len(data), **meta}
     blob = encode_log(repo, name, data, meta)
     dest = repo.dest
     try:
@@ -406,7 +401,7 @@ def list_binlog_partials(dest: Destination, deployment: str) -> list[str]:
 def store_partial(repo: Repository, name: str, data: bytes, meta: dict[str, Any]) -> None:
     """Replace the partial object `name` (not write-once: each copy is a longer prefix of the
     same file). Only the primary holds it; a destination's put replaces atomically."""
-    meta = {"archived_at": now_iso(), "size": len(data), "partial": True, **meta}
+    meta = {"archived_at": now_iso_ms(), "size": len(data), "partial": True, **meta}
     repo.dest.put(name, encode_log(repo, name, data, meta))
 
 

@@ -28,12 +28,7 @@ from typing import TYPE_CHECKING, Any
 from backupctl.destinations.base import NotFound
 from backupctl.errors import ConfigError, SourceError
 from backupctl.pitr.binlog_format import scan_binlog
-from backupctl.pitr.common import (
-    PitrError,
-    method_warnings,
-    parse_iso,
-    physical_backups,
-)
+from backupctl.pitr.common import PitrError, method_warnings, physical_backups
 from backupctl.pitr.logarchive import (
     BINLOG_RE,
     binlog_object,
@@ -48,6 +43,7 @@ from backupctl.pitr.logarchive import (
 )
 from backupctl.sources.dbutil import Secrets, run
 from backupctl.sources.mariadb_server import binlog_tool
+from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -311,7 +307,7 @@ def backup_range(
             f"run `backupctl binlog sync {b['deployment']} --flush`"
         )
         return out
-    to = max(to, b["finished"], key=parse_iso)
+    to = max(to, b["finished"], key=parse_iso_utc)
     out.update(usable=True, **{"from": b["finished"], "to": to})
     return out
 

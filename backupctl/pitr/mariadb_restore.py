@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.errors import ConfigError, NotFoundError, SourceError
 from backupctl.events import InfoEvent
-from backupctl.pitr.common import PitrError, Target, emptied_on_failure, parse_iso
+from backupctl.pitr.common import PitrError, Target, emptied_on_failure
 from backupctl.pitr.logarchive import binlog_sort_key, fetch_log
 from backupctl.pitr.mariadb import (
     BinlogError,
@@ -37,6 +37,7 @@ from backupctl.pitr.mariadb import (
 from backupctl.sources.dbutil import ToolProcess, child_env, run
 from backupctl.sources.mariadb_server import TemporaryServer, binlog_tool
 from backupctl.tempdir import make_dir
+from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -86,7 +87,7 @@ def choose_backup(
     candidates = []
     for b in reversed(with_pos):
         info = b["info"]
-        if target.time is not None and parse_iso(b["finished"]) >= target.time:
+        if target.time is not None and parse_iso_utc(b["finished"]) >= target.time:
             continue
         if target.position is not None:
             assert position_file is not None
@@ -126,7 +127,7 @@ def choose_backup(
         "start_position": int(b["info"]["binlog_pos"]),
     }
     if target.time is not None:
-        if last_to is None or parse_iso(last_to) < target.time:
+        if last_to is None or parse_iso_utc(last_to) < target.time:
             if gap_text:
                 raise PitrError(f"refusing to restore to {desc}: {gap_text}")
             raise PitrError(
@@ -136,7 +137,7 @@ def choose_backup(
         chosen = [run[0]]
         for n in run[1:]:
             first = cached_meta(repo, files[n], cache).get("first_event_time")
-            if first is not None and parse_iso(first) >= target.time:
+            if first is not None and parse_iso_utc(first) >= target.time:
                 break
             chosen.append(n)
         options["stop_datetime"] = stop_datetime(target.time)

@@ -27,13 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.errors import ConfigError
-from backupctl.pitr.common import (
-    PitrError,
-    fmt,
-    method_warnings,
-    parse_iso,
-    physical_backups,
-)
+from backupctl.pitr.common import PitrError, method_warnings, physical_backups
 from backupctl.pitr.logarchive import (
     Segment,
     contiguous_from,
@@ -50,6 +44,7 @@ from backupctl.pitr.logarchive import (
 from backupctl.sources.dbutil import Secrets, child_env, run
 from backupctl.sources.postgres import conninfo_dbname, quote_literal
 from backupctl.tempdir import create_file, directory
+from backupctl.timefmt import iso_us, parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -135,7 +130,7 @@ def last_commit(repo: Repository, run: list[Segment], stop_at: int) -> tuple[dt.
         records = waldump(repo, seg)
         if records is None:
             _, meta = read_meta(repo, run[-1].object)
-            return parse_iso(meta["archived_at"]), "archived_at (pg_waldump not installed)"
+            return parse_iso_utc(meta["archived_at"]), "archived_at (pg_waldump not installed)"
         times = [r.time for r in records if r.time is not None]
         if times:
             return max(times), "last archived transaction"
@@ -222,7 +217,7 @@ def backup_range(repo: Repository, timelines: dict[int, list[Segment]], b: dict[
         out["reason"] = f"WAL segment {missing} needed by this backup is not in the archive"
         return out
     latest, how = last_commit(repo, run, end)
-    out.update(usable=True, **{"from": b["finished"], "to": fmt(latest) if latest else b["finished"]})
+    out.update(usable=True, **{"from": b["finished"], "to": iso_us(latest) if latest else b["finished"]})
     out["to_basis"] = how
     return out
 

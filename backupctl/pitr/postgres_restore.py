@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupctl.errors import ConfigError, NotFoundError
 from backupctl.events import InfoEvent
-from backupctl.pitr.common import PitrError, Target, emptied_on_failure, parse_iso, physical_backups
+from backupctl.pitr.common import PitrError, Target, emptied_on_failure, physical_backups
 from backupctl.pitr.logarchive import (
     WAL_SEGMENT_SIZE,
     Segment,
@@ -25,6 +25,7 @@ from backupctl.pitr.logarchive import (
 )
 from backupctl.pitr.postgres import WalRecord, backup_range, pg_source, wal_command, waldump
 from backupctl.sources.postgres import quote_literal, refuse_running_postgres
+from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -78,7 +79,7 @@ def choose_pg_backup(
     candidates = []
     for b in reversed(backups):
         info = b["info"]
-        if target.time is not None and parse_iso(b["finished"]) >= target.time:
+        if target.time is not None and parse_iso_utc(b["finished"]) >= target.time:
             continue
         if target_lsn is not None and info.get("end_lsn") and lsn_to_int(info["end_lsn"]) > target_lsn:
             continue
@@ -103,7 +104,7 @@ def choose_pg_backup(
         else None
     )
     if target.time is not None:
-        last = parse_iso(rng["to"]) if rng["to"] else None
+        last = parse_iso_utc(rng["to"]) if rng["to"] else None
         if last is None or last <= target.time:
             if gap_text:
                 raise PitrError(f"refusing to restore to {target.describe()}: {gap_text}")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from backupctl.errors import BackupctlError, NotFoundError
 from backupctl.events import WarningEvent
-from backupctl.pitr.common import PHYSICAL_METHODS, fmt, parse_iso
+from backupctl.pitr.common import PHYSICAL_METHODS
 from backupctl.pitr.logarchive import (
     Segment,
     binlog_sort_key,
@@ -41,6 +41,7 @@ from backupctl.pitr.mariadb import archived_binlogs
 from backupctl.pitr.mariadb import backup_range as binlog_range
 from backupctl.pitr.postgres import backup_range, waldump
 from backupctl.records import BackupSummary, PitrWindow
+from backupctl.timefmt import iso_us, parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -146,7 +147,7 @@ class _Window:
         if not run or run[-1].segno < end:
             return None  # a segment the backup needs is missing
         latest = self._last_commit(run, end)
-        return fmt(latest) if latest else str(b["finished"])
+        return iso_us(latest) if latest else str(b["finished"])
 
     def _last_commit(self, run: list[Segment], stop_at: int) -> dt.datetime | None:
         """pitr.last_commit: the last commit/abort in `run`, searching back to segment stop_at
@@ -157,9 +158,9 @@ class _Window:
             found, when = self._segment_last_time(seg)
             if not found:
                 _, meta = read_meta(self.repo, run[-1].object)
-                return parse_iso(meta["archived_at"])
+                return parse_iso_utc(meta["archived_at"])
             if when:
-                return parse_iso(when)
+                return parse_iso_utc(when)
         return None
 
     def _segment_last_time(self, seg: Segment) -> tuple[bool, str | None]:
@@ -175,7 +176,7 @@ class _Window:
             if records is None:
                 return False, None  # pg_waldump not installed: nothing to cache
             times = [r.time for r in records if r.time is not None]
-            when = fmt(max(times)) if times else None
+            when = iso_us(max(times)) if times else None
             self.service.state.set(key, when or "")
         self._segment_times[seg.object] = when
         return True, when

@@ -16,7 +16,6 @@ files) but no manifest: invisible, and its blobs are reused by the next backup.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import struct
 import threading
@@ -53,12 +52,9 @@ from backupctl.repo.crypto import (
 from backupctl.repo.index import Index, index_doc
 from backupctl.repo.lock import RepositoryLock
 from backupctl.repo.pack import BlobEntry, header_entries, pack_name
+from backupctl.timefmt import iso_s, utcnow
 
 FORMAT_VERSION = 1
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Seconds a creator on a destination without atomic conditional create waits before
@@ -186,7 +182,7 @@ class Repository:
         config = {
             "format_version": FORMAT_VERSION,
             "id": uuid.uuid4().hex,
-            "created": _now(),
+            "created": iso_s(utcnow()),
             "created_by": f"backupctl {__version__}",
             "chunker": {
                 "algorithm": "fastcdc-2016",
