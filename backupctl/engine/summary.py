@@ -1,9 +1,7 @@
 """The stable record of a backup shown by `list`/`show` and `-o json`.
 
-Keys (documented in docs/cli.md; never renamed, only added):
-id, short_id, deployment, method, type, status, created_by, started, finished,
-duration_s, size_bytes, stored_bytes, files, expires, comment, warnings, error,
-parent, source_versions, hostname, destinations, repository_id, failed_uploads.
+Keys: records.BackupSummary (documented in docs/cli.md; never renamed, only added; their
+order is pinned by tests/test_record_format.py).
 
 `status` is "Completed" exactly when the backup's manifest exists (it is restorable from
 its primary destination); `failed_uploads` names the destinations whose copy failed
@@ -17,32 +15,6 @@ from typing import Any
 from backupctl.records import BackupSummary, Manifest
 
 SHORT_ID = 8
-
-BACKUP_KEYS = (
-    "id",
-    "short_id",
-    "deployment",
-    "method",
-    "type",
-    "status",
-    "created_by",
-    "started",
-    "finished",
-    "duration_s",
-    "size_bytes",
-    "stored_bytes",
-    "files",
-    "expires",
-    "comment",
-    "warnings",
-    "error",
-    "parent",
-    "source_versions",
-    "hostname",
-    "destinations",
-    "repository_id",
-    "failed_uploads",
-)
 
 
 def failed_uploads(destinations: dict[str, Any]) -> list[str]:
