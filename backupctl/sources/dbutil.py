@@ -29,6 +29,22 @@ from backupctl.tempdir import make_dir, unnamed_file
 STDERR_LIMIT = 4000  # characters of a tool's stderr kept in an error message
 
 
+def find_tool(
+    names: Sequence[str], *, hint: str, extra: Sequence[str] = (), error: type[SourceError] = SourceError
+) -> str:
+    """The path of the first of `names` on PATH, else the first executable of `extra`
+    (absolute paths, for tools outside a user's PATH such as /usr/sbin); raises `error`
+    naming every candidate, with `hint`, when none is there."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    for path in extra:
+        if os.access(path, os.X_OK):
+            return path
+    raise error(f"none of {', '.join(names)} is installed", hint=hint)
+
+
 class Secrets:
     """A private temporary directory holding credential files for child processes."""
 

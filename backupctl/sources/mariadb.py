@@ -67,6 +67,7 @@ from backupctl.sources.dbutil import (
     child_env,
     chown_tree,
     ensure_empty_dir,
+    find_tool,
     mysql_option_file,
     run,
     safe_name,
@@ -122,13 +123,7 @@ def version_tuple(version: str) -> tuple[int, int]:
 
 
 def _which(*names: str) -> str:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise SourceError(
-        f"none of {', '.join(names)} is installed", hint="install the MariaDB client / backup tools"
-    )
+    return find_tool(names, hint="install the MariaDB client / backup tools")
 
 
 class MariaDBSource(DatabaseSource):
@@ -798,7 +793,7 @@ def parse_account(quoted: str) -> tuple[str, str] | None:
 
 def _quoted_forms(value: str) -> tuple[str, str]:
     """`value` as a backtick identifier and as a QUOTE()d string (the two forms a dump uses)."""
-    return "`" + value.replace("`", "``") + "`", "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return quote_ident(value), quote_literal(value)
 
 
 def grantee_pattern(accounts: list[tuple[str, str | None]]) -> re.Pattern[bytes]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.errors import SourceError
-from backupctl.sources.dbutil import child_env
+from backupctl.sources.dbutil import child_env, find_tool
 
 
 class ServerError(SourceError):
@@ -31,15 +31,8 @@ class ServerError(SourceError):
 
 
 def which(*names: str, extra: tuple[str, ...] = ()) -> str:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    for path in extra:
-        if os.access(path, os.X_OK):
-            return path
-    raise ServerError(
-        f"none of {', '.join(names)} is installed", hint="install the MariaDB client and server packages"
+    return find_tool(
+        names, extra=extra, error=ServerError, hint="install the MariaDB client and server packages"
     )
 
 
