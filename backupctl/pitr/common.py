@@ -77,16 +77,19 @@ def parse_moment(text: str) -> dt.datetime:
         ) from None
 
 
+PHYSICAL_METHODS = ("pg_basebackup", "mariabackup")
+
+
 def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
     """Completed pg_basebackup / mariabackup backups of a deployment with their source info, oldest first."""
     primary = service.primary_destination(deployment)
     repo = service.repository(primary)
     out: list[dict[str, Any]] = []
     for rec in service.list_backups(deployment, expiries=False):
-        if rec["status"] != "Completed" or rec["method"] not in ("pg_basebackup", "mariabackup"):
+        if rec["status"] != "Completed" or rec["method"] not in PHYSICAL_METHODS:
             continue
         manifest = repo.load_manifest(rec["id"])
-        srcs = [s for s in manifest["sources"] if s.get("method") in ("pg_basebackup", "mariabackup")]
+        srcs = [s for s in manifest["sources"] if s.get("method") in PHYSICAL_METHODS]
         # An offline copy of a stopped data directory (the safety backup before an in-place
         # restore) records no WAL position: a restore, not a base for replay.
         srcs = [s for s in srcs if not s.get("info", {}).get("offline")]
@@ -149,9 +152,6 @@ def emptied_on_failure(target_dir: Path | None) -> Iterator[None]:
     except BaseException:
         remove_partial(target_dir, created)
         raise
-
-
-PHYSICAL_METHODS = ("pg_basebackup", "mariabackup")
 
 
 def base_deployment(service: Service, backup_id: str | None, deployment: str | None) -> str:

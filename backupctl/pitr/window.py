@@ -199,7 +199,7 @@ def _backup_entry(record: BackupSummary) -> dict[str, Any] | None:
     """The physical_backups() shape of a `backup show` record (None: not a physical backup,
     or an offline copy of a stopped data directory, which records no log position)."""
     for src in record.get("sources", []):
-        if src.get("method") in ("pg_basebackup", "mariabackup") and not src.get("info", {}).get("offline"):
+        if src.get("method") in PHYSICAL_METHODS and not src.get("info", {}).get("offline"):
             return {
                 "id": record["id"],
                 "deployment": record["deployment"],
