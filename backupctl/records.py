@@ -24,6 +24,18 @@ class PitrWindow(TypedDict):
     reason: NotRequired[str | None]
 
 
+class PhysicalBackup(TypedDict):
+    """A completed pg_basebackup / mariabackup backup as the PITR code reads it
+    (pitr.common.physical_backups, pitr.window): where replay can start."""
+
+    id: str
+    method: str
+    started: str
+    finished: str | None
+    info: dict[str, Any]  # the source's recorded info(): WAL/binlog positions, timeline
+    deployment: NotRequired[str]
+
+
 class SourceSummary(TypedDict):
     """One source of a backup as `backup show` lists it: a stored source without its tree."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backupctl.errors import BackupctlError, ExitCode, UsageError
+from backupctl.records import PhysicalBackup
 from backupctl.timefmt import iso_us
 
 if TYPE_CHECKING:
@@ -80,11 +81,11 @@ def parse_moment(text: str) -> dt.datetime:
 PHYSICAL_METHODS = ("pg_basebackup", "mariabackup")
 
 
-def physical_backups(service: Service, deployment: str) -> list[dict[str, Any]]:
+def physical_backups(service: Service, deployment: str) -> list[PhysicalBackup]:
     """Completed pg_basebackup / mariabackup backups of a deployment with their source info, oldest first."""
     primary = service.primary_destination(deployment)
     repo = service.repository(primary)
-    out: list[dict[str, Any]] = []
+    out: list[PhysicalBackup] = []
     for rec in service.list_backups(deployment, expiries=False):
         if rec["status"] != "Completed" or rec["method"] not in PHYSICAL_METHODS:
             continue

@@ -41,6 +41,7 @@ from backupctl.pitr.logarchive import (
     store_log,
     verify_archive,
 )
+from backupctl.records import PhysicalBackup
 from backupctl.sources.dbutil import Secrets, run
 from backupctl.sources.mariadb_server import binlog_tool
 from backupctl.timefmt import parse_iso_utc
@@ -269,7 +270,7 @@ def cached_meta(repo: Repository, obj: str, cache: dict[str, dict[str, Any]]) ->
 def backup_range(
     repo: Repository,
     archive: dict[str, dict[int, str]],
-    b: dict[str, Any],
+    b: PhysicalBackup,
     cache: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     info = b["info"]
@@ -312,7 +313,7 @@ def backup_range(
     return out
 
 
-def mariabackups(service: Service, deployment: str) -> list[dict[str, Any]]:
+def mariabackups(service: Service, deployment: str) -> list[PhysicalBackup]:
     out = [b for b in physical_backups(service, deployment) if b["method"] == "mariabackup"]
     for b in out:
         b["deployment"] = deployment

@@ -34,6 +34,7 @@ from backupctl.pitr.mariadb import (
     mariadb_source,
     run_from,
 )
+from backupctl.records import PhysicalBackup
 from backupctl.sources.dbutil import ToolProcess, child_env, run
 from backupctl.sources.mariadb_server import TemporaryServer, binlog_tool
 from backupctl.tempdir import make_dir
@@ -52,7 +53,7 @@ def stop_datetime(moment: dt.datetime) -> str:
 
 def choose_backup(
     service: Service, deployment: str, target: Target, backup_id: str | None
-) -> tuple[dict[str, Any], dict[str, Any], list[str], dict[str, Any]]:
+) -> tuple[PhysicalBackup, dict[str, Any], list[str], dict[str, Any]]:
     """(backup, its range, the archived objects to replay in order, replay options) or PitrError."""
     repo = service.repository(service.primary_destination(deployment))
     archive = archived_binlogs(repo, deployment)

@@ -41,6 +41,7 @@ from backupctl.pitr.logarchive import (
     verify_archive,
     wal_object,
 )
+from backupctl.records import PhysicalBackup
 from backupctl.sources.dbutil import Secrets, child_env, run
 from backupctl.sources.postgres import conninfo_dbname, quote_literal
 from backupctl.tempdir import create_file, directory
@@ -194,7 +195,7 @@ def wal_window(service: Service, deployment: str) -> dict[str, Any]:
     }
 
 
-def backup_range(repo: Repository, timelines: dict[int, list[Segment]], b: dict[str, Any]) -> dict[str, Any]:
+def backup_range(repo: Repository, timelines: dict[int, list[Segment]], b: PhysicalBackup) -> dict[str, Any]:
     info = b["info"]
     out: dict[str, Any] = {
         "id": b["id"],

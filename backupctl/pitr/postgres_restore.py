@@ -24,6 +24,7 @@ from backupctl.pitr.logarchive import (
     segment_name,
 )
 from backupctl.pitr.postgres import WalRecord, backup_range, pg_source, wal_command, waldump
+from backupctl.records import PhysicalBackup
 from backupctl.sources.postgres import quote_literal, refuse_running_postgres
 from backupctl.timefmt import parse_iso_utc
 
@@ -47,7 +48,7 @@ def find_restore_point(
 
 def choose_pg_backup(
     service: Service, deployment: str, target: Target, backup_id: str | None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[PhysicalBackup, dict[str, Any], dict[str, Any]]:
     """(backup, its range in the window, extra recovery facts) or PitrError with the reason."""
     repo = service.repository(service.primary_destination(deployment))
     timelines, _ = list_wal(repo.dest, deployment)
@@ -191,7 +192,7 @@ def restore_postgres_to(
 
 
 def _write_recovery_settings(
-    service: Service, deployment: str, b: dict[str, Any], target: Target, datadir: Path, *, side_copy: bool
+    service: Service, deployment: str, b: PhysicalBackup, target: Target, datadir: Path, *, side_copy: bool
 ) -> dict[str, str]:
     """postgresql.auto.conf lines and recovery.signal for a restored base backup (owned as PG_VERSION)."""
     settings: dict[str, str] = {

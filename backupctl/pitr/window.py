@@ -40,7 +40,7 @@ from backupctl.pitr.logarchive import (
 from backupctl.pitr.mariadb import archived_binlogs
 from backupctl.pitr.mariadb import backup_range as binlog_range
 from backupctl.pitr.postgres import backup_range, waldump
-from backupctl.records import BackupSummary, PitrWindow
+from backupctl.records import BackupSummary, PhysicalBackup, PitrWindow
 from backupctl.timefmt import iso_us, parse_iso_utc
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class _Window:
 
     # ---- the backup's start position --------------------------------------------------
 
-    def _backup_entry(self, record: BackupSummary) -> dict[str, Any] | None:
+    def _backup_entry(self, record: BackupSummary) -> PhysicalBackup | None:
         """The physical_backups() shape: id, deployment, method, finished, info."""
         key = f"pitrinfo/{record['id']}"
         cached = self.service.state.get(key)
@@ -134,7 +134,7 @@ class _Window:
 
     # ---- PostgreSQL ------------------------------------------------------------------------
 
-    def _pg_until(self, b: dict[str, Any]) -> str | None:
+    def _pg_until(self, b: PhysicalBackup) -> str | None:
         """pitr.backup_range's `to`, with the pg_waldump answers cached per segment."""
         info = b["info"]
         if not info.get("start_lsn") or not info.get("end_lsn"):
@@ -183,7 +183,7 @@ class _Window:
 
     # ---- MariaDB ---------------------------------------------------------------------------
 
-    def _binlog_until(self, b: dict[str, Any]) -> str | None:
+    def _binlog_until(self, b: PhysicalBackup) -> str | None:
         if self._binlogs is None:
             self._binlogs = archived_binlogs(self.repo, self.deployment)
         if not self._binlogs:
@@ -195,7 +195,7 @@ class _Window:
 # ---- the window of one backup in `backup show` ------------------------------------------------
 
 
-def _backup_entry(record: BackupSummary) -> dict[str, Any] | None:
+def _backup_entry(record: BackupSummary) -> PhysicalBackup | None:
     """The physical_backups() shape of a `backup show` record (None: not a physical backup,
     or an offline copy of a stopped data directory, which records no log position)."""
     for src in record.get("sources", []):
