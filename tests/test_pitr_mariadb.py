@@ -270,8 +270,8 @@ def _event(ts: int, typ: int, body: bytes, pos: int) -> bytes:
 def test_scan_binlog_reads_times_and_positions_and_refuses_damage() -> None:
     from backupctl.errors import IntegrityError
     from backupctl.pitr.binlog_format import scan_binlog
-    from backupctl.timefmt import parse_iso_utc as parse_iso
     from backupctl.pitr.mariadb_restore import stop_datetime
+    from backupctl.timefmt import parse_iso_utc as parse_iso
 
     data = b"\xfebin"
     for ts, typ, body in (
