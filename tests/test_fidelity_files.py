@@ -100,8 +100,16 @@ def test_dangling_symlink_as_top_level_path_is_stored(tmp_path: Path, make_deplo
     # A dangling symlink is not "missing": it is stored as a link.
     os.symlink(tmp_path / "nowhere", src / "dangling")
     dep = make_deployment([{"type": "files", "paths": [str(src), str(src / "dangling")]}])
-    backup_id = _backup_clean(dep)
+    result = dep.run("backup", "create", "app")
+    # Stored, and said: a configured path that points nowhere is worth a warning (exit 3).
+    assert result.returncode == 3, str(result)
+    assert f"{src / 'dangling'}: is a symlink to {tmp_path / 'nowhere'}, which does not exist" in result.stderr
+    backup_id = result.stdout.strip().splitlines()[-1]
     assert dep.show(backup_id)["status"] == "Completed"
+    target = tmp_path / "target"
+    dep.run("backup", "restore", backup_id, "--target", target)
+    restored_link = helpers.restored(target, src / "dangling")
+    assert os.readlink(restored_link) == str(tmp_path / "nowhere")
 
 
 # ---- item 3: FIFOs, device nodes, sockets ----------------------------------------------
