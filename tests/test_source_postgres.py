@@ -241,7 +241,8 @@ def test_server_killed_mid_dump_fails_with_pg_dump_message(fresh_pg_server: Post
     source = make_source(server, databases=[db])
 
     def kill_during_dump(entry: Entry, stream: IO[bytes]) -> None:
-        if entry.path.endswith(f"{db}.sql"):
+        # The dump itself, not the small database-properties entry of the same name.
+        if entry.path == f"postgres/databases/{db}.sql":
             assert stream.read(1 << 16)
             server.kill()
 
