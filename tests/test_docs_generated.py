@@ -14,7 +14,9 @@ def test_cli_reference_is_current() -> None:
 
 
 def test_config_reference_is_current() -> None:
-    assert (ROOT / "docs" / "config.md").read_text() == render_config_md(), "run: python -m backupctl.cli.docgen"
+    assert (ROOT / "docs" / "config.md").read_text() == render_config_md(), (
+        "run: python -m backupctl.cli.docgen"
+    )
 
 
 def test_completions_are_current() -> None:

@@ -103,7 +103,9 @@ def test_dangling_symlink_as_top_level_path_is_stored(tmp_path: Path, make_deplo
     result = dep.run("backup", "create", "app")
     # Stored, and said: a configured path that points nowhere is worth a warning (exit 3).
     assert result.returncode == 3, str(result)
-    assert f"{src / 'dangling'}: is a symlink to {tmp_path / 'nowhere'}, which does not exist" in result.stderr
+    assert (
+        f"{src / 'dangling'}: is a symlink to {tmp_path / 'nowhere'}, which does not exist" in result.stderr
+    )
     backup_id = result.stdout.strip().splitlines()[-1]
     assert dep.show(backup_id)["status"] == "Completed"
     target = tmp_path / "target"

@@ -42,7 +42,9 @@ def test_streamed_current_binlog_is_recoverable_without_rotation(
     def batch(n: int, rows: int) -> None:
         server.root_sql(f"INSERT INTO {db}.t (batch) SELECT {n} FROM seq_1_to_{rows}")
 
-    server.root_sql(f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY, batch INT)")
+    server.root_sql(
+        f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY, batch INT)"
+    )
     batch(0, 10)
     backup = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
     current, _ = master_status(server)

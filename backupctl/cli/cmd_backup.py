@@ -34,7 +34,9 @@ LIST_COLUMNS: list[output.Column] = [
 # `--retry-lock DURATION` of create, delete and prune: keep retrying a lock held elsewhere.
 RetryLockOpt = Annotated[
     str | None,
-    typer.Option("--retry-lock", help="If the repository is locked, keep retrying for this long (e.g. 5m, 1h)."),
+    typer.Option(
+        "--retry-lock", help="If the repository is locked, keep retrying for this long (e.g. 5m, 1h)."
+    ),
 ]
 
 
@@ -368,7 +370,9 @@ def restore(
     ] = None,
     exclude: Annotated[
         list[str] | None,
-        typer.Option("--exclude", help="Do not restore paths matching this glob, nor what is below them (repeatable)."),
+        typer.Option(
+            "--exclude", help="Do not restore paths matching this glob, nor what is below them (repeatable)."
+        ),
     ] = None,
 ) -> None:
     """Restore a backup in place (after confirmation) or into an empty --target directory.
@@ -792,7 +796,9 @@ def _prune_summary(r: dict[str, Any]) -> str:
     return text
 
 
-def _collect_garbage(svc: Any, deployments: list[str], max_unused: float | None = None) -> list[dict[str, Any]]:
+def _collect_garbage(
+    svc: Any, deployments: list[str], max_unused: float | None = None
+) -> list[dict[str, Any]]:
     """Prune every repository the deployments write to (those that exist)."""
     from backupctl.errors import NoRepositoryError
 

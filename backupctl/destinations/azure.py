@@ -261,7 +261,9 @@ class AzureDestination(Destination):
             for props in self._container.list_blobs(name_starts_with=self._prefix + prefix):
                 modified = props.last_modified
                 yield ObjectInfo(
-                    props.name[strip:], int(props.size), modified.timestamp() if modified is not None else None
+                    props.name[strip:],
+                    int(props.size),
+                    modified.timestamp() if modified is not None else None,
                 )
         except Exception as exc:
             raise self._error(exc, prefix) from None

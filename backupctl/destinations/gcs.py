@@ -254,7 +254,9 @@ class GCSDestination(Destination):
             for blob in blobs:
                 updated = blob.updated
                 yield ObjectInfo(
-                    blob.name[strip:], int(blob.size or 0), updated.timestamp() if updated is not None else None
+                    blob.name[strip:],
+                    int(blob.size or 0),
+                    updated.timestamp() if updated is not None else None,
                 )
         except Exception as exc:
             raise self._error(exc, prefix, bucket_op=True) from None

@@ -37,7 +37,9 @@ class Prefetcher:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def entries(
-        self, tree: list[bytes], select: Callable[[Callable[[], Iterator[Item]]], Iterator[Item]] | None = None
+        self,
+        tree: list[bytes],
+        select: Callable[[Callable[[], Iterator[Item]]], Iterator[Item]] | None = None,
     ) -> Iterator[RestoreEntry]:
         """RestoreEntry objects for a source's item stream, content loaded ahead; `select`
         (engine/browse.py RestoreSelection.select) filters the items before any content loads."""

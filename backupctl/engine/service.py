@@ -851,7 +851,10 @@ class Service:
     def check_repository(self, destination: str, read_data: Any = None) -> dict[str, Any]:
         from backupctl.engine.check import check_repository
 
-        return {"destination": destination, **check_repository(self.repository(destination), self.reporter, read_data)}
+        return {
+            "destination": destination,
+            **check_repository(self.repository(destination), self.reporter, read_data),
+        }
 
     def repair_index(self, destination: str) -> dict[str, Any]:
         from backupctl.engine.repair import repair_index
@@ -862,7 +865,10 @@ class Service:
         from backupctl.engine.repair import repair_snapshots
 
         repo = self.repository(destination)
-        return {"destination": destination, **repair_snapshots(repo, self.reporter, delete=delete, dry_run=dry_run)}
+        return {
+            "destination": destination,
+            **repair_snapshots(repo, self.reporter, delete=delete, dry_run=dry_run),
+        }
 
     def _free_failed(self, record: BackupSummary) -> dict[str, Any]:
         """After forgetting a failed backup: prune its deployment's repositories (packs it left

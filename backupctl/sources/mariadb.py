@@ -276,9 +276,7 @@ class MariaDBSource(DatabaseSource):
         return Entry(path=GLOBALS_PATH, kind="file", mode=0o600, size=-1, open=open_stream)
 
     def _scan_physical(self, lead: list[str], env: dict[str, str]) -> Iterator[Entry]:
-        datadir = self.options.datadir or Path(
-            self.query(self._secrets, lead, env, "SELECT @@datadir")[0][0]
-        )
+        datadir = self.options.datadir or Path(self.query(self._secrets, lead, env, "SELECT @@datadir")[0][0])
         tool = _which("mariabackup", "mariadb-backup")
         self._lsndir = self._secrets.dir / "lsn"
         self._lsndir.mkdir(mode=0o700)
