@@ -491,33 +491,3 @@ def test_open_raises_integrity_error_for_damaged_slot_only(tmp_path: Path) -> No
     with pytest.raises(IntegrityError) as caught:
         Repository.open(local(tmp_path / "repo"), material_of(key))
     assert f"keys/{slot}" in caught.value.message
-
-
-# ---- a pack the index names is gone: the next backup must not reuse its blobs -----------
-
-
-@pytest.mark.parametrize("damage", ["delete", "truncate"])
-def test_backup_after_a_pack_is_lost_stores_its_data_again(
-    tmp_path: Path, make_deployment: Any, damage: str
-) -> None:
-    """Found by the torture suite: with a data pack deleted (or cut short), the next backup
-    deduplicated against the index, was listed Completed and could not be restored (exit 7)."""
-    tree = helpers.make_sample_tree(tmp_path / "src")
-    dep = make_deployment([{"type": "files", "paths": [str(tree)]}])
-    dep.create()
-    packs = sorted(dep.packs())
-    assert packs
-    for name in packs:  # every pack: whichever holds file data is damaged
-        path = dep.repository / "data" / name[:2] / name
-        if damage == "delete":
-            path.unlink()
-        else:
-            with open(path, "r+b") as f:
-                f.truncate(path.stat().st_size // 2)
-    result = dep.run("backup", "create", "app", "--type", "full")
-    assert result.returncode == 3, str(result)
-    assert "its data is stored again by this backup" in result.stderr
-    backup_id = result.stdout.strip().splitlines()[-1]
-    target = tmp_path / "target"
-    dep.ok("backup", "restore", backup_id, "--target", target)
-    assert_same_tree(snapshot_tree(tree), snapshot_tree(restored(target, tree)))

@@ -194,19 +194,11 @@ class Service:
         )
         writer: BlobWriter | None = None
         collector = CollectingReporter(self.reporter)
-        repo_warnings: list[str] = []  # damage found in the repository; the backup is still whole
         try:
             repo = self.repository(primary, create=True)
             self.state.update_job(backup_id, repository_id=repo.id)
             with repo.lock(exclusive=False, operation=f"backup {backup_id[:8]}"):
                 repo.load_index()
-                # Never deduplicate against a pack that is gone: its blobs are stored again.
-                for pack_id, problem in sorted(repo.forget_missing_packs().items()):
-                    repo_warnings.append(
-                        f"pack {pack_id[:16]} is {problem}: its data is stored again by this backup "
-                        "(run `backupctl repository check` to see which older backups it affects)"
-                    )
-                    collector.emit(WarningEvent(repo_warnings[-1]))
                 parent = self._parent_manifest(repo, deployment) if type == "incremental" else None
                 if type == "incremental" and parent is None and any(s.supports_incremental for s in sources):
                     collector.emit(InfoEvent("no earlier backup of this deployment: taking a full backup"))
@@ -296,8 +288,6 @@ class Service:
         )
         record["destinations"] = destinations
         record["warning_list"] = [w for r in results for w in r.warnings]
-        # Damage found in the repository: the backup is whole, but the operator must look (exit 3).
-        record["warnings"] += len(repo_warnings)
         collector.emit(Finished("backup", backup_id, ok=True))
         remotes = [n for n in dep.destinations if n != primary]
         if remotes and dep.upload:
@@ -670,7 +660,6 @@ class Service:
                 )
         t0 = time.monotonic()
         repo.load_index()
-        repo.forget_missing_packs()  # a blob whose first pack is lost is read from another copy
         self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
         prefetcher = Prefetcher(repo)
         entries = counts or [entry_count(s) for s in manifest["sources"]]  # per source

@@ -30,10 +30,7 @@ class Location:
 class Index:
     """blob ID -> location. Thread-safe for concurrent add/lookup."""
 
-    def __init__(self, skip_packs: Iterable[str] = ()) -> None:
-        # Packs known to be missing or truncated: their entries are never added, so a blob
-        # that another (healthy) pack also holds is found there.
-        self._skip = frozenset(skip_packs)
+    def __init__(self) -> None:
         self._packs: list[str] = []
         self._pack_no: dict[str, int] = {}
         # blob id -> (pack number, offset, length, raw length, type)
@@ -47,8 +44,6 @@ class Index:
         return blob_id in self._blobs
 
     def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
-        if pack_id in self._skip:
-            return
         with self._lock:
             no = self._pack_no.get(pack_id)
             if no is None:
@@ -72,27 +67,6 @@ class Index:
 
     def packs(self) -> set[str]:
         return set(self._packs)
-
-    def pack_extents(self) -> dict[str, int]:
-        """pack ID -> the end of its last indexed blob (a pack shorter than that is damaged)."""
-        ends: dict[int, int] = {}
-        with self._lock:
-            for no, offset, length, _raw, _type in self._blobs.values():
-                if offset + length > ends.get(no, 0):
-                    ends[no] = offset + length
-        return {self._packs[no]: end for no, end in ends.items()}
-
-    def drop_packs(self, pack_ids: Iterable[str]) -> int:
-        """Forget every blob located in these packs; returns how many were forgotten.
-
-        Used when a pack the index names is missing or truncated: its blobs must not be
-        deduplicated against, so the next backup stores them again."""
-        with self._lock:
-            numbers = {self._pack_no[p] for p in pack_ids if p in self._pack_no}
-            gone = [blob_id for blob_id, hit in self._blobs.items() if hit[0] in numbers]
-            for blob_id in gone:
-                del self._blobs[blob_id]
-            return len(gone)
 
     def blobs_by_pack(self) -> dict[str, list[BlobEntry]]:
         out: dict[str, list[BlobEntry]] = {}

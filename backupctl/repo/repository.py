@@ -270,7 +270,7 @@ class Repository:
             if self._index_loaded and not reload:
                 return self.index
             if reload:
-                self.index = Index(skip_packs=self._missing_packs)
+                self.index = Index()
                 self._index_ids = set()
             self.damaged_indexes: dict[str, str] = {}
             names = [i.name for i in self.dest.list("index/")]
@@ -369,30 +369,6 @@ class Repository:
     reporter: Reporter = NullReporter()
     # Seconds to keep retrying a lock held by another process (`--retry-lock`).
     lock_wait: float = 0.0
-    # Packs found missing or truncated by forget_missing_packs: left out of the index.
-    _missing_packs: frozenset[str] = frozenset()
-
-    def forget_missing_packs(self) -> dict[str, str]:
-        """Drop from the in-memory index the blobs of packs that are absent or shorter than
-        the index says; returns pack ID -> what is wrong with it.
-
-        A backup calls this (under its shared lock, after load_index) before deduplicating:
-        a blob whose pack is gone must be stored again, or the new backup would be listed
-        Completed and yet be unrestorable. Costs one listing of data/."""
-        sizes = {info.name.rsplit("/", 1)[-1]: info.size for info in self.dest.list("data/")}
-        bad: dict[str, str] = {}
-        for pack_id, end in self.index.pack_extents().items():
-            size = sizes.get(pack_id)
-            if size is None:
-                bad[pack_id] = "missing"
-            elif size < end:
-                bad[pack_id] = f"truncated ({size} of at least {end} bytes)"
-        if bad:
-            # Rebuild without them: a blob also held by a healthy pack (stored again by a
-            # later backup) must be found there, not at its first, lost location.
-            self._missing_packs = frozenset(bad)
-            self.load_index(reload=True)
-        return bad
 
     @property
     def index_complete(self) -> bool:
