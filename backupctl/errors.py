@@ -19,6 +19,7 @@ class ExitCode:
     NOT_FOUND = 5  # unknown deployment, backup ID, destination or policy
     DESTINATION = 6  # destination unreachable, not writable, full, or refused credentials
     INTEGRITY = 7  # verify found damaged or missing objects
+    DRILL_FAILED = 8  # a restore drill ran and a check failed (the backup did not restore as recorded)
     NO_REPOSITORY = 10  # no repository at the destination (run `backupctl init` / a first backup)
     LOCKED = 11  # repository locked by another process
     WRONG_KEY = 12  # wrong key file or passphrase
@@ -99,6 +100,13 @@ class FormatVersionError(BackupctlError):
 class AbortedError(BackupctlError):
     exit_code = ExitCode.ABORTED
     kind = "aborted"
+
+
+class DrillFailedError(BackupctlError):
+    """A restore drill ran and at least one of its checks failed (backupctl.drill)."""
+
+    exit_code = ExitCode.DRILL_FAILED
+    kind = "drill_failed"
 
 
 class BackupFailedError(BackupctlError):

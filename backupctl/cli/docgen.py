@@ -28,6 +28,10 @@ EXIT_CODES = [
     (ExitCode.NOT_FOUND, "unknown deployment, backup ID (or ambiguous prefix), destination or policy"),
     (ExitCode.DESTINATION, "destination unreachable, not writable, full, or credentials refused"),
     (ExitCode.INTEGRITY, "verify found damaged or missing objects; a damaged object stopped a restore"),
+    (
+        ExitCode.DRILL_FAILED,
+        "a restore drill failed: the backup did not restore as recorded (`backup drill`; the failing check is named)",
+    ),
     (ExitCode.NO_REPOSITORY, "no repository at the destination"),
     (ExitCode.LOCKED, "repository locked by another process"),
     (ExitCode.WRONG_KEY, "wrong key file or passphrase"),
