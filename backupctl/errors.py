@@ -20,6 +20,7 @@ class ExitCode:
     DESTINATION = 6  # destination unreachable, not writable, full, or refused credentials
     INTEGRITY = 7  # verify found damaged or missing objects
     DRILL_FAILED = 8  # a restore drill ran and a check failed (the backup did not restore as recorded)
+    PROBLEMS = 9  # `status`: at least one deployment has a problem (overdue, failed run...)
     NO_REPOSITORY = 10  # no repository at the destination (run `backupctl init` / a first backup)
     LOCKED = 11  # repository locked by another process
     WRONG_KEY = 12  # wrong key file or passphrase
