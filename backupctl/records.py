@@ -115,3 +115,9 @@ class BackupSummary(TypedDict):
     recoverable_until: NotRequired[str | None]
     warning_list: NotRequired[list[dict[str, str]]]
     pitr: NotRequired[PitrWindow]  # `backup show` of a physical backup with archived logs
+    # Restore drills (backupctl/drill): `backup list` adds the start of the newest passed
+    # drill and the verdict of the newest drill (None: never drilled); `backup show` adds
+    # the drill records, newest first (drill.base.DrillRecord).
+    verified_at: NotRequired[str | None]
+    drill_passed: NotRequired[bool | None]
+    drills: NotRequired[list[dict[str, Any]]]

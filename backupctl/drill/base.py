@@ -98,6 +98,7 @@ class DrillContext:
     to_time: dt.datetime | None = None  # PITR target; None: the backup as taken
     prefetcher: Prefetcher | None = None  # set by the framework; shared by restore_to/entries
     restore_seconds: float | None = None  # set by a driller that measures its restore itself
+    restore_warnings: list[str] = field(default_factory=list)  # what restore_to warned about
     extra: dict[str, Any] = field(default_factory=dict)  # free for drillers
 
     @property
@@ -118,16 +119,33 @@ class DrillContext:
         """Restore this stored source under `target_dir` through the engine's own
         restore-to-target code path (the configured source's `restore`, an incremental's
         chain included). Raises what restore raises (IntegrityError for damaged data...)."""
+        from backupctl.events import CollectingReporter, WarningsAsInfo
+
         assert self.prefetcher is not None
         source = self.service.restore_source(self.source, self.deployment, self.position)
-        source.reporter = self.reporter
-        self.service.restore_stored_source(
-            self.repo, self.manifest, self.source, source, self.prefetcher, target_dir, extra_info
-        )
+        # Restore warnings (an attribute a non-root restore cannot set...) are shown as info
+        # lines and kept in `restore_warnings`: they are the drill's findings, not warnings of
+        # the command.
+        collector = CollectingReporter(WarningsAsInfo(self.reporter, "drill restore: "))
+        source.reporter = collector
+        saved, self.service.reporter = self.service.reporter, collector
+        try:
+            self.service.restore_stored_source(
+                self.repo, self.manifest, self.source, source, self.prefetcher, target_dir, extra_info
+            )
+        finally:
+            self.service.reporter = saved
+            self.restore_warnings.extend(
+                f"{w.path}: {w.message}" if w.path else w.message for w in collector.warnings
+            )
 
 
 class Driller(abc.ABC):
     """Checks that one stored source restores. One instance per module (`DRILLER`)."""
+
+    # True when `drill` honours ctx.to_time (point-in-time drills); `backup drill --to-time`
+    # is refused up front when no source of the backup supports it.
+    supports_pitr: bool = False
 
     @abc.abstractmethod
     def drill(self, ctx: DrillContext) -> list[DrillCheck]:

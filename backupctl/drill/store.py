@@ -13,11 +13,12 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING
 
-from backupctl.errors import IntegrityError, NoRepositoryError
+from backupctl.errors import BackupctlError, IntegrityError, NoRepositoryError
 
 if TYPE_CHECKING:
     from backupctl.drill.base import DrillRecord
     from backupctl.engine.service import Service
+    from backupctl.records import BackupSummary
     from backupctl.repo.repository import Repository
 
 PREFIX = "drills/"
@@ -84,6 +85,15 @@ def save(service: Service, destination: str, record: DrillRecord) -> None:
         conn.close()
 
 
+def cache_only(service: Service, repo_id: str, record: DrillRecord) -> None:
+    """Keep a record locally when the repository could not take it."""
+    conn = _db(service)
+    try:
+        _cache(conn, repo_id, record)
+    finally:
+        conn.close()
+
+
 def sync(service: Service, repo: Repository) -> None:
     """Cache every drill record of `repo` not cached yet (another host's drills)."""
     conn = _db(service)
@@ -121,6 +131,35 @@ def history(service: Service, deployment_or_backup: str, destination: str | None
         sync(service, repo)
         repo_ids.append(repo.id)
     return cached(service, deployment_or_backup, repo_ids)
+
+
+def latest_by_backup(service: Service, records: list[BackupSummary]) -> dict[str, list[DrillRecord]]:
+    """Drill records of the listed backups by backup ID, newest first: the repositories of
+    their deployments' primary destinations are synced first (other hosts' drills)."""
+    deployments = {r["deployment"] for r in records if r["deployment"] in service.config.deployments}
+    for name in dict.fromkeys(service.primary_destination(d) for d in sorted(deployments)):
+        try:
+            sync(service, service.repository(name))
+        except BackupctlError:  # unreachable now: the local cache still answers
+            continue
+    ids = [r["id"] for r in records]
+    out: dict[str, list[DrillRecord]] = {}
+    conn = _db(service)
+    try:
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = conn.execute(
+                f"SELECT record FROM drills WHERE backup_id IN ({marks}) ORDER BY started DESC", part
+            ).fetchall()
+            for row in rows:
+                record: DrillRecord = json.loads(row["record"])
+                have = out.setdefault(record["backup_id"], [])
+                if all(d["id"] != record["id"] for d in have):
+                    have.append(record)
+    finally:
+        conn.close()
+    return out
 
 
 def cached(

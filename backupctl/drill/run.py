@@ -1,0 +1,192 @@
+"""Running a restore drill: pick the backup, restore each stored source into scratch space,
+run its driller, store the record. Called by `backup drill` and by scheduled drills.
+
+Guarantees:
+* The live deployment is never written: every driller restores under its own private
+  scratch directory (`backupctl.tempdir`, 0700) or into a throwaway server/database.
+* Each scratch directory is removed when its source's drill ends, however it ends; one
+  a killed drill left behind lies in the dead process's run directory, which the next
+  backupctl run sweeps (`tempdir.sweep`, called here first).
+* A failure of restore or of a check is a failed check in the record (the drill itself
+  "succeeds" in producing a verdict); only errors before anything was drilled (unknown
+  deployment, no completed backup, wrong key) are raised.
+* The record is stored in the repository (`drills/<id>`) and cached locally; failing to
+  store it in the repository is a warning, never a lost verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from backupctl import tempdir
+from backupctl.drill.base import DrillCheck, DrillContext, DrillRecord, driller_for
+from backupctl.errors import BackupctlError, NotFoundError, UsageError
+from backupctl.events import Finished, Reporter, Started, WarningEvent
+from backupctl.timefmt import iso_ms
+
+if TYPE_CHECKING:
+    from backupctl.engine.service import Service
+    from backupctl.records import BackupSummary, SourceRecord
+
+
+def pick_backup(
+    service: Service,
+    deployment: str,
+    backup_id: str | None = None,
+    destination: str | None = None,
+    to_time: dt.datetime | None = None,
+) -> BackupSummary:
+    """The backup to drill: `backup_id` (a prefix), or the newest Completed backup of the
+    deployment (the newest started before `to_time` when one is given)."""
+    service.deployment(deployment)  # NotFound for an unknown name
+    if backup_id is not None:
+        record = service.find_backup(backup_id, destination, expiries=False)
+        if record["deployment"] != deployment:
+            raise UsageError(
+                f"backup {record['short_id']} belongs to deployment {record['deployment']!r}, not {deployment!r}"
+            )
+        return record
+    candidates = [
+        r
+        for r in service.list_backups(deployment, destination, expiries=False)
+        if r["status"] == "Completed"
+        and (to_time is None or (r.get("finished") or r["started"]) <= iso_ms(to_time))
+    ]
+    if not candidates:
+        when = f" finished before {iso_ms(to_time)}" if to_time else ""
+        raise NotFoundError(
+            f"no completed backup of {deployment!r}{when} to drill",
+            hint=f"take one with `backupctl backup create {deployment}`",
+        )
+    return max(candidates, key=lambda r: r["started"])
+
+
+def run_drill(
+    service: Service,
+    deployment: str,
+    backup_id: str | None = None,
+    *,
+    to_time: dt.datetime | None = None,
+    destination: str | None = None,
+    reporter: Reporter | None = None,
+) -> DrillRecord:
+    """Drill one backup of `deployment`; returns (and stores) its record."""
+    reporter = reporter or service.reporter
+    tempdir.sweep()  # what a killed drill left behind
+    record = pick_backup(service, deployment, backup_id, destination, to_time)
+    summary, repo, manifest = service.completed_backup(record["id"], destination)
+    dest_name = destination or service.primary_destination(deployment)
+    drillers = [driller_for(src["type"]) for src in manifest["sources"]]
+    if to_time is not None and not any(d.supports_pitr for d in drillers):
+        raise UsageError(
+            f"--to-time: backup {summary['short_id']} ({summary['method']}) cannot be rolled forward; "
+            "point-in-time drills need a physical PostgreSQL or MariaDB backup with archived logs"
+        )
+    started = service.now()
+    t0 = time.monotonic()
+    checks: list[DrillCheck] = []
+    restore_seconds = 0.0
+    reporter.emit(Started("drill", summary["id"], int(manifest.get("source_bytes", 0))))
+    from backupctl.engine.restorer import Prefetcher
+
+    with repo.lock(exclusive=False, operation=f"drill {summary['id'][:8]}"):
+        repo.load_index()
+        prefetcher = Prefetcher(repo)
+        try:
+            for i, (src, driller) in enumerate(zip(manifest["sources"], drillers, strict=True)):
+                scratch = tempdir.make_dir(f"drill-{i}-")
+                ctx = DrillContext(
+                    service=service,
+                    backup=summary,
+                    manifest=manifest,
+                    repo=repo,
+                    source=src,
+                    position=i,
+                    deployment=service.config.deployments.get(deployment),
+                    scratch=scratch,
+                    reporter=reporter,
+                    to_time=to_time,
+                    prefetcher=prefetcher,
+                )
+                t1 = time.monotonic()
+                try:
+                    found = driller.drill(ctx)
+                except BackupctlError as exc:
+                    found = [DrillCheck("restore", False, f"{_label(src)}: {exc.message}")]
+                except Exception as exc:  # a bug or an unclassified library error: still a verdict
+                    found = [DrillCheck("restore", False, f"{_label(src)}: {type(exc).__name__}: {exc}")]
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                if not found:
+                    found = [DrillCheck("checks", False, f"{_label(src)}: the driller checked nothing")]
+                restore_seconds += (
+                    ctx.restore_seconds if ctx.restore_seconds is not None else time.monotonic() - t1
+                )
+                prefix = f"{src['type']}."
+                for check in found:
+                    if not check.name.startswith(prefix):
+                        check.name = prefix + check.name
+                checks.extend(found)
+        finally:
+            prefetcher.close()
+    passed = all(c.passed for c in checks)
+    drill: DrillRecord = {
+        "id": uuid.uuid4().hex,
+        "backup_id": summary["id"],
+        "deployment": deployment,
+        "started": iso_ms(started),
+        "seconds": round(time.monotonic() - t0, 3),
+        "restore_seconds": round(restore_seconds, 3),
+        "passed": passed,
+        "to_time": iso_ms(to_time) if to_time else None,
+        "checks": [c.to_doc() for c in checks],
+        "host": socket.gethostname(),
+    }
+    from backupctl.drill import store
+
+    try:
+        store.save(service, dest_name, drill)
+    except BackupctlError as exc:
+        reporter.emit(WarningEvent(f"the drill record could not be stored in {dest_name!r}: {exc.message}"))
+        store.cache_only(service, repo.id, drill)
+    reporter.emit(Finished("drill", summary["id"], ok=passed))
+    return drill
+
+
+def _label(src: SourceRecord) -> str:
+    """'sqlite /srv/app.db': the stored source a check belongs to, for one-line details."""
+    what = src.get("describe") or {}
+    target = what.get("path") or what.get("paths") or what.get("database") or what.get("databases")
+    if isinstance(target, list):
+        target = ", ".join(map(str, target))
+    return f"{src['method']} {target}" if target else src["method"]
+
+
+def first_failure(record: DrillRecord) -> str:
+    """'<check name>: <detail>' of the first failed check, and how many more failed."""
+    bad = [c for c in record["checks"] if not c["passed"]]
+    if not bad:
+        return ""
+    text = f"{bad[0]['name']}: {bad[0]['detail']}"
+    if len(bad) > 1:
+        text += f" (and {len(bad) - 1} more failed check{'s' if len(bad) > 2 else ''})"
+    return text
+
+
+def verified(service: Service, records: list[BackupSummary]) -> None:
+    """Add `verified_at` (start of the newest passed drill, or None) and `drill_passed` (the
+    verdict of the newest drill, None when never drilled) to each backup record, from the
+    repositories' drill records (every host's) and the local cache."""
+    from backupctl.drill import store
+
+    by_backup = store.latest_by_backup(service, records)
+    for rec in records:
+        drills = by_backup.get(rec["id"], [])
+        ok = [d for d in drills if d["passed"]]
+        rec["verified_at"] = ok[0]["started"] if ok else None
+        rec["drill_passed"] = drills[0]["passed"] if drills else None
