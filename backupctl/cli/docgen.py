@@ -230,7 +230,9 @@ def _model_table(title: str, model: Any, skip: tuple[str, ...] = ()) -> list[str
         else:
             default = f"`{field.default}`"
         desc = (field.description or "").replace("|", "/")
-        lines.append(f"| `{name}` | {_type_name(field.annotation).replace('|', '/')} | {default} | {desc} |")
+        lines.append(
+            f"| `{field.alias or name}` | {_type_name(field.annotation).replace('|', '/')} | {default} | {desc} |"
+        )
     lines.append("")
     return lines
 
@@ -268,7 +270,21 @@ def render_config_md() -> str:
                 lines += _model_table(f"`{name}`", model)
     except ImportError:
         pass
+    lines += _notification_tables()
     return "\n".join(lines)
+
+
+def _notification_tables() -> list[str]:
+    from backupctl.notify import models as notify_models
+
+    lines = ["## Notifications", "", "See docs/monitoring.md for worked examples.", ""]
+    lines += _model_table("`notifications`", notify_models.NotificationsConfig)
+    lines += _model_table("`type: webhook`", notify_models.WebhookChannel)
+    lines += _model_table("`type: email`", notify_models.EmailChannel)
+    lines += _model_table("`type: ping`", notify_models.PingChannel)
+    lines += _model_table("`notify` entries (deployments, policies)", notify_models.NotifyRule)
+    lines += _model_table("secret reference (header values)", notify_models.SecretRef)
+    return lines
 
 
 if __name__ == "__main__":

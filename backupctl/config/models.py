@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from backupctl.destinations.base import DestinationOptions
+from backupctl.notify.models import NotificationsConfig, NotifyRule
 from backupctl.policy.models import Policy, parse_duration
 from backupctl.sources.base import SourceOptions
 
@@ -86,6 +87,11 @@ class DeploymentConfig(_Strict):
     pitr: PitrConfig | None = Field(
         None, description="Point-in-time recovery the scheduler runs: `binlog_sync`, `flush`."
     )
+    notify: list[NotifyRule] = Field(
+        default_factory=list,
+        description="Channels told about this deployment: `[{channel: NAME, on: failure|always}]` "
+        "(docs/monitoring.md); added to its policy's.",
+    )
 
     @model_validator(mode="after")
     def _pitr_engine(self) -> DeploymentConfig:
@@ -127,6 +133,10 @@ class Config(_Strict):
         description="Name -> backup policy: schedules and retention (docs/scheduling.md).",
     )
     settings: Settings = Field(default_factory=Settings)
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig,
+        description="Notification channels (webhook, email, ping) and overdue grace (docs/monitoring.md).",
+    )
     # Where the file was read from; not part of the YAML.
     path: Path | None = Field(default=None, exclude=True)
 
@@ -144,4 +154,22 @@ class Config(_Strict):
                     raise ValueError(
                         f"deployments.{dep_name}.destinations: unknown destination {dest!r} (defined: {known})"
                     )
+        self._check_notifications()
         return self
+
+    def _check_notifications(self) -> None:
+        for key in ("overdue_grace", "retry_for"):
+            try:
+                parse_duration(getattr(self.notifications, key))
+            except ValueError as exc:
+                raise ValueError(f"notifications.{key}: {exc}") from None
+        known = ", ".join(sorted(self.notifications.channels)) or "none defined"
+        owners = [(f"deployments.{n}", d.notify) for n, d in self.deployments.items()]
+        owners += [(f"policies.{n}", getattr(p, "notify", None) or []) for n, p in self.policies.items()]
+        for where, rules in owners:
+            for i, rule in enumerate(rules):
+                if rule.channel not in self.notifications.channels:
+                    raise ValueError(
+                        f"{where}.notify[{i}].channel: unknown notification channel {rule.channel!r} "
+                        f"(defined: {known})"
+                    )

@@ -42,6 +42,7 @@ from backupctl.engine.service import Service
 from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
+from backupctl.notify import hooks as notify_hooks
 from backupctl.pitr.retention import prune_logs
 from backupctl.policy.models import Policy
 from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
@@ -219,6 +220,7 @@ class Scheduler:
     def run_due(self) -> list[dict[str, Any]]:
         """Start everything due now; returns one result row per due slot."""
         results: list[dict[str, Any]] = []
+        notify_hooks.run_due_started(self.service, self.clock.now())  # retry queued; report overdue
         busy = self._running_deployments()
         todo: list[DueRun] = []
         for item in self.due_runs():
@@ -326,6 +328,7 @@ class Scheduler:
         except BackupctlError as exc:
             # A retention step that did not run fails the run (the backup itself stays Completed).
             outcome["retention_error"] = exc.message
+            notify_hooks.retention_failed(self.service, item.deployment, item.backup_id, exc.message)
             outcome["error"] = "; ".join(
                 e for e in (outcome["error"], f"retention did not run: {exc.message}") if e
             )

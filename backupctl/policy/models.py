@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backupctl.notify.models import NotifyRule
+
 DEFAULT_POLICY_NAME = "default"
 NO_POLICY = "none"
 # `created_by` of a backup somebody started by hand (policies put their own name there).
@@ -347,6 +349,11 @@ class Policy(_Strict):
         None, description="Overrides each deployment's `destinations` when set."
     )
     description: str = Field("", description="Free text shown by `policy show`.")
+    notify: list[NotifyRule] = Field(
+        default_factory=list,
+        description="Channels told about every deployment under this policy: "
+        "`[{channel: NAME, on: failure|always}]` (docs/monitoring.md).",
+    )
 
     @field_validator("created")
     @classmethod
