@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Archive MariaDB/MySQL binary logs into the deployment's repository (point-in-time recovery).",
     ),
     "repository": ("cmd_repository", "Check, repair, unlock and measure the repository at a destination."),
+    "notify": (
+        "cmd_notify",
+        "Notifications: send a test event to a channel, list channels and undelivered events.",
+    ),
 }
 # Commands that a module registers on another command's Typer app when imported: command ->
 # {subcommand: (module, first paragraph of its help)}. Loaded on first access too, so

@@ -28,6 +28,7 @@ from backupctl.engine.browse import RestoreSelection, check_selection
 from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.engine.state import StateDB
+from backupctl.notify import hooks as notify_hooks
 from backupctl.engine.summary import failed_uploads, summarize_job, summarize_manifest
 from backupctl.errors import (
     AmbiguousIdError,
@@ -192,6 +193,7 @@ class Service:
             destinations={name: {"state": "pending"} for name in dep.destinations},
             location=self._location(primary),
         )
+        notify_hooks.backup_started(self, deployment, backup_id, safety)
         writer: BlobWriter | None = None
         collector = CollectingReporter(self.reporter)
         try:
@@ -266,6 +268,7 @@ class Service:
                 finished=iso_ms(self.now()),
                 duration_s=round(time.monotonic() - t0, 3),
             )
+            notify_hooks.backup_failed(self, deployment, backup_id, message, safety)
             collector.emit(Finished("backup", backup_id, ok=False))
             if isinstance(exc, BackupctlError) and not isinstance(exc, BackupFailedError):
                 failed = BackupFailedError(f"backup of {deployment!r} failed: {exc.message}", hint=exc.hint)
@@ -301,6 +304,7 @@ class Service:
                 record["error"] = "; ".join(
                     f"upload to {n} failed: {st['error']}" for n, st in failed_states.items()
                 )
+                notify_hooks.upload_failed(self, record, safety)
                 raise BackupFailedError(
                     f"backup {backup_id[:8]} is stored in {primary!r} but {record['error']}",
                     hint=f"fix the destination, then run `backupctl backup upload {backup_id[:8]}`",
@@ -309,6 +313,7 @@ class Service:
             for name in remotes:
                 destinations[name] = {"state": "not uploaded"}
             self.state.update_job(backup_id, destinations=destinations)
+        notify_hooks.backup_completed(self, record, safety)
         return record
 
     def upload_backup(
