@@ -10,12 +10,14 @@ kept exactly and named by its precision (never "normalise" one into another):
 * `iso_us`: microseconds - PITR moments (WAL/binlog commit times and recovery windows).
 
 Parsing accepts all three (`parse_iso` keeps the offset as written, `parse_iso_utc`
-converts to UTC). A leaf module: it imports only `datetime` and `typing`.
+converts to UTC); `parse_time_arg` reads a moment given on the command line (`--since 7d`).
+A leaf module: it imports only `datetime`, `re` and `typing`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import overload
 
 
@@ -64,3 +66,29 @@ def parse_iso(text: str) -> dt.datetime:
 def parse_iso_utc(text: str) -> dt.datetime:
     """`parse_iso`, converted to UTC."""
     return parse_iso(text).astimezone(dt.UTC)
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*(s|m|min|h|d|w)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time_arg(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """A moment given on the command line, in UTC: `30m`, `12h`, `7d`, `2w` (that long before
+    `now`), an ISO date `2026-12-01` (local midnight), or an ISO date-time `2026-12-01T10:00`
+    / `2026-12-01 10:00` (local time unless it carries `Z` or an offset). ValueError names
+    the accepted forms."""
+    value = text.strip()
+    match = _RELATIVE.match(value.lower())
+    if match:
+        ago = dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        return (now or utcnow()).astimezone(dt.UTC) - ago
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: give an age (30m, 12h, 7d, 2w) or an ISO date or date-time "
+            "(2026-12-01, 2026-12-01T10:00, 2026-12-01T10:00Z)"
+        ) from None
+    if t.tzinfo is None:
+        t = t.astimezone()  # a naive time is local time
+    return t.astimezone(dt.UTC)

@@ -54,7 +54,8 @@ def test_new_user_init_create_list_show_restore(
     lines = table.stdout.splitlines()
     assert lines[0].split()[:5] == ["ID", "DEPLOYMENT", "METHOD", "TYPE", "STATUS"], str(table)
     assert len(lines) == 2, str(table)
-    assert lines[1].split()[:5] == [backup_id[:8], "example", "files", "full", "Completed"], str(table)
+    # The full ID, never cut (issue 15).
+    assert lines[1].split()[:5] == [backup_id, "example", "files", "full", "Completed"], str(table)
 
     listed = helpers.run_ok("backup", "list", "-o", "json").json()
     assert isinstance(listed, list) and len(listed) == 1
@@ -166,7 +167,8 @@ def test_list_limit_and_more_note(files_deployment) -> None:
     assert len(table.stdout.splitlines()) == 21, str(table)  # header + 20 rows
     assert "1 more" in table.stderr, str(table)
     assert ids[0][:8] not in table.stdout, "the oldest backup is the one left off"
-    assert [r["id"] for r in dep.ok("backup", "list", "-o", "json").json()] == ids[::-1][:20]
+    # Documents are complete unless --limit (issue 15); only the table has a default limit.
+    assert [r["id"] for r in dep.ok("backup", "list", "-o", "json").json()] == ids[::-1]
     assert len(dep.ok("backup", "list", "--all", "-o", "json").json()) == 21
     assert len(dep.ok("backup", "list", "--limit", "3", "-o", "json").json()) == 3
 

@@ -594,5 +594,5 @@ def test_backup_prune_dry_run_then_yes(tmp_path: Path) -> None:
     assert all(r["status"] == "Completed" for r in after)
     assert helpers.run_ok("backup", "prune", "--dry-run", "-o", "json", env=env).json()["decisions"] and all(
         d["action"] == "keep"
-        for d in helpers.run_ok("backup", "prune", "-n", "-o", "json", env=env).json()["decisions"]
+        for d in helpers.run_ok("backup", "prune", "--dry-run", "-o", "json", env=env).json()["decisions"]
     )

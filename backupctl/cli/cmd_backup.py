@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Create, list, inspect, restore, verify and delete backups.", no_args_is_help=True)
 
 LIST_COLUMNS: list[output.Column] = [
-    ("ID", "short_id", None),
+    ("ID", "id", None),
     ("Deployment", "deployment", None),
     ("Method", "method", None),
     ("Type", "type", None),
@@ -31,6 +31,18 @@ LIST_COLUMNS: list[output.Column] = [
     ("Size", "size_bytes", human_bytes),
     ("Expires", "expires", human_time),
 ]
+# Added by --wide (and in value/CSV output).
+LIST_WIDE_COLUMNS: list[output.Column] = [
+    ("Created by", "created_by", None),
+    ("Finished", "finished", human_time),
+    ("Files", "files", None),
+    ("Stored", "stored_bytes", human_bytes),
+    ("Comment", "comment", None),
+]
+# What a narrow terminal keeps, most important first (the ID and status are never dropped).
+LIST_PRIORITY = ["id", "status", "deployment", "started", "type", "size_bytes", "method", "expires"]
+# A table shows this many backups unless --limit or --all; the other formats show all.
+TABLE_LIMIT = 20
 # `--retry-lock DURATION` of create, delete and prune: keep retrying a lock held elsewhere.
 RetryLockOpt = Annotated[
     str | None,
@@ -112,34 +124,104 @@ def list_(
     destination: Annotated[
         str | None, typer.Option("--destination", help="Read from this destination's repository.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Show at most N backups.")] = 20,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Show every backup.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", "-n", help=f"Show at most N backups (default: all; a table shows {TABLE_LIMIT})."
+        ),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show every backup, also in a table.")] = False,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only backups with this status (Completed, Failed, Running...)."),
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", "-t", help="Only full or incremental backups.")
+    ] = None,
+    created_by: Annotated[
+        str | None,
+        typer.Option("--created-by", help="Only backups made by this: manual, or a policy name."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only backups started at or after this: 7d, 12h (ago), 2026-12-01, 2026-12-01T10:00.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Only backups started before this (as --since).")
+    ] = None,
 ) -> None:
     """List backups, newest first.
+
+    JSON, YAML, CSV and value output list every backup that matches, unless --limit; a
+    table shows the newest 20 (and says how many more there are) unless --limit or --all.
+    Dates without a zone are local time.
 
     A pg_basebackup/mariabackup backup whose deployment archives WAL or binary logs also
     gets `recoverable_until` (the "PITR until" column): the last moment it can be rolled
     forward to, as `pitr show` computes it.
 
-    Example: backupctl backup list --deployment shop -o json
+    Example: backupctl backup list --deployment shop --status Failed --since 7d -f json
     """
     from backupctl.pitr.window import add_recoverable_until
 
+    matches = _list_filter(status, type_, created_by, since, until)
     with CliReporter() as reporter:
         svc = context.service(reporter)
-        records = svc.list_backups(deployment, destination)
-        shown = records if all_ else records[:limit]
+        records = [r for r in svc.list_backups(deployment, destination) if matches(r)]
+        if limit is not None:
+            shown = records[: max(limit, 0)]
+        elif all_ or output.structured():
+            shown = records
+        else:
+            shown = records[:TABLE_LIMIT]
         add_recoverable_until(svc, shown)
-    if output.structured():
-        output.emit_document(shown)
-        return
     pitr = any(r.get("recoverable_until") for r in shown)
     uploads = any(r.get("failed_uploads") for r in shown)
-    output.emit_table(
-        shown, LIST_COLUMNS + ([UPLOAD_COLUMN] if uploads else []) + ([PITR_COLUMN] if pitr else [])
+    output.emit_list(
+        shown,
+        LIST_COLUMNS + ([UPLOAD_COLUMN] if uploads else []) + ([PITR_COLUMN] if pitr else []),
+        wide=LIST_WIDE_COLUMNS,
+        priority=LIST_PRIORITY,
     )
     if len(shown) < len(records):
         output.message(f"({len(records) - len(shown)} more; use --all or --limit)")
+
+
+def _list_filter(
+    status: str | None, type_: str | None, created_by: str | None, since: str | None, until: str | None
+) -> Any:
+    """The predicate of `backup list`'s filters (a usage error for an unreadable value)."""
+    from backupctl.timefmt import parse_iso_utc, parse_time_arg
+
+    if type_ is not None and type_ not in ("full", "incremental"):
+        raise typer.BadParameter("must be full or incremental", param_hint="--type")
+    bounds = []
+    for name, text in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(parse_time_arg(text) if text else None)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=name) from None
+    low, high = bounds
+
+    def matches(r: dict[str, Any]) -> bool:
+        if status is not None and str(r.get("status", "")).lower() != status.lower():
+            return False
+        if type_ is not None and r.get("type") != type_:
+            return False
+        if created_by is not None and r.get("created_by") != created_by:
+            return False
+        if low is not None or high is not None:
+            if not r.get("started"):
+                return False
+            started = parse_iso_utc(r["started"])
+            if (low is not None and started < low) or (high is not None and started >= high):
+                return False
+        return True
+
+    return matches
 
 
 @app.command("show")
@@ -476,18 +558,18 @@ def _emit_rows(rows: Any, columns: list[output.Column]) -> int:
     tables take the records as a list. Returns how many there were."""
     import json
 
-    if output.OPTS.output == "json":
+    if output.OPTS.output == "json" and not output.OPTS.columns and not output.OPTS.sort_columns:
         n = 0
         sys.stdout.write("[")
         for row in rows:
-            sys.stdout.write(("," if n else "") + "\n  " + json.dumps(row))
+            sys.stdout.write(("," if n else "") + "\n  " + json.dumps(output.normalize_times(row)))
             n += 1
         sys.stdout.write("\n]\n" if n else "]\n")
         sys.stdout.flush()
         return n
     listed = list(rows)
     if output.structured():
-        output.emit_document(listed)
+        output.emit_document(listed, columns)
     else:
         output.emit_table(listed, columns)
     return len(listed)
@@ -710,9 +792,7 @@ def prune(
     deployment: Annotated[
         str | None, typer.Option("--deployment", "-d", help="Only this deployment.")
     ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Only show what would be deleted.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be deleted.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     retry_lock: RetryLockOpt = None,
     max_unused: Annotated[

@@ -58,7 +58,7 @@ def sync(
     deployment: Annotated[str, typer.Argument(help="Deployment name from the config (a mariadb source).")],
     follow: Annotated[
         bool,
-        typer.Option("--follow", "-f", help="Keep running: sync every --interval seconds until stopped."),
+        typer.Option("--follow", help="Keep running: sync every --interval seconds until stopped."),
     ] = False,
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between rounds with --follow.", min=1.0)

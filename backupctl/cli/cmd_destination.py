@@ -21,10 +21,7 @@ def list_() -> None:
     """
     # Locations and errors may carry an endpoint URL with a password in it.
     rows = redact.document(context.service().list_destinations())
-    if output.structured():
-        output.emit_document(rows)
-        return
-    output.emit_table(
+    output.emit_list(
         rows,
         [
             ("Name", "name", None),
@@ -35,6 +32,7 @@ def list_() -> None:
             ("Used by", "used_by", None),
             ("Error", "error", None),
         ],
+        priority=["name", "reachable", "repository", "type", "location", "error", "used_by"],
     )
 
 

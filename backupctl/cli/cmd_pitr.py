@@ -213,9 +213,7 @@ def verify(deployment: DeploymentArg) -> None:
 @app.command("prune")
 def prune(
     deployment: DeploymentArg,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Only list what would be deleted.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete archived WAL / binary logs older than the oldest retained backup needs.

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli import context, output
-from backupctl.cli.output import human_time
+from backupctl.cli.output import human_time, human_time_in
 from backupctl.cli.progress import CliReporter
 from backupctl.engine import policies
 from backupctl.engine.service import Service
@@ -48,6 +48,8 @@ LIST_COLUMNS: list[output.Column] = [
     ("Last full", "last_full", human_time),
     ("Last incremental", "last_incremental", human_time),
 ]
+# What a narrow terminal keeps, most important first (name and status are never dropped).
+LIST_PRIORITY = ["name", "status", "next_run", "deployments", "recurrence", "types", "last_full"]
 
 BACKUP_COLUMNS: list[output.Column] = [
     ("ID", "short_id", None),
@@ -227,10 +229,7 @@ def list_() -> None:
     for w in warnings:
         output.warning(w)
     rows = policies.policy_rows(cfg, records)
-    if output.structured():
-        output.emit_document(rows)
-        return
-    output.emit_table(rows, LIST_COLUMNS)
+    output.emit_list(rows, LIST_COLUMNS, priority=LIST_PRIORITY)
 
 
 @app.command("show")
@@ -268,8 +267,10 @@ def show(name: Name) -> None:
     pairs.append(("Last incremental", human_time(doc["last_incremental"]) or "none"))
     if not doc["next_runs"]:
         pairs.append(("Next runs", "none" + (" (paused)" if doc["status"] == "Paused" else "")))
-    for i, run in enumerate(doc["next_runs"]):
-        pairs.append(("Next runs" if i == 0 else "", f"{human_time(run['time'])}  {run['type']}"))
+    zones = {s["key"]: s["timezone"] for s in doc["schedules"]}
+    for i, run in enumerate(doc["next_runs"]):  # in the schedule's own zone, and in local time
+        when = human_time_in(run["time"], zones.get(run["schedule"]))
+        pairs.append(("Next runs" if i == 0 else "", f"{when}  {run['type']}"))
     for i, rule in enumerate(doc["retention_rules"]):
         pairs.append(("Retention" if i == 0 else "", rule))
     for dep, w in sorted(doc.get("pitr", {}).items()):

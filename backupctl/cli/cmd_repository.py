@@ -143,7 +143,7 @@ def repair_snapshots(
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete damaged backups instead of moving them to damaged/.")
     ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only report damaged backups.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report damaged backups.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Set aside backups that cannot be restored: damaged manifests, or blobs missing from the index.

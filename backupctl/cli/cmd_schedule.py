@@ -44,9 +44,20 @@ UPCOMING_COLUMNS: list[output.Column] = [
     ("Schedule", "schedule", None),
     ("Type", "type", None),
     ("Next run", "next_run", human_time),
+    ("In its zone", "next_run_in_zone", None),
     ("Last run", "last_run", human_time),
     ("Last status", "last_status", None),
     ("Last error", "last_error", None),
+]
+# What a narrow terminal keeps, most important first (deployment and policy are never dropped).
+UPCOMING_PRIORITY = [
+    "deployment",
+    "policy",
+    "next_run",
+    "schedule",
+    "last_status",
+    "type",
+    "next_run_in_zone",
 ]
 
 
@@ -114,13 +125,41 @@ def list_() -> None:
     host). Example: backupctl schedule list -o json
     """
     with CliReporter() as reporter:
-        rows = Scheduler(context.service(reporter)).upcoming()
+        svc = context.service(reporter)
+        rows = Scheduler(svc).upcoming()
+    zones = _schedule_zones(svc.config)
+    for row in rows:
+        row["timezone"] = zones.get((str(row.get("policy")), str(row.get("schedule"))))
     if output.structured():
-        output.emit_document(rows)
+        flat = [c for c in UPCOMING_COLUMNS if c[1] != "next_run_in_zone"]
+        output.emit_document(rows, [*flat, ("Timezone", "timezone", None)])
     elif rows:
-        output.emit_table(rows, UPCOMING_COLUMNS)
+        for row in rows:  # the next run in the schedule's own zone, beside local time
+            row["next_run_in_zone"] = _in_zone(row.get("next_run"), row["timezone"])
+        output.emit_table(rows, UPCOMING_COLUMNS, priority=UPCOMING_PRIORITY)
     else:
         output.message("nothing is scheduled")
+
+
+def _schedule_zones(cfg: Any) -> dict[tuple[str, str], str]:
+    """(policy, schedule key) -> the schedule's IANA time zone."""
+    from backupctl.policy.resolve import policies
+
+    return {
+        (name, key): schedule.timezone
+        for name, policy in policies(cfg).items()
+        for key, schedule in zip(policy.schedule_keys(), policy.schedules, strict=True)
+    }
+
+
+def _in_zone(value: str | None, zone: str | None) -> str:
+    if not value or not zone:
+        return ""
+    from zoneinfo import ZoneInfo
+
+    from backupctl.timefmt import parse_iso
+
+    return f"{parse_iso(value).astimezone(ZoneInfo(zone)).strftime('%Y-%m-%d %H:%M')} {zone}"
 
 
 @app.command("daemon")

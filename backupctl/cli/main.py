@@ -166,10 +166,18 @@ class _TrivialCoercion:
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
         if value is None or isinstance(value, self._kinds):
             return value
+        if list in self._kinds and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            return list(value) or None  # a repeatable str option; not given: None, as Typer does
         return self._typer_coercion().coerce(value, param=param, ctx=ctx)
 
 
-_TRIVIAL = {str: (str,), str | None: (str,), bool: (bool,), bool | None: (bool,)}
+_TRIVIAL = {
+    str: (str,),
+    str | None: (str,),
+    bool: (bool,),
+    bool | None: (bool,),
+    list[str]: (list,),  # a repeatable str option (Typer drops the `| None`)
+}
 
 
 def _skip_trivial_coercion(param: Any) -> None:
@@ -182,7 +190,7 @@ def _skip_trivial_coercion(param: Any) -> None:
         return
     kinds = _TRIVIAL.get(descriptor.annotation)
     plain = getattr(descriptor.parameter_info, "parser", None) is None  # no custom parser
-    if kinds is not None and plain and not param.multiple and param.nargs == 1:
+    if kinds is not None and plain and (param.multiple == (list in kinds)) and param.nargs == 1:
         coercion = _TrivialCoercion(param, kinds)
         param.get_runtime_param = lambda: coercion
 
@@ -260,14 +268,51 @@ def root(
         str | None,
         typer.Option(
             "--config",
-            "-c",
             help="Config file (default: $BACKUPCTL_CONFIG, then ~/.config/backupctl/config.yaml).",
             metavar="PATH",
         ),
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--output", "-o", help="Output format: table, json or yaml.", metavar="FORMAT")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            "--output",
+            "-o",
+            help="Output format: table, json, yaml, value (values only, one record per line) or csv.",
+            metavar="FORMAT",
+        ),
     ] = "table",
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            "-c",
+            help="Show only this column: a table header or any key of the record (repeatable).",
+            metavar="NAME",
+        ),
+    ] = None,
+    sort_column: Annotated[
+        list[str] | None,
+        typer.Option("--sort-column", help="Sort lists by this column (repeatable).", metavar="NAME"),
+    ] = None,
+    sort_descending: Annotated[
+        bool,
+        typer.Option("--sort-descending/--sort-ascending", help="Direction of --sort-column."),
+    ] = False,
+    max_width: Annotated[
+        str | None,
+        typer.Option("--max-width", help="Fit tables into N columns (0: no limit).", metavar="N"),
+    ] = None,
+    fit_width: Annotated[
+        bool, typer.Option("--fit-width", help="Fit tables to the terminal width also in a pipe.")
+    ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Tables: every column, nothing dropped or wrapped.")
+    ] = False,
+    utc: Annotated[
+        bool, typer.Option("--utc", help="Tables show times in UTC instead of local time.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours (also: NO_COLOR env).")] = False,
     verbose: Annotated[
@@ -277,19 +322,65 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    if output_format not in ("table", "json", "yaml"):
-        raise typer.BadParameter("must be table, json or yaml", param_hint="--output")
+    if output_format not in output.FORMATS:
+        raise typer.BadParameter(f"must be {', '.join(output.FORMATS)}", param_hint="--format")
+    width: int | None = None
+    if max_width is not None:
+        if not max_width.isdigit():
+            raise typer.BadParameter("must be a number of columns (0: no limit)", param_hint="--max-width")
+        width = int(max_width)
     output.OPTS.config = config
     output.OPTS.output = output_format
+    output.OPTS.columns = list(column or [])
+    output.OPTS.sort_columns = list(sort_column or [])
+    output.OPTS.sort_descending = sort_descending
+    output.OPTS.max_width = width
+    output.OPTS.fit_width = fit_width
+    output.OPTS.wide = wide
+    output.OPTS.utc = utc
     output.OPTS.quiet = quiet
     output.OPTS.color = not no_color and sys.stdout.isatty()
     output.OPTS.verbose = verbose
 
 
-# Global options are accepted anywhere on the command line (`backupctl backup list -o json`);
-# they are moved in front of the subcommand before Click parses.
-_GLOBAL_WITH_VALUE = {"--config", "-c", "--output", "-o"}
-_GLOBAL_FLAGS = {"--quiet", "-q", "--no-color", "--verbose", "-v"}
+# Global options are accepted anywhere on the command line (`backupctl backup list -f json`);
+# they are moved in front of the subcommand before Click parses. `--format`/`-f` is global
+# only with an output format as its value: `schedule export --format systemd` keeps its own.
+_GLOBAL_WITH_VALUE = {
+    "--config",
+    "--output",
+    "-o",
+    "--format",
+    "-f",
+    "--column",
+    "-c",
+    "--sort-column",
+    "--max-width",
+}
+_FORMAT_OPTIONS = {"--format", "-f"}
+_GLOBAL_FLAGS = {
+    "--quiet",
+    "-q",
+    "--no-color",
+    "--verbose",
+    "-v",
+    "--sort-ascending",
+    "--sort-descending",
+    "--fit-width",
+    "--wide",
+    "--utc",
+}
+
+
+# `schedule export --format FORMAT` has formats of its own; any other value of -f/--format is
+# the global option's (and a typo there gets the global option's error).
+_COMMAND_FORMATS = {"crontab", "systemd", "kubernetes"}
+
+
+def _is_output_format(arg: str, following: list[str]) -> bool:
+    """`-f json`/`--format=csv`: the global option; `--format systemd`: a command's own."""
+    value = arg.split("=", 1)[1] if "=" in arg else (following[0] if following else "")
+    return value not in _COMMAND_FORMATS
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
@@ -302,7 +393,9 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             rest.extend(argv[i:])
             break
         name = arg.split("=", 1)[0]
-        if name in _GLOBAL_WITH_VALUE and "=" in arg:
+        if name in _FORMAT_OPTIONS and not _is_output_format(arg, argv[i + 1 : i + 2]):
+            rest.append(arg)
+        elif name in _GLOBAL_WITH_VALUE and "=" in arg:
             front.append(arg)
         elif arg in _GLOBAL_WITH_VALUE and i + 1 < len(argv):
             front.extend(argv[i : i + 2])
