@@ -73,6 +73,7 @@ from backupctl.sources.dbutil import (
     safe_name,
 )
 from backupctl.sources.postgres import clear_dir
+from backupctl.sources.rowcount import InsertCounter, RowCounter, counted, recorded_counts
 
 GLOBALS_PATH = "mariadb/globals.sql"
 DB_DIR = "mariadb/databases"
@@ -260,9 +261,15 @@ class MariaDBSource(DatabaseSource):
             "--skip-dump-date",
         ]
         common += ["--default-character-set=utf8mb4"]
+        # Rows per table, counted in the INSERT statements as the dumps stream
+        # (sources/rowcount.py): what a restore drill compares with (info `row_counts`).
+        self._row_counters: list[tuple[str, RowCounter]] = []
         for db in databases:
             argv = [dump, *lead, *self.conn_args(), *common, "--", db["name"]]
-            yield self._stream_entry(db["path"], argv, env, f"{Path(dump).name} of database {db['name']!r}")
+            counter = InsertCounter()
+            self._row_counters.append((db["name"], counter))
+            entry = self._stream_entry(db["path"], argv, env, f"{Path(dump).name} of database {db['name']!r}")
+            yield counted(entry, counter)
 
     def _users_entry(self, argv: list[str], env: dict[str, str]) -> Entry:
         """The users-and-grants entry: `mariadb-dump --system=users --force`, checked by
@@ -360,6 +367,8 @@ class MariaDBSource(DatabaseSource):
     def _finished(self, outputs: list[tuple[str, str]]) -> None:
         """Record mariabackup's LSNs and binary log position (from --extra-lsndir), and the
         accounts the users dump had to skip (warned about, left out again at restore)."""
+        if getattr(self, "_row_counters", None):
+            self._info["row_counts"] = recorded_counts(self._row_counters)
         skipped = [a for tool in self._procs if isinstance(tool, UsersDump) for a in tool.skipped]
         if skipped:
             self._info["skipped_accounts"] = skipped

@@ -60,6 +60,7 @@ from backupctl.sources.dbutil import (
     safe_name,
 )
 from backupctl.sources.postgres_conf import write_missing_config
+from backupctl.sources.rowcount import CopyCounter, RowCounter, counted, recorded_counts
 
 GLOBALS_PATH = "postgres/globals.sql"
 DB_DIR = "postgres/databases"
@@ -254,9 +255,16 @@ class PostgresSource(DatabaseSource):
                 db["properties"], argv, env, f"pg_dump --create of database {db['name']!r} (its properties)"
             )
         yield Entry(path=DB_DIR, kind="dir", mode=0o700)
+        # Rows per table, counted in the COPY blocks as the dumps stream (sources/rowcount.py):
+        # what a restore drill compares with (info `row_counts`, set in _finished).
+        self._row_counters: list[tuple[str, RowCounter]] = []
         for db in databases:
             argv = ["pg_dump", "-Fp", *self.conn_args(), "-d", conninfo_dbname(db["name"])]
-            yield self._stream_entry(db["path"], argv, env, f"pg_dump of database {db['name']!r}")
+            counter = CopyCounter()
+            self._row_counters.append((db["name"], counter))
+            yield counted(
+                self._stream_entry(db["path"], argv, env, f"pg_dump of database {db['name']!r}"), counter
+            )
 
     def _scan_physical(self, env: dict[str, str]) -> Iterator[Entry]:
         argv = [
@@ -307,6 +315,8 @@ class PostgresSource(DatabaseSource):
         for what, stderr in outputs:
             if what == "pg_basebackup":
                 self._parse_basebackup_log(stderr)
+        if getattr(self, "_row_counters", None):
+            self._info["row_counts"] = recorded_counts(self._row_counters)
 
     def _parse_basebackup_log(self, stderr: str) -> None:
         start = re.search(r"write-ahead log start point: (\S+) on timeline (\d+)", stderr)
