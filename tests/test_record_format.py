@@ -120,7 +120,8 @@ def test_backup_show_list_and_manifest_format(files_deployment: Any, sample_tree
     assert re.fullmatch(r"[0-9a-f]{32}", backup_id)
 
     show = dep.show(backup_id)
-    assert list(show) == BACKUP_KEYS + ["sources"]
+    assert list(show) == BACKUP_KEYS + ["sources", "drills"]
+    assert show["drills"] == []
     _check_backup_record(show, backup_id)
     assert len(show["sources"]) == 1
     src = show["sources"][0]
@@ -133,7 +134,8 @@ def test_backup_show_list_and_manifest_format(files_deployment: Any, sample_tree
 
     listed = dep.list()
     assert len(listed) == 1
-    assert list(listed[0]) == BACKUP_KEYS + ["recoverable_until"]
+    assert list(listed[0]) == BACKUP_KEYS + ["recoverable_until", "verified_at", "drill_passed"]
+    assert listed[0]["verified_at"] is None and listed[0]["drill_passed"] is None
     _check_backup_record(listed[0], backup_id)
     assert listed[0]["recoverable_until"] is None
     assert {k: listed[0][k] for k in BACKUP_KEYS} == {k: show[k] for k in BACKUP_KEYS}

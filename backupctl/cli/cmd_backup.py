@@ -41,6 +41,17 @@ LIST_WIDE_COLUMNS: list[output.Column] = [
 ]
 # What a narrow terminal keeps, most important first (the ID and status are never dropped).
 LIST_PRIORITY = ["id", "status", "deployment", "started", "type", "size_bytes", "method", "expires"]
+# Restore drills (`backup drill`): when the newest passed drill started. The table shows
+# "failed" when the newest drill failed and "-" when none ran (JSON: verified_at, drill_passed).
+VERIFIED_COLUMN: output.Column = ("Verified", "verified_at", human_time)
+
+
+def _verified_text(record: Any) -> str:
+    if record.get("drill_passed") is False:
+        return "failed"
+    return human_time(record["verified_at"]) if record.get("verified_at") else "-"
+
+
 # A table shows this many backups unless --limit or --all; the other formats show all.
 TABLE_LIMIT = 20
 # `--retry-lock DURATION` of create, delete and prune: keep retrying a lock held elsewhere.
@@ -165,6 +176,7 @@ def list_(
 
     Example: backupctl backup list --deployment shop --status Failed --since 7d -f json
     """
+    from backupctl.drill.run import verified
     from backupctl.pitr.window import add_recoverable_until
 
     matches = _list_filter(status, type_, created_by, since, until)
@@ -178,11 +190,18 @@ def list_(
         else:
             shown = records[:TABLE_LIMIT]
         add_recoverable_until(svc, shown)
+        verified(svc, shown)  # restore drills: the stable keys verified_at, drill_passed
     pitr = any(r.get("recoverable_until") for r in shown)
     uploads = any(r.get("failed_uploads") for r in shown)
+    # The table's Verified column reads both drill keys ("failed" when the newest drill failed).
+    rows = shown if output.structured() else [{**r, "verified": _verified_text(r)} for r in shown]
+    verified_column = VERIFIED_COLUMN if output.structured() else ("Verified", "verified", None)
     output.emit_list(
-        shown,
-        LIST_COLUMNS + ([UPLOAD_COLUMN] if uploads else []) + ([PITR_COLUMN] if pitr else []),
+        rows,
+        LIST_COLUMNS
+        + [verified_column]
+        + ([UPLOAD_COLUMN] if uploads else [])
+        + ([PITR_COLUMN] if pitr else []),
         wide=LIST_WIDE_COLUMNS,
         priority=LIST_PRIORITY,
     )
@@ -235,6 +254,7 @@ def show(
 
     Example: backupctl backup show 1a2b3c4d
     """
+    from backupctl.drill.base import drill_history
     from backupctl.pitr.window import backup_pitr
 
     svc = context.service()
@@ -242,6 +262,7 @@ def show(
     window = backup_pitr(svc, record)  # the PITR window: added here, so that engine/ never imports pitr/
     if window is not None:
         record["pitr"] = window
+    record["drills"] = [dict(d) for d in drill_history(svc, record["id"], destination)]
     if output.structured():
         output.emit_document(record)
         return
@@ -280,6 +301,15 @@ def show(
         if w.get("gaps"):
             text += f" ({w['gaps']} gap{'s' if w['gaps'] != 1 else ''} in the archive after it)"
         pairs.append(("Recoverable", text))
+    for i, d in enumerate(record["drills"][:5]):  # restore drills, newest first
+        text = f"{'passed' if d['passed'] else 'FAILED'} {human_time(d['started'])} on {d['host']}, "
+        text += f"restore {human_duration(d['restore_seconds'])}"
+        failed = [c for c in d["checks"] if not c["passed"]]
+        if failed:
+            text += f": {failed[0]['name']}: {failed[0]['detail']}"
+        pairs.append(("Drills" if i == 0 else "", text))
+    if len(record["drills"]) > 5:
+        pairs.append(("", f"({len(record['drills']) - 5} older drills: -o json lists them)"))
     for i, src in enumerate(record.get("sources", [])):
         what = ", ".join(f"{k}={v}" for k, v in src["describe"].items() if v)
         pairs.append((f"Source {i + 1}", f"{src['method']}: {what}"))

@@ -82,11 +82,22 @@ deployment archives WAL or binary logs, the last continuously archived moment it
 forward to (as `pitr show` gives it); null otherwise. The table shows it as "PITR until" when a
 listed backup has one.
 
+`backup list` also adds `verified_at` and `drill_passed` (restore drills, `backup drill`): when the
+newest passed drill of the backup started (null: none passed), and whether the newest drill passed
+(null: never drilled). The table shows them as "Verified": that time, `failed` or `-`.
+
 `backup show` adds `sources`: a list of `{type, method, describe, info, files, dirs, bytes, reused_files, warnings}`,
 and, for a `pg_basebackup`/`mariabackup` backup whose deployment has archived WAL or binary logs,
 `pitr`: `{"earliest": ..., "latest": ..., "gaps": N}`, the point-in-time window reachable from
 this backup (from its end to the last continuously archived moment; both null, with a `reason`,
 when the WAL/binlogs it needs are missing) and the number of gaps in the archive after its start.
+It also adds `drills`: the backup's drill records, newest first, as `backup drill` prints them.
+
+`backup drill` prints one drill record: `id`, `backup_id`, `deployment`, `started` (UTC),
+`seconds` (restore and checks), `restore_seconds`, `passed`, `to_time` (null unless `--to-time`),
+`checks` (a list of `{name, passed, detail}`; `name` is `<source type>.<check>`, e.g.
+`files.content`, `sqlite.rows`; a failed check's `detail` names the path or table with the
+expected and found values) and `host`. It is printed also when the drill failed (exit code 8).
 
 `policy show` adds `pitr` when any of its deployments archives WAL or binary logs: deployment
 name -> `{"earliest": ..., "latest": ..., "gaps": N}`, as in `pitr show` (`error` when it
