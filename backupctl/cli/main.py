@@ -57,6 +57,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Archive MariaDB/MySQL binary logs into the deployment's repository (point-in-time recovery).",
     ),
     "repository": ("cmd_repository", "Check, repair, unlock and measure the repository at a destination."),
+    "status": (
+        "cmd_status",
+        "Show whether every deployment is protected: last backup, next run, last drill, RPO, problems.",
+    ),
+    "metrics": (
+        "cmd_metrics",
+        "Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP.",
+    ),
     "notify": (
         "cmd_notify",
         "Notifications: send a test event to a channel, list channels and undelivered events.",
@@ -70,11 +78,7 @@ _SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "clone": (
             "cmd_clone",
             "Create a new deployment NAME from a database backup, leaving the original untouched.",
-        ),
-        "drill": (
-            "cmd_drill",
-            "Prove that a backup restores: restore it into a throwaway place and check what came back.",
-        ),
+        )
     }
 }
 

@@ -1,0 +1,145 @@
+"""`backupctl metrics`: Prometheus metrics to stdout, a textfile, or over HTTP.
+
+Thin: backupctl.monitor.health computes, backupctl.monitor.metrics renders and serves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from backupctl.cli import context, output
+from backupctl.cli.cmd_status import GraceOpt, parse_grace
+from backupctl.errors import BackupctlError, UsageError
+
+HELP = "Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP."
+
+app = typer.Typer(help=HELP, invoke_without_command=True)
+
+
+def _compute(grace_seconds: float) -> Any:
+    import datetime as dt
+
+    from backupctl.monitor import health
+
+    service = context.service()
+    try:
+        return health.compute(service, grace=dt.timedelta(seconds=grace_seconds))
+    finally:
+        service.close()
+
+
+@app.callback()
+def metrics(
+    ctx: typer.Context,
+    textfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--textfile",
+            help="Write the metrics to this file atomically (mode 0644), for node_exporter's textfile "
+            "collector; name it *.prom.",
+            metavar="PATH",
+        ),
+    ] = None,
+    grace: GraceOpt = "1h",
+) -> None:
+    """Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP.
+
+    Without a subcommand: compute the metrics once and print them (text format; -o json: the
+    samples as JSON), or write them to --textfile. The metrics are documented in
+    docs/monitoring.md.
+
+    Example: */5 * * * * backupctl metrics --textfile /var/lib/node_exporter/textfile/backupctl.prom
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from backupctl.monitor import metrics as prom
+
+    doc = _compute(parse_grace(grace))
+    if textfile is not None:
+        try:
+            prom.write_textfile(textfile, prom.render(doc))
+        except OSError as exc:
+            raise BackupctlError(f"cannot write {textfile}: {exc.strerror or exc}") from None
+        output.message(f"wrote {textfile}")
+        return
+    if output.structured():
+        found = prom.samples(doc)
+        output.emit_document(
+            [
+                {
+                    "name": m.name,
+                    "type": m.type,
+                    "help": m.help,
+                    "samples": [{"labels": labels, "value": value} for labels, value in found[m.name]],
+                }
+                for m in prom.CATALOG
+            ]
+        )
+        return
+    typer.echo(prom.render(doc), nl=False)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    """ADDR:PORT, [IPv6]:PORT or :PORT (all IPv4 interfaces) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen {text!r}: use ADDR:PORT, e.g. 127.0.0.1:9900")
+    return host, int(port)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen", help="Address and port to serve /metrics on (ADDR:PORT).", metavar="ADDR:PORT"
+        ),
+    ] = "127.0.0.1:9900",
+    cache: Annotated[
+        str,
+        typer.Option(
+            "--cache",
+            help="Reuse computed metrics for this long between scrapes (e.g. 30s, 1m).",
+            metavar="DURATION",
+        ),
+    ] = "30s",
+) -> None:
+    """Serve the metrics on http://ADDR:PORT/metrics until stopped (SIGINT/SIGTERM).
+
+    Every scrape recomputes them unless the last computation is younger than --cache. Needs
+    prometheus_client (pip install 'backupctl[metrics]').
+
+    Example: backupctl metrics serve --listen 0.0.0.0:9900
+    """
+    host, port = _listen(listen)
+    grace_seconds = parse_grace(ctx.parent.params.get("grace") or "1h") if ctx.parent else 3600.0
+    try:
+        cache_seconds = 0.0 if cache.strip() in ("0", "0s") else parse_grace(cache)
+    except UsageError:
+        raise UsageError(f"--cache {cache!r}: use a duration, e.g. 30s") from None
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise BackupctlError(
+            "metrics serve needs prometheus_client", hint="pip install 'backupctl[metrics]'"
+        ) from None
+    from backupctl.monitor import metrics as prom
+
+    context.config()  # a config error is reported before listening
+    try:
+        server = prom.make_server(lambda: _compute(grace_seconds), host, port, cache_seconds)
+    except OSError as exc:
+        raise BackupctlError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    output.message(f"serving metrics on http://{shown}:{server.server_port}/metrics")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,326 @@
+"""`backupctl metrics` and `backupctl status` (issue 16 items 3 and 4) against real repositories.
+
+The metrics are parsed with prometheus_client's own parser and compared with what the test set
+up (a backup's size, duration and end from `backup show -o json`, the repository's files on
+disk, the failed runs); `metrics serve` answers a real HTTP GET; `status` exits 0 for a freshly
+backed-up deployment and 9 naming the problem for an overdue one, one whose last run failed,
+one never backed up and one whose upload failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import helpers
+from prometheus_client.parser import text_string_to_metric_families
+
+from backupctl.monitor.metrics import CATALOG, PROBLEM_KINDS
+
+PROBLEMS = 9  # ExitCode.PROBLEMS, as documented in docs/cli.md
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> tuple[Samples, dict[str, tuple[str, str]]]:
+    """(samples by (name, labels), family name -> (type, help)) through prometheus_client."""
+    samples: Samples = {}
+    families: dict[str, tuple[str, str]] = {}
+    for family in text_string_to_metric_families(text):
+        families[family.name] = (family.type, family.documentation)
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"duplicate sample {key}"
+            samples[key] = s.value
+    return samples, families
+
+
+def family_name(metric: Any) -> str:
+    """prometheus_client names a counter family without its `_total` suffix."""
+    return metric.name.removesuffix("_total") if metric.type == "counter" else metric.name
+
+
+def label_sets(samples: Samples, name: str) -> set[frozenset[tuple[str, str]]]:
+    return {labels for n, labels in samples if n == name}
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def repo_bytes(root: Path) -> int:
+    return sum(
+        p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp-backupctl")
+    )
+
+
+def two_deployments(make_deployment: Any, sample_tree: Path) -> Any:
+    """Deployment `app` (files) and `other` (the same tree), both in one local repository."""
+    dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
+    doc = helpers.load_yaml(dep.config)
+    doc["deployments"]["other"] = {
+        "sources": [{"type": "files", "paths": [str(sample_tree)]}],
+        "destinations": ["local"],
+    }
+    helpers.dump_yaml(doc, dep.config)
+    return dep
+
+
+def test_textfile_metrics_match_the_backups_and_the_repository(
+    make_deployment: Any, sample_tree: Path, tmp_path: Path
+) -> None:
+    dep = two_deployments(make_deployment, sample_tree)
+    dep.create()
+    failed = dep.run("backup", "create", "app", env={"BACKUPCTL_FAULTS": "fail=1,ops=put"})
+    assert failed.returncode != 0, str(failed)
+    (sample_tree / "new-file").write_text("more\n")
+    newest = dep.show(dep.create())
+    dep.ok("backup", "create", "other")
+    assert sum(1 for r in dep.list() if r["status"] == "Failed") == 1
+
+    out_dir = tmp_path / "textfile"
+    out_dir.mkdir()
+    target = out_dir / "backupctl.prom"
+    before = time.time()
+    dep.ok("metrics", "--textfile", target)
+    after = time.time()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in out_dir.iterdir()) == ["backupctl.prom"]  # no temporary left
+    samples, families = parse(target.read_text())
+
+    # Every catalog metric is there with its HELP and TYPE.
+    for metric in CATALOG:
+        assert families.get(family_name(metric)) == (metric.type, metric.help), metric.name
+
+    app = frozenset({("deployment", "app")})
+    other = frozenset({("deployment", "other")})
+    finished = ts(newest["finished"])
+    assert samples[("backupctl_last_success_timestamp_seconds", app)] == finished
+    assert samples[("backupctl_last_backup_duration_seconds", app)] == newest["duration_s"]
+    assert samples[("backupctl_last_backup_size_bytes", app)] == newest["size_bytes"]
+    assert samples[("backupctl_backup_failures_total", app)] == 1
+    assert samples[("backupctl_backup_failures_total", other)] == 0
+    rpo = samples[("backupctl_rpo_seconds", app)]
+    assert before - finished - 0.01 <= rpo <= after - finished + 0.01, (rpo, before - finished)
+    assert samples[("backupctl_repository_size_bytes", frozenset({("destination", "local")}))] == repo_bytes(
+        dep.repository
+    )
+    assert samples[("backupctl_destination_up", frozenset({("destination", "local")}))] == 1
+    copy = frozenset({("deployment", "app"), ("destination", "local")})
+    assert samples[("backupctl_destination_last_backup_timestamp_seconds", copy)] == finished
+    # The default policy runs every two hours at :00: the next run is the next even hour.
+    nxt = samples[("backupctl_next_run_timestamp_seconds", app)]
+    assert nxt > before and nxt % 7200 == 0 and nxt - before <= 7200
+    for kind in PROBLEM_KINDS:
+        assert samples[("backupctl_problems", app | {("kind", kind)})] == 0, kind
+    # Labelled by deployment (and destination where it applies), nothing else.
+    assert label_sets(samples, "backupctl_last_backup_size_bytes") == {app, other}
+    assert label_sets(samples, "backupctl_backup_failures_total") == {app, other}
+    assert label_sets(samples, "backupctl_repository_size_bytes") == {frozenset({("destination", "local")})}
+    # No drill and no PITR archive: those metrics have no sample (never a made-up 0).
+    for name in (
+        "backupctl_last_drill_success_timestamp_seconds",
+        "backupctl_last_drill_restore_seconds",
+        "backupctl_pitr_archive_lag_seconds",
+        "backupctl_pitr_window_end_timestamp_seconds",
+    ):
+        assert not label_sets(samples, name), name
+
+    # Without --textfile: the same text on stdout; -o json: the same samples.
+    shown, _ = parse(dep.ok("metrics").stdout)
+    assert shown[("backupctl_last_backup_size_bytes", app)] == newest["size_bytes"]
+    doc = {m["name"]: m for m in dep.ok("metrics", "-o", "json").json()}
+    assert [m.name for m in CATALOG] == list(doc)
+    size = doc["backupctl_last_backup_size_bytes"]["samples"]
+    assert {"labels": {"deployment": "app"}, "value": newest["size_bytes"]} in size
+
+
+def test_metrics_serve_answers_a_real_http_get(files_deployment: Any) -> None:
+    dep = files_deployment
+    backup = dep.show(dep.create())
+    port = helpers_free_port()
+    proc = subprocess.Popen(
+        helpers.cli_command("metrics", "serve", "--listen", f"127.0.0.1:{port}", "--cache", "0s"),
+        env=helpers.cli_env(dep.env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Content-Type"].startswith("text/plain")
+                    body = resp.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body, "metrics serve never answered"
+        samples, families = parse(body)
+        for metric in CATALOG:
+            assert families.get(family_name(metric)) == (metric.type, metric.help), metric.name
+        app = frozenset({("deployment", "app")})
+        assert samples[("backupctl_last_backup_size_bytes", app)] == backup["size_bytes"]
+        assert samples[("backupctl_last_success_timestamp_seconds", app)] == ts(backup["finished"])
+        # Recomputed on scrape (--cache 0s): a new backup shows on the next GET.
+        second = dep.show(dep.create())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            again, _ = parse(resp.read().decode())
+        assert again[("backupctl_last_success_timestamp_seconds", app)] == ts(second["finished"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"serving metrics on http://127.0.0.1:{port}/metrics" in err
+    assert "Traceback" not in err
+
+
+def helpers_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_status_is_ok_for_a_fresh_backup_and_names_each_problem(
+    make_deployment: Any, sample_tree: Path
+) -> None:
+    dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
+    backup = dep.show(dep.create())
+    result = dep.ok("status")
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "DEPLOYMENT", "LAST_BACKUP", "AGE", "NEXT_RUN", "LAST_DRILL", "RESTORE", "RPO", "PITR_UNTIL", "PROBLEMS"
+    ]  # fmt: skip
+    assert lines[1].startswith("app ") and lines[1].endswith(" OK"), result.stdout
+    doc = dep.ok("status", "-o", "json").json()
+    assert doc["ok"] is True
+    assert list(doc) == ["generated", "ok", "deployments", "destinations"]
+    (row,) = doc["deployments"]
+    assert list(row) == [
+        "deployment", "policy", "last_backup", "last_run", "failures", "failures_since_success", "next_run",
+        "last_drill", "pitr", "newest_restorable", "rpo_s", "destinations", "problems",
+    ]  # fmt: skip
+    assert (
+        row["last_backup"]["id"] == backup["id"] and row["last_backup"]["size_bytes"] == backup["size_bytes"]
+    )
+    assert row["newest_restorable"] == backup["finished"] and row["problems"] == []
+    assert row["policy"] == "default" and row["next_run"] is not None
+
+    # Never backed up: a second deployment in the same config.
+    doc = helpers.load_yaml(dep.config)
+    doc["deployments"]["fresh"] = {
+        "sources": [{"type": "files", "paths": [str(sample_tree)]}],
+        "destinations": ["local"],
+    }
+    helpers.dump_yaml(doc, dep.config)
+    result = dep.run("status")
+    assert result.returncode == PROBLEMS, str(result)
+    assert "fresh: never_backed_up: no completed backup" in result.stdout
+    assert [ln.split()[0] for ln in result.stdout.splitlines()[1:3]] == ["app", "fresh"]
+    assert result.stdout.splitlines()[2].endswith(" never_backed_up")
+    kinds = {
+        d["deployment"]: [p["kind"] for p in d["problems"]]
+        for d in dep.run("status", "-o", "json").json()["deployments"]
+    }
+    assert kinds == {"app": [], "fresh": ["never_backed_up"]}
+
+    # The last run failed (a destination refusing every write).
+    failed = dep.run("backup", "create", "app", env={"BACKUPCTL_FAULTS": "fail=1,ops=put"})
+    assert failed.returncode != 0
+    result = dep.run("status", "-o", "json")
+    assert result.returncode == PROBLEMS, str(result)
+    app = next(d for d in result.json()["deployments"] if d["deployment"] == "app")
+    assert [p["kind"] for p in app["problems"]] == ["last_run_failed"], app
+    assert app["failures"] == 1 and app["failures_since_success"] == 1
+    assert app["last_run"]["status"] == "Failed" and app["last_backup"]["id"] == backup["id"]
+    # A later success clears it (the failure stays counted).
+    dep.create()
+    app = next(d for d in dep.run("status", "-o", "json").json()["deployments"] if d["deployment"] == "app")
+    assert app["problems"] == [] and app["failures"] == 1 and app["failures_since_success"] == 0
+
+
+def test_status_overdue_when_the_policy_slot_passed_without_a_backup(
+    make_deployment: Any, sample_tree: Path
+) -> None:
+    """A backup taken (by the engine's injectable clock) five hours ago under the default policy
+    (every two hours at :00): at least one slot older than the one-hour grace has no backup."""
+    from backupctl.policy.schedule import FakeClock
+
+    dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
+    five_hours_ago = datetime.now(UTC) - timedelta(hours=5)
+    from backupctl.config.loader import load_config
+    from backupctl.engine.service import Service
+
+    service = Service(load_config(dep.config), clock=FakeClock(five_hours_ago))
+    try:
+        record = service.create_backup("app")
+    finally:
+        service.close()
+    result = dep.run("status")
+    assert result.returncode == PROBLEMS, str(result)
+    assert result.stdout.splitlines()[1].endswith(" overdue"), result.stdout
+    assert "app: overdue: no backup since the slot of" in result.stdout
+    doc = dep.run("status", "-o", "json").json()
+    (row,) = doc["deployments"]
+    assert [p["kind"] for p in row["problems"]] == ["overdue"]
+    assert row["last_backup"]["id"] == record["id"]
+    assert 5 * 3600 - 60 <= row["rpo_s"] <= 5 * 3600 + 120
+    # A generous grace: not overdue. The metrics say the same.
+    assert dep.run("status", "--grace", "6h").returncode == 0
+    samples, _ = parse(dep.ok("metrics").stdout)
+    assert samples[("backupctl_problems", frozenset({("deployment", "app"), ("kind", "overdue")}))] == 1
+    assert dep.ok("metrics", "--grace", "6h").stdout.count('kind="overdue"} 0') == 1
+    # A fresh backup clears it.
+    dep.create()
+    assert dep.run("status").returncode == 0
+
+
+def test_status_names_a_failed_upload(make_deployment: Any, sample_tree: Path, tmp_path: Path) -> None:
+    dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
+    doc = helpers.load_yaml(dep.config)
+    doc["destinations"]["offsite"] = {"type": "local", "path": str(tmp_path / "offsite")}
+    doc["deployments"]["app"]["destinations"] = ["local", "offsite"]
+    helpers.dump_yaml(doc, dep.config)
+    created = dep.run("backup", "create", "app", env={"BACKUPCTL_FAULTS": "fail=1,dests=offsite"})
+    assert created.returncode != 0, str(created)
+    result = dep.run("status", "-o", "json")
+    assert result.returncode == PROBLEMS, str(result)
+    (row,) = result.json()["deployments"]
+    assert [p["kind"] for p in row["problems"]] == ["upload_failed"], row
+    assert "offsite" in row["problems"][0]["message"]
+    copies = {c["destination"]: c for c in row["destinations"]}
+    assert copies["local"]["last_backup_id"] == row["last_backup"]["id"]
+    assert copies["offsite"]["last_backup_id"] is None and copies["offsite"]["upload_state"] == "failed"
+    # Uploaded later: fixed, and the copy is seen in the offsite listing.
+    dep.ok("backup", "upload", row["last_backup"]["id"])
+    result = dep.ok("status", "-o", "json")
+    (row,) = result.json()["deployments"]
+    assert row["problems"] == []
+    copies = {c["destination"]: c for c in row["destinations"]}
+    assert copies["offsite"]["last_backup_id"] == row["last_backup"]["id"]
+    samples, _ = parse(dep.ok("metrics").stdout)
+    off = frozenset({("destination", "offsite")})
+    assert samples[("backupctl_repository_size_bytes", off)] == repo_bytes(tmp_path / "offsite")
+
+
+def test_bad_input_is_one_line_with_the_usage_exit_code(files_deployment: Any) -> None:
+    dep = files_deployment
+    helpers.assert_one_line_error(dep.run("status", "--grace", "soon"), 2, "--grace")
+    helpers.assert_one_line_error(dep.run("metrics", "serve", "--listen", "nowhere"), 2, "--listen")
+    result = dep.run("metrics", "--textfile", "/nonexistent-dir/x.prom")
+    helpers.assert_one_line_error(result, 1, "/nonexistent-dir/x.prom")
+    assert not os.path.exists("/nonexistent-dir")
