@@ -78,7 +78,11 @@ _SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "clone": (
             "cmd_clone",
             "Create a new deployment NAME from a database backup, leaving the original untouched.",
-        )
+        ),
+        "drill": (
+            "cmd_drill",
+            "Prove that a backup restores: restore it into a throwaway place and check what came back.",
+        ),
     }
 }
 
