@@ -49,8 +49,9 @@ import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
+from backupctl.drill.record import DrillCheckDoc, DrillRecord
 from backupctl.errors import BackupctlError, ConfigError
 from backupctl.events import Reporter
 
@@ -170,29 +171,7 @@ def driller_for(source_type: str) -> Driller:
     return driller
 
 
-# ---- the stored record of one drill run ---------------------------------------------
-
-
-class DrillCheckDoc(TypedDict):
-    name: str
-    passed: bool
-    detail: str
-
-
-class DrillRecord(TypedDict):
-    """One drill run, stored encrypted as `drills/<id>` in the repository (docs/design.md)
-    and cached in the local state database. Keys are only ever added."""
-
-    id: str
-    backup_id: str
-    deployment: str
-    started: str  # UTC ISO (timefmt.iso_ms)
-    seconds: float  # wall time of restore + checks
-    restore_seconds: float
-    passed: bool
-    to_time: str | None
-    checks: list[DrillCheckDoc]
-    host: str
+# ---- storing and reading drill records (DrillRecord lives in backupctl.drill.record) ---
 
 
 def save_drill_record(service: Service, destination: str, record: DrillRecord) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from backupctl.errors import BackupctlError, IntegrityError, NoRepositoryError
 
 if TYPE_CHECKING:
-    from backupctl.drill.base import DrillRecord
+    from backupctl.drill.record import DrillRecord
     from backupctl.engine.service import Service
     from backupctl.records import BackupSummary
     from backupctl.repo.repository import Repository
