@@ -16,7 +16,8 @@ from backupctl.errors import BackupctlError, UsageError
 
 HELP = "Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP."
 
-app = typer.Typer(help=HELP, invoke_without_command=True)
+# The help is the callback's docstring (its first paragraph is HELP, as in cli/main.py COMMANDS).
+app = typer.Typer(invoke_without_command=True)
 
 
 def _compute(grace_seconds: float) -> Any:

@@ -32,6 +32,10 @@ EXIT_CODES = [
         ExitCode.DRILL_FAILED,
         "a restore drill failed: the backup did not restore as recorded (`backup drill`; the failing check is named)",
     ),
+    (
+        ExitCode.PROBLEMS,
+        "`status`: at least one deployment has a problem (overdue, last run failed, never backed up...)",
+    ),
     (ExitCode.NO_REPOSITORY, "no repository at the destination"),
     (ExitCode.LOCKED, "repository locked by another process"),
     (ExitCode.WRONG_KEY, "wrong key file or passphrase"),
@@ -152,7 +156,7 @@ def render_cli_md() -> str:
             lines.append(cmd.help.strip())
             lines.append("")
         params = [p for p in cmd.params if not getattr(p, "hidden", False) and p.name not in ("help",)]
-        if params and (not hasattr(cmd, "commands") or path == ["backupctl"]):
+        if params:  # a group's own options too (`metrics --textfile`); most groups have none
             lines.append("| parameter | meaning | kind |")
             lines.append("|---|---|---|")
             lines.extend(_param_line(p) for p in params)
