@@ -94,6 +94,10 @@ def _content_mismatch(repo: Repository, path: Path, item: Item) -> str | None:
     return None
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _settable_xattr(name: str, as_root: bool) -> bool:
     return as_root or name.startswith("user.") or name.startswith("system.posix_acl_")
 
@@ -192,9 +196,9 @@ class FilesDriller(Driller):
         note = f"; not compared as non-root: {', '.join(sorted(skipped))}" if skipped else ""
         return found.checks(
             {
-                "tree": f"{entries} entries restored with their recorded kinds",
-                "content": f"{files} files, {nbytes} bytes identical to the backup",
-                "metadata": f"mode, mtime, symlink targets, hard links and {xattrs} extended attributes "
+                "tree": f"{entries} {'entry' if entries == 1 else 'entries'} restored with their recorded kinds",
+                "content": f"{_n(files, 'file')}, {_n(nbytes, 'byte')} identical to the backup",
+                "metadata": f"mode, mtime, symlink targets, hard links and {_n(xattrs, 'extended attribute')} "
                 f"as recorded{note}",
             }
         )

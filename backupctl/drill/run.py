@@ -21,11 +21,12 @@ import shutil
 import socket
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backupctl import tempdir
 from backupctl.drill.base import DrillCheck, DrillContext, DrillRecord, driller_for
-from backupctl.errors import BackupctlError, NotFoundError, UsageError
+from backupctl.errors import BackupctlError, NotFoundError, RestoreIncompleteError, UsageError
 from backupctl.events import Finished, Reporter, Started, WarningEvent
 from backupctl.timefmt import iso_ms
 
@@ -117,7 +118,7 @@ def run_drill(
                 try:
                     found = driller.drill(ctx)
                 except BackupctlError as exc:
-                    found = [DrillCheck("restore", False, f"{_label(src)}: {exc.message}")]
+                    found = [DrillCheck("restore", False, f"{_label(src)}: {_reason(exc, scratch)}")]
                 except Exception as exc:  # a bug or an unclassified library error: still a verdict
                     found = [DrillCheck("restore", False, f"{_label(src)}: {type(exc).__name__}: {exc}")]
                 finally:
@@ -156,6 +157,15 @@ def run_drill(
         store.cache_only(service, repo.id, drill)
     reporter.emit(Finished("drill", summary["id"], ok=passed))
     return drill
+
+
+def _reason(exc: BackupctlError, scratch: Path) -> str:
+    """Why a source did not restore, in the paths of the backup (not of the scratch space)."""
+    if isinstance(exc, RestoreIncompleteError) and exc.cause:
+        text = f"restore failed: {exc.cause}"
+    else:
+        text = exc.message
+    return text.replace(str(scratch / "restore"), "").replace(str(scratch), "<scratch>")
 
 
 def _label(src: SourceRecord) -> str:
