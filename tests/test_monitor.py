@@ -324,3 +324,76 @@ def test_bad_input_is_one_line_with_the_usage_exit_code(files_deployment: Any) -
     result = dep.run("metrics", "--textfile", "/nonexistent-dir/x.prom")
     helpers.assert_one_line_error(result, 1, "/nonexistent-dir/x.prom")
     assert not os.path.exists("/nonexistent-dir")
+
+
+def test_drills_show_in_metrics_and_a_failed_drill_is_a_problem(files_deployment: Any) -> None:
+    dep = files_deployment
+    dep.create()
+    drill = dep.ok("backup", "drill", "app", "-o", "json").json()
+    assert drill["passed"] is True
+    app = frozenset({("deployment", "app")})
+    samples, _ = parse(dep.ok("metrics").stdout)
+    assert samples[("backupctl_last_drill_success_timestamp_seconds", app)] == ts(drill["started"])
+    assert samples[("backupctl_last_drill_restore_seconds", app)] == drill["restore_seconds"]
+    (row,) = dep.ok("status", "-o", "json").json()["deployments"]
+    assert row["last_drill"] == {
+        "id": drill["id"],
+        "backup_id": drill["backup_id"],
+        "started": drill["started"],
+        "seconds": drill["seconds"],
+        "restore_seconds": drill["restore_seconds"],
+    }
+
+    # A flipped byte in the stored data: the next drill fails; the last good drill stays.
+    pack = max(
+        (p for p in (dep.repository / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    pack.write_bytes(bytes(data))
+    assert dep.run("backup", "drill", "app").returncode == 8
+    result = dep.run("status")
+    assert result.returncode == PROBLEMS, str(result)
+    assert result.stdout.splitlines()[1].endswith(" drill_failed"), result.stdout
+    assert "app: drill_failed: the last drill" in result.stdout
+    samples, _ = parse(dep.ok("metrics").stdout)
+    assert samples[("backupctl_problems", app | {("kind", "drill_failed")})] == 1
+    assert samples[("backupctl_last_drill_success_timestamp_seconds", app)] == ts(drill["started"])
+
+
+def test_pitr_window_end_archive_lag_and_rpo(pitr_pg: Any, tmp_path: Path) -> None:
+    """PostgreSQL with WAL archived by backupctl: the window end is `pitr show`'s latest, the
+    archive lag counts from the newest archived segment, RPO from the window end."""
+    server, dep = pitr_pg
+    server.psql("CREATE DATABASE mon")
+    server.psql("CREATE TABLE t (id serial PRIMARY KEY)", "mon")
+    dep.ok("pitr", "check", "app")
+    backup = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
+    server.psql("INSERT INTO t SELECT FROM generate_series(1, 10)", "mon")
+    time.sleep(1.1)
+    dep.ok("pitr", "check", "app")  # archives the segment holding the inserts
+    window = dep.ok("pitr", "show", "app", "-o", "json").json()
+    assert window["latest"] and window["latest"] > backup["finished"], window
+
+    target = tmp_path / "pitr.prom"
+    before = time.time()
+    dep.ok("metrics", "--textfile", target)
+    after = time.time()
+    samples, _ = parse(target.read_text())
+    app = frozenset({("deployment", "app")})
+    end = ts(window["latest"])
+    # `pitr show -o json` gives milliseconds; the metric keeps the window's microseconds.
+    assert abs(samples[("backupctl_pitr_window_end_timestamp_seconds", app)] - end) < 0.001
+    newest = max(p.stat().st_mtime for p in (dep.repository / "wal" / "app").rglob("*") if p.is_file())
+    lag = samples[("backupctl_pitr_archive_lag_seconds", app)]
+    assert before - newest - 0.01 <= lag <= after - newest + 0.01, (lag, before - newest)
+    rpo = samples[("backupctl_rpo_seconds", app)]
+    assert before - end - 0.01 <= rpo <= after - end + 0.01, (rpo, before - end)
+    assert samples[("backupctl_last_success_timestamp_seconds", app)] == ts(backup["finished"])
+
+    result = dep.ok("status", "-o", "json")
+    (row,) = result.json()["deployments"]
+    assert row["pitr"]["family"] == "postgres" and row["pitr"]["gaps"] == 0
+    assert abs(ts(row["pitr"]["window_end"]) - end) < 0.001
+    assert row["newest_restorable"] == row["pitr"]["window_end"]
+    assert row["problems"] == []

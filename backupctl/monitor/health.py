@@ -308,7 +308,7 @@ def _deployment(
         "next_run": next_run,
         "last_drill": drill,
         "pitr": pitr,
-        "newest_restorable": iso_ms(parse_iso_utc(restorable)) if restorable else None,
+        "newest_restorable": restorable,
         "rpo_s": _seconds(now, restorable),
         "destinations": copies,
         "problems": problems,
@@ -469,7 +469,7 @@ def _pitr(
         )
     return {
         "family": family,
-        "window_end": iso_ms(parse_iso_utc(window_end)) if window_end else None,
+        "window_end": window_end,
         "archive_lag_s": round((now - newest_at).total_seconds(), 3) if newest_at else None,
         "newest_archived": iso_ms(newest_at) if newest_at else None,
         "gaps": gaps,
