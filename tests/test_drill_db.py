@@ -226,6 +226,34 @@ def test_postgres_physical_and_point_in_time_drills(pitr_pg: Any) -> None:
     assert _instances() == instances
     assert not [p for p in os.listdir(dep.root) if p.startswith(".backupctl-")]
 
+    # A drill killed (-9) while its throwaway server runs: the server outlives it, and the
+    # next drill stops it and removes its directory.
+    import helpers
+
+    proc = subprocess.Popen(
+        helpers.cli_command("backup", "drill", "app"),
+        env=helpers.cli_env(dep.env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pidfiles: list[str] = []
+    deadline = time.monotonic() + 120
+    while not pidfiles and proc.poll() is None and time.monotonic() < deadline:
+        pattern = os.path.join(tempfile.gettempdir(), f"bctl-drill-{proc.pid}-*", "data", "postmaster.pid")
+        pidfiles = glob.glob(pattern)
+        time.sleep(0.05)
+    assert pidfiles, "the drill ended before its server was seen"
+    os.kill(proc.pid, 9)
+    proc.wait()
+    postmaster = int(Path(pidfiles[0]).read_text().split()[0])
+    os.kill(postmaster, 0)  # still running: nothing stopped it
+    assert _instances() != instances
+    code, record = _drill(dep)
+    assert code == 0 and record["passed"] is True, record
+    assert _instances() == instances
+    with pytest.raises(ProcessLookupError):
+        os.kill(postmaster, 0)
+
     # A flipped byte in the stored base backup: the drill fails at the restore.
     _flip_a_byte(dep.repository)
     code, record = _drill(dep)
