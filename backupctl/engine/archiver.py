@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from backupctl.engine.items import Item, ItemStreamWriter, read_items
+from backupctl.engine.items import Item, ItemStreamWriter, path_key, read_items
 from backupctl.errors import IntegrityError, InterruptedError_
 from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
 from backupctl.records import SourceRecord
@@ -113,7 +113,7 @@ class Archiver:
         """
         result = SourceResult(source.options.type, source.method, source.describe())
         source.reporter = _WarningTap(self.reporter, result.warnings)
-        previous = self._parent_files(parent) if parent and source.supports_incremental else {}
+        previous = self._parent_cursor(parent) if parent and source.supports_incremental else None
         stream = ItemStreamWriter(self.writer)
         pending: deque[Future[Item | None] | Item | None] = deque()
 
@@ -146,6 +146,8 @@ class Archiver:
                 self._progress(entry.path)
             drain(0)
             source.finish()
+            if previous is not None:
+                previous.report()
         except BaseException:
             for item in pending:
                 if isinstance(item, Future):
@@ -159,23 +161,19 @@ class Archiver:
         self._progress("", force=True)
         return result
 
-    def _parent_files(self, parent: SourceRecord) -> dict[str, Item]:
+    def _parent_cursor(self, parent: SourceRecord) -> ParentCursor:
         tree = [bytes.fromhex(h) for h in parent.get("tree", [])]
-        try:
-            return {it.path: it for it in read_items(self.repo, tree) if it.kind == "file"}
-        except IntegrityError as exc:  # a damaged parent (index, pack) must not stop new backups
-            self.reporter.emit(
-                InfoEvent(f"the parent backup cannot be read ({exc.message}): reading every file")
-            )
-            return {}
+        return ParentCursor(read_items(self.repo, tree), self.reporter)
 
-    def _reuse(self, entry: Entry, previous: dict[str, Item], result: SourceResult) -> Item | None:
-        """The parent's item for an unchanged file (same size, mtime, ctime, inode), else None."""
-        if entry.kind != "file" or not entry.reusable:
+    def _reuse(self, entry: Entry, previous: ParentCursor | None, result: SourceResult) -> Item | None:
+        """The parent's item for an unchanged file (same path, size, mtime, ctime, inode), else None."""
+        if previous is None or entry.kind != "file" or not entry.reusable:
             return None
-        old = previous.get(entry.path)
+        old = previous.find(entry.path)
         if (
             old is not None
+            and old.kind == "file"
+            and old.path == entry.path
             and old.size == entry.size
             and old.mtime_ns == entry.mtime_ns
             and old.ctime_ns == entry.ctime_ns
@@ -275,6 +273,76 @@ class Archiver:
             pos = end
         os.lseek(fd, pos, os.SEEK_SET)
         yield from chunk_stream(fh)
+
+
+class ParentCursor:
+    """The parent backup's items of one source, read in step with the walk: a merge join.
+
+    The item stream is stored in scan order, and the files source scans in path_key order
+    (items.py), so both sides advance together and the parent is never held in memory
+    (issue 14: a dict of the whole parent cost ~900 bytes per file). `find(path)` skips
+    parent items that sort before `path` and returns the parent item only if it has that
+    exact path; the caller still compares size, mtime, ctime and inode.
+
+    Order is checked, not trusted: where the walk goes back (a path sorting before one
+    already looked up) or the parent's stream does (written by an older version, whose
+    roots were ordered by depth), a lookup can miss. A miss only means the file is read
+    again (its chunks still deduplicate): a wrong order never makes a file reuse another
+    path's item. A parent that cannot be read (IntegrityError) is dropped the same way.
+    """
+
+    def __init__(self, items: Iterator[Item], reporter: Reporter) -> None:
+        self._items: Iterator[Item] | None = items
+        self._reporter = reporter
+        self._head: Item | None = None
+        self._head_key = ""
+        self._last_key = ""  # the last walked key looked up
+        self.parent_disorder = 0  # parent items found out of order
+        self.walk_disorder = 0  # lookups that went back
+        self._advance()
+
+    def _advance(self) -> None:
+        if self._items is None:
+            self._head = None
+            return
+        try:
+            item = next(self._items, None)
+        except IntegrityError as exc:  # a damaged parent (index, pack) must not stop new backups
+            self._reporter.emit(
+                InfoEvent(f"the parent backup cannot be read ({exc.message}): reading the remaining files")
+            )
+            self._items = self._head = None
+            return
+        if item is None:
+            self._items = self._head = None
+            return
+        key = path_key(item.path)
+        if self._head is not None and key < self._head_key:
+            self.parent_disorder += 1
+        self._head, self._head_key = item, key
+
+    def find(self, path: str) -> Item | None:
+        key = path_key(path)
+        if key < self._last_key:
+            self.walk_disorder += 1
+        self._last_key = key
+        while self._head is not None and self._head_key < key:
+            self._advance()
+        if self._head is not None and self._head.path == path:
+            found = self._head
+            self._advance()
+            return found
+        return None
+
+    def report(self) -> None:
+        if self.parent_disorder or self.walk_disorder:
+            self._reporter.emit(
+                InfoEvent(
+                    "the parent backup's items and this scan were not in the same path order "
+                    f"({self.parent_disorder} parent and {self.walk_disorder} scan steps back): "
+                    "some unchanged files were read again"
+                )
+            )
 
 
 class _Range:

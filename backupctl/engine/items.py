@@ -151,7 +151,19 @@ class ItemStreamWriter:
         return self.blob_ids
 
 
+def path_key(path: str) -> str:
+    """The order of a source's item stream: component-wise, so that a directory's whole
+    subtree follows it before its next sibling ("a", "a/b", "a-", "a.b"). The files
+    source walks in this order (children sorted by name, roots sorted by this key) and the
+    streaming parent merge (engine/archiver.py) relies on it. "/" becomes NUL, which sorts
+    below every character a name can hold; str comparison is by code point, the same
+    order as engine/browse.py sort_key's UTF-8 (surrogatepass) bytes, including the
+    surrogate escapes of names that are not UTF-8."""
+    return path.replace("/", "\0")
+
+
 def read_items(repo: Repository, tree: list[bytes]) -> Iterator[Item]:
+    """The items of a stored item stream, in stored order, one tree blob in memory at a time."""
     carry = b""
     for blob_id in tree:
         data = carry + repo.load_blob(blob_id)

@@ -114,6 +114,7 @@ def _matches(patterns: list[str], path: str, name: str) -> bool:
 
 class FilesSource(Source):
     Options = FilesOptions
+    _anchors: frozenset[str] | set[str] = frozenset()  # set by scan(): roots and the directories above them
 
     @property
     def method(self) -> str:
@@ -160,10 +161,16 @@ class FilesSource(Source):
                     f"source path {root_abs} cannot be read: {exc.strerror}",
                     hint="check the path in `paths:` and that its filesystem is mounted",
                 ) from None
-        # Outer paths first: a path inside another (paths: [/srv/app/docs, /srv/app]) is then
-        # walked as part of it; listed first, it would mark the outer directory as emitted and
-        # the rest of the outer tree would be missing from the backup.
-        roots.sort(key=lambda root: len(root[0].parts))
+        # Roots in path order (component-wise, "/" below every character: engine/items.py
+        # path_key), so that the whole scan is in that order and the archiver can compare
+        # with the parent backup by a streaming merge. Outer paths still come first (a path
+        # sorts before everything inside it): a path inside another (paths: [/srv/app/docs,
+        # /srv/app]) is then walked as part of it; listed first, it would mark the outer
+        # directory as emitted and the rest of the outer tree would be missing.
+        roots.sort(key=lambda root: str(root[0]).replace("/", "\0"))
+        # Only a root or a directory above one can be reached twice (once per root): only
+        # those are remembered, so memory does not grow with the number of directories.
+        self._anchors = {str(p) for root, _ in roots for p in (root, *root.parents)}
         if not self.safety_backup:
             self._warn_symlinked_roots(roots)
         for root_abs, st in roots:
@@ -213,7 +220,8 @@ class FilesSource(Source):
         if stat.S_ISDIR(st.st_mode):
             if path in emitted:
                 return
-            emitted.add(path)
+            if path in self._anchors:
+                emitted.add(path)
             yield self._entry(path, st, seen)
             if self.opts.one_file_system and st.st_dev != dev:
                 return
