@@ -140,14 +140,14 @@ def compare_rows(
     extension, which a dump does not hold the data of, excepted). Without recorded counts
     (a physical backup, or one taken before counts were recorded: `why`) the restored counts
     are listed in one passed check."""
-    listed = ", ".join(f"{t} {n}" for t, n in sorted(restored.items()))
+    listed = " (" + ", ".join(f"{t} {n}" for t, n in sorted(restored.items())) + ")" if restored else ""
     if recorded is None:
         because = f" ({why})" if why else ""
         return [
             DrillCheck(
                 "rows",
                 True,
-                f"database {database}: {len(restored)} tables restored ({listed}); no row counts to compare"
+                f"database {database}: {len(restored)} tables restored{listed}; no row counts to compare"
                 + because,
             )
         ]
@@ -181,7 +181,7 @@ def compare_rows(
             )
     if not checks:
         checks.append(
-            DrillCheck("rows", True, f"database {database}: {len(recorded)} tables as recorded ({listed})")
+            DrillCheck("rows", True, f"database {database}: {len(recorded)} tables as recorded{listed}")
         )
     return checks
 
