@@ -208,3 +208,26 @@ def test_a_killed_drill_leaves_scratch_that_the_next_run_removes(
 
     dep.ok("backup", "drill", "app", env=env)
     assert _leftovers(base) == []
+
+
+def test_policy_drills_run_by_run_due(files_deployment: Any, tmp_path: Path) -> None:
+    dep = files_deployment
+    doc = helpers.load_yaml(dep.config)
+    doc["policies"] = {"verified": {"drills": {"every": "1d", "older": 1}}}
+    doc["deployments"]["app"]["policy"] = "verified"
+    helpers.dump_yaml(doc, dep.config)
+    ids = [dep.create("--type", "full") for _ in range(3)]
+    env, base = _tmp_env(tmp_path)
+
+    rows = dep.ok("schedule", "run-due", "-o", "json", env=env).json()
+    drills = [r for r in rows if r["kind"] == "drill"]
+    assert len(drills) == 2 and all(r["status"] == "Completed" for r in drills), rows
+    assert drills[0]["backup_id"] == ids[-1]  # the newest, then one random older one
+    assert drills[1]["backup_id"] in ids[:-1]
+    listed = {r["id"]: r for r in dep.list()}
+    assert listed[ids[-1]]["drill_passed"] is True and listed[drills[1]["backup_id"]]["drill_passed"] is True
+    assert _leftovers(base) == []
+
+    # Once per slot: the next run-due in the same day drills nothing.
+    again = dep.ok("schedule", "run-due", "-o", "json", env=env).json()
+    assert [r for r in again if r["kind"] == "drill"] == []

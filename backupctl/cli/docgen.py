@@ -226,7 +226,7 @@ settings: {}             # engine tuning
 
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) or str(annotation)
-    for module in ("typing.", "pathlib.", "backupctl.config.models."):
+    for module in ("typing.", "pathlib.", "backupctl.config.models.", "backupctl.policy.models."):
         text = text.replace(module, "")
     return text.replace("NoneType", "None")
 
@@ -279,7 +279,7 @@ def render_config_md() -> str:
         from backupctl.policy import models as policy_models
 
         lines += ["## Policies", "", "See docs/scheduling.md for worked examples.", ""]
-        for name in ("Policy", "Schedule", "Hourly", "Daily", "Monthly", "Retention"):
+        for name in ("Policy", "Schedule", "Hourly", "Daily", "Monthly", "Retention", "Drills"):
             model = getattr(policy_models, name, None)
             if model is not None and hasattr(model, "model_fields"):
                 lines += _model_table(f"`{name}`", model)

@@ -114,6 +114,9 @@ class Scheduler:
             when = scheduled_sync.next_sync(self.service, deployment, now)
             if when is not None:
                 times.append(when)
+        from backupctl.drill.scheduled import next_times as next_drills
+
+        times.extend(next_drills(self.service, now))
         return min(times) if times else None
 
     def upcoming(self) -> list[dict[str, Any]]:
@@ -270,6 +273,10 @@ class Scheduler:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scheduled") as pool:
             for (row, _), outcome in zip(tasks, pool.map(lambda t: t[1](), tasks), strict=True):
                 row.update(outcome)
+        # Restore drills the policies schedule, after the backups (so they drill the newest).
+        from backupctl.drill.scheduled import run_due_drills
+
+        results += run_due_drills(self.service, self.clock.now(), self._lease)
         return results
 
     def _queue_syncs(

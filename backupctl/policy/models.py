@@ -328,6 +328,32 @@ class Retention(_Strict):
         )
 
 
+# `drills.every` words and the interval each stands for.
+DRILL_INTERVALS = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": timedelta(days=30)}
+
+
+class Drills(_Strict):
+    """Restore drills the scheduler runs (`backup drill`, docs/monitoring.md)."""
+
+    every: str = Field(
+        "weekly", description="How often: daily, weekly, monthly, or a duration such as 3d or 12h."
+    )
+    older: int = Field(
+        0, ge=0, le=10, description="Each time, also drill this many randomly chosen older completed backups."
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str) -> str:
+        if v not in DRILL_INTERVALS:
+            parse_duration(v)
+        return v
+
+    @property
+    def interval(self) -> timedelta:
+        return DRILL_INTERVALS.get(self.every) or parse_duration(self.every)
+
+
 class Policy(_Strict):
     schedules: list[Schedule] = Field(
         default_factory=list,
@@ -349,6 +375,11 @@ class Policy(_Strict):
         None, description="Overrides each deployment's `destinations` when set."
     )
     description: str = Field("", description="Free text shown by `policy show`.")
+    drills: Drills | None = Field(
+        None,
+        description="Restore drills run by `schedule run-due` and the daemon: `{every: weekly, older: 1}` "
+        "drills the newest completed backup and one random older one (docs/monitoring.md).",
+    )
     notify: list[NotifyRule] = Field(
         default_factory=list,
         description="Channels told about every deployment under this policy: "
