@@ -7,6 +7,7 @@ next run. Secrets (header tokens, the SMTP password) never appear in what is sen
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import socket
 import threading
@@ -253,6 +254,100 @@ def test_email_reaches_a_real_smtp_server_with_login(files_deployment: Any, smtp
         "error": None,
     }
     assert box.messages[-1]["msg"]["Subject"] == "[backupctl]: test notification"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "smtp.crt", directory / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_starttls_and_tls(files_deployment: Any, tmp_path: Path, security: str) -> None:
+    """The password goes only over an encrypted connection the server's certificate vouches for."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    box = Mailbox()
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and data.password.decode() == SMTP_PASSWORD
+        box.logins.append((data.login.decode(), str(ok)))
+        return AuthResult(success=ok, handled=False)
+
+    port = free_port()
+    options: dict[str, Any] = {"authenticator": authenticator}
+    if security == "starttls":
+        # auth_require_tls (the default): no login before STARTTLS.
+        options.update(tls_context=server_tls, require_starttls=True)
+    else:
+        # The connection is TLS from the start (aiosmtpd does not count that for auth_require_tls).
+        options.update(ssl_context=server_tls, auth_require_tls=False)
+    controller = Controller(box, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        mail = {
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": port,
+            "security": security,
+            "ca_file": str(cert),
+            "username": "backup",
+            "password_env": "SMTP_PASSWORD",
+            "from": "backupctl@example.org",
+            "to": ["ops@example.org"],
+        }
+        configure(files_deployment, {"mail": mail}, [{"channel": "mail", "on": "always"}])
+        first = files_deployment.ok("backup", "create", "app", env=ENV)
+        backup_id = first.stdout.split()[-1]
+        assert len(box.messages) == 1, str(first)
+        (got,) = box.messages
+        assert box.logins == [("backup", "True")]
+        assert got["msg"]["Subject"] == "[backupctl] app: backup completed"
+        assert backup_id in got["msg"].get_payload(decode=True).decode()
+
+        # Without the CA the server is not trusted: nothing is sent, the backup still succeeds.
+        del mail["ca_file"]
+        configure(files_deployment, {"mail": mail}, [{"channel": "mail", "on": "always"}])
+        result = files_deployment.run("backup", "create", "app", env=ENV)
+        assert result.returncode == 0, str(result)
+        assert "TLS failed" in result.stderr and "CERTIFICATE_VERIFY_FAILED" in result.stderr
+        assert len(box.messages) == 1 and SMTP_PASSWORD not in result.stderr
+    finally:
+        controller.stop()
 
 
 # ---- ping --------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def secrets_of(name: str, channel: Any) -> list[str]:
         if isinstance(channel, WebhookChannel | PingChannel):
             url = _url(name, channel)
             parts = urllib.parse.urlsplit(url)
-            found += [p for p in (parts.path, parts.query, parts.password or "") if len(p) > 1]
+            # Path and query hold the tokens of Slack, Discord and healthchecks.io URLs.
+            found += [p for p in (parts.path, parts.query, parts.password or "") if len(p) >= 8]
         if isinstance(channel, WebhookChannel):
             found += [_value(v, "header") for v in channel.headers.values()]
         if isinstance(channel, EmailChannel) and (channel.password_env or channel.password_file):
@@ -218,14 +219,17 @@ def _email(name: str, channel: EmailChannel, event: NotificationEvent, secrets: 
             smtp = smtplib.SMTP(channel.host, channel.effective_port, timeout=channel.timeout)
         with smtp:
             if channel.security == "starttls":
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise DeliveryError(f"channel {name}: {shown} does not offer STARTTLS (see `security`)")
                 smtp.starttls(context=ssl.create_default_context(cafile=channel.ca_file))
             if channel.username is not None:
                 smtp.login(channel.username, password or "")
             smtp.send_message(message)
     except smtplib.SMTPAuthenticationError as exc:
         raise DeliveryError(f"channel {name}: {shown} refused the login (SMTP {exc.smtp_code})") from None
-    except smtplib.SMTPNotSupportedError:
-        raise DeliveryError(f"channel {name}: {shown} does not offer STARTTLS (set security)") from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise DeliveryError(f"channel {name}: {shown}: {exc}") from None
     except smtplib.SMTPResponseException as exc:
         raise DeliveryError(f"channel {name}: {shown} answered SMTP {exc.smtp_code}") from None
     except smtplib.SMTPException as exc:
