@@ -11,6 +11,7 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -561,3 +562,44 @@ def test_notify_event_api_for_other_engines(
     assert reporter.warnings == []
     with pytest.raises(ValueError, match="unknown notification kind"):
         NotificationEvent(kind="nope", deployment="app", message="")
+
+
+# ---- PITR archive lag --------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_pitr_lag_is_notified_once_until_the_archive_catches_up(
+    mariadb_server: Any, make_deployment: Any, receiver: Receiver
+) -> None:
+    """Binary logs archived by `binlog sync` from a real MariaDB; the lag is measured by run-due."""
+    dep = make_deployment([mariadb_server.options()])
+    doc = helpers.load_yaml(dep.config)
+    doc["deployments"]["app"]["policy"] = "none"  # run-due runs no backup, only the checks
+    helpers.dump_yaml(doc, dep.config)
+
+    def threshold(value: str) -> None:
+        configure(
+            dep, {"hook": webhook(receiver.url())}, [{"channel": "hook"}], notifications={"pitr_lag": value}
+        )
+
+    threshold("10m")
+    dep.ok("binlog", "sync", "app", "--flush")
+    dep.ok("schedule", "run-due", env=ENV)
+    assert receiver.requests == []  # fresh archive: nothing to say
+
+    threshold("1s")
+    time.sleep(1.5)
+    dep.ok("schedule", "run-due", env=ENV)
+    (lag,) = receiver.json_bodies()
+    assert lag["event"]["kind"] == "pitr_lag" and lag["event"]["status"] == "Lagging"
+    assert lag["event"]["details"]["family"] == "mariadb"
+    assert lag["event"]["details"]["archive_lag_s"] > 1 and lag["event"]["details"]["gaps"] == 0
+    assert "newest archived log is" in lag["event"]["message"]
+    dep.ok("schedule", "run-due", env=ENV)
+    assert len(receiver.requests) == 1  # still lagging: not repeated
+
+    threshold("10m")  # caught up again: the mark clears, a later lag is reported anew
+    dep.ok("schedule", "run-due", env=ENV)
+    threshold("1s")
+    dep.ok("schedule", "run-due", env=ENV)
+    assert [b["event"]["kind"] for b in receiver.json_bodies()] == ["pitr_lag", "pitr_lag"]

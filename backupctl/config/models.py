@@ -158,7 +158,9 @@ class Config(_Strict):
         return self
 
     def _check_notifications(self) -> None:
-        for key in ("overdue_grace", "retry_for"):
+        for key in ("overdue_grace", "retry_for", "pitr_lag"):
+            if getattr(self.notifications, key) is None:
+                continue
             try:
                 parse_duration(getattr(self.notifications, key))
             except ValueError as exc:

@@ -43,6 +43,7 @@ from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
 from backupctl.notify import hooks as notify_hooks
+from backupctl.notify.pitr_lag import check_pitr
 from backupctl.pitr.retention import prune_logs
 from backupctl.policy.models import Policy
 from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
@@ -224,6 +225,7 @@ class Scheduler:
         """Start everything due now; returns one result row per due slot."""
         results: list[dict[str, Any]] = []
         notify_hooks.run_due_started(self.service, self.clock.now())  # retry queued; report overdue
+        check_pitr(self.service, self.clock.now())  # notifications.pitr_lag: archive lag or gap
         busy = self._running_deployments()
         todo: list[DueRun] = []
         for item in self.due_runs():

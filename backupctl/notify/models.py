@@ -135,6 +135,11 @@ class NotificationsConfig(_Strict):
         description="A deployment is overdue when no backup completed within its policy's interval "
         "plus this duration, e.g. 30m.",
     )
+    pitr_lag: str | None = Field(
+        None,
+        description="Notify (`pitr_lag`) when the newest archived WAL / binary log of a deployment is "
+        "older than this, or its archive has a gap, e.g. 15m (absent: no such notification).",
+    )
     retry_for: str = Field(
         "7d", description="Undelivered notifications are retried on later runs for this long, then dropped."
     )
