@@ -315,6 +315,19 @@ def test_status_names_a_failed_upload(make_deployment: Any, sample_tree: Path, t
     samples, _ = parse(dep.ok("metrics").stdout)
     off = frozenset({("destination", "offsite")})
     assert samples[("backupctl_repository_size_bytes", off)] == repo_bytes(tmp_path / "offsite")
+    assert samples[("backupctl_destination_up", off)] == 1
+
+    # The offsite destination stops answering (every listing fails): named, and down in the metrics.
+    down = {"BACKUPCTL_FAULTS": "fail=1,ops=list,dests=offsite"}
+    result = dep.run("status", "-o", "json", env=down)
+    assert result.returncode == PROBLEMS, str(result)
+    (row,) = result.json()["deployments"]
+    assert [p["kind"] for p in row["problems"]] == ["destination_unreachable"], row
+    assert "offsite" in row["problems"][0]["message"]
+    samples, _ = parse(dep.ok("metrics", env=down).stdout)
+    assert samples[("backupctl_destination_up", off)] == 0
+    assert ("backupctl_repository_size_bytes", off) not in samples
+    assert samples[("backupctl_destination_up", frozenset({("destination", "local")}))] == 1
 
 
 def test_bad_input_is_one_line_with_the_usage_exit_code(files_deployment: Any) -> None:

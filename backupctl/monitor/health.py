@@ -26,7 +26,7 @@ Keys are stable (only added). Never prints; reports through the service's Report
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from backupctl.errors import BackupctlError
 from backupctl.pitr import dispatch
@@ -243,12 +243,11 @@ def _deployment(
     if newest is None and not unreadable and listings[primary].reachable:
         problems.append({"kind": "never_backed_up", "message": "no completed backup"})
     if last is not None and last["status"] == "Failed":
+        why = f": {last['error']}" if last["error"] else ""
         problems.append(
             {
                 "kind": "last_run_failed",
-                "message": f"the last run ({last['short_id']}, {last['started']}) failed: {last['error'] or ''}".rstrip(
-                    ": "
-                ),
+                "message": f"the last run ({last['short_id']}, {last['started']}) failed{why}",
             }
         )
 
@@ -381,11 +380,12 @@ def _copies(
         if newest is None or dest_name == primary or not listing.reachable or state in _COPIED:
             continue
         if state == "failed":
-            error = (newest.get("destinations") or {}).get(dest_name, {}).get("error") or ""
+            error = (newest.get("destinations") or {}).get(dest_name, {}).get("error")
+            why = f": {error}" if error else ""
             problems.append(
                 {
                     "kind": "upload_failed",
-                    "message": f"upload of {newest['short_id']} to {dest_name} failed: {error}".rstrip(": "),
+                    "message": f"upload of {newest['short_id']} to {dest_name} failed{why}",
                 }
             )
         elif (_seconds(now, newest["finished"] or newest["started"]) or 0) > grace.total_seconds():
@@ -474,8 +474,3 @@ def _pitr(
         "newest_archived": iso_ms(newest_at) if newest_at else None,
         "gaps": gaps,
     }
-
-
-def as_dict(health: Health) -> dict[str, Any]:
-    """The document as a plain dict (JSON output)."""
-    return dict(health)
