@@ -603,3 +603,39 @@ def test_pitr_lag_is_notified_once_until_the_archive_catches_up(
     threshold("1s")
     dep.ok("schedule", "run-due", env=ENV)
     assert [b["event"]["kind"] for b in receiver.json_bodies()] == ["pitr_lag", "pitr_lag"]
+
+
+def test_drill_hook_sends_drill_failed_with_the_failed_check(
+    files_deployment: Any, receiver: Receiver
+) -> None:
+    """The one-line hook the drill engine calls with its DrillRecord (drill/record.py)."""
+    from backupctl.notify import hooks
+
+    configure(
+        files_deployment,
+        {"hook": {"type": "webhook", "url": receiver.url()}},
+        [{"channel": "hook", "on": "failure"}],
+    )
+    svc = helpers.service(files_deployment.config)
+    drill = {
+        "id": "d" * 32,
+        "backup_id": "b" * 32,
+        "deployment": "app",
+        "started": "2026-12-03T21:00:00.000Z",
+        "seconds": 2.5,
+        "restore_seconds": 1.25,
+        "passed": False,
+        "to_time": None,
+        "checks": [
+            {"name": "sqlite.rows.orders", "passed": False, "detail": "10 rows, expected 12"},
+            {"name": "sqlite.integrity", "passed": True, "detail": "ok"},
+        ],
+        "host": "h",
+    }
+    hooks.drill_finished(svc, drill)
+    hooks.drill_finished(svc, {**drill, "passed": True, "checks": drill["checks"][1:]})  # on: failure
+    (body,) = receiver.json_bodies()
+    assert body["event"]["kind"] == "drill_failed" and body["event"]["status"] == "Failed"
+    assert body["event"]["backup_id"] == "b" * 32
+    assert body["event"]["message"] == "sqlite.rows.orders: 10 rows, expected 12"
+    assert body["event"]["details"]["failed_checks"] == ["sqlite.rows.orders: 10 rows, expected 12"]

@@ -92,6 +92,34 @@ def retention_failed(svc: Any, deployment: str, backup_id: str, error: str) -> N
 
 
 @_guarded
+def drill_finished(svc: Any, drill: Mapping[str, Any]) -> None:
+    """After a restore drill (drill/run.py): `drill_failed` or `drill_completed` from its
+    DrillRecord (drill/record.py), naming the first failed check."""
+    checks = list(drill.get("checks") or [])
+    bad = [c for c in checks if not c.get("passed")]
+    if bad:
+        more = f" (and {len(bad) - 1} more failed)" if len(bad) > 1 else ""
+        message = f"{bad[0].get('name')}: {bad[0].get('detail')}{more}"
+    else:
+        message = f"{len(checks)} checks passed; restore took {drill.get('restore_seconds')} s"
+    event = NotificationEvent(
+        "drill_completed" if drill.get("passed") else "drill_failed",
+        str(drill.get("deployment", "")),
+        message,
+        drill.get("backup_id"),
+        "Passed" if drill.get("passed") else "Failed",
+        svc.now(),
+        {
+            "drill_id": drill.get("id"),
+            "restore_seconds": drill.get("restore_seconds"),
+            "to_time": drill.get("to_time"),
+            "failed_checks": [f"{c.get('name')}: {c.get('detail')}" for c in bad],
+        },
+    )
+    _send(svc, event)
+
+
+@_guarded
 def run_due_started(svc: Any, now: dt.datetime) -> None:
     """Start of `schedule run-due` / a daemon round: retry the queue, then look for overdue."""
     from backupctl.engine.policy_records import to_policy_records
