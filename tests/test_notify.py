@@ -639,3 +639,36 @@ def test_drill_hook_sends_drill_failed_with_the_failed_check(
     assert body["event"]["backup_id"] == "b" * 32
     assert body["event"]["message"] == "sqlite.rows.orders: 10 rows, expected 12"
     assert body["event"]["details"]["failed_checks"] == ["sqlite.rows.orders: 10 rows, expected 12"]
+
+
+def test_retention_failure_after_a_scheduled_backup_is_notified(
+    files_deployment: Any, receiver: Receiver
+) -> None:
+    """Retention needs the repository exclusively; a reader holding it makes retention fail."""
+    dep = files_deployment
+    configure(
+        dep,
+        {"hook": webhook(receiver.url())},
+        [{"channel": "hook", "on": "failure"}],
+        policies={
+            "minutely": {
+                "schedules": [{"type": "full", "cron": "* * * * *"}],
+                "retention": {"keep_last": 1, "include_manual": True},
+            }
+        },
+    )
+    doc = helpers.load_yaml(dep.config)
+    doc["deployments"]["app"]["policy"] = "minutely"
+    helpers.dump_yaml(doc, dep.config)
+    dep.create()  # the backup retention wants to delete
+    svc = helpers.service(dep.config)
+    repo = svc.repository("local")
+    with repo.lock(exclusive=False, operation="a reader in another process"):
+        run = dep.run("schedule", "run-due", "-o", "json", env=ENV)
+    assert run.returncode == 1, str(run)
+    (row,) = [r for r in run.json() if r.get("kind") == "backup"]
+    assert row["status"] == "Completed" and row["retention_error"]
+    (body,) = receiver.json_bodies()
+    assert body["event"]["kind"] == "retention_failed"
+    assert body["event"]["backup_id"] == row["backup_id"]
+    assert "retention did not run" in body["event"]["message"]
