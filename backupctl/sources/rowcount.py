@@ -14,13 +14,19 @@ dump tool (`CountingStream`) and keeps only a bounded carry between chunks.
   `public."Order"`), which is also how the drill names the table in SQL.
 * `InsertCounter`, for `mariadb-dump`: each table's data follows a `-- Dumping data for
   table `t`` comment (also written for an empty table, which so counts 0) as
-  `INSERT INTO `t` VALUES (...),(...);` statements, one per line (the dump escapes newlines
-  inside strings). The rows of a statement are its top-level `),(` separators plus one.
-  A `),(` can also occur inside a quoted string, so string literals (backslash escapes,
-  `''`) are replaced by `''` with one regular expression substitution (C speed) before
-  counting. A statement is held until its line ends: the dump bounds a line by its
-  extended-insert buffer, or one row when a row is larger (the restore client holds a
-  whole statement too). The key is the table's name (the dump is of one database).
+  `INSERT INTO `t` VALUES ...;` statements; the dump escapes newlines inside strings, so a
+  raw newline is never part of a value and `;\n` always ends a statement. A statement's
+  rows are its tuples' opening parentheses outside string literals. Newer dumps put each
+  tuple on its own line (`),\n(`): where no `),(` occurs, the tuples are the lines starting
+  with `(`, counted with `bytes.count`. Otherwise (older dumps: `VALUES (..),(..);` on one
+  line), a `),(` may also sit inside a string, so the string literals (backslash escapes,
+  `''`) are removed by one regular-expression substitution (C speed, but some 50 MB/s)
+  before the parentheses are counted. Only whole lines are handed on (no string spans a
+  line end); a partial line waits for the next chunk, so the carry is at most one line
+  (one extended-insert buffer, or one row when a row is larger). The key is the table's
+  name (the dump is of one database). Only INSERTs inside a table's data section (between
+  its `-- Dumping data for table` title and `UNLOCK TABLES;`) count, never a trigger's or a
+  routine's body.
 
 A counter whose dump ended mid-block (a failed tool, which fails the backup anyway)
 reports `complete` False, and its counts are not recorded.
@@ -221,7 +227,12 @@ class InsertCounter:
         """Rows in data[start:end], whole lines of an INSERT's values: with the string
         literals removed only literals, commas and the tuples' parentheses are left."""
         assert self._insert is not None
-        rows = _STRING.sub(b"", data[start:end]).count(b"(")
+        if data.find(b"),(", start, end) < 0:
+            # Every tuple starts a line (the dump's one-tuple-per-line form, or one row): a raw
+            # newline never occurs inside a string, so each `\n(` is a tuple. C speed.
+            rows = data.count(b"\n(", start, end) + data.startswith((b"(", b" ("), start, end)
+        else:
+            rows = _STRING.sub(b"", data[start:end]).count(b"(")
         self.counts[self._insert] = self.counts.get(self._insert, 0) + rows
 
     def close(self) -> None:
