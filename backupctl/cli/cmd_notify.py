@@ -56,7 +56,7 @@ def test(
         kind="test",
         deployment=deployment,
         status="Test",
-        message="test notification sent by `backupctl notify test`",
+        message="this channel works (sent by `backupctl notify test`)",
     )
     with CliReporter() as reporter:
         rows = notify_event(cfg, event, reporter=reporter, channels=[channel])
