@@ -496,11 +496,6 @@ def test_open_raises_integrity_error_for_damaged_slot_only(tmp_path: Path) -> No
 # ---- a pack the index names is gone: the next backup must not reuse its blobs -----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 11): the next backup deduplicates against a lost pack; a first fix "
-    "(list data/ before dedup) broke FTP restores and error messages and was reverted",
-)
 def test_backup_after_a_pack_is_lost_stores_its_data_again(tmp_path: Path, make_deployment: Any) -> None:
     """Found by the torture suite: with the data packs deleted, the next backup deduplicated
     against the index, was listed Completed and could not be restored (exit 7)."""

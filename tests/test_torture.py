@@ -325,19 +325,9 @@ def test_run_due_behind_a_failing_destination(tmp_path: Path) -> None:
 # ---- damaged objects ------------------------------------------------------------------------
 
 
-# Open (issue 11, found by this suite at the end of session 4): after a pack is deleted,
-# truncated or bit-flipped, the next backup may deduplicate against the blobs it held and be
-# listed Completed while unrestorable. Whether it does depends on which pack the seeded damage
-# hits, so these two cases are marked non-strict until the fix lands; see
-# test_safety_repo.py::test_backup_after_a_pack_is_lost_stores_its_data_again.
-_PACK_DAMAGE_OPEN = pytest.mark.xfail(
-    strict=False, reason="open: the next backup may dedup against a damaged pack (issue 11)"
-)
-
-
 @pytest.mark.parametrize(
     "kind",
-    [pytest.param(k, marks=_PACK_DAMAGE_OPEN) if k.startswith("pack-") else k for k in OBJECT_KINDS],
+    OBJECT_KINDS,
 )
 def test_damage_is_named_never_restored_wrong(tmp_path: Path, kind: str) -> None:
     """Flip a byte in, truncate or delete one object of each kind: every backup still listed

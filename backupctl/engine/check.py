@@ -190,4 +190,5 @@ def _read_pack(repo: Repository, pack_id: str) -> tuple[int, list[str]]:
             )
         except IntegrityError as exc:
             messages.append(exc.message)
+            repo.on_damage(e.blob_id, pack_id)  # the next backup stores this blob again
     return len(data), messages

@@ -8,6 +8,7 @@ Reporter given at construction.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ from backupctl.destinations.faulty import from_env as faults_from_env
 from backupctl.destinations.retry import RetryingDestination
 from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.browse import RestoreSelection, check_selection
+from backupctl.engine.damage import DamageMemory
 from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.engine.state import StateDB
@@ -82,6 +84,7 @@ class Service:
         self.clock = clock
         self.reporter: Reporter = reporter or NullReporter()
         self.state = StateDB(state_dir or config.settings.state_dir or default_state_dir())
+        self.damage = DamageMemory(self.state)
         self._destinations: dict[str, Destination] = {}
         self._repos: dict[str, Repository] = {}
         self._repos_lock = threading.Lock()
@@ -148,6 +151,8 @@ class Service:
                 else:
                     repo = Repository.open(dest, material, level)
                 repo.reporter, repo.lock_wait = self.reporter, self.lock_wait
+                repo_id = repo.id
+                repo.on_damage = functools.partial(self.damage.remember, repo_id)  # type: ignore[method-assign]
                 self._repos[dest_name] = repo
             return self._repos[dest_name]
 
@@ -196,11 +201,19 @@ class Service:
         notify_hooks.backup_started(self, deployment, backup_id, safety)
         writer: BlobWriter | None = None
         collector = CollectingReporter(self.reporter)
+        repo_warnings: list[str] = []  # damage found in the repository; this backup is still whole
         try:
             repo = self.repository(primary, create=True)
             self.state.update_job(backup_id, repository_id=repo.id)
             with repo.lock(exclusive=False, operation=f"backup {backup_id[:8]}"):
                 repo.load_index()
+                # Never deduplicate against a copy that cannot be read back (engine/damage.py).
+                for pack_id, problem in sorted(repo.exclude_unusable(self.damage.damaged(repo.id)).items()):
+                    repo_warnings.append(
+                        f"pack {pack_id[:16]} is {problem}: what this backup needs from it is stored "
+                        "again (run `backupctl repository check` to see which older backups it affects)"
+                    )
+                    collector.emit(WarningEvent(repo_warnings[-1]))
                 parent = self._parent_manifest(repo, deployment) if type == "incremental" else None
                 if type == "incremental" and parent is None and any(s.supports_incremental for s in sources):
                     collector.emit(InfoEvent("no earlier backup of this deployment: taking a full backup"))
@@ -291,6 +304,9 @@ class Service:
         )
         record["destinations"] = destinations
         record["warning_list"] = [w for r in results for w in r.warnings]
+        if repo_warnings:  # the backup is whole, but the operator must look (exit 3)
+            record["warning_list"] = [*({"path": "", "message": w} for w in repo_warnings), *record["warning_list"]]
+            record["warnings"] = record.get("warnings", 0) + len(repo_warnings)
         collector.emit(Finished("backup", backup_id, ok=True))
         remotes = [n for n in dep.destinations if n != primary]
         if remotes and dep.upload:

@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -49,7 +49,7 @@ from backupctl.repo.crypto import (
     unwrap_master_keys,
     wrap_master_keys,
 )
-from backupctl.repo.index import Index, index_doc
+from backupctl.repo.index import Index, Location, index_doc
 from backupctl.repo.lock import RepositoryLock
 from backupctl.repo.pack import BlobEntry, header_entries, pack_name
 from backupctl.timefmt import iso_s, utcnow
@@ -322,9 +322,28 @@ class Repository:
     # ---- blobs -----------------------------------------------------------------
 
     def load_blob(self, blob_id: bytes) -> bytes:
-        loc = self.index.lookup(blob_id)
-        if loc is None:
+        """Read and authenticate one blob. A copy that is missing, short or fails
+        authentication is reported to `on_damage` and the next copy is tried; when none is
+        left, the error of the first copy (naming its pack) is raised."""
+        locations = self.index.locations(blob_id)
+        if not locations:
+            lost = self.index.dropped.get(blob_id)
+            if lost is not None:
+                raise IntegrityError(
+                    f"{pack_name(lost)}: pack is missing or damaged (needed for blob {blob_id.hex()[:16]})"
+                )
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is missing from the index (repository damaged)")
+        first: IntegrityError | None = None
+        for loc in locations:
+            try:
+                return self._read_copy(blob_id, loc)
+            except IntegrityError as exc:
+                self.on_damage(blob_id, loc.pack_id)
+                first = first or exc
+        assert first is not None
+        raise first
+
+    def _read_copy(self, blob_id: bytes, loc: Location) -> bytes:
         name = pack_name(loc.pack_id)
         try:
             data = self.dest.get(name, loc.offset, loc.length)
@@ -333,6 +352,29 @@ class Repository:
         if len(data) != loc.length:
             raise IntegrityError(f"{name}: truncated at blob {blob_id.hex()[:16]}")
         return self.codec.decode_blob(blob_id, data, loc.raw_length, f"{name} (blob {blob_id.hex()[:16]})")
+
+    def on_damage(self, blob_id: bytes, pack_id: str) -> None:
+        """Called for every copy of a blob found missing, short or unauthentic. The Service
+        replaces it to remember the damage (see exclude_unusable); the default forgets it."""
+
+    def exclude_unusable(self, damaged: Mapping[bytes, Iterable[str]]) -> dict[str, str]:
+        """Before a backup deduplicates: drop from the in-memory index every copy that cannot
+        be read back - the copies in packs that are missing or shorter than the index says
+        (one listing of data/), and `damaged` (blob ID -> packs where an earlier read found
+        it damaged). Blobs with no usable copy left are stored again by the backup, which
+        otherwise would be listed Completed and be unrestorable. Returns pack ID -> what is
+        wrong with it, for the missing and truncated ones. Call it under the backup's lock,
+        after load_index."""
+        sizes = {info.name.rsplit("/", 1)[-1]: info.size for info in self.dest.list("data/")}
+        bad: dict[str, str] = {}
+        for pack_id, end in self.index.pack_extents().items():
+            size = sizes.get(pack_id)
+            if size is None:
+                bad[pack_id] = "missing"
+            elif size < end:
+                bad[pack_id] = f"truncated ({size} of at least {end} bytes)"
+        self.index.drop(bad, damaged)
+        return bad
 
     def read_stream(self, blob_ids: list[bytes]) -> Iterator[bytes]:
         for blob_id in blob_ids:
