@@ -86,7 +86,11 @@ next run is also shown in its own zone: `policy show` (`2026-12-04 03:30 CET (Eu
 
 Every command accepts `-f json` (`-o json`; and `yaml`, `value`, `csv`) and then prints exactly
 one document on stdout. Keys are stable: new keys may be added, existing ones are never renamed or
-removed.
+removed. JSON Schemas (Draft 2020-12, every key described) of the documents of `backup list`,
+`show`, `create`, `restore` and `verify`, `policy list` and `show`, `schedule list`,
+`destination list` and `repository check` and `stats` are in
+[docs/schemas/](schemas/) (`backup-list.json`...); tests/test_json_schemas.py checks real output
+against them.
 
 A backup record (`backup list` gives a list of them; `backup create` and `backup show` one):
 
