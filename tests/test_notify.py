@@ -672,3 +672,15 @@ def test_retention_failure_after_a_scheduled_backup_is_notified(
     assert body["event"]["kind"] == "retention_failed"
     assert body["event"]["backup_id"] == row["backup_id"]
     assert "retention did not run" in body["event"]["message"]
+
+
+def test_config_show_hides_literal_credential_headers(files_deployment: Any) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Api-Key": TOKEN, "X-Source": "backupctl"}
+    configure(
+        files_deployment, {"hook": {"type": "webhook", "url": "https://h.example/x", "headers": headers}}, []
+    )
+    for fmt in ("json", "yaml", "table"):
+        shown = files_deployment.ok("config", "show", "-o", fmt)
+        assert TOKEN not in shown.stdout + shown.stderr
+    doc = files_deployment.ok("config", "show", "-o", "json").json()
+    assert doc["notifications"]["channels"]["hook"]["headers"]["X-Source"] == "backupctl"

@@ -13,7 +13,20 @@ from backupctl.errors import ConfigError
 
 REDACTED = "<redacted>"
 # Option names that hold secrets inline in SDK-style strings; redacted in `config show`.
-SECRET_KEY_PARTS = ("password", "secret", "token", "passphrase", "connection_string", "account_key", "sas")
+# The last four: HTTP header names that carry credentials (notifications.channels.*.headers).
+SECRET_KEY_PARTS: tuple[str, ...] = (
+    "password",
+    "secret",
+    "token",
+    "passphrase",
+    "connection_string",
+    "account_key",
+    "sas",
+    "authorization",
+    "api-key",
+    "api_key",
+    "apikey",
+)
 
 
 def resolve_secret(
