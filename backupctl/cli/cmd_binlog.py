@@ -22,7 +22,7 @@ app = typer.Typer(
 def _print_round(result: dict[str, Any], *, follow: bool) -> None:
     if output.structured():
         if follow:  # one JSON document per line and round
-            sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+            sys.stdout.write(json.dumps(output.normalize_times(result), sort_keys=True) + "\n")
             sys.stdout.flush()
         else:
             output.emit_document(result)
