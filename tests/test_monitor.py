@@ -232,6 +232,12 @@ def test_status_is_ok_for_a_fresh_backup_and_names_each_problem(
     assert "fresh: never_backed_up: no completed backup" in result.stdout
     assert [ln.split()[0] for ln in result.stdout.splitlines()[1:3]] == ["app", "fresh"]
     assert result.stdout.splitlines()[2].endswith(" never_backed_up")
+    csv_lines = dep.run("status", "-f", "csv").stdout.splitlines()
+    assert (
+        csv_lines[0] == "deployment,last_backup,age_s,next_run,last_drill,restore_s,rpo_s,pitr_until,problems"
+    )
+    assert csv_lines[1].startswith(f"app,{backup['finished']},") and csv_lines[1].endswith(",OK")
+    assert csv_lines[2].startswith("fresh,,,") and csv_lines[2].endswith(",never_backed_up")
     kinds = {
         d["deployment"]: [p["kind"] for p in d["problems"]]
         for d in dep.run("status", "-o", "json").json()["deployments"]

@@ -49,7 +49,7 @@ def metrics(
     """Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP.
 
     Without a subcommand: compute the metrics once and print them (text format; -o json: the
-    samples as JSON), or write them to --textfile. The metrics are documented in
+    catalog with its samples; -f csv/value: one row per sample), or write them to --textfile. The metrics are documented in
     docs/monitoring.md.
 
     Example: */5 * * * * backupctl metrics --textfile /var/lib/node_exporter/textfile/backupctl.prom
@@ -65,6 +65,17 @@ def metrics(
         except OSError as exc:
             raise BackupctlError(f"cannot write {textfile}: {exc.strerror or exc}") from None
         output.message(f"wrote {textfile}")
+        return
+    if output.OPTS.output in ("value", "csv"):  # one row per sample
+        found = prom.samples(doc)
+        rows = [
+            {"name": m.name, "labels": ",".join(f"{k}={v}" for k, v in labels.items()), "value": value}
+            for m in prom.CATALOG
+            for labels, value in found[m.name]
+        ]
+        output.emit_document(
+            rows, [("Name", "name", None), ("Labels", "labels", None), ("Value", "value", None)]
+        )
         return
     if output.structured():
         found = prom.samples(doc)

@@ -19,6 +19,19 @@ GraceOpt = Annotated[
 ]
 
 
+COLUMNS: list[output.Column] = [
+    ("Deployment", "deployment", None),
+    ("Last backup", "last_backup", output.human_time),
+    ("Age", "age_s", output.human_duration),
+    ("Next run", "next_run", output.human_time),
+    ("Last drill", "last_drill", output.human_time),
+    ("Restore", "restore_s", output.human_duration),
+    ("RPO", "rpo_s", output.human_duration),
+    ("PITR until", "pitr_until", output.human_time),
+    ("Problems", "problems", None),
+]
+
+
 def parse_grace(text: str) -> float:
     """Seconds of a --grace value; UsageError (exit 2) with one line when it is not a duration."""
     from backupctl.policy.models import parse_duration
@@ -55,23 +68,12 @@ def status(grace: GraceOpt = "1h") -> None:
         doc = health.compute(service, grace=dt.timedelta(seconds=seconds))
     finally:
         service.close()
-    if output.structured():
+    if output.OPTS.output in ("value", "csv"):  # the table's rows; json/yaml: the whole document
+        output.emit_document(status_rows.rows(doc), COLUMNS)
+    elif output.structured():
         output.emit_document(doc)
     else:
-        output.emit_table(
-            status_rows.rows(doc),
-            [
-                ("Deployment", "deployment", None),
-                ("Last backup", "last_backup", output.human_time),
-                ("Age", "age_s", output.human_duration),
-                ("Next run", "next_run", output.human_time),
-                ("Last drill", "last_drill", output.human_time),
-                ("Restore", "restore_s", output.human_duration),
-                ("RPO", "rpo_s", output.human_duration),
-                ("PITR until", "pitr_until", output.human_time),
-                ("Problems", "problems", None),
-            ],
-        )
+        output.emit_table(status_rows.rows(doc), COLUMNS)
         lines = status_rows.problem_lines(doc)
         if lines:
             typer.echo("\n" + "\n".join(lines))
