@@ -28,6 +28,7 @@ from backupctl import tempdir
 from backupctl.drill.base import DrillCheck, DrillContext, DrillRecord, driller_for
 from backupctl.errors import BackupctlError, NotFoundError, RestoreIncompleteError, UsageError
 from backupctl.events import Finished, Reporter, Started, WarningEvent
+from backupctl.notify import hooks as notify_hooks
 from backupctl.timefmt import iso_ms
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ def run_drill(
         reporter.emit(WarningEvent(f"the drill record could not be stored in {dest_name!r}: {exc.message}"))
         store.cache_only(service, repo.id, drill)
     reporter.emit(Finished("drill", summary["id"], ok=passed))
+    notify_hooks.drill_finished(service, drill)  # drill_failed / drill_completed; never raises
     return drill
 
 
