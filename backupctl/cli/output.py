@@ -383,6 +383,7 @@ WRAP_KEYS = frozenset(
 )
 _GAP = 2  # spaces between columns, on a terminal and in a pipe
 _MIN_WRAP = 12
+_MAX_WORD = 30
 
 
 def table_width() -> int | None:
@@ -427,6 +428,8 @@ def _fit(
     shown = list(range(len(headers)))
     if width is None:
         return shown, natural
+    # Wrapping stops at the longest word (up to _MAX_WORD): no word is broken when avoidable.
+    longest_word = [max((len(w) for row in cells for w in row[i].split()), default=0) for i in shown]
     rank = {k: n for n, k in enumerate(priority)}
     order = sorted(shown, key=lambda i: (rank.get(keys[i], len(rank)), i))  # most important first
     while True:
@@ -436,7 +439,7 @@ def _fit(
             if excess <= 0:
                 break
             if keys[i] in WRAP_KEYS and keys[i] not in KEEP_KEYS:
-                floor = max(_MIN_WRAP, len(headers[i]))
+                floor = max(_MIN_WRAP, len(headers[i]), min(longest_word[i], _MAX_WORD))
                 cut = min(excess, max(0, widths[i] - floor))
                 widths[i] -= cut
                 excess -= cut
@@ -482,15 +485,19 @@ def emit_table(
     keys = [k for _, k, _ in cols]
     width = None if OPTS.columns else table_width()
     shown, widths = _fit(headers, keys, cells, width, priority)
-    if len(shown) < len(cols):
-        hidden = [cols[i][0] for i in range(len(cols)) if i not in shown]
-        message(f"(not shown for the width: {', '.join(hidden)}; --wide or -c NAME shows them)")
+    hidden = [cols[i][0] for i in range(len(cols)) if i not in shown]
     cols = [cols[i] for i in shown]
     headers = [headers[i] for i in shown]
     cells = [[row[i] for i in shown] for row in cells]
     if tty:
         _rich_table(cols, headers, cells, widths, title)
-        return
+    else:
+        _plain_table(headers, cells, widths)
+    if hidden:  # after the table: stdout and stderr may share the terminal
+        message(f"(not shown for the width: {', '.join(hidden)}; --wide or -c NAME shows them)")
+
+
+def _plain_table(headers: Sequence[str], cells: Sequence[Sequence[str]], widths: Sequence[int]) -> None:
     cells = [
         [_wrap(v, w) if _text_width(v) > w else v for v, w in zip(row, widths, strict=True)] for row in cells
     ]
