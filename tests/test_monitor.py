@@ -419,3 +419,31 @@ def test_pitr_window_end_archive_lag_and_rpo(pitr_pg: Any, tmp_path: Path) -> No
     assert abs(ts(row["pitr"]["window_end"]) - end) < 0.001
     assert row["newest_restorable"] == row["pitr"]["window_end"]
     assert row["problems"] == []
+
+
+def test_missed_slot_for_cron_interval_paused_and_new_policies() -> None:
+    """The overdue rule itself (pure logic, an explicit `now`)."""
+    from backupctl.monitor.health import missed_slot
+    from backupctl.policy.models import Policy
+
+    now = datetime(2026, 12, 3, 21, 30, tzinfo=UTC)
+    grace = timedelta(hours=1)
+    daily = Policy.model_validate({"schedules": [{"daily": {"at": "05:00"}}]})
+    slot = datetime(2026, 12, 3, 5, 0, tzinfo=UTC)
+    assert missed_slot(daily, slot - timedelta(minutes=1), now, grace) == slot
+    assert missed_slot(daily, slot + timedelta(seconds=3), now, grace) is None
+    # Within the grace after the slot: not yet overdue.
+    assert missed_slot(daily, slot - timedelta(days=1), slot + timedelta(minutes=59), grace) is None
+    assert missed_slot(daily, slot - timedelta(days=1), slot + timedelta(minutes=61), grace) == slot
+    # A policy created after the last slot owes nothing yet.
+    created = Policy.model_validate(
+        {"schedules": [{"daily": {"at": "05:00"}}], "created": "2026-12-03T06:00:00Z"}
+    )
+    assert missed_slot(created, None, now, grace) is None
+    paused = Policy.model_validate({"schedules": [{"daily": {"at": "05:00"}}], "status": "paused"})
+    assert missed_slot(paused, slot - timedelta(days=3), now, grace) is None
+    # interval: the last success plus the interval plus the grace.
+    every6h = Policy.model_validate({"schedules": [{"interval": "6h"}]})
+    last = now - timedelta(hours=7, minutes=1)
+    assert missed_slot(every6h, last, now, grace) == last + timedelta(hours=6)
+    assert missed_slot(every6h, now - timedelta(hours=6, minutes=59), now, grace) is None
