@@ -142,6 +142,14 @@ def test_columns_sorting_and_unknown_column(world: Any) -> None:
     assert value.split() == dep.ids
     table = dep.ok("backup", "list", "--sort-column", "started", "--all").stdout.splitlines()
     assert [r.split()[0] for r in table[1:]] == dep.ids
+    # Sorted before --limit: the two oldest, not the oldest two of the newest 20.
+    oldest = dep.ok("backup", "list", "--sort-column", "started", "--limit", "2", "-f", "value", "-c", "id")
+    assert oldest.stdout.split() == dep.ids[:2]
+    # Details (`show`) take a label or any key of the record.
+    shown = dep.ok("backup", "show", dep.ids[7], "-c", "Comment", "-c", "repository_id").stdout
+    assert shown.split(None, 1)[1].splitlines()[0].strip() == 'say "hi", then go', shown
+    assert shown.splitlines()[1].split()[0] == "repository_id", shown
+    assert re.fullmatch(r"[0-9a-f]{32}", shown.splitlines()[1].split()[1]), shown
 
     for args in (["-c", "nosuch"], ["--sort-column", "nosuch"], ["-f", "csv", "-c", "id", "-c", "nosuch"]):
         bad = dep.run("backup", "list", *args)

@@ -183,6 +183,7 @@ def list_(
     with CliReporter() as reporter:
         svc = context.service(reporter)
         records = [r for r in svc.list_backups(deployment, destination) if matches(r)]
+        records = output.sort_rows(records, LIST_COLUMNS)  # --sort-column before --limit
         if limit is not None:
             shown = records[: max(limit, 0)]
         elif all_ or output.structured():
@@ -330,7 +331,7 @@ def show(
                     f" (LSN {info['from_lsn']} to {info.get('to_lsn', '?')})",
                 )
             )
-    output.emit_fields(pairs)
+    output.emit_fields(pairs, record=record)
 
 
 def _target_is_live(target: Path | None) -> bool:

@@ -281,7 +281,7 @@ def show(name: Name) -> None:
         if w["gaps"]:
             text += f" ({w['gaps']} gap{'s' if w['gaps'] != 1 else ''})"
         pairs.append((f"Recoverable {dep}", text))
-    output.emit_fields(pairs)
+    output.emit_fields(pairs, record=doc)
     if doc["backups"]:
         sys.stdout.write("\n")
         output.emit_table(doc["backups"], BACKUP_COLUMNS, title="Backups and their expiry")

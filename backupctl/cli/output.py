@@ -32,7 +32,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backupctl.errors import UsageError
 from backupctl.timefmt import parse_iso
@@ -196,6 +196,7 @@ def normalize_times(doc: Any, key: str | None = None) -> Any:
 # ---- column selection and sorting ---------------------------------------------------
 
 Column = tuple[str, str, Callable[[Any], str] | None]  # (header, key, formatter)
+_Row = TypeVar("_Row", bound=Mapping[str, Any])
 
 
 def _norm(name: str) -> str:
@@ -248,7 +249,7 @@ def _sort_value(value: Any) -> tuple[int, Any]:
     return (1, str(value))
 
 
-def sort_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column] = ()) -> list[Mapping[str, Any]]:
+def sort_rows(rows: Sequence[_Row], columns: Sequence[Column] = ()) -> list[_Row]:
     """Rows ordered by --sort-column (stable; empty values last in either direction)."""
     out = list(rows)
     if not OPTS.sort_columns or not out:
@@ -534,14 +535,21 @@ def _rich_table(
     stdout_console(width=max(total, table_width() or 0, 1)).print(table)
 
 
-def _field_selected(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+def _field_selected(
+    pairs: Sequence[tuple[str, str]], record: Mapping[str, Any] | None
+) -> list[tuple[str, str]]:
     if not OPTS.columns:
         return list(pairs)
     labels = [k for k, _ in pairs if k]
     out: list[tuple[str, str]] = []
     for name in OPTS.columns:
         if _norm(name) not in {_norm(k) for k in labels}:
-            raise UsageError(f"-c/--column: no field {name!r}; the fields are: {', '.join(labels)}")
+            key = next((k for k in record or {} if _norm(k) == _norm(name)), None)
+            if record is not None and key is not None:  # a key of the record the details do not show
+                out.append((key, _auto(record[key])))
+                continue
+            names = ", ".join(dict.fromkeys([*labels, *(record or {})]))
+            raise UsageError(f"-c/--column: no field {name!r}; the fields are: {names}")
         take = False
         for key, value in pairs:  # a field and its continuation lines (empty label)
             if key:
@@ -551,9 +559,10 @@ def _field_selected(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def emit_fields(pairs: Sequence[tuple[str, str]]) -> None:
-    """Key/value details (`show` commands); -c keeps the named fields."""
-    pairs = _field_selected(pairs)
+def emit_fields(pairs: Sequence[tuple[str, str]], *, record: Mapping[str, Any] | None = None) -> None:
+    """Key/value details (`show` commands); -c keeps the named fields, or any key of `record`
+    (the document the details were made from)."""
+    pairs = _field_selected(pairs, record)
     width = max((len(k) for k, _ in pairs), default=0)
     if is_tty():
         from rich.text import Text
