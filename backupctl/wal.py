@@ -114,30 +114,16 @@ class LightConfig:
         return out
 
     def key_material(self) -> Any:
-        from pathlib import Path
-
-        from backupctl.repo.crypto import KeyMaterial, read_key_file
+        from backupctl.repo.opening import key_material
 
         enc = self.raw.get("encryption") or {}
-        if enc.get("key_file"):
-            return KeyMaterial("key_file", read_key_file(Path(os.path.expanduser(str(enc["key_file"])))))
-        secret = None
-        if enc.get("passphrase_env"):
-            secret = os.environ.get(enc["passphrase_env"])
-            if secret is None:
-                raise ConfigError(
-                    f"encryption passphrase: environment variable {enc['passphrase_env']} is not set"
-                )
-        elif enc.get("passphrase_file"):
-            try:
-                secret = Path(os.path.expanduser(str(enc["passphrase_file"]))).read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(
-                    f"encryption passphrase: cannot read {enc['passphrase_file']}: {exc.strerror}"
-                ) from None
-        if not secret:
-            raise ConfigError("encryption: no key_file or passphrase configured")
-        return KeyMaterial("passphrase", secret.encode())
+        if not isinstance(enc, dict):
+            raise ConfigError(f"{self.path}: encryption: not a mapping")
+        return key_material(
+            key_file=enc.get("key_file"),
+            passphrase_env=enc.get("passphrase_env"),
+            passphrase_file=enc.get("passphrase_file"),
+        )
 
     def compression_level(self) -> int:
         return int((self.raw.get("settings") or {}).get("compression_level", 3))
@@ -148,23 +134,19 @@ def open_archive(
 ) -> tuple[Any, str, list[Any]]:
     """(repository on the primary destination, deployment name, the other destinations)."""
     from backupctl.destinations.base import open_destination
+    from backupctl.repo.opening import primary_destination, wrap_destination
     from backupctl.repo.repository import Repository
 
     cfg = LightConfig.load(config)
     dep = cfg.deployment(deployment, engine)
-    dests = cfg.destinations(dep)
-    primary = next((d for d in dests if d[1].type == "local"), dests[0])
-
-    def opened(name: str, options: Any) -> Any:
-        dest = open_destination(name, options)
-        if options.type != "local":
-            from backupctl.destinations.retry import RetryingDestination
-
-            dest = RetryingDestination(dest)
-        return dest
-
-    repo = Repository.open(opened(*primary), cfg.key_material(), cfg.compression_level())
-    others = [opened(n, o) for n, o in dests if n != primary[0]]
+    dests = dict(cfg.destinations(dep))
+    primary = primary_destination([(n, o.type) for n, o in dests.items()])
+    repo = Repository.open(
+        wrap_destination(open_destination(primary, dests[primary])),
+        cfg.key_material(),
+        cfg.compression_level(),
+    )
+    others = [wrap_destination(open_destination(n, o)) for n, o in dests.items() if n != primary]
     return repo, dep, others
 
 

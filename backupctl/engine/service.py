@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 import socket
 import threading
 import time
@@ -20,23 +19,18 @@ from typing import Any
 from backupctl import __version__
 from backupctl.config.models import Config, DeploymentConfig
 from backupctl.config.paths import state_dir as default_state_dir
-from backupctl.config.secrets import resolve_secret
 from backupctl.destinations.base import Destination, open_destination
-from backupctl.destinations.faulty import from_env as faults_from_env
-from backupctl.destinations.retry import RetryingDestination
 from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.browse import RestoreSelection, check_selection
 from backupctl.engine.damage import DamageMemory
 from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.engine.state import StateDB
-from backupctl.notify import hooks as notify_hooks
 from backupctl.engine.summary import failed_uploads, summarize_job, summarize_manifest
 from backupctl.errors import (
     AmbiguousIdError,
     BackupctlError,
     BackupFailedError,
-    ConfigError,
     IntegrityError,
     NoRepositoryError,
     NotFoundError,
@@ -52,8 +46,10 @@ from backupctl.events import (
     WarningEvent,
     WarningsAsInfo,
 )
+from backupctl.notify import hooks as notify_hooks
 from backupctl.records import BackupSummary, Manifest, SourceRecord
-from backupctl.repo.crypto import KeyMaterial, read_key_file
+from backupctl.repo.crypto import KeyMaterial
+from backupctl.repo.opening import key_material, primary_destination, wrap_destination
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
 from backupctl.sources.base import NothingToBackUp, RestoreRequest, Source, source_class
@@ -108,35 +104,19 @@ class Service:
             except KeyError:
                 known = ", ".join(sorted(self.config.destinations)) or "none configured"
                 raise NotFoundError(f"no destination named {name!r}", hint=f"configured: {known}") from None
-            self._destinations[name] = self._wrap(open_destination(name, options))
+            self._destinations[name] = wrap_destination(open_destination(name, options))
         return self._destinations[name]
 
-    def _wrap(self, dest: Destination) -> Destination:
-        """Retries for remote destinations (a wrapper, not code in each destination).
-        Tests inject faults beneath the retries through BACKUPCTL_FAULTS (destinations/faulty.py)."""
-        dest = faults_from_env(dest)
-        if dest.options.type == "local":
-            return dest
-        return RetryingDestination(dest)
-
     def primary_destination(self, deployment: str) -> str:
-        """Where backups of a deployment are written first: its first local destination."""
+        """Where backups of a deployment are written first (repo/opening.py)."""
         dep = self.deployment(deployment)
-        for name in dep.destinations:
-            if self.config.destinations[name].type == "local":
-                return name
-        return dep.destinations[0]
+        return primary_destination([(n, self.config.destinations[n].type) for n in dep.destinations])
 
     def key_material(self) -> KeyMaterial:
         enc = self.config.encryption
-        if enc.key_file is not None:
-            return KeyMaterial("key_file", read_key_file(Path(os.path.expanduser(str(enc.key_file)))))
-        secret = resolve_secret(
-            env=enc.passphrase_env, file=enc.passphrase_file, what="encryption passphrase"
+        return key_material(
+            key_file=enc.key_file, passphrase_env=enc.passphrase_env, passphrase_file=enc.passphrase_file
         )
-        if not secret:
-            raise ConfigError("encryption: the passphrase is empty")
-        return KeyMaterial("passphrase", secret.encode())
 
     def repository(self, dest_name: str, *, create: bool = False) -> Repository:
         # One lock: the scheduler's threads must share one Repository per destination, and
@@ -305,7 +285,10 @@ class Service:
         record["destinations"] = destinations
         record["warning_list"] = [w for r in results for w in r.warnings]
         if repo_warnings:  # the backup is whole, but the operator must look (exit 3)
-            record["warning_list"] = [*({"path": "", "message": w} for w in repo_warnings), *record["warning_list"]]
+            record["warning_list"] = [
+                *({"path": "", "message": w} for w in repo_warnings),
+                *record["warning_list"],
+            ]
             record["warnings"] = record.get("warnings", 0) + len(repo_warnings)
         collector.emit(Finished("backup", backup_id, ok=True))
         remotes = [n for n in dep.destinations if n != primary]
@@ -815,7 +798,7 @@ class Service:
 
         record, repo, manifest = self._completed(id_prefix, destination)
         repo.load_index()
-        result = download(repo, manifest, part, out)
+        result = download(repo, manifest, part, out, self.reporter)
         result["id"] = record["id"]
         result["part"] = part
         return result
