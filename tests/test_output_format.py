@@ -373,3 +373,24 @@ def test_every_json_time_has_one_precision(files_deployment: Any) -> None:
         )
     )
     assert len(seen) > 20
+
+
+def test_global_options_anywhere_and_command_formats_stay(world: Any) -> None:
+    from backupctl.cli.main import hoist_global_options
+
+    assert hoist_global_options(["backup", "list", "-fjson", "-cid", "--sort-column", "started", "--utc"]) == [
+        "-fjson", "-cid", "--sort-column", "started", "--utc", "backup", "list",
+    ]  # fmt: skip
+    # `schedule export --format systemd` keeps its own option; `-f json` there is the global one.
+    assert hoist_global_options(["schedule", "export", "--format", "systemd", "-f", "json"]) == [
+        "-f", "json", "schedule", "export", "--format", "systemd",
+    ]  # fmt: skip
+    assert hoist_global_options(["schedule", "export", "-fkubernetes"]) == [
+        "schedule",
+        "export",
+        "-fkubernetes",
+    ]
+    ids = world.ok("backup", "list", "-fvalue", "-cid", "--limit", "3").stdout.split()
+    assert ids == world.ids[::-1][:3]
+    exported = world.ok("schedule", "export", "--format", "crontab", "-f", "json").json()
+    assert exported["format"] == "crontab" and "schedule run-due" in exported["text"], exported

@@ -370,6 +370,7 @@ _GLOBAL_WITH_VALUE = {
     "--max-width",
 }
 _FORMAT_OPTIONS = {"--format", "-f"}
+_SHORT_WITH_VALUE = {"-c", "-o", "-f"}
 _GLOBAL_FLAGS = {
     "--quiet",
     "-q",
@@ -414,6 +415,8 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             i += 1
         elif arg in _GLOBAL_FLAGS:
             front.append(arg)
+        elif arg[:2] in _SHORT_WITH_VALUE and len(arg) > 2 and arg[2:] not in _COMMAND_FORMATS:
+            front.append(arg)  # a value attached to the short option: -fjson, -cid
         else:
             rest.append(arg)
         i += 1
