@@ -16,7 +16,7 @@ from typing import Protocol
 class Started:
     """An operation began. `total_bytes` / `total_files` are estimates, 0 if unknown."""
 
-    operation: str  # "backup", "restore", "verify", "upload", "download"
+    operation: str  # "backup", "restore", "verify", "upload", "download", "prune", "check", ...
     subject: str  # backup ID or deployment name
     total_bytes: int = 0
     total_files: int = 0
@@ -31,6 +31,9 @@ class Progress:
     total_bytes: int = 0
     total_files: int = 0
     current: str = ""
+    # True while the totals are still growing (the walk ahead of a backup has not finished):
+    # a display shows them but computes no percent or ETA from them.
+    estimate: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from backupctl import __version__
-from backupctl.cli import output
+from backupctl.cli import output, progress_mode
 from backupctl.errors import BackupctlError, ExitCode
 
 # name -> (module in backupctl.cli, first paragraph of its help), in `--help` order.
@@ -325,6 +325,15 @@ def root(
     utc: Annotated[
         bool, typer.Option("--utc", help="Tables show times in UTC instead of local time.")
     ] = False,
+    progress: Annotated[
+        str,
+        typer.Option(
+            "--progress",
+            help="Progress on stderr: auto (a bar on a terminal, nothing otherwise), bar, plain, json "
+            "(one JSON object per line, docs/progress.md) or none.",
+            metavar="MODE",
+        ),
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours (also: NO_COLOR env).")] = False,
     verbose: Annotated[
@@ -336,6 +345,9 @@ def root(
 ) -> None:
     if output_format not in output.FORMATS:
         raise typer.BadParameter(f"must be {', '.join(output.FORMATS)}", param_hint="--format")
+    if progress not in progress_mode.MODES:
+        raise typer.BadParameter(f"must be {', '.join(progress_mode.MODES)}", param_hint="--progress")
+    progress_mode.mode = progress
     width: int | None = None
     if max_width is not None:
         if not max_width.isdigit():
@@ -368,6 +380,7 @@ _GLOBAL_WITH_VALUE = {
     "-c",
     "--sort-column",
     "--max-width",
+    "--progress",
 }
 _FORMAT_OPTIONS = {"--format", "-f"}
 _SHORT_WITH_VALUE = {"-c", "-o", "-f"}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from backupctl.engine.items import Item, ItemStreamWriter, path_key, read_items
+from backupctl.engine.walkahead import WalkAhead
 from backupctl.errors import IntegrityError, InterruptedError_
 from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
 from backupctl.records import SourceRecord
@@ -94,14 +95,38 @@ class Archiver:
         self._last_emit = 0.0
         self._count_lock = threading.Lock()
         self._zero_ids: dict[int, bytes] = {}  # length -> ID of an all-zero chunk (holes)
+        # The walk ahead of the current files source (engine/walkahead.py) and the counters
+        # at its start: the totals reported are those plus the walk's.
+        self._walk: WalkAhead | None = None
+        self._walk_base = (0, 0)
+        self._walk_announced = False
 
     def _progress(self, current: str, force: bool = False) -> None:
         if CANCEL.is_set():
             raise InterruptedError_("interrupted: the backup was cancelled")
         now = time.monotonic()
+        walk = self._walk
+        if walk is not None and not self._walk_announced and walk.done.is_set():
+            self._walk_announced = force = True  # the totals are final: say so at once
         if force or now - self._last_emit > 0.2:
             self._last_emit = now
-            self.reporter.emit(Progress(self.bytes_done, self.files_done, self.total_bytes, 0, current))
+            if walk is None:  # not a file tree: the parent's size, if any, as an estimate
+                self.reporter.emit(
+                    Progress(self.bytes_done, self.files_done, self.total_bytes, 0, current, estimate=True)
+                )
+                return
+            base_bytes, base_files = self._walk_base
+            total_bytes, total_files = base_bytes + walk.bytes, base_files + walk.files
+            self.reporter.emit(
+                Progress(
+                    self.bytes_done,
+                    self.files_done,
+                    total_bytes,
+                    total_files,
+                    current,
+                    estimate=not walk.done.is_set(),
+                )
+            )
 
     def backup_source(self, source: Source, parent: SourceRecord | None) -> SourceResult:
         """Store one source; `parent` is the parent backup's record of the same source.
@@ -132,6 +157,10 @@ class Archiver:
                 head = pending.popleft()
                 emit(head.result() if isinstance(head, Future) else head)
 
+        if WalkAhead.supports(source):
+            self._walk_base = (self.bytes_done, self.files_done)
+            self._walk_announced = False
+            self._walk = WalkAhead(source).start()
         pool = ThreadPoolExecutor(max_workers=_FILE_READERS, thread_name_prefix="read")
         try:
             for entry in source.scan():
@@ -149,6 +178,7 @@ class Archiver:
             if previous is not None:
                 previous.report()
         except BaseException:
+            self._end_walk()
             for item in pending:
                 if isinstance(item, Future):
                     item.cancel()
@@ -159,7 +189,13 @@ class Archiver:
         result.info = source.info()
         result.tree = [b.hex() for b in stream.close()]
         self._progress("", force=True)
+        self._end_walk()
         return result
+
+    def _end_walk(self) -> None:
+        if self._walk is not None:
+            self._walk.stop()
+            self._walk = None
 
     def _parent_cursor(self, parent: SourceRecord) -> ParentCursor:
         tree = [bytes.fromhex(h) for h in parent.get("tree", [])]

@@ -26,7 +26,7 @@ import blake3
 
 from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError, UsageError
-from backupctl.events import InfoEvent, Progress, Reporter
+from backupctl.events import Finished, InfoEvent, Progress, Reporter, Started
 from backupctl.repo.pack import BlobEntry, pack_name, read_pack_header
 from backupctl.repo.repository import Repository
 
@@ -83,14 +83,22 @@ def check_repository(
         indexed = repo.index.packs()
         by_pack = repo.index.blobs_by_pack()
         reporter.emit(InfoEvent(f"checking {len(indexed)} indexed pack{'s' if len(indexed) != 1 else ''}"))
+        # Progress: packs (files_done/total_files) checked, then backups, then the data read.
+        reporter.emit(Started("check", repo.id[:12], total_files=len(indexed)))
         with ThreadPoolExecutor(max_workers=max(1, min(8, repo.dest.options.connections))) as pool:
-            for pid, message in zip(
-                sorted(indexed),
-                pool.map(lambda p: _check_pack(repo, p, listed.get(p), by_pack.get(p, [])), sorted(indexed)),
-                strict=True,
+            for n_pack, (pid, message) in enumerate(
+                zip(
+                    sorted(indexed),
+                    pool.map(
+                        lambda p: _check_pack(repo, p, listed.get(p), by_pack.get(p, [])), sorted(indexed)
+                    ),
+                    strict=True,
+                ),
+                1,
             ):
                 if message:
                     problem("pack", pack_name(pid), message)
+                reporter.emit(Progress(0, n_pack, 0, len(indexed), pack_name(pid)))
         snapshots = repo.manifest_ids()
         reporter.emit(InfoEvent(f"checking {len(snapshots)} backup{'s' if len(snapshots) != 1 else ''}"))
         for backup_id in sorted(snapshots):
@@ -101,12 +109,16 @@ def check_repository(
         if read_data is not None:
             chosen = read_data.select([p for p in indexed if p in listed])
             reporter.emit(InfoEvent(f"reading {len(chosen)} packs"))
+            to_read = sum(listed.get(p, 0) for p in chosen)
+            reporter.emit(Started("read-data", repo.id[:12], total_bytes=to_read, total_files=len(chosen)))
             for pid, (size, messages) in zip(chosen, pool_map(repo, chosen), strict=True):
                 packs_read += 1
                 bytes_read += size
                 for message in messages:
                     problem("data", pack_name(pid), message)
-                reporter.emit(Progress(bytes_read, packs_read))
+                reporter.emit(Progress(bytes_read, packs_read, to_read, len(chosen)))
+            reporter.emit(Finished("read-data", repo.id[:12]))
+    reporter.emit(Finished("check", repo.id[:12], ok=not problems))
     return {
         "ok": not problems,
         "index_files": len(repo.index_ids) + len(repo.damaged_indexes),

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from backupctl.engine.restorer import Prefetcher
 from backupctl.errors import NotFoundError
+from backupctl.events import Finished, NullReporter, Progress, Reporter, Started
 from backupctl.records import Manifest, SourceRecord
 from backupctl.repo.repository import Repository
 from backupctl.sources.base import RestoreEntry
@@ -88,9 +89,37 @@ def _sources(manifest: Manifest, part: str) -> list[SourceRecord]:
     return chosen
 
 
-def download(repo: Repository, manifest: Manifest, part: str, out: IO[bytes]) -> dict[str, Any]:
+class _Counter:
+    """Counts the content bytes and files written and reports them (byte-accurate: per chunk)."""
+
+    def __init__(self, reporter: Reporter, total_bytes: int, total_files: int) -> None:
+        self.reporter, self.total_bytes, self.total_files = reporter, total_bytes, total_files
+        self.bytes = self.files = 0
+
+    def chunks(self, entry: RestoreEntry) -> Iterator[bytes]:
+        for chunk in entry.chunks():
+            self.bytes += len(chunk)
+            self.reporter.emit(
+                Progress(self.bytes, self.files, self.total_bytes, self.total_files, entry.path)
+            )
+            yield chunk
+        self.files += 1
+
+
+def download(
+    repo: Repository, manifest: Manifest, part: str, out: IO[bytes], reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Write the chosen part to `out`; returns {"format": "tar"|"raw", "files": N, "bytes": N}."""
     sources = _sources(manifest, part)
+    reporter = reporter or NullReporter()
+    subject = manifest["id"][:12]
+    counter = _Counter(
+        reporter,
+        sum(int(s.get("bytes", 0) or 0) for s in sources),
+        sum(int(s.get("files", 0) or 0) for s in sources),
+    )
+    reporter.emit(Started("download", subject, counter.total_bytes, counter.total_files))
+    reporter.emit(Progress(0, 0, counter.total_bytes, counter.total_files))
     prefetcher = Prefetcher(repo)
     try:
         entries = (e for s in sources for e in prefetcher.entries([bytes.fromhex(b) for b in s["tree"]]))
@@ -98,9 +127,10 @@ def download(repo: Repository, manifest: Manifest, part: str, out: IO[bytes]) ->
         if part == "database" and single:
             entry = next(entries)
             written = 0
-            for chunk in entry.chunks():
+            for chunk in counter.chunks(entry):
                 out.write(chunk)
                 written += len(chunk)
+            reporter.emit(Finished("download", subject))
             return {"format": "raw", "name": entry.path, "files": 1, "bytes": written}
         total = 0
         files = 0
@@ -108,11 +138,12 @@ def download(repo: Repository, manifest: Manifest, part: str, out: IO[bytes]) ->
             for entry in entries:
                 info = _tar_info(entry)
                 if entry.kind == "file":
-                    tar.addfile(info, _ChunkReader(entry.chunks()))  # type: ignore[arg-type]
+                    tar.addfile(info, _ChunkReader(counter.chunks(entry)))  # type: ignore[arg-type]
                     total += entry.size
                     files += 1
                 else:
                     tar.addfile(info)
+        reporter.emit(Finished("download", subject))
         return {"format": "tar", "files": files, "bytes": total}
     finally:
         prefetcher.close()

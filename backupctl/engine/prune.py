@@ -36,7 +36,7 @@ from typing import Any
 from backupctl.engine.items import read_items
 from backupctl.engine.repack import choose_packs, pack_usage, repack
 from backupctl.errors import IntegrityError
-from backupctl.events import Reporter, WarningEvent
+from backupctl.events import Finished, Progress, Reporter, Started, WarningEvent
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
 
@@ -104,8 +104,11 @@ def delete_and_prune(
 
     `max_unused` (0..1, None = never): repack so that at most this share stays unused."""
     doomed = set(backup_ids)
-    with repo.lock(exclusive=True, operation="delete" if backup_ids else "prune"):
+    operation = "delete" if backup_ids else "prune"
+    with repo.lock(exclusive=True, operation=operation):
         repo.load_index(reload=True)
+        # Progress: the backups read to find what is live, then the packs deleted.
+        reporter.emit(Started(operation, repo.id[:12]))
         survivors = [b for b in repo.manifest_ids() if b not in doomed]
         live = _live_or_refuse(repo, survivors)
         # What only the deleted backups used is freed at once, however young: no running
@@ -163,6 +166,11 @@ def delete_and_prune(
                     )
                     drop = set()
         freed = deleted = young_kept = 0
+        doomed_packs = [
+            p for p in listed if p not in keep and p not in young and (p not in copied or p in drop)
+        ]
+        to_free = sum(listed[p].size for p in doomed_packs)
+        reporter.emit(Progress(0, 0, to_free, len(doomed_packs)))
         for pack_id, info in listed.items():
             if pack_id in keep:
                 continue
@@ -174,6 +182,7 @@ def delete_and_prune(
             repo.dest.delete(pack_name(pack_id))
             freed += info.size
             deleted += 1
+            reporter.emit(Progress(freed, deleted, to_free, len(doomed_packs), pack_name(pack_id)))
         temp_deleted = 0
         for info in list(repo.dest.temporaries()):
             if info.mtime is None or now - info.mtime < grace:
@@ -187,6 +196,7 @@ def delete_and_prune(
         repo.load_index(reload=True)
         written = repacked.bytes_written if repacked is not None else 0
         deleted_bytes, freed = freed, freed - written
+        reporter.emit(Finished(operation, repo.id[:12]))
         # No summary line here: the result says it all, and each command renders it once.
         return {
             "freed_bytes": freed,

@@ -28,7 +28,7 @@ import blake3
 from backupctl.destinations.base import Destination, NotFound
 from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError
-from backupctl.events import Progress, Reporter
+from backupctl.events import Finished, Progress, Reporter, Started
 from backupctl.records import Manifest
 from backupctl.repo.pack import BlobEntry, pack_name
 from backupctl.repo.repository import Repository
@@ -114,6 +114,10 @@ def upload_backup(
         missing = [pid for pid in sorted(packs) if present.get(pack_name(pid)) != expected[pid]]
         sent_bytes = 0
         sent = 0
+        subject = f"{manifest['id'][:12]} to {target.name}"
+        to_send = sum(expected[pid] for pid in missing)
+        reporter.emit(Started("upload", subject, total_bytes=to_send, total_files=len(missing)))
+        reporter.emit(Progress(0, 0, to_send, len(missing), current=target.name))
 
         def send(pack_id: str) -> int:
             data = repo.dest.get(pack_name(pack_id))
@@ -126,7 +130,7 @@ def upload_backup(
             for size in pool.map(send, missing):
                 sent += 1
                 sent_bytes += size
-                reporter.emit(Progress(sent_bytes, sent, current=target.name))
+                reporter.emit(Progress(sent_bytes, sent, to_send, len(missing), current=target.name))
         present = _sizes(target)
         remote.load_index(reload=True)
         if _unconfirmed(remote, wanted, {}, present):
@@ -152,6 +156,7 @@ def upload_backup(
             target.put_metadata(manifest_name, data)
             sent += 1
             sent_bytes += len(data)
+    reporter.emit(Finished("upload", subject))
     return {
         "state": "uploaded",
         "objects_sent": sent,

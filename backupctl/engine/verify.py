@@ -12,7 +12,7 @@ from typing import Any
 
 from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError
-from backupctl.events import Progress, Reporter
+from backupctl.events import Finished, Progress, Reporter, Started
 from backupctl.records import Manifest
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
@@ -31,8 +31,14 @@ def verify_manifest(repo: Repository, manifest: Manifest, reporter: Reporter) ->
         except IntegrityError as exc:
             return 0, exc.message
 
+    # Progress counts blobs (files_done/total_files) and their bytes; the total grows as each
+    # source's item stream is read, so it is an estimate until the last source.
+    sources = manifest.get("sources", [])
+    subject = str(manifest.get("id", ""))[:12]
+    reporter.emit(Started("verify", subject, total_files=0))
+    total_blobs = 0
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for src in manifest.get("sources", []):
+        for n_src, src in enumerate(sources, 1):
             tree = [bytes.fromhex(b) for b in src.get("tree", [])]
             used.update(tree)
             try:
@@ -48,14 +54,19 @@ def verify_manifest(repo: Repository, manifest: Manifest, reporter: Reporter) ->
                         seen.add(c)
                         chunks.append(c)
             used.update(chunks)
+            total_blobs = checked + len(chunks)
+            last_source = n_src == len(sources)
+            reporter.emit(Progress(checked_bytes, checked, 0, total_blobs, estimate=not last_source))
             for size, problem in pool.map(check, chunks):
                 checked += 1
                 checked_bytes += size
                 if problem:
                     errors.append(problem)
                 if checked % 64 == 0:
-                    reporter.emit(Progress(checked_bytes, checked))
+                    reporter.emit(Progress(checked_bytes, checked, 0, total_blobs, estimate=not last_source))
+        reporter.emit(Progress(checked_bytes, checked, 0, checked))
         errors.extend(_check_headers(repo, used, pool))
+    reporter.emit(Finished("verify", subject, ok=not errors))
     return {"ok": not errors, "blobs_checked": checked, "bytes_checked": checked_bytes, "errors": errors}
 
 

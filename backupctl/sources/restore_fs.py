@@ -192,6 +192,10 @@ class FsRestorer:
     def _count_bytes(self, n: int) -> None:
         with self._count_lock:
             self.bytes += n
+            done, files = self.bytes, self.files
+        # Per chunk, from the writer threads: a large file's progress moves while it is written
+        # (the display throttles; the reporter is thread-safe).
+        self.reporter.emit(Progress(done, files))
 
     def _warn(self, message: str, path: str) -> None:
         self.reporter.emit(WarningEvent(message, path))
