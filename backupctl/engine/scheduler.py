@@ -265,7 +265,7 @@ class Scheduler:
                 status="Queued",
                 created_by=item.policy_name,
                 started=iso_ms(self.clock.now()),
-                location=self.service._location(self.service.primary_destination(item.deployment)),
+                location=self.service.location_of(self.service.primary_destination(item.deployment)),
             )
         # Syncs first in the queue: they are short, and a backup must not delay the archive.
         tasks: list[tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = self._queue_syncs(results)

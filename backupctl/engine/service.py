@@ -176,7 +176,7 @@ class Service:
             started=iso_ms(started),
             comment=comment,
             destinations={name: {"state": "pending"} for name in dep.destinations},
-            location=self._location(primary),
+            location=self.location_of(primary),
         )
         notify_hooks.backup_started(self, deployment, backup_id, safety)
         writer: BlobWriter | None = None
@@ -506,10 +506,10 @@ class Service:
         if job.get("repository_id"):
             return repo_ids.get(primary) == job["repository_id"]
         if job.get("location"):
-            return job["location"] == self._location(primary)
+            return job["location"] == self.location_of(primary)
         return True
 
-    def _location(self, dest_name: str) -> str | None:
+    def location_of(self, dest_name: str) -> str | None:
         """Where a destination points (recorded with each job); None when it cannot be opened."""
         try:
             return self.destination(dest_name).location
