@@ -293,7 +293,15 @@ def test_status_overdue_when_the_policy_slot_passed_without_a_backup(
     samples, _ = parse(dep.ok("metrics").stdout)
     assert samples[("backupctl_problems", frozenset({("deployment", "app"), ("kind", "overdue")}))] == 1
     assert dep.ok("metrics", "--grace", "6h").stdout.count('kind="overdue"} 0') == 1
+    # The grace of the overdue notification is the default.
+    doc = helpers.load_yaml(dep.config)
+    doc["notifications"] = {"overdue_grace": "6h"}
+    helpers.dump_yaml(doc, dep.config)
+    assert dep.run("status").returncode == 0
+    assert dep.run("status", "--grace", "30m").returncode == PROBLEMS
     # A fresh backup clears it.
+    doc["notifications"] = {"overdue_grace": "30m"}
+    helpers.dump_yaml(doc, dep.config)
     dep.create()
     assert dep.run("status").returncode == 0
 

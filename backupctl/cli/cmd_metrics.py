@@ -5,6 +5,7 @@ Thin: backupctl.monitor.health computes, backupctl.monitor.metrics renders and s
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,14 +21,12 @@ HELP = "Prometheus metrics of every deployment: to stdout, to a node_exporter te
 app = typer.Typer(invoke_without_command=True)
 
 
-def _compute(grace_seconds: float) -> Any:
-    import datetime as dt
-
+def _compute(grace: dt.timedelta | None) -> Any:
     from backupctl.monitor import health
 
     service = context.service()
     try:
-        return health.compute(service, grace=dt.timedelta(seconds=grace_seconds))
+        return health.compute(service, grace=grace)
     finally:
         service.close()
 
@@ -44,7 +43,7 @@ def metrics(
             metavar="PATH",
         ),
     ] = None,
-    grace: GraceOpt = "1h",
+    grace: GraceOpt = None,
 ) -> None:
     """Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP.
 
@@ -129,11 +128,9 @@ def serve(
     Example: backupctl metrics serve --listen 0.0.0.0:9900
     """
     host, port = _listen(listen)
-    grace_seconds = parse_grace(ctx.parent.params.get("grace") or "1h") if ctx.parent else 3600.0
-    try:
-        cache_seconds = 0.0 if cache.strip() in ("0", "0s") else parse_grace(cache)
-    except UsageError:
-        raise UsageError(f"--cache {cache!r}: use a duration, e.g. 30s") from None
+    grace = parse_grace(ctx.parent.params.get("grace") if ctx.parent else None)
+    cached = None if cache.strip() in ("0", "0s") else parse_grace(cache, "--cache")
+    cache_seconds = cached.total_seconds() if cached else 0.0
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
@@ -144,7 +141,7 @@ def serve(
 
     context.config()  # a config error is reported before listening
     try:
-        server = prom.make_server(lambda: _compute(grace_seconds), host, port, cache_seconds)
+        server = prom.make_server(lambda: _compute(grace), host, port, cache_seconds)
     except OSError as exc:
         raise BackupctlError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     shown = f"[{host}]" if ":" in host else host

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import typer
@@ -10,10 +11,11 @@ from backupctl.cli import context, output
 from backupctl.errors import ExitCode, UsageError
 
 GraceOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--grace",
-        help="How late a scheduled backup may be before the deployment counts as overdue (e.g. 30m, 2h).",
+        help="How late a scheduled backup may be before the deployment counts as overdue, e.g. 30m "
+        "(default: notifications.overdue_grace, 1h).",
         metavar="DURATION",
     ),
 ]
@@ -32,17 +34,20 @@ COLUMNS: list[output.Column] = [
 ]
 
 
-def parse_grace(text: str) -> float:
-    """Seconds of a --grace value; UsageError (exit 2) with one line when it is not a duration."""
+def parse_grace(text: str | None, option: str = "--grace") -> dt.timedelta | None:
+    """A duration option's value (None stays None); UsageError (exit 2) with one line when it
+    is not a duration."""
+    if text is None:
+        return None
     from backupctl.policy.models import parse_duration
 
     try:
-        return parse_duration(text).total_seconds()
+        return parse_duration(text)
     except ValueError as exc:
-        raise UsageError(f"--grace: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
 
 
-def status(grace: GraceOpt = "1h") -> None:
+def status(grace: GraceOpt = None) -> None:
     """Show whether every deployment is protected: last backup, next run, last drill, RPO, problems.
 
     One row per deployment: the last completed backup and its age, the next scheduled run, the
@@ -57,15 +62,13 @@ def status(grace: GraceOpt = "1h") -> None:
 
     Example: backupctl status -o json
     """
-    import datetime as dt
-
     from backupctl.monitor import health
     from backupctl.monitor import status as status_rows
 
-    seconds = parse_grace(grace)
+    delta = parse_grace(grace)
     service = context.service()
     try:
-        doc = health.compute(service, grace=dt.timedelta(seconds=seconds))
+        doc = health.compute(service, grace=delta)
     finally:
         service.close()
     if output.OPTS.output in ("value", "csv"):  # the table's rows; json/yaml: the whole document

@@ -1,6 +1,7 @@
 """Per-deployment protection state, computed once and shared by `status` and the metrics.
 
-`compute(service, now=None, grace=DEFAULT_GRACE)` returns a `Health` document:
+`compute(service, now=None, grace=None)` returns a `Health` document (`grace` None: the
+config's `notifications.overdue_grace`, the same grace the overdue notification uses):
 
 * `destinations`: every destination a deployment uses, listed ONCE (`list("")`): whether it
   answered, its object count and total size (the repository size), and which backups have a
@@ -31,11 +32,13 @@ from typing import TYPE_CHECKING, TypedDict
 from backupctl.errors import BackupctlError
 from backupctl.pitr import dispatch
 from backupctl.pitr.logarchive import binlog_partial_prefix, binlog_prefix, wal_prefix
+from backupctl.policy.models import parse_duration
 from backupctl.policy.resolve import effective_policy
 from backupctl.policy.schedule import cron_prev, next_runs
 from backupctl.timefmt import iso_ms, parse_iso_utc, utcnow
 
 if TYPE_CHECKING:
+    from backupctl.config.models import Config
     from backupctl.engine.service import Service
     from backupctl.policy.models import Policy
     from backupctl.records import BackupSummary
@@ -163,11 +166,12 @@ def compute(
     service: Service,
     *,
     now: dt.datetime | None = None,
-    grace: dt.timedelta = DEFAULT_GRACE,
+    grace: dt.timedelta | None = None,
 ) -> Health:
     """The protection state of every configured deployment (see the module docstring)."""
     now = (now or utcnow()).astimezone(dt.UTC)
     config = service.config
+    grace = grace if grace is not None else configured_grace(config)
     used = list(dict.fromkeys(n for dep in config.deployments.values() for n in dep.destinations))
     listings = {name: _Listing(service, name) for name in used}
     records, unreadable = _catalog(service, listings)
@@ -181,6 +185,12 @@ def compute(
         "deployments": deployments,
         "destinations": [listing.doc() for listing in listings.values()],
     }
+
+
+def configured_grace(config: Config) -> dt.timedelta:
+    """`notifications.overdue_grace` (validated with the config), else DEFAULT_GRACE."""
+    text = getattr(getattr(config, "notifications", None), "overdue_grace", None)
+    return parse_duration(text) if text else DEFAULT_GRACE
 
 
 def _catalog(service: Service, listings: dict[str, _Listing]) -> tuple[list[BackupSummary], dict[str, str]]:
