@@ -7,6 +7,7 @@ Reporter given at construction.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import socket
@@ -49,6 +50,7 @@ from backupctl.events import (
 from backupctl.notify import hooks as notify_hooks
 from backupctl.records import BackupSummary, Manifest, SourceRecord
 from backupctl.repo.crypto import KeyMaterial
+from backupctl.repo.lock import reading_lock
 from backupctl.repo.opening import key_material, primary_destination, wrap_destination
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -509,6 +511,15 @@ class Service:
             return job["location"] == self.location_of(primary)
         return True
 
+    def _reading(self, repo: Repository, operation: str) -> contextlib.AbstractContextManager[None]:
+        """The shared lock of a read (repo/lock.py reading_lock)."""
+        return reading_lock(
+            repo.dest,
+            operation=operation,
+            wait=self.lock_wait,
+            warn=lambda m: self.reporter.emit(WarningEvent(m)),
+        )
+
     def location_of(self, dest_name: str) -> str | None:
         """Where a destination points (recorded with each job); None when it cannot be opened."""
         try:
@@ -663,12 +674,15 @@ class Service:
                     InfoEvent(f"safety backup {safety['id'][:8]} taken; restore it to undo this restore")
                 )
         t0 = time.monotonic()
-        repo.load_index()
-        self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
-        prefetcher = Prefetcher(repo)
-        entries = counts or [entry_count(s) for s in manifest["sources"]]  # per source
-        written, total = 0, sum(entries)
+        hold = contextlib.ExitStack()  # the read lock: no prune removes packs under this restore
+        hold.enter_context(self._reading(repo, f"restore {record['id'][:8]}"))
+        prefetcher: Prefetcher | None = None
         try:
+            repo.load_index()
+            self.reporter.emit(Started("restore", record["id"], int(manifest.get("source_bytes", 0))))
+            prefetcher = Prefetcher(repo)
+            entries = counts or [entry_count(s) for s in manifest["sources"]]  # per source
+            written, total = 0, sum(entries)
             for i, src in enumerate(manifest["sources"]):
                 source = self._restore_source(src, dep, i)
                 try:
@@ -680,7 +694,9 @@ class Service:
                     raise restore_stopped(exc, written, total, target_dir, safety_id) from exc
                 written += entries[i]
         finally:
-            prefetcher.close()
+            if prefetcher is not None:
+                prefetcher.close()
+            hold.close()
         self.reporter.emit(Finished("restore", record["id"]))
         return {
             "id": record["id"],
@@ -785,8 +801,9 @@ class Service:
         from backupctl.engine.verify import verify_manifest
 
         record, repo, manifest = self._completed(id_prefix, destination)
-        repo.load_index()
-        result = verify_manifest(repo, manifest, self.reporter)
+        with self._reading(repo, f"verify {record['id'][:8]}"):
+            repo.load_index()
+            result = verify_manifest(repo, manifest, self.reporter)
         result["id"] = record["id"]
         result["destination"] = destination or self.primary_destination(record["deployment"])
         return result
@@ -797,8 +814,9 @@ class Service:
         from backupctl.engine.download import download
 
         record, repo, manifest = self._completed(id_prefix, destination)
-        repo.load_index()
-        result = download(repo, manifest, part, out, self.reporter)
+        with self._reading(repo, f"download {record['id'][:8]}"):
+            repo.load_index()
+            result = download(repo, manifest, part, out, self.reporter)
         result["id"] = record["id"]
         result["part"] = part
         return result

@@ -22,10 +22,12 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from backupctl.destinations.base import Destination, NotFound
-from backupctl.errors import LockedError
+from backupctl.errors import DestinationError, LockedError
 from backupctl.procs import pid_alive
 
 STALE = 30 * 60
@@ -176,3 +178,32 @@ def remove_locks(dest: Destination, *, remove_all: bool) -> list[dict]:
             continue
         removed.append(doc)
     return removed
+
+
+@contextmanager
+def reading_lock(
+    dest: Destination, *, operation: str, wait: float, warn: Callable[[str], None]
+) -> Iterator[None]:
+    """A shared lock for a command that only reads (restore, verify, download, drill): delete
+    and prune take the exclusive lock, so they never remove packs under a running read, and
+    a read never starts while they run (LockedError, exit 11; `--retry-lock` waits).
+
+    A repository this user cannot write to (a read-only mount, another OS user's repository,
+    as in the PITR set-up) is read without a lock after a warning: a restore must never need
+    write access to the repository."""
+    lock = RepositoryLock(dest, exclusive=False, operation=operation, wait=wait)
+    try:
+        lock.acquire()
+    except LockedError:
+        raise
+    except (DestinationError, OSError) as exc:
+        warn(
+            f"reading without a lock ({getattr(exc, 'message', None) or exc}): "
+            "a delete or prune running meanwhile could remove what this reads"
+        )
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
