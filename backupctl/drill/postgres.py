@@ -40,9 +40,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backupctl.drill.base import DrillCheck, DrillContext, Driller, DrillUnsupported
-from backupctl.drill.dbcheck import compare_rows, give_to, restore_with, tail, throwaway_instance
+from backupctl.drill.dbcheck import (
+    compare_rows,
+    give_to,
+    restore_with,
+    sweep_instances,
+    tail,
+    throwaway_instance,
+)
 from backupctl.errors import SourceError
-from backupctl.events import InfoEvent
+from backupctl.events import InfoEvent, WarningEvent
 from backupctl.procs import pid_alive
 from backupctl.sources.dbutil import Secrets, child_env, run
 
@@ -123,6 +130,7 @@ class PostgresDriller(Driller):
     supports_pitr = True
 
     def drill(self, ctx: DrillContext) -> list[DrillCheck]:
+        sweep_instances()  # throwaway servers of killed drills, whichever kind this one is
         method = ctx.info.get("method") or ctx.source.get("method")
         if method == "pg_basebackup":
             return self._physical(ctx)
@@ -178,20 +186,29 @@ class PostgresDriller(Driller):
                     checks += compare_rows(name, None, counts, why="an older backup: none were recorded")
                 else:
                     checks += compare_rows(name, recorded_all.get(name), counts, from_extensions)
-            with source._temp_secrets() as secrets_:
-                env = source.client_env(secrets_)
-                major = str(info.get("major_version") or "")
+            secrets_ = Secrets(source.secrets_prefix)
+            try:
                 checks.append(
                     amcheck(
                         [*source.conn_args(), f"--maintenance-db={source.options.maintenance_db}"],
-                        env,
+                        source.client_env(secrets_),  # the password through its pgpass file
                         list(rename.values()),
-                        major,
+                        str(info.get("major_version") or ""),
                         f"temporary database(s) on {where}",
                     )
                 )
+            finally:
+                secrets_.cleanup()
         finally:
-            drop_databases(source, list(rename.values()))
+            try:
+                drop_databases(source, list(rename.values()))
+            except SourceError as exc:
+                ctx.reporter.emit(
+                    WarningEvent(
+                        f"the temporary database(s) {', '.join(rename.values())} could not be dropped"
+                        f" ({exc.message}); the next drill against {where} drops them"
+                    )
+                )
         return checks
 
     # -- physical and point in time ---------------------------------------------------------
@@ -229,7 +246,10 @@ class PostgresDriller(Driller):
                 ctx.restore_seconds = time.monotonic() - t0
                 moment = f" recovered to {ctx.to_time.isoformat()} and promoted" if ctx.to_time else ""
                 checks = [DrillCheck("start", True, f"the restored data directory started{moment}")]
-                databases = [r[0] for r in server.query(user, "postgres", DATABASES_SQL)]
+                # Count and check as the cluster's bootstrap superuser (the configured user may
+                # be a replication role that cannot read every table).
+                user = server.query(user, "template1", "SELECT rolname FROM pg_roles WHERE oid = 10")[0][0]
+                databases = [r[0] for r in server.query(user, "template1", DATABASES_SQL)]
                 why = (
                     "a physical backup records none"
                     if ctx.to_time is None
@@ -336,7 +356,7 @@ class ThrowawayPostgres:
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
         while True:
             try:
-                if self.query(user, "postgres", "SELECT pg_is_in_recovery()")[0][0] == "f":
+                if self.query(user, "template1", "SELECT pg_is_in_recovery()")[0][0] == "f":
                     return
             except SourceError:
                 pass
