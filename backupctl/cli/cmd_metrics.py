@@ -48,8 +48,8 @@ def metrics(
     """Prometheus metrics of every deployment: to stdout, to a node_exporter textfile, or served over HTTP.
 
     Without a subcommand: compute the metrics once and print them (text format; -o json: the
-    catalog with its samples; -f csv/value: one row per sample), or write them to --textfile. The metrics are documented in
-    docs/monitoring.md.
+    catalog with its samples; -f csv/value: one row per sample), or write them to --textfile
+    (silently, as cron wants). The metrics are documented in docs/monitoring.md.
 
     Example: */5 * * * * backupctl metrics --textfile /var/lib/node_exporter/textfile/backupctl.prom
     """
@@ -63,7 +63,6 @@ def metrics(
             prom.write_textfile(textfile, prom.render(doc))
         except OSError as exc:
             raise BackupctlError(f"cannot write {textfile}: {exc.strerror or exc}") from None
-        output.message(f"wrote {textfile}")
         return
     if output.OPTS.output in ("value", "csv"):  # one row per sample
         found = prom.samples(doc)
