@@ -3,7 +3,7 @@
 Real servers (tests/conftest_db.py), real CLI, one backup per engine and method shared by its
 pass and fail cases. Row counts are recorded while the dump streams (sources/rowcount.py);
 a good backup drills as passed (pg_dump, pg_basebackup, pg_basebackup + WAL to a moment,
-mariadb-dump, mariabackup); a record listing a table the restored database lacks, or a
+mariadb-dump, mariabackup, mariabackup + binary logs to a moment); a record listing a table the restored database lacks, or a
 flipped byte in a stored pack, fails with the reason named. The live databases are
 untouched, and no temporary database, server or directory is left behind, also none that a
 killed drill left (the next drill removes it).
@@ -311,7 +311,7 @@ def test_mariadb_logical_drill_passes_and_fails_with_the_reason(
     assert _instances() == instances
 
 
-def test_mariadb_physical_drill_passes_and_a_flipped_byte_fails(
+def test_mariadb_physical_and_point_in_time_drills_pass_and_a_flipped_byte_fails(
     mariadb_server: MariaDBServer, make_deployment: Any
 ) -> None:
     db = unique("drillphys")
@@ -332,6 +332,22 @@ def test_mariadb_physical_drill_passes_and_a_flipped_byte_fails(
     checked = [c["detail"] for c in record["checks"] if c["name"] == "mariadb.check_table"]
     assert f"database {db}: CHECK TABLE OK for 2 tables" in checked, checked
     assert mariadb_server.root_sql("SELECT count(*) FROM t", db) == "250"
+    assert _instances() == instances
+
+    # To a moment after the backup: the archived binary logs replayed up to it.
+    time.sleep(1.2)
+    mariadb_server.root_sql("INSERT INTO t SELECT seq, 'b1' FROM seq_1001_to_1100", db)
+    time.sleep(1.5)
+    moment = mariadb_server.root_sql("SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%d %H:%i:%s.%f')")
+    time.sleep(1.5)
+    mariadb_server.root_sql("INSERT INTO t SELECT seq, 'b2' FROM seq_2001_to_2050", db)
+    mariadb_server.root_sql("FLUSH BINARY LOGS")
+    dep.ok("binlog", "sync", "app", "--flush")
+    code, record = _drill(dep, "--to-time", f"{moment} UTC")
+    assert code == 0 and record["passed"] is True, record
+    rows = " ".join(c["detail"] for c in record["checks"] if c["name"] == "mariadb.rows")
+    assert f"database {db}: 2 tables restored (a 2, t 350)" in rows, rows
+    assert mariadb_server.root_sql("SELECT count(*) FROM t", db) == "400"
     assert _instances() == instances
 
     _flip_a_byte(dep.repository)

@@ -12,7 +12,10 @@ dump's events would run there, and could name the live databases.
 Physical (mariabackup): the backup (with its increments) is extracted, prepared and moved
 into a throwaway data directory (the engine's `--target` restore), a temporary server is
 started on it, and every table of every database is checked (`CHECK TABLE`) and counted (a
-physical backup records no counts to compare).
+physical backup records no counts to compare). Point in time (`--to-time`, mariabackup plus
+archived binary logs): the data directory is made by the `backup restore --to-time --target`
+code (pitr.mariadb_restore: the base backup prepared, the binary logs replayed up to the
+moment), then checked the same way; the counts are what was committed before the moment.
 
 The server is shut down and its directory removed at the end; a kill -9 leaves them to the
 next drill (drill/dbcheck.py). No password is involved: the temporary server skips grants
@@ -176,15 +179,33 @@ def install_db(datadir: Path, rundir: Path) -> None:
 
 
 class MariaDBDriller(Driller):
+    supports_pitr = True
+
     def drill(self, ctx: DrillContext) -> list[DrillCheck]:
-        if ctx.to_time is not None:
-            raise DrillUnsupported("point-in-time drills of MariaDB backups are not supported yet")
         physical = (ctx.info.get("method") or ctx.source.get("method")) == "mariabackup"
+        if ctx.to_time is not None and not physical:
+            raise DrillUnsupported(
+                "a mariadb-dump backup cannot be rolled forward to a moment; drill a mariabackup backup with --to-time"
+            )
         with throwaway_instance() as inst:
             data, rundir = inst / "data", inst / "run"
             rundir.mkdir(mode=0o700)
             t0 = time.monotonic()
-            if physical:
+            if ctx.to_time is not None:
+                from backupctl.pitr.common import Target
+                from backupctl.pitr.mariadb_restore import restore_mariadb_to
+
+                # What `backup restore --to-time T --target` does: the base backup prepared,
+                # then the archived binary logs replayed up to T (on a temporary server).
+                restore_mariadb_to(
+                    ctx.service,
+                    ctx.backup["deployment"],
+                    Target(time=ctx.to_time),
+                    backup_id=ctx.backup_id,
+                    target_dir=data,
+                    safety_backup=False,
+                )
+            elif physical:
                 ctx.restore_to(data)
             else:
                 install_db(data, rundir)
@@ -194,9 +215,14 @@ class MariaDBDriller(Driller):
                 if not physical:
                     self._load(ctx, server)
                 ctx.restore_seconds = time.monotonic() - t0
-                checks = [DrillCheck("restore", True, "restored and started on a temporary server")]
+                moment = f", binary logs replayed to {ctx.to_time.isoformat()}" if ctx.to_time else ""
+                checks = [DrillCheck("restore", True, f"restored and started on a temporary server{moment}")]
                 recorded_all = None if physical else ctx.info.get("row_counts")
-                why = "a physical backup records none" if physical else "an older backup: none were recorded"
+                why = "an older backup: none were recorded"
+                if physical:
+                    why = "a physical backup records none"
+                    if ctx.to_time is not None:
+                        why = "point in time: what was committed before it"
                 names = databases(server)
                 for db in sorted(set(names) | set(recorded_all or {})):
                     if db not in names:
