@@ -14,6 +14,7 @@ import signal
 import stat
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -179,6 +180,19 @@ def test_metrics_serve_answers_a_real_http_get(files_deployment: Any) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
             again, _ = parse(resp.read().decode())
         assert again[("backupctl_last_success_timestamp_seconds", app)] == ts(second["finished"])
+        # A config broken while serving: that scrape fails with one line, the server stays up.
+        good = dep.config.read_text()
+        dep.config.write_text("deployments: [\n")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30)
+            raise AssertionError("a scrape with a broken config succeeded")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 500
+            body = exc.read().decode()
+            assert body.startswith("error: ") and body.count("\n") == 1, body
+        dep.config.write_text(good)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            assert resp.status == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

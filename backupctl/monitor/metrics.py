@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backupctl.errors import BackupctlError
 from backupctl.monitor.health import Health
 from backupctl.timefmt import parse_iso_utc
 
@@ -308,10 +309,16 @@ def make_server(compute: Callable[[], Health], host: str, port: int, cache_secon
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("PATH_INFO") in ("/metrics", "/"):
+        if environ.get("PATH_INFO") not in ("/metrics", "/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: ask /metrics\n"]
+        try:
             return metrics_app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: ask /metrics\n"]
+        except BackupctlError as exc:
+            # E.g. the config became invalid while serving: the scrape fails (Prometheus sets
+            # `up` to 0) with one line saying why, and the server stays up for the next one.
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"error: {exc}\n".encode()]
 
     class _Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr
