@@ -189,6 +189,29 @@ def test_postgres_logical_drill_passes_and_fails_with_the_reason(
     assert _pg_databases(pg_server) == databases_before
 
 
+def test_postgres_logical_drill_as_a_user_that_only_may_create_databases(
+    pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    role, db = unique("owner"), unique("owned")
+    password = "pw-" + uuid.uuid4().hex
+    pg_server.psql(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+    pg_server.psql(f"CREATE DATABASE {db} OWNER {role}")
+    pg_server.psql(f"SET ROLE {role}; CREATE TABLE t (a int); INSERT INTO t VALUES (1), (2)", db)
+    os.environ[f"DRILL_PW_{role}"] = password
+    dep = make_deployment(
+        [pg_server.options(databases=[db], user=role, password_env=f"DRILL_PW_{role}", globals=False)]
+    )
+    dep.create()
+    databases_before = _pg_databases(pg_server)
+    code, record = _drill(dep)
+    assert code == 0 and record["passed"] is True, record
+    details = {c["name"]: c["detail"] for c in record["checks"]}
+    assert "1 tables as recorded (public.t 2)" in details["postgres.rows"], details
+    assert "pg_amcheck not run" in details["postgres.amcheck"], details
+    assert password not in str(record)
+    assert _pg_databases(pg_server) == databases_before
+
+
 def test_postgres_physical_and_point_in_time_drills(pitr_pg: Any) -> None:
     server, dep = pitr_pg
     db = "shop"
