@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer._completion_shared import get_completion_script
 
 from backupctl.cli.main import app
 from backupctl.errors import ExitCode
@@ -210,12 +209,10 @@ def render_cli_md() -> str:
 
 
 def render_completions() -> dict[str, str]:
-    return {
-        f"backupctl.{shell}": get_completion_script(
-            prog_name="backupctl", complete_var="_BACKUPCTL_COMPLETE", shell=shell
-        )
-        for shell in ("bash", "zsh", "fish")
-    }
+    """completions/: what `backupctl completion SHELL` prints (cli/completion.py)."""
+    from backupctl.cli.completion import FILES, script
+
+    return {FILES[shell]: script(shell) for shell in FILES}
 
 
 def main(root: Path = Path(".")) -> int:

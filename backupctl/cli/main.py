@@ -69,6 +69,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cmd_notify",
         "Notifications: send a test event to a channel, list channels and undelivered events.",
     ),
+    "completion": ("cmd_completion", "Print the shell completion script for bash, zsh or fish."),
 }
 # Commands that a module registers on another command's Typer app when imported: command ->
 # {subcommand: (module, first paragraph of its help)}. Loaded on first access too, so
@@ -474,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     # distribution (40-90 ms here, for every command that reads the config); backupctl's
     # models are meant to run without any. A setting of the caller's wins.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    instruction = os.environ.get("_BACKUPCTL_COMPLETE", "")
+    if instruction:
+        from backupctl.cli import completion
+
+        if completion.is_click_style(instruction):  # `bash_complete`...; Typer's `complete_bash` below
+            return completion.complete(typer.main.get_command(app), instruction)
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     signal.signal(signal.SIGTERM, _sigterm)
     command = typer.main.get_command(app)
