@@ -34,6 +34,20 @@ COLUMNS: list[output.Column] = [
 ]
 
 
+# On a narrow terminal the problems and the RPO are what must stay visible.
+PRIORITY = [
+    "deployment",
+    "problems",
+    "rpo_s",
+    "age_s",
+    "last_backup",
+    "next_run",
+    "last_drill",
+    "restore_s",
+    "pitr_until",
+]
+
+
 def parse_grace(text: str | None, option: str = "--grace") -> dt.timedelta | None:
     """A duration option's value (None stays None); UsageError (exit 2) with one line when it
     is not a duration."""
@@ -76,7 +90,7 @@ def status(grace: GraceOpt = None) -> None:
     elif output.structured():
         output.emit_document(doc)
     else:
-        output.emit_table(status_rows.rows(doc), COLUMNS)
+        output.emit_table(status_rows.rows(doc), COLUMNS, priority=PRIORITY)
         lines = status_rows.problem_lines(doc)
         if lines:
             typer.echo("\n" + "\n".join(lines))
