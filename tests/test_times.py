@@ -57,6 +57,17 @@ def test_tables_show_local_time_with_the_zone_or_utc(berlin: None) -> None:
     assert output.human_time("2026-12-03T15:00:00.123Z") == "2026-12-03 15:00 UTC"
 
 
+def test_a_zone_without_an_abbreviation_shows_its_offset() -> None:
+    """tzdata names some zones only by offset (+04, +0430): shown as UTC+04, UTC+04:30."""
+    import zoneinfo
+
+    dubai = dt.datetime(2026, 12, 3, 15, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Dubai"))
+    kabul = dt.datetime(2026, 12, 3, 15, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Kabul"))
+    assert output._zone_label(dubai) == "UTC+04"
+    assert output._zone_label(kabul) == "UTC+04:30"
+    assert output._zone_label(dt.datetime(2026, 12, 3, tzinfo=dt.UTC)) == "UTC"
+
+
 def test_a_schedule_time_in_its_own_zone_and_local(berlin: None) -> None:
     # 03:30 in New York is 09:30 in Berlin (local here): both, with the date once per day.
     assert (

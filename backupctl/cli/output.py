@@ -110,9 +110,13 @@ def human_duration(seconds: float | None) -> str:
 def _zone_label(t: dt.datetime) -> str:
     """The zone abbreviation (CET, EDT); a numeric offset where the zone has none."""
     name = t.strftime("%Z")
-    if not name or name[0] in "+-" or name.startswith("UTC+") or name.startswith("UTC-"):
-        return t.strftime("UTC%z")[:-2] if t.utcoffset() else "UTC"
-    return name
+    if name and name[0] not in "+-" and not name.startswith(("UTC+", "UTC-")):
+        return name
+    minutes = int((t.utcoffset() or dt.timedelta()).total_seconds() // 60)
+    if minutes == 0:
+        return "UTC"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{'+' if minutes > 0 else '-'}{hours:02d}" + (f":{rest:02d}" if rest else "")
 
 
 def human_time(value: str | None) -> str:
