@@ -65,6 +65,8 @@ class RepositoryLock:
                 doc = json.loads(self.dest.get(info.name))
             except (NotFound, ValueError):
                 continue
+            if not isinstance(doc, dict):  # not a lock anyone could hold (as list_locks says)
+                continue
             if self._is_stale(doc):
                 try:
                     self.dest.delete(info.name)

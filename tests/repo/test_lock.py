@@ -130,12 +130,6 @@ def test_a_lock_of_another_host_holds_until_stale(dest: LocalDestination) -> Non
         RepositoryLock(dest, exclusive=True, operation="delete").acquire()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repo/lock.py RepositoryLock._others passes any JSON value to _is_stale, which calls "
-    "doc.get: a lock object holding JSON that is not an object makes every acquisition fail with "
-    "AttributeError (list_locks already treats it as stale)",
-)
 def test_a_lock_object_that_is_json_but_not_an_object_blocks_nobody(dest: LocalDestination) -> None:
     dest.put_metadata("locks/damaged", b"[1]")
     assert _stale(dest) == {"damaged": True}
