@@ -469,3 +469,31 @@ def test_missed_slot_for_cron_interval_paused_and_new_policies() -> None:
     last = now - timedelta(hours=7, minutes=1)
     assert missed_slot(every6h, last, now, grace) == last + timedelta(hours=6)
     assert missed_slot(every6h, now - timedelta(hours=6, minutes=59), now, grace) is None
+
+
+def test_status_upload_pending_after_the_grace(
+    make_deployment: Any, sample_tree: Path, tmp_path: Path
+) -> None:
+    """`upload: false`: the backup waits for `backup upload`; once it is older than the grace
+    and still not on the other destination, that is a problem (`policy: none`: never overdue)."""
+    dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
+    doc = helpers.load_yaml(dep.config)
+    doc["destinations"]["offsite"] = {"type": "local", "path": str(tmp_path / "offsite")}
+    doc["deployments"]["app"].update(destinations=["local", "offsite"], upload=False, policy="none")
+    helpers.dump_yaml(doc, dep.config)
+    fresh = dep.create()
+    (row,) = dep.ok("status", "-o", "json").json()["deployments"]
+    assert row["problems"] == [] and row["next_run"] is None and row["policy"] is None
+    assert {c["destination"]: c["upload_state"] for c in row["destinations"]} == {
+        "local": "stored",
+        "offsite": "not uploaded",
+    }
+
+    time.sleep(1.1)  # older than a one-second grace
+    result = dep.run("status", "--grace", "1s", "-o", "json")
+    assert result.returncode == PROBLEMS, str(result)
+    (row,) = result.json()["deployments"]
+    assert [p["kind"] for p in row["problems"]] == ["upload_pending"]
+    assert f"backupctl backup upload {fresh[:8]}" in row["problems"][0]["message"]
+    dep.ok("backup", "upload", fresh)
+    assert dep.run("status", "--grace", "1s").returncode == 0
