@@ -89,6 +89,7 @@ def test_a_schedule_time_in_its_own_zone_and_local(berlin: None) -> None:
         == "2026-12-04 03:30 CET (Europe/Berlin), 02:30 UTC"
     )
     assert output.human_time_in("2026-12-04T02:30:00Z", None) == "2026-12-04 02:30 UTC"
+    assert output.human_time_in("2026-12-04T02:30:00Z", "UTC") == "2026-12-04 02:30 UTC"
 
 
 def test_documents_have_one_precision() -> None:

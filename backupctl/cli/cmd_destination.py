@@ -57,21 +57,21 @@ def check(name: Annotated[str, typer.Argument(help="Destination name from the co
             ],
         )
         caps = result["capabilities"]
-        output.emit_fields(
-            [
-                ("Location", result["location"]),
-                (
-                    "Conditional create",
-                    "yes" if caps["conditional_create"] else "no (leases are best effort)",
-                ),
-                ("Range reads", "yes" if caps["range_reads"] else "no"),
-                (
-                    "Latency (small write)",
-                    f"{result['latency_ms']} ms" if result["latency_ms"] is not None else "",
-                ),
-                ("Write throughput", f"{result.get('write_mb_s', '')} MB/s"),
-                ("Read throughput", f"{result.get('read_mb_s', '')} MB/s"),
-            ]
-        )
+        details = [
+            ("Location", result["location"]),
+            (
+                "Conditional create",
+                "yes" if caps["conditional_create"] else "no (leases are best effort)",
+            ),
+            ("Range reads", "yes" if caps["range_reads"] else "no"),
+            (
+                "Latency (small write)",
+                f"{result['latency_ms']} ms" if result["latency_ms"] is not None else "",
+            ),
+            ("Write throughput", f"{result.get('write_mb_s', '')} MB/s"),
+            ("Read throughput", f"{result.get('read_mb_s', '')} MB/s"),
+        ]
+        if not output.OPTS.columns:  # -c picks among the table's columns
+            output.emit_fields(details)
     if not result["ok"]:
         raise typer.Exit(ExitCode.DESTINATION)

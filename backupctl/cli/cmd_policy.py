@@ -282,7 +282,7 @@ def show(name: Name) -> None:
             text += f" ({w['gaps']} gap{'s' if w['gaps'] != 1 else ''})"
         pairs.append((f"Recoverable {dep}", text))
     output.emit_fields(pairs, record=doc)
-    if doc["backups"]:
+    if doc["backups"] and not output.OPTS.columns:  # -c picks among the details above
         sys.stdout.write("\n")
         output.emit_table(doc["backups"], BACKUP_COLUMNS, title="Backups and their expiry")
 

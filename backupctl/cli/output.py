@@ -148,7 +148,8 @@ def human_time_in(value: str | None, zone: str | None) -> str:
         own = t.astimezone(ZoneInfo(zone))
     except (ValueError, KeyError, OSError):
         return human_time(value)
-    text = f"{own.strftime('%Y-%m-%d %H:%M')} {_zone_label(own)} ({zone})"
+    text = f"{own.strftime('%Y-%m-%d %H:%M')} {_zone_label(own)}"
+    text += f" ({zone})" if zone != _zone_label(own) else ""
     local = own.astimezone(dt.UTC) if OPTS.utc else own.astimezone()
     if local.utcoffset() != own.utcoffset() or _zone_label(local) != _zone_label(own):
         day = "%H:%M" if local.date() == own.date() else "%Y-%m-%d %H:%M"
