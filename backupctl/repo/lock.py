@@ -65,9 +65,7 @@ class RepositoryLock:
                 doc = json.loads(self.dest.get(info.name))
             except (NotFound, ValueError):
                 continue
-            if not isinstance(doc, dict):  # not a lock anyone could hold (as list_locks says)
-                continue
-            if self._is_stale(doc):
+            if not isinstance(doc, dict) or self._is_stale(doc):  # stale, as list_locks says
                 try:
                     self.dest.delete(info.name)
                 except NotFound:
