@@ -156,3 +156,55 @@ def test_no_progress_without_a_tty(tmp_path: Path, flag: list[str]) -> None:
 def test_bad_progress_mode_is_a_usage_error(tmp_path: Path) -> None:
     result = helpers.run_cli("--progress", "fancy", "backup", "list")
     assert result.returncode == 2 and "--progress" in result.stderr and "Traceback" not in result.stderr
+
+
+def run_on_a_terminal(args: list[str], env: dict[str, str], columns: int) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal of `columns` columns; stdout a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    full = helpers.cli_env({**env, "COLUMNS": str(columns), "TERM": "xterm"})
+    full.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        helpers.cli_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=full
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout = proc.stdout.read().decode() if proc.stdout else ""
+    code = proc.wait(timeout=120)
+    os.close(master)
+    return code, stdout, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_bar_on_a_terminal_fits_its_width(tmp_path: Path, columns: int) -> None:
+    """auto on a terminal: the bar is drawn (with the totals from the walk ahead) and no
+    line is wider than the terminal; stdout still has only the result."""
+    import re
+
+    tree = tmp_path / "tree"
+    files, _ = make_tree(tree, files=2000)
+    env = two_destination_deployment(tmp_path, tree)
+    env["BACKUPCTL_PROGRESS_INTERVAL"] = "0"
+    code, stdout, stderr = run_on_a_terminal(["backup", "create", "app"], env, columns)
+    assert code == 0, stderr
+    assert re.fullmatch(r"[0-9a-f]{32}\n", stdout.splitlines()[-1] + "\n"), stdout
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stderr)  # drop the cursor and colour codes
+    lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
+    bars = [ln for ln in lines if ln.startswith("backup") and "files" in ln]
+    assert bars, stderr
+    assert any(f"/{files} files" in ln for ln in bars), bars
+    assert max(len(ln) for ln in lines) <= columns, [ln for ln in lines if len(ln) > columns]
