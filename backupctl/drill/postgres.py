@@ -85,8 +85,12 @@ def table_counts(query: Query, database: str) -> tuple[dict[str, int], set[str]]
     tables = query(database, TABLES_SQL)
     if not tables:
         return {}, set()
-    # The names come from the catalog (quote_ident), never from the backup's record.
-    sql = " UNION ALL ".join(f"SELECT {i}, count(*) FROM ONLY {row[0]}" for i, row in enumerate(tables))
+    # The names come from the catalog (quote_ident), never from the backup's record. With
+    # row_security off a row-level security policy makes the count fail rather than
+    # silently count fewer rows (as pg_dump itself does).
+    sql = "SET row_security = off;\n" + " UNION ALL ".join(
+        f"SELECT {i}, count(*) FROM ONLY {row[0]}" for i, row in enumerate(tables)
+    )
     counts = {tables[int(i)][0]: int(n) for i, n in query(database, sql)}
     return counts, {row[0] for row in tables if row[1] == "t"}
 
