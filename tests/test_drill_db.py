@@ -87,6 +87,7 @@ def test_counters_are_exact_however_the_stream_is_cut() -> None:
         b"COPY public.empty (a) FROM stdin;\n\\.\n"
         b"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\nCOPY x\n$$;\n"
         b'COPY s2."select" (a, b) FROM stdin;\n1\t2\n3\t4\n\\.\n'
+        b"COPY public.nocols  FROM stdin;\n\n\n\\.\n"  # a table without columns: empty rows
     )
     inserts = (
         b"-- Dumping data for table `t`\n--\n\nLOCK TABLES `t` WRITE;\n"
@@ -103,7 +104,9 @@ def test_counters_are_exact_however_the_stream_is_cut() -> None:
             c.feed(copy[i : i + size])
         c.close()
         assert c.done and c.complete
-        assert c.counts == {'public."Odd (x)"': 3, "public.empty": 0, 's2."select"': 2}, size
+        assert c.counts == {'public."Odd (x)"': 3, "public.empty": 0, 's2."select"': 2, "public.nocols": 2}, (
+            size
+        )
         m = InsertCounter()
         for i in range(0, len(inserts), size):
             m.feed(inserts[i : i + size])

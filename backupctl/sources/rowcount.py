@@ -53,7 +53,9 @@ class RowCounter(Protocol):
 
 
 _IDENT = rb'(?:"(?:[^"]|"")*"|[^\s".(]+)'
-_COPY_HEADER = re.compile(rb"^COPY (" + _IDENT + rb"(?:\." + _IDENT + rb")?) (?:\(.*\) )?FROM stdin;\r?$")
+# pg_dump writes `COPY name (columns) FROM stdin;`, and `COPY name  FROM stdin;` (two spaces)
+# for a table without columns.
+_COPY_HEADER = re.compile(rb"^COPY (" + _IDENT + rb"(?:\." + _IDENT + rb")?) +(?:\(.*\) )?FROM stdin;\r?$")
 _TERMINATOR = b"\\."
 
 
