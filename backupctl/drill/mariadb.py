@@ -246,7 +246,7 @@ class MariaDBDriller(Driller):
 
         names = [str(d["name"]) for d in ctx.info.get("databases", [])]
         opts = MariaDBOptions(
-            type="mariadb", host="localhost", socket=server.socket, user="root", databases="all"
+            type="mariadb", host="localhost", socket=server.socket, user=_os_user(), databases="all"
         )
         ctx.reporter.emit(
             InfoEvent(f"drill: loading {', '.join(names) or 'no databases'} into a temporary server")
