@@ -25,8 +25,6 @@ from dbservers import MariaDBServer, PostgresServer, mariadb_fingerprint, pg_fin
 
 from backupctl.sources.rowcount import CopyCounter, InsertCounter
 
-pytestmark = pytest.mark.server
-
 DRILL_FAILED = 8
 
 
@@ -126,6 +124,7 @@ def _pg_databases(server: PostgresServer) -> list[str]:
     return server.psql("SELECT datname FROM pg_database ORDER BY 1").splitlines()
 
 
+@pytest.mark.server
 def test_postgres_logical_drill_passes_and_fails_with_the_reason(
     pg_server: PostgresServer, make_deployment: Any
 ) -> None:
@@ -192,6 +191,7 @@ def test_postgres_logical_drill_passes_and_fails_with_the_reason(
     assert _pg_databases(pg_server) == databases_before
 
 
+@pytest.mark.server
 def test_postgres_logical_drill_as_a_user_that_only_may_create_databases(
     pg_server: PostgresServer, make_deployment: Any
 ) -> None:
@@ -215,6 +215,7 @@ def test_postgres_logical_drill_as_a_user_that_only_may_create_databases(
     assert _pg_databases(pg_server) == databases_before
 
 
+@pytest.mark.server
 def test_postgres_physical_and_point_in_time_drills(pitr_pg: Any) -> None:
     server, dep = pitr_pg
     db = "shop"
@@ -291,6 +292,7 @@ def test_postgres_physical_and_point_in_time_drills(pitr_pg: Any) -> None:
 # ---- MariaDB --------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_mariadb_logical_drill_passes_and_fails_with_the_reason(
     mariadb_server: MariaDBServer, make_deployment: Any
 ) -> None:
@@ -337,6 +339,7 @@ def test_mariadb_logical_drill_passes_and_fails_with_the_reason(
     assert _instances() == instances
 
 
+@pytest.mark.server
 def test_mariadb_physical_and_point_in_time_drills_pass_and_a_flipped_byte_fails(
     mariadb_server: MariaDBServer, make_deployment: Any
 ) -> None:
