@@ -15,7 +15,8 @@ run and add blobs, which are then simply not counted). Numbers:
   repacks away).
 
 A backup that cannot be read raises IntegrityError (damage is named, never guessed around).
-Memory: the index plus one set of the referenced blob IDs, as prune needs.
+Memory: the index (compact, ~60 bytes a blob) plus one set of the referenced blob IDs, as
+prune needs; the per-blob totals stream from Index.iter_entries.
 """
 
 from __future__ import annotations
@@ -33,12 +34,11 @@ def repository_stats(repo: Repository, reporter: Reporter) -> dict[str, Any]:
         repo.load_index(reload=True)
         index = repo.index
         blobs = data_blobs = stored = raw = 0
-        for entries in index.blobs_by_pack().values():
-            for e in entries:
-                blobs += 1
-                data_blobs += e.type == DATA
-                stored += e.length
-                raw += e.raw_length
+        for _pack_id, e in index.iter_entries():  # every copy, one at a time: no per-pack lists
+            blobs += 1
+            data_blobs += e.type == DATA
+            stored += e.length
+            raw += e.raw_length
         indexed_packs = index.packs()
         listed = {info.name.rsplit("/", 1)[-1]: info.size for info in repo.dest.list("data/")}
         snapshots = repo.manifest_ids()

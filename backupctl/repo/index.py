@@ -13,17 +13,31 @@ blob, or a backup storing again a blob whose pack was lost or damaged (see
 Repository.exclude_unusable). The index keeps every copy: the first one it read is the
 primary (what `lookup` returns), the others are fallbacks for reads (`locations`) and count
 as contents of their packs (so prune never deletes the healthy copy as unused).
+
+Memory (issue 14): the index is held in flat columns, not a dict of tuples - one row per
+indexed blob: its 32-byte ID in one bytearray and, in parallel arrays, the pack number,
+offset, length, raw length (4 bytes each, widened to 8 when a value needs it) and a type
+byte (49 bytes), plus an open-addressing hash table of row numbers (4 bytes a slot, at most
+half full: 8-16 bytes a blob). About 60 bytes a blob instead of ~300; see
+docs/performance.md ("The in-memory index") for the measurements.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from backupctl.repo.pack import BlobEntry
 
 _Hit = tuple[int, int, int, int, str]  # (pack number, offset, length, raw length, type)
+
+KEY = 32  # bytes of a blob ID
+_EMPTY = 0  # a free slot of the table; a used one holds row + 1
+_TOMB = 0xFFFFFFFF  # a slot whose blob was forgotten (drop): probes go past it, nothing matches it
+_DEAD = 0xFFFFFFFF  # pack number of a row that is no longer a blob's primary copy
+_MIN_SLOTS = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -35,25 +49,193 @@ class Location:
     type: str
 
 
+def _column() -> array:
+    return array("I")
+
+
 class Index:
-    """blob ID -> location. Thread-safe for concurrent add/lookup."""
+    """blob ID -> location. Thread-safe for concurrent add/lookup.
+
+    Rows are appended by add_pack under the lock and only then entered into the hash table
+    (lazily, by the next query, so that loading thousands of index files builds the table
+    once, at its final size). `_table` is the tuple (slots, mask, keys) a query reads in one
+    step: a reader holding an old tuple sees a consistent older state, and a published slot
+    always points at a complete row. Rows never move except when `_compact` rebuilds every
+    column (drop, or many duplicate rows), which swaps all of them under the lock; `lookup`,
+    `locations` and the bulk readers take the lock, `__contains__` (every chunk of every
+    backed-up file) does not and needs only the tuple.
+    """
 
     def __init__(self) -> None:
         self._packs: list[str] = []
         self._pack_no: dict[str, int] = {}
-        # blob id -> (pack number, offset, length, raw length, type)
-        self._blobs: dict[bytes, _Hit] = {}
+        self._types: list[str] = []
+        self._type_no: dict[str, int] = {}
+        self._keys = bytearray()
+        self._pack = _column()
+        self._off = _column()
+        self._len = _column()
+        self._raw = _column()
+        self._type = bytearray()
+        self._hashed = 0  # rows below this are in the table (or dead)
+        self._live = 0  # blobs in the table
+        self._used = 0  # slots in use, tombstones included
+        self._dead = 0  # rows that are no blob's primary copy (duplicates, forgotten)
+        self._slots = array("I", bytes(4 * _MIN_SLOTS))
+        self._mask = _MIN_SLOTS - 1
+        # what a query reads; None when rows were added since (see the class docstring)
+        self._table: tuple[array, int, bytearray] | None = (self._slots, self._mask, self._keys)
         # blob id -> its further copies (rare, see the module docstring)
         self._more: dict[bytes, list[_Hit]] = {}
         # blob id -> the pack whose copy was dropped as unusable (for error messages)
         self.dropped: dict[bytes, str] = {}
         self._lock = threading.Lock()
 
+    # ---- the table ---------------------------------------------------------------
+
     def __len__(self) -> int:
-        return len(self._blobs)
+        with self._lock:
+            self._sync()
+            return self._live
 
     def __contains__(self, blob_id: bytes) -> bool:
-        return blob_id in self._blobs
+        t = self._table
+        if t is None:
+            with self._lock:
+                t = self._sync()
+        slots, mask, keys = t
+        # The hot path: literals instead of KEY/_EMPTY (global lookups cost), one slot read
+        # per probe; a tombstone (_TOMB) points past the end, where startswith is False.
+        i = hash(blob_id) & mask
+        s = slots[i]
+        while s:
+            if keys.startswith(blob_id, (s - 1) << 5, s << 5):
+                return len(blob_id) == 32
+            i = (i + 1) & mask
+            s = slots[i]
+        return False
+
+    def _slot(self, blob_id: bytes) -> int:
+        """The slot holding `blob_id`, or -1. Lock held, table in sync."""
+        assert self._table is not None
+        slots, mask, keys = self._table
+        if len(blob_id) != KEY:
+            return -1
+        i = hash(blob_id) & mask
+        while True:
+            r = slots[i]
+            if r == _EMPTY:
+                return -1
+            if keys.startswith(blob_id, (r - 1) * KEY, r * KEY):
+                return i
+            i = (i + 1) & mask
+
+    def _row(self, blob_id: bytes) -> int:
+        i = self._slot(blob_id)
+        return -1 if i < 0 else self._table[0][i] - 1  # type: ignore[index]
+
+    def _sync(self) -> tuple[array, int, bytearray]:
+        """Enter the rows added since the last query into the table (lock held)."""
+        t = self._table
+        if t is not None:
+            return t
+        n = len(self._pack)
+        slots, mask = self._slots, self._mask
+        if 2 * (self._used + n - self._hashed) > mask + 1:
+            return self._rebuild(n)
+        self._insert_rows(slots, mask, self._hashed, n)
+        self._hashed = n
+        self._table = (slots, mask, self._keys)
+        if self._dead > max(4096, self._live):
+            self._compact()
+        assert self._table is not None
+        return self._table
+
+    def _rebuild(self, n: int) -> tuple[array, int, bytearray]:
+        """A new table for rows [0, n), sized to be at most half full (lock held)."""
+        want = _MIN_SLOTS
+        while want < 2 * (self._live + n - self._hashed):
+            want *= 2
+        slots = array("I", bytes(4 * want))
+        mask = want - 1
+        self._used = self._live = 0
+        keys = self._keys
+        pack = self._pack
+        for r in range(self._hashed):
+            if pack[r] != _DEAD:
+                i = hash(bytes(keys[r * KEY : (r + 1) * KEY])) & mask
+                while slots[i]:
+                    i = (i + 1) & mask
+                slots[i] = r + 1
+                self._used += 1
+                self._live += 1
+        self._slots, self._mask = slots, mask
+        self._insert_rows(slots, mask, self._hashed, n)
+        self._hashed = n
+        self._table = (slots, mask, keys)
+        if self._dead > max(4096, self._live):
+            self._compact()
+        assert self._table is not None
+        return self._table
+
+    def _insert_rows(self, slots: array, mask: int, lo: int, hi: int) -> None:
+        """Rows [lo, hi) in order: a blob already indexed makes its row a further copy
+        (or nothing, when it is the same pack) and the row dead."""
+        keys, pack = self._keys, self._pack
+        for r in range(lo, hi):
+            key = bytes(keys[r * KEY : (r + 1) * KEY])
+            i = hash(key) & mask
+            while True:
+                s = slots[i]
+                if s == _EMPTY:
+                    slots[i] = r + 1
+                    self._used += 1
+                    self._live += 1
+                    break
+                if keys.startswith(key, (s - 1) * KEY, s * KEY):
+                    no = pack[r]
+                    if pack[s - 1] != no:
+                        more = self._more.setdefault(key, [])
+                        if all(h[0] != no for h in more):
+                            more.append(self._hit(r))
+                    pack[r] = _DEAD
+                    self._dead += 1
+                    break
+                i = (i + 1) & mask
+
+    def _compact(self) -> None:
+        """Rebuild every column without the dead rows, and the table (lock held, in sync)."""
+        old = (self._keys, self._pack, self._off, self._len, self._raw, self._type)
+        keys, pack, off, len_, raw, type_ = (
+            bytearray(),
+            _column(),
+            array(self._off.typecode),
+            array(self._len.typecode),
+            array(self._raw.typecode),
+            bytearray(),
+        )
+        for r, no in enumerate(old[1]):
+            if no != _DEAD:
+                keys += old[0][r * KEY : (r + 1) * KEY]
+                pack.append(no)
+                off.append(old[2][r])
+                len_.append(old[3][r])
+                raw.append(old[4][r])
+                type_.append(old[5][r])
+        self._keys, self._pack, self._off, self._len, self._raw, self._type = (
+            keys,
+            pack,
+            off,
+            len_,
+            raw,
+            type_,
+        )
+        self._dead = 0
+        self._hashed = 0
+        self._live = 0
+        self._rebuild(len(pack))
+
+    # ---- adding ------------------------------------------------------------------
 
     def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
         with self._lock:
@@ -61,13 +243,56 @@ class Index:
             if no is None:
                 no = self._pack_no[pack_id] = len(self._packs)
                 self._packs.append(pack_id)
+            keys, pack, off, len_, raw, type_ = (
+                self._keys,
+                self._pack,
+                self._off,
+                self._len,
+                self._raw,
+                self._type,
+            )
+            type_no = self._type_no
+            added = False
             for e in entries:
-                hit = (no, e.offset, e.length, e.raw_length, e.type)
-                first = self._blobs.setdefault(e.blob_id, hit)
-                if first[0] != no:
-                    more = self._more.setdefault(e.blob_id, [])
-                    if all(h[0] != no for h in more):
-                        more.append(hit)
+                blob_id = e.blob_id
+                if len(blob_id) != KEY or not isinstance(blob_id, bytes):
+                    raise ValueError(f"blob ID of {len(blob_id)} bytes, not {KEY}")
+                t = type_no.get(e.type)
+                if t is None:
+                    if len(self._types) > 255:
+                        raise ValueError("more than 256 blob types")
+                    t = type_no[e.type] = len(self._types)
+                    self._types.append(e.type)
+                n = len(pack)
+                try:
+                    off.append(e.offset)
+                    len_.append(e.length)
+                    raw.append(e.raw_length)
+                except OverflowError:
+                    self._widen(n, e)
+                    off, len_, raw = self._off, self._len, self._raw
+                keys += blob_id
+                type_.append(t)
+                pack.append(no)
+                added = True
+            if added:
+                self._table = None  # the next query enters the new rows
+
+    def _widen(self, n: int, e: BlobEntry) -> None:
+        """An offset or length past 4 GiB: the three columns become 8 bytes a value."""
+        for name in ("_off", "_len", "_raw"):
+            col = getattr(self, name)
+            del col[n:]
+            if col.typecode != "Q":
+                setattr(self, name, array("Q", col))
+        try:
+            self._off.append(e.offset)
+            self._len.append(e.length)
+            self._raw.append(e.raw_length)
+        except OverflowError:
+            for name in ("_off", "_len", "_raw"):
+                del getattr(self, name)[n:]
+            raise ValueError(f"negative or huge offset/length in the index: {e}") from None
 
     def add_doc(self, doc: dict) -> None:
         for pack in doc.get("packs", []):
@@ -75,43 +300,80 @@ class Index:
                 pack["id"], (BlobEntry(t, bytes.fromhex(i), o, ln, r) for t, i, o, ln, r in pack["blobs"])
             )
 
+    # ---- queries -----------------------------------------------------------------
+
+    def _hit(self, r: int) -> _Hit:
+        return (self._pack[r], self._off[r], self._len[r], self._raw[r], self._types[self._type[r]])
+
+    def _location(self, h: _Hit) -> Location:
+        return Location(self._packs[h[0]], h[1], h[2], h[3], h[4])
+
     def lookup(self, blob_id: bytes) -> Location | None:
-        hit = self._blobs.get(blob_id)
-        if hit is None:
-            return None
-        no, offset, length, raw_length, type_ = hit
-        return Location(self._packs[no], offset, length, raw_length, type_)
+        with self._lock:
+            self._sync()
+            r = self._row(blob_id)
+            return None if r < 0 else self._location(self._hit(r))
 
     def locations(self, blob_id: bytes) -> list[Location]:
         """Every known copy of a blob, the primary first; [] when it is not indexed."""
-        hit = self._blobs.get(blob_id)
-        if hit is None:
-            return []
-        return [Location(self._packs[h[0]], *h[1:]) for h in (hit, *self._more.get(blob_id, ()))]
+        with self._lock:
+            self._sync()
+            r = self._row(blob_id)
+            if r < 0:
+                return []
+            return [self._location(h) for h in (self._hit(r), *self._more.get(blob_id, ()))]
 
     def packs(self) -> set[str]:
         return set(self._packs)
 
-    def blobs_by_pack(self) -> dict[str, list[BlobEntry]]:
+    def iter_entries(self) -> Iterator[tuple[str, BlobEntry]]:
+        """(pack ID, entry) for every copy of every blob, without building any mapping:
+        memory stays constant (used by `repository stats`)."""
+        with self._lock:
+            self._sync()
+            # the columns as they are now (a later _compact swaps in new ones; rows added
+            # later are not seen); the further copies are few
+            keys, pack, off, len_, raw, type_ = (
+                self._keys,
+                self._pack,
+                self._off,
+                self._len,
+                self._raw,
+                self._type,
+            )
+            n = len(pack)
+            more = {k: list(v) for k, v in self._more.items()}
+            packs, types = list(self._packs), list(self._types)
+        for r in range(n):
+            no = pack[r]
+            if no == _DEAD:
+                continue
+            blob_id = bytes(keys[r * KEY : (r + 1) * KEY])
+            yield packs[no], BlobEntry(types[type_[r]], blob_id, off[r], len_[r], raw[r])
+            for h in more.get(blob_id, ()):
+                yield packs[h[0]], BlobEntry(h[4], blob_id, h[1], h[2], h[3])
+
+    def blobs_by_pack(self) -> PackMap:
         """pack ID -> the blobs it holds, every copy counted (a pack holding only a second
-        copy of a blob still holds live data)."""
-        out: dict[str, list[BlobEntry]] = {}
-        for blob_id, hit in self._blobs.items():
-            for no, offset, length, raw_length, type_ in (hit, *self._more.get(blob_id, ())):
-                out.setdefault(self._packs[no], []).append(
-                    BlobEntry(type_, blob_id, offset, length, raw_length)
-                )
-        return out
+        copy of a blob still holds live data). A read-only mapping over the columns (4
+        bytes a blob, not a dict of lists): each pack's list is built when asked for."""
+        with self._lock:
+            self._sync()
+            return PackMap(self)
 
     def pack_extents(self) -> dict[str, int]:
         """pack ID -> the end of its last indexed blob (a pack shorter than that is damaged)."""
-        ends: dict[int, int] = {}
         with self._lock:
-            for blob_id, hit in self._blobs.items():
-                for no, offset, length, _raw, _type in (hit, *self._more.get(blob_id, ())):
-                    if offset + length > ends.get(no, 0):
+            self._sync()
+            ends = array("Q", bytes(8 * len(self._packs)))
+            for no, offset, length in zip(self._pack, self._off, self._len, strict=True):
+                if no != _DEAD and offset + length > ends[no]:
+                    ends[no] = offset + length
+            for hits in self._more.values():
+                for no, offset, length, _raw, _type in hits:
+                    if offset + length > ends[no]:
                         ends[no] = offset + length
-        return {self._packs[no]: end for no, end in ends.items()}
+            return {self._packs[no]: end for no, end in enumerate(ends) if end}
 
     def drop(self, packs: Iterable[str] = (), copies: Mapping[bytes, Iterable[str]] | None = None) -> int:
         """Forget copies that must not be used: every copy in `packs` (missing or truncated),
@@ -121,6 +383,7 @@ class Index:
         were forgotten entirely."""
         copies = copies or {}
         with self._lock:
+            self._sync()
             bad_nos = {self._pack_no[p] for p in packs if p in self._pack_no}
             bad_copies = {
                 blob_id: {self._pack_no[p] for p in where if p in self._pack_no}
@@ -128,11 +391,17 @@ class Index:
             }
             if not bad_nos and not any(bad_copies.values()):
                 return 0
-            candidates = (
-                self._blobs if bad_nos else {b: self._blobs[b] for b in bad_copies if b in self._blobs}
-            )
+            # The candidates in the order the dict model visits them: rows in order.
+            # the blobs with a copy in a bad pack or named in `copies`, in row order (the
+            # order the dict model visits them: it decides the order of `dropped`)
+            rows = {r for b in (*bad_copies, *self._more) if (r := self._row(b)) >= 0}
+            if bad_nos:
+                rows.update(r for r, no in enumerate(self._pack) if no in bad_nos)
             forgotten = 0
-            for blob_id, hit in list(candidates.items()):
+            slots = self._table[0]  # type: ignore[index]
+            for r in sorted(rows):
+                blob_id = bytes(self._keys[r * KEY : (r + 1) * KEY])
+                hit = self._hit(r)
                 bad = bad_nos | bad_copies.get(blob_id, set())
                 every = [hit, *self._more.get(blob_id, ())]
                 good = [h for h in every if h[0] not in bad]
@@ -140,14 +409,89 @@ class Index:
                     continue
                 self._more.pop(blob_id, None)
                 if not good:
-                    del self._blobs[blob_id]
+                    slots[self._slot(blob_id)] = _TOMB
+                    self._pack[r] = _DEAD
+                    self._dead += 1
+                    self._live -= 1
                     self.dropped[blob_id] = self._packs[hit[0]]
                     forgotten += 1
                     continue
-                self._blobs[blob_id] = good[0]
+                no, offset, length, raw_length, type_ = good[0]
+                self._pack[r] = no
+                self._off[r], self._len[r], self._raw[r] = offset, length, raw_length
+                self._type[r] = self._type_no[type_]
                 if len(good) > 1:
                     self._more[blob_id] = good[1:]
+            if self._dead > max(4096, self._live):
+                self._compact()
             return forgotten
+
+
+class PackMap(Mapping[str, list[BlobEntry]]):
+    """pack ID -> its entries, read from an Index's columns through one array of row
+    numbers ordered by pack (a counting sort: 4 bytes a blob, built once). The rows are
+    those indexed when it was made; each pack's list is built on access, entries in the
+    order the blobs were first indexed, a blob's further copies at its position."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._keys, self._pack = index._keys, index._pack
+        self._cols = (index._off, index._len, index._raw, index._type)
+        npacks = len(index._packs)
+        start = array("Q", bytes(8 * (npacks + 1)))
+        # further copies: pack number -> [(row of the blob, hit)], in row order
+        self._more: dict[int, list[tuple[int, bytes, _Hit]]] = {}
+        more = index._more
+        for no in self._pack:
+            if no != _DEAD:
+                start[no + 1] += 1
+        if more:
+            for blob_id, hits in more.items():
+                r = index._row(blob_id)
+                for h in hits:
+                    self._more.setdefault(h[0], []).append((r, blob_id, h))
+            for lst in self._more.values():
+                lst.sort(key=lambda x: x[0])
+        for no in range(npacks):
+            start[no + 1] += start[no]
+        order = array("I", bytes(4 * start[npacks]))
+        pos = array("Q", start)
+        for r, no in enumerate(self._pack):
+            if no != _DEAD:
+                order[pos[no]] = r
+                pos[no] += 1
+        self._start, self._order = start, order
+        self._ids = [
+            pid for no, pid in enumerate(index._packs) if start[no + 1] > start[no] or no in self._more
+        ]
+        self._pack_no = index._pack_no
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __contains__(self, pack_id: object) -> bool:
+        no = self._pack_no.get(pack_id)  # type: ignore[call-overload]
+        return no is not None and (self._start[no + 1] > self._start[no] or no in self._more)
+
+    def __getitem__(self, pack_id: str) -> list[BlobEntry]:
+        no = self._pack_no.get(pack_id)
+        if no is None or pack_id not in self:
+            raise KeyError(pack_id)
+        keys, types = self._keys, self._index._types
+        off, len_, raw, type_ = self._cols
+        primary = [
+            (r, BlobEntry(types[type_[r]], bytes(keys[r * KEY : (r + 1) * KEY]), off[r], len_[r], raw[r]))
+            for r in self._order[self._start[no] : self._start[no + 1]]
+        ]
+        further = [
+            (r, BlobEntry(h[4], blob_id, h[1], h[2], h[3])) for r, blob_id, h in self._more.get(no, ())
+        ]
+        if not further:
+            return [e for _r, e in primary]
+        return [e for _r, e in sorted(primary + further, key=lambda x: x[0])]
 
 
 def index_doc(packs: dict[str, list[BlobEntry]], supersedes: Iterable[str] = ()) -> dict:
