@@ -237,9 +237,9 @@ def candidates(cli: Any, args: list[str], incomplete: str) -> list[tuple[str, st
     """(type, value, help) for the word being completed after `args`."""
     from typer._click.shell_completion import _resolve_incomplete
 
-    from backupctl.cli.main import _GLOBAL_WITH_VALUE, hoist_global_options
+    from backupctl.cli.globalopts import GLOBAL_WITH_VALUE, hoist_global_options
 
-    if args and args[-1] in _GLOBAL_WITH_VALUE and not incomplete.startswith("-"):
+    if args and args[-1] in GLOBAL_WITH_VALUE and not incomplete.startswith("-"):
         fixed = global_values(args[-1], args)
         if fixed is not None:
             return [("plain", v, h) for v, h in fixed if v.startswith(incomplete)]

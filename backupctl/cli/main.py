@@ -26,6 +26,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from backupctl import __version__
 from backupctl.cli import output, progress_mode
+from backupctl.cli.globalopts import hoist_global_options
 from backupctl.errors import BackupctlError, ExitCode
 
 # name -> (module in backupctl.cli, first paragraph of its help), in `--help` order.
@@ -368,73 +369,7 @@ def root(
     output.OPTS.verbose = verbose
 
 
-# Global options are accepted anywhere on the command line (`backupctl backup list -f json`);
-# they are moved in front of the subcommand before Click parses. `--format`/`-f` is global
-# only with an output format as its value: `schedule export --format systemd` keeps its own.
-_GLOBAL_WITH_VALUE = {
-    "--config",
-    "--output",
-    "-o",
-    "--format",
-    "-f",
-    "--column",
-    "-c",
-    "--sort-column",
-    "--max-width",
-    "--progress",
-}
-_FORMAT_OPTIONS = {"--format", "-f"}
-_SHORT_WITH_VALUE = {"-c", "-o", "-f"}
-_GLOBAL_FLAGS = {
-    "--quiet",
-    "-q",
-    "--no-color",
-    "--verbose",
-    "-v",
-    "--sort-ascending",
-    "--sort-descending",
-    "--fit-width",
-    "--wide",
-    "--utc",
-}
-
-
-# `schedule export --format FORMAT` has formats of its own; any other value of -f/--format is
-# the global option's (and a typo there gets the global option's error).
-_COMMAND_FORMATS = {"crontab", "systemd", "kubernetes"}
-
-
-def _is_output_format(arg: str, following: list[str]) -> bool:
-    """`-f json`/`--format=csv`: the global option; `--format systemd`: a command's own."""
-    value = arg.split("=", 1)[1] if "=" in arg else (following[0] if following else "")
-    return value not in _COMMAND_FORMATS
-
-
-def hoist_global_options(argv: list[str]) -> list[str]:
-    front: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            rest.extend(argv[i:])
-            break
-        name = arg.split("=", 1)[0]
-        if name in _FORMAT_OPTIONS and not _is_output_format(arg, argv[i + 1 : i + 2]):
-            rest.append(arg)
-        elif name in _GLOBAL_WITH_VALUE and "=" in arg:
-            front.append(arg)
-        elif arg in _GLOBAL_WITH_VALUE and i + 1 < len(argv):
-            front.extend(argv[i : i + 2])
-            i += 1
-        elif arg in _GLOBAL_FLAGS:
-            front.append(arg)
-        elif arg[:2] in _SHORT_WITH_VALUE and len(arg) > 2 and arg[2:] not in _COMMAND_FORMATS:
-            front.append(arg)  # a value attached to the short option: -fjson, -cid
-        else:
-            rest.append(arg)
-        i += 1
-    return front + rest
+# Global options anywhere on the command line: backupctl/cli/globalopts.py.
 
 
 def _report_error(exc: BackupctlError) -> None:

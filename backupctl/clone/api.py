@@ -39,6 +39,7 @@ from backupctl.pitr.common import PHYSICAL_METHODS
 from backupctl.policy import yaml_edit
 from backupctl.records import BackupSummary, Manifest, SourceRecord
 from backupctl.sources.base import source_class
+from backupctl.timefmt import iso_ms, parse_iso
 
 if TYPE_CHECKING:
     from backupctl.engine.service import Service
@@ -145,7 +146,7 @@ def clone_backup(
         description = f"clone of {orig_name} from backup {record['short_id']}"
         if restored is not None and datadir is not None:
             result.update(target_moment=restored["target_moment"], pitr_backup=record["id"])
-            description = f"clone of {orig_name} at {restored['target_moment']}"
+            description = f"clone of {orig_name} at {_as_shown(restored['target_moment'])}"
             made = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
         elif method in PHYSICAL_METHODS:  # a physical clone starts from these
             if database is not None:
@@ -215,3 +216,12 @@ def _uploaded(svc: Service, record: BackupSummary) -> bool:
         if options is not None and options.type != "local" and state.get("state") in ("uploaded", "stored"):
             return True
     return False
+
+
+def _as_shown(moment: str) -> str:
+    """A target moment as `-f json` shows it (one precision everywhere: milliseconds); a
+    description such as "restore point 'x'" as it is."""
+    try:
+        return iso_ms(parse_iso(moment))
+    except ValueError:
+        return moment
