@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from dbservers import MariaDBServer, PostgresServer, mariadb_fingerprint, pg_fingerprint
 
@@ -163,6 +164,9 @@ def test_postgres_logical_drill_passes_and_fails_with_the_reason(
     assert "4 tables as recorded" in rows and "public.orders 120" in rows, rows
     amcheck = [c["detail"] for c in record["checks"] if c["name"] == "postgres.amcheck"]
     assert "no corruption" in amcheck[0], amcheck
+    # A dump cannot be rolled forward: --to-time is refused up front (usage error, exit 2).
+    refused = dep.run("backup", "drill", "app", "--to-time", "2030-01-01 00:00 UTC")
+    helpers.assert_one_line_error(refused, 2, "cannot be rolled forward")
     assert pg_fingerprint(pg_server, db) == before
     assert _pg_databases(pg_server) == databases_before  # no temporary database, the leftover gone
 

@@ -29,6 +29,7 @@ from backupctl.drill.base import DrillCheck, DrillContext, DrillRecord, driller_
 from backupctl.errors import BackupctlError, NotFoundError, RestoreIncompleteError, UsageError
 from backupctl.events import Finished, Reporter, Started, WarningEvent
 from backupctl.notify import hooks as notify_hooks
+from backupctl.pitr.common import PHYSICAL_METHODS
 from backupctl.timefmt import iso_ms
 
 if TYPE_CHECKING:
@@ -84,7 +85,11 @@ def run_drill(
     summary, repo, manifest = service.completed_backup(record["id"], destination)
     dest_name = destination or service.primary_destination(deployment)
     drillers = [driller_for(src["type"]) for src in manifest["sources"]]
-    if to_time is not None and not any(d.supports_pitr for d in drillers):
+    rollable = [
+        d.supports_pitr and src.get("method") in PHYSICAL_METHODS
+        for d, src in zip(drillers, manifest["sources"], strict=True)
+    ]
+    if to_time is not None and not any(rollable):
         raise UsageError(
             f"--to-time: backup {summary['short_id']} ({summary['method']}) cannot be rolled forward; "
             "point-in-time drills need a physical PostgreSQL or MariaDB backup with archived logs"
