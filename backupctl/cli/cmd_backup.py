@@ -869,7 +869,7 @@ def prune(
     output.emit_table(
         plan,
         [
-            ("ID", "id", lambda v: v[:8]),
+            ("ID", "id", None),
             ("Deployment", "deployment", None),
             ("Started", "started", human_time),
             ("Created by", "created_by", None),

@@ -52,7 +52,7 @@ LIST_COLUMNS: list[output.Column] = [
 LIST_PRIORITY = ["name", "status", "next_run", "deployments", "recurrence", "types", "last_full"]
 
 BACKUP_COLUMNS: list[output.Column] = [
-    ("ID", "short_id", None),
+    ("ID", "id", None),
     ("Deployment", "deployment", None),
     ("Type", "type", None),
     ("Status", "status", None),

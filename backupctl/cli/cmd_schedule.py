@@ -28,7 +28,7 @@ RUN_COLUMNS: list[output.Column] = [
     ("Schedule", "schedule", None),
     ("Type", "type", None),
     ("Slot", "slot", human_time),
-    ("Backup", "backup_id", lambda v: (v or "")[:8]),
+    ("Backup", "backup_id", lambda v: v or ""),
     ("Status", "status", None),
     ("Error", "error", None),
 ]
