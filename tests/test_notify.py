@@ -684,3 +684,18 @@ def test_config_show_hides_literal_credential_headers(files_deployment: Any) -> 
         assert TOKEN not in shown.stdout + shown.stderr
     doc = files_deployment.ok("config", "show", "-o", "json").json()
     assert doc["notifications"]["channels"]["hook"]["headers"]["X-Source"] == "backupctl"
+
+
+def test_config_show_hides_the_path_of_literal_notification_urls(files_deployment: Any) -> None:
+    # Slack/Discord webhooks and healthchecks.io pings carry the credential in the URL path.
+    channels = {
+        "slack": {"type": "webhook", "url": f"https://hooks.slack.example/services/T0/B0/{TOKEN}"},
+        "hc": {"type": "ping", "url": f"https://hc-ping.example/{TOKEN}?x=1"},
+    }
+    configure(files_deployment, channels, [])
+    for fmt in ("json", "yaml", "table"):
+        shown = files_deployment.ok("config", "show", "-o", fmt)
+        assert TOKEN not in shown.stdout + shown.stderr
+    doc = files_deployment.ok("config", "show", "-o", "json").json()
+    assert doc["notifications"]["channels"]["slack"]["url"] == "https://hooks.slack.example/***"
+    assert doc["notifications"]["channels"]["hc"]["url"] == "https://hc-ping.example/***"

@@ -20,6 +20,11 @@ def show() -> None:
     cfg = context.config()
     # Secret-named keys, and passwords written inside URLs (endpoints), are masked.
     doc = url_redact.document(redact(cfg.model_dump(mode="json", exclude_none=True)))
+    # A notification URL written literally often is the token (Slack, Discord, healthchecks.io):
+    # only its scheme://host shows.
+    for channel in doc.get("notifications", {}).get("channels", {}).values():
+        if isinstance(channel.get("url"), str):
+            channel["url"] = url_redact.url_location(channel["url"])
     if output.OPTS.output == "table":
         output.OPTS.output = "yaml"
     output.emit_document(doc)
