@@ -445,8 +445,8 @@ def test_pitr_window_end_archive_lag_and_rpo(pitr_pg: Any, tmp_path: Path) -> No
 
 def test_missed_slot_for_cron_interval_paused_and_new_policies() -> None:
     """The overdue rule itself (pure logic, an explicit `now`)."""
-    from backupctl.monitor.health import missed_slot
     from backupctl.policy.models import Policy
+    from backupctl.policy.overdue import missed_slot
 
     now = datetime(2026, 12, 3, 21, 30, tzinfo=UTC)
     grace = timedelta(hours=1)
@@ -469,6 +469,13 @@ def test_missed_slot_for_cron_interval_paused_and_new_policies() -> None:
     last = now - timedelta(hours=7, minutes=1)
     assert missed_slot(every6h, last, now, grace) == last + timedelta(hours=6)
     assert missed_slot(every6h, now - timedelta(hours=6, minutes=59), now, grace) is None
+    # One rule for status and the notification (policy/overdue.py): a policy created after the
+    # slot does not owe it, even with an older backup on record; `first_seen` (when this host
+    # first looked) excuses only a deployment that never completed a backup.
+    assert missed_slot(created, slot - timedelta(days=2), now, grace) is None
+    assert missed_slot(daily, slot - timedelta(days=2), now, grace, first_seen=now) == slot
+    assert missed_slot(daily, None, now, grace, first_seen=now - timedelta(minutes=5)) is None
+    assert missed_slot(daily, None, now, grace, first_seen=slot - timedelta(days=1)) == slot
 
 
 def test_status_upload_pending_after_the_grace(

@@ -516,8 +516,8 @@ def dataclass_replace(obj: Any, **changes: Any) -> Any:
 
 
 def test_missed_slot_of_a_calendar_schedule() -> None:
-    from backupctl.notify.overdue import missed_slot
     from backupctl.policy.models import Policy
+    from backupctl.policy.overdue import missed_slot
 
     policy = Policy.model_validate({"schedules": [{"daily": {"at": "05:00"}}]})
     since = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -17,9 +17,9 @@ newest Completed backup, or the PITR window end when that is later.
 
 Problems (`kind`, stable): never_backed_up, last_run_failed, overdue, upload_failed,
 upload_pending, archive_gap, drill_failed, destination_unreachable, repository_unreadable.
-`overdue`: a scheduled slot older than `grace` has no backup started at or after it (cron
-schedules), or the last success is older than the interval plus `grace` (interval
-schedules); paused policies and `policy: none` are never overdue.
+`overdue`: a scheduled slot older than `grace` has no backup started at or after it
+(policy/overdue.py, the rule the `backup_overdue` notification uses); paused policies and
+`policy: none` are never overdue.
 
 Keys are stable (only added). Never prints; reports through the service's Reporter.
 """
@@ -33,14 +33,14 @@ from backupctl.errors import BackupctlError
 from backupctl.pitr import dispatch
 from backupctl.pitr.logarchive import binlog_partial_prefix, binlog_prefix, wal_prefix
 from backupctl.policy.models import parse_duration
+from backupctl.policy.overdue import missed_slot
 from backupctl.policy.resolve import effective_policy
-from backupctl.policy.schedule import cron_prev, next_runs
+from backupctl.policy.schedule import next_runs
 from backupctl.timefmt import iso_ms, parse_iso_utc, utcnow
 
 if TYPE_CHECKING:
     from backupctl.config.models import Config
     from backupctl.engine.service import Service
-    from backupctl.policy.models import Policy
     from backupctl.records import BackupSummary
 
 DEFAULT_GRACE = dt.timedelta(hours=1)
@@ -322,34 +322,6 @@ def _deployment(
         "destinations": copies,
         "problems": problems,
     }
-
-
-def missed_slot(
-    policy: Policy, last_success: dt.datetime | None, now: dt.datetime, grace: dt.timedelta
-) -> dt.datetime | None:
-    """The newest scheduled slot older than `grace` that no backup started at or after;
-    None when nothing is overdue (also for a paused policy or one without schedules)."""
-    if policy.paused:
-        return None
-    created = policy.created.astimezone(dt.UTC) if policy.created is not None else None
-    missed: list[dt.datetime] = []
-    for schedule in policy.schedules:
-        expr = schedule.cron_expression()
-        if expr is None:
-            delta = schedule.interval_delta
-            base = last_success or created
-            if delta is None or base is None:
-                continue
-            slot = base + delta
-            if slot + grace <= now:
-                missed.append(slot)
-            continue
-        slot = cron_prev(expr, schedule.tz, now - grace)
-        if created is not None and slot <= created:
-            continue  # a new policy starts with its first slot after creation
-        if last_success is None or last_success < slot:
-            missed.append(slot)
-    return max(missed) if missed else None
 
 
 def _copies(

@@ -1,10 +1,7 @@
 """Backup overdue: no completed backup within the policy's interval plus a grace.
 
-For each schedule of the deployment's policy, the newest slot whose grace has passed is
-`cron_prev(now - grace)` (calendar schedules) or `last + k * interval` for the largest k
-with `last + k * interval + grace <= now` (interval schedules). The deployment is overdue
-when its newest completed backup (any kind, manual included) is older than the newest such
-slot. Each missed slot is reported once (a mark in the notification queue's database), so
+The rule is policy/overdue.py's `missed_slot` (the one `status` uses too), with the newest
+completed backup of any kind (manual included) as the last success. Each missed slot is reported once (a mark in the notification queue's database), so
 a scheduler that runs every minute does not repeat it; the next missed slot reports again.
 """
 
@@ -18,51 +15,15 @@ from typing import TYPE_CHECKING, Any
 from backupctl.notify.dispatch import notify_event, rules_for, state_dir_of
 from backupctl.notify.event import NotificationEvent
 from backupctl.notify.queue import Queue
-from backupctl.policy.models import Policy, parse_duration
+from backupctl.policy.models import parse_duration
+from backupctl.policy.overdue import missed_slot
 from backupctl.policy.resolve import effective_policy, last_success_of
 from backupctl.policy.retention import BackupRecord
-from backupctl.policy.schedule import cron_prev
 from backupctl.timefmt import iso_ms, iso_s, parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.config.models import Config
     from backupctl.events import Reporter
-
-
-def missed_slot(
-    policy: Policy,
-    last_success: dt.datetime | None,
-    now: dt.datetime,
-    grace: dt.timedelta,
-    since: dt.datetime,
-) -> dt.datetime | None:
-    """The newest slot older than `grace` that no completed backup covers, or None.
-
-    `since`: slots at or before it do not count (the policy's `created`, or when this host
-    first looked at a deployment that has never completed a backup)."""
-    if policy.paused or not policy.schedules:
-        return None
-    slots: list[dt.datetime] = []
-    cutoff = now - grace
-    for schedule in policy.schedules:
-        expr = schedule.cron_expression()
-        if expr is not None:
-            slots.append(cron_prev(expr, schedule.tz, cutoff))
-            continue
-        delta = schedule.interval_delta
-        assert delta is not None
-        base = last_success or since
-        k = (cutoff - base) // delta
-        if k >= 1:
-            slots.append(base + k * delta)
-    if not slots:
-        return None
-    slot = max(slots)
-    if last_success is not None and last_success >= slot:
-        return None
-    if last_success is None and slot <= since:
-        return None
-    return slot
 
 
 def check_overdue(
@@ -93,11 +54,9 @@ def check_overdue(
             seen_key = f"seen/{deployment}"
             if queue.mark(seen_key) is None:
                 queue.set_mark(seen_key, iso_ms(now))
-            since = parse_iso_utc(queue.mark(seen_key) or iso_ms(now))
-            if policy.created is not None:
-                since = max(since, policy.created)
+            first_seen = parse_iso_utc(queue.mark(seen_key) or iso_ms(now))
             last = last_success_of(backups, deployment)
-            slot = missed_slot(policy, last, now, grace, since)
+            slot = missed_slot(policy, last, now, grace, first_seen)
             if slot is None or queue.mark(f"overdue/{deployment}") == iso_s(slot):
                 continue
             queue.set_mark(f"overdue/{deployment}", iso_s(slot))
