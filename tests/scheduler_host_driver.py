@@ -19,9 +19,9 @@ import time
 from datetime import datetime
 
 from backupctl.config.loader import load_config
-from backupctl.engine.scheduler import Scheduler
 from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
+from backupctl.schedule.scheduler import Scheduler
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ from dbservers import MariaDBServer, free_port
 from test_pitr_mariadb import master_status
 
 from backupctl.config.loader import load_config
-from backupctl.engine.scheduler import Scheduler
 from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
+from backupctl.schedule.scheduler import Scheduler
 
 
 def configure(config: Path, deployment: str, **keys: Any) -> None:

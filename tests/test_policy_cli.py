@@ -389,9 +389,9 @@ def test_editor_flow_asks_on_a_terminal(world: World) -> None:
 
 def test_invalid_result_restores_the_previous_file(world: World) -> None:
     """A write that leaves an unloadable config is undone from the .bak (exit 4)."""
-    from backupctl.engine.policies import write_checked
     from backupctl.errors import ConfigError
     from backupctl.policy import yaml_edit
+    from backupctl.policy.editor import write_checked
 
     before = world.config.read_text()
     with pytest.raises(ConfigError, match="restored"):

@@ -30,9 +30,9 @@ import helpers
 import pytest
 
 from backupctl.config.loader import load_config
-from backupctl.engine.scheduler import Scheduler
 from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
+from backupctl.schedule.scheduler import Scheduler
 
 # ---- set-up ---------------------------------------------------------------------------
 

@@ -26,9 +26,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from backupctl.config.loader import load_config
-from backupctl.engine.scheduler import Scheduler
 from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
+from backupctl.schedule.scheduler import Scheduler
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -843,7 +843,7 @@ def prune(
     Example: backupctl backup prune --deployment shop --dry-run
     """
     from backupctl.engine.repack import parse_max_unused
-    from backupctl.engine.scheduler import Scheduler
+    from backupctl.schedule.scheduler import Scheduler
 
     unused_share = parse_max_unused(max_unused)
     wait = parse_retry_lock(retry_lock)

@@ -1,6 +1,6 @@
 """`backupctl policy ...`: list, show, create, edit, pause, resume, delete.
 
-Thin: parsing and rendering only; the work is in backupctl.engine.policies (checked,
+Thin: parsing and rendering only; the work is in backupctl.policy.editor (checked,
 comment-preserving writes to the config file) and backupctl.policy (schedules, retention).
 """
 
@@ -19,10 +19,10 @@ import typer
 from backupctl.cli import context, output
 from backupctl.cli.output import human_time, human_time_in
 from backupctl.cli.progress import CliReporter
-from backupctl.engine import policies
 from backupctl.engine.service import Service
 from backupctl.errors import AbortedError, ConfigError
 from backupctl.pitr import dispatch as pitr
+from backupctl.policy import editor
 from backupctl.tempdir import run_dir
 
 app = typer.Typer(
@@ -152,11 +152,11 @@ def _flags(
     deployment: list[str] | None,
     paused: bool | None,
     description: str | None,
-) -> policies.PolicyFlags:
+) -> editor.PolicyFlags:
     if type_ is not None and type_ not in ("full", "incremental"):
         raise typer.BadParameter("must be full or incremental", param_hint="--type")
-    return policies.PolicyFlags(
-        schedule=policies.ScheduleFlags(
+    return editor.PolicyFlags(
+        schedule=editor.ScheduleFlags(
             type=type_,
             cron=cron,
             hourly=hourly,
@@ -184,11 +184,11 @@ def _flags(
     )
 
 
-def _report(result: policies.WriteResult) -> None:
+def _report(result: editor.WriteResult) -> None:
     """After a write: the policy as it is now (from the re-loaded file), or what was deleted."""
     doc = result.as_dict()
     if result.action != "deleted":
-        rows = [r for r in policies.policy_rows(context.config(), []) if r["name"] == result.policy]
+        rows = [r for r in editor.policy_rows(context.config(), []) if r["name"] == result.policy]
         if rows:
             doc["recurrence"] = rows[0]["recurrence"]
             doc["status"] = rows[0]["status"]
@@ -225,10 +225,10 @@ def list_() -> None:
     """
     cfg = context.config()
     with CliReporter() as reporter:
-        records, warnings = policies.load_records(Service(cfg, reporter))
+        records, warnings = editor.load_records(Service(cfg, reporter))
     for w in warnings:
         output.warning(w)
-    rows = policies.policy_rows(cfg, records)
+    rows = editor.policy_rows(cfg, records)
     output.emit_list(rows, LIST_COLUMNS, priority=LIST_PRIORITY)
 
 
@@ -240,8 +240,8 @@ def show(name: Name) -> None:
     """
     cfg = context.config()
     with CliReporter() as reporter:
-        records, warnings = policies.load_records(Service(cfg, reporter))
-        doc = policies.policy_detail(cfg, name, records)
+        records, warnings = editor.load_records(Service(cfg, reporter))
+        doc = editor.policy_detail(cfg, name, records)
         windows = pitr.deployment_windows(Service(cfg, reporter), list(doc["deployments"]))
     for w in warnings:
         output.warning(w)
@@ -318,7 +318,7 @@ def create(
     nightly --daily-at 21:00 --timezone Europe/Berlin --keep-daily 14 --deployment shop
     """
     flags = _flags(**{k: v for k, v in locals().items() if k != "name"})
-    _report(policies.create_policy(context.config(), name, flags))
+    _report(editor.create_policy(context.config(), name, flags))
 
 
 @app.command("edit")
@@ -360,7 +360,7 @@ def edit(
     flags = _flags(**{k: v for k, v in locals().items() if k not in ("name", "yes")})
     cfg = context.config()
     if flags.given():
-        _report(policies.edit_policy(cfg, name, flags))
+        _report(editor.edit_policy(cfg, name, flags))
         return
     _edit_in_editor(cfg, name, yes=yes)
 
@@ -391,32 +391,32 @@ def _edit_in_editor(cfg: Any, name: str, *, yes: bool) -> None:
             "`policy edit` without flags opens $EDITOR and asks before writing, but there is no terminal",
             hint="pass flags such as --daily-at 05:00, or --yes to write the edited policy without asking",
         )
-    text = policies.editor_document(cfg, name)
+    text = editor.editor_document(cfg, name)
     while True:
         edited = _run_editor(text, name)
         try:
-            mapping = policies.parse_edited(name, edited)
+            mapping = editor.parse_edited(name, edited)
         except ConfigError as exc:
-            if edited == text and text.startswith(policies.ERROR_PREFIX):
+            if edited == text and text.startswith(editor.ERROR_PREFIX):
                 raise ConfigError(
                     f"policy {name!r} is still invalid; nothing was written: {exc.message}"
                 ) from None
-            text = policies.with_error(edited, exc.message)
+            text = editor.with_error(edited, exc.message)
             continue
         break
     if mapping is None:
         raise AbortedError("the file was emptied; nothing was changed")
-    if policies.unchanged(cfg, name, mapping):
+    if editor.unchanged(cfg, name, mapping):
         if output.structured():
-            output.emit_document(policies.WriteResult(name, "edited", "").as_dict())
+            output.emit_document(editor.WriteResult(name, "edited", "").as_dict())
         else:
             output.message(f"Policy {name}: no changes.")
         return
-    diff = policies.editor_diff(cfg, name, mapping)
+    diff = editor.editor_diff(cfg, name, mapping)
     if not output.structured() or not yes:
         sys.stderr.write(diff)
     context.confirm(f"Write this change to {cfg.path}?", yes=yes)
-    _report(policies.write_edited(cfg, name, mapping))
+    _report(editor.write_edited(cfg, name, mapping))
 
 
 @app.command("pause")
@@ -425,7 +425,7 @@ def pause(name: Name) -> None:
 
     Existing backups are kept. Example: backupctl policy pause nightly
     """
-    _report(policies.set_status(context.config(), name, "paused"))
+    _report(editor.set_status(context.config(), name, "paused"))
 
 
 @app.command("resume")
@@ -434,7 +434,7 @@ def resume(name: Name) -> None:
 
     Example: backupctl policy resume nightly
     """
-    _report(policies.set_status(context.config(), name, "active"))
+    _report(editor.set_status(context.config(), name, "active"))
 
 
 @app.command("delete")
@@ -455,9 +455,9 @@ def delete(
     Example: backupctl policy delete nightly --yes
     """
     cfg = context.config()
-    users = policies.plan_delete(cfg, name, force=force)
+    users = editor.plan_delete(cfg, name, force=force)
     question = f"Delete policy {name!r} from {cfg.path}?"
     if users:
         question += f" {', '.join(users)} will get `policy: none` (no scheduled backups)."
     context.confirm(question + " Existing backups are kept.", yes=yes)
-    _report(policies.delete_policy(cfg, name, force=force))
+    _report(editor.delete_policy(cfg, name, force=force))

@@ -13,9 +13,9 @@ from backupctl.cli import context, output
 from backupctl.cli.cmd_backup import RetryLockOpt, parse_retry_lock
 from backupctl.cli.output import human_time
 from backupctl.cli.progress import CliReporter
-from backupctl.engine.scheduler import Scheduler
 from backupctl.errors import ExitCode
 from backupctl.events import CANCEL
+from backupctl.schedule.scheduler import Scheduler
 
 app = typer.Typer(
     help="Run scheduled backups: from cron, as a daemon, or exported to other schedulers.",

@@ -1,8 +1,8 @@
 """Restore drills that policies schedule (`drills: {every: weekly, older: 1}`), run by
-`schedule run-due` and the daemon (engine/scheduler.py calls `run_due_drills`).
+`schedule run-due` and the daemon (schedule/scheduler.py calls `run_due_drills`).
 
 Slots: a drill is due once per `every`, in slots counted from a fixed epoch (so every host
-computes the same slots). As for backups (engine/scheduler.py): the attempt is recorded in
+computes the same slots). As for backups (schedule/scheduler.py): the attempt is recorded in
 the local state before it starts (a second run-due in the same slot starts nothing), and
 a lease `leases/<deployment>/drill.<slot>` in the deployment's primary destination makes
 exactly one host drill a slot when several run the scheduler. A missed slot is not made

@@ -24,7 +24,6 @@ from backupctl.destinations.base import Destination, open_destination
 from backupctl.engine.archiver import Archiver, source_key
 from backupctl.engine.browse import RestoreSelection, check_selection
 from backupctl.engine.damage import DamageMemory
-from backupctl.engine.policy_records import fill_expiries
 from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.engine.state import StateDB
 from backupctl.engine.summary import failed_uploads, summarize_job, summarize_manifest
@@ -48,6 +47,7 @@ from backupctl.events import (
     WarningsAsInfo,
 )
 from backupctl.notify import hooks as notify_hooks
+from backupctl.policy.records import fill_expiries
 from backupctl.records import BackupSummary, Manifest, SourceRecord
 from backupctl.repo.crypto import KeyMaterial
 from backupctl.repo.lock import reading_lock

@@ -122,8 +122,8 @@ def drill_finished(svc: Any, drill: Mapping[str, Any]) -> None:
 @_guarded
 def run_due_started(svc: Any, now: dt.datetime) -> None:
     """Start of `schedule run-due` / a daemon round: retry the queue, then look for overdue."""
-    from backupctl.engine.policy_records import to_policy_records
     from backupctl.notify.overdue import check_overdue
+    from backupctl.policy.records import to_policy_records
 
     retry_pending(svc.config, reporter=svc.reporter, state_dir=svc.state.path.parent)
     backups = to_policy_records(svc.list_backups(expiries=False))

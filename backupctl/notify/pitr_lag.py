@@ -7,7 +7,7 @@ window `pitr show` reads. One event when the archive turns bad; nothing more unt
 been good again (a mark in the notification queue's database), so a scheduler running every
 minute does not repeat it.
 
-Called by the scheduler itself (one line in engine/scheduler.py), not from notify/hooks.py:
+Called by the scheduler itself (one line in schedule/scheduler.py), not from notify/hooks.py:
 this module imports pitr/, which imports the engine's Service, which imports the hooks.
 """
 

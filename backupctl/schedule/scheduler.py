@@ -18,7 +18,7 @@ One call of `run_due()`:
    retention step that could not run (a lock, an error) fails that run: its row gets
    `retention_error`, and `schedule run-due` exits non-zero;
 6. alongside, archives the binary logs of deployments with `pitr.binlog_sync` whose
-   interval slot has come (engine.scheduled_sync; same made-up-once rule and lease).
+   interval slot has come (schedule.scheduled_sync; same made-up-once rule and lease).
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from functools import partial
 from typing import Any
 
 from backupctl.destinations.base import AlreadyExists
-from backupctl.engine import scheduled_sync
-from backupctl.engine.policy_records import to_policy_records
 from backupctl.engine.service import Service
 from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
@@ -46,9 +44,11 @@ from backupctl.notify import hooks as notify_hooks
 from backupctl.notify.pitr_lag import check_pitr
 from backupctl.pitr.retention import prune_logs
 from backupctl.policy.models import Policy
+from backupctl.policy.records import to_policy_records
 from backupctl.policy.resolve import effective_policy, last_success_of, plan_prune
 from backupctl.policy.schedule import Clock, PlannedRun, SystemClock, due, next_runs
 from backupctl.procs import pid_alive
+from backupctl.schedule import scheduled_sync
 from backupctl.timefmt import iso_ms, parse_iso
 
 LEASE_TTL = dt.timedelta(hours=6)

@@ -30,10 +30,10 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from backupctl.config.loader import load_config, read_yaml
 from backupctl.config.models import Config
-from backupctl.engine.policy_records import to_policy_records
 from backupctl.errors import BackupctlError, ConfigError, NotFoundError
 from backupctl.policy import yaml_edit
 from backupctl.policy.models import DEFAULT_POLICY, DEFAULT_POLICY_NAME, NO_POLICY, Policy, Schedule
+from backupctl.policy.records import to_policy_records
 from backupctl.policy.resolve import (
     backup_expiries,
     deployments_using,
