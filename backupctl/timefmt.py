@@ -80,8 +80,11 @@ def parse_time_arg(text: str, now: dt.datetime | None = None) -> dt.datetime:
     value = text.strip()
     match = _RELATIVE.match(value.lower())
     if match:
-        ago = dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-        return (now or utcnow()).astimezone(dt.UTC) - ago
+        try:
+            ago = dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+            return (now or utcnow()).astimezone(dt.UTC) - ago
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

@@ -195,6 +195,18 @@ def test_backup_list_filters(world: Any) -> None:
     assert bad.returncode == ExitCode.USAGE and "7d" in bad.stderr and "Traceback" not in bad.stderr
     bad = dep.run("backup", "list", "--type", "differential")
     assert bad.returncode == ExitCode.USAGE and "full or incremental" in bad.stderr
+    # A typo in a status is a usage error, not an empty list; so is an age beyond the calendar
+    # (was "internal error: OverflowError") and a limit below one.
+    bad = dep.run("backup", "list", "--status", "Complete")
+    assert bad.returncode == ExitCode.USAGE and "Queued, Running, Completed or Failed" in bad.stderr
+    bad = dep.run("backup", "list", "--since", "99999999d")
+    assert (
+        bad.returncode == ExitCode.USAGE
+        and "before the year 1" in bad.stderr
+        and "internal" not in bad.stderr
+    )
+    assert dep.run("backup", "list", "-n", "-1").returncode == ExitCode.USAGE
+    assert len(_json(dep, "backup", "list", "--status", "completed", "-n", "2")) == 2
 
 
 def test_a_failed_backup_is_found_by_status(files_deployment: Any, sample_tree: Path) -> None:

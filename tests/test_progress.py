@@ -208,3 +208,29 @@ def test_bar_on_a_terminal_fits_its_width(tmp_path: Path, columns: int) -> None:
     assert bars, stderr
     assert any(f"/{files} files" in ln for ln in bars), bars
     assert max(len(ln) for ln in lines) <= columns, [ln for ln in lines if len(ln) > columns]
+
+
+@pytest.mark.parametrize("mode", ["json", "plain", "bar"])
+def test_a_reader_that_closes_stderr_does_not_fail_the_backup(tmp_path: Path, mode: str) -> None:
+    """`... 2>&1 >result.json | head -1`: once stderr's reader is gone, progress is dropped,
+    the backup completes, the result reaches stdout, and it restores byte for byte."""
+    import subprocess
+
+    tree = tmp_path / "tree"
+    make_tree(tree, files=60)
+    env = helpers.cli_env(two_destination_deployment(tmp_path, tree))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first progress line
+    try:
+        proc = subprocess.run(
+            helpers.cli_command("--progress", mode, "-o", "json", "backup", "create", "app"),
+            env=env, stdout=subprocess.PIPE, stderr=write_end, stdin=subprocess.DEVNULL, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "Completed"
+    helpers.run_ok("backup", "restore", doc["id"], "--target", str(tmp_path / "out"), "-y", env=env)
+    restored = tmp_path / "out" / tree.relative_to("/")
+    helpers.assert_same_tree(helpers.snapshot_tree(tree), helpers.snapshot_tree(restored))

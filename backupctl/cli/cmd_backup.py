@@ -138,13 +138,16 @@ def list_(
     limit: Annotated[
         int | None,
         typer.Option(
-            "--limit", "-n", help=f"Show at most N backups (default: all; a table shows {TABLE_LIMIT})."
+            "--limit",
+            "-n",
+            min=1,
+            help=f"Show at most N backups (default: all; a table shows {TABLE_LIMIT}).",
         ),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Show every backup, also in a table.")] = False,
     status: Annotated[
         str | None,
-        typer.Option("--status", help="Only backups with this status (Completed, Failed, Running...)."),
+        typer.Option("--status", help="Only backups with this status: Queued, Running, Completed or Failed."),
     ] = None,
     type_: Annotated[
         str | None, typer.Option("--type", "-t", help="Only full or incremental backups.")
@@ -218,6 +221,8 @@ def _list_filter(
 
     if type_ is not None and type_ not in ("full", "incremental"):
         raise typer.BadParameter("must be full or incremental", param_hint="--type")
+    if status is not None and status.lower() not in ("queued", "running", "completed", "failed"):
+        raise typer.BadParameter("must be Queued, Running, Completed or Failed", param_hint="--status")
     bounds = []
     for name, text in (("--since", since), ("--until", until)):
         try:

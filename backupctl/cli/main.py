@@ -27,6 +27,7 @@ from typer.core import TyperCommand, TyperGroup
 from backupctl import __version__
 from backupctl.cli import output, progress_mode
 from backupctl.cli.globalopts import hoist_global_options
+from backupctl.cli.safestream import guard_stderr
 from backupctl.errors import BackupctlError, ExitCode
 
 # name -> (module in backupctl.cli, first paragraph of its help), in `--help` order.
@@ -406,6 +407,7 @@ def _limit_malloc_arenas() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _limit_malloc_arenas()
+    guard_stderr()
     # On its first model Pydantic looks for plugins in the entry points of every installed
     # distribution (40-90 ms here, for every command that reads the config); backupctl's
     # models are meant to run without any. A setting of the caller's wins.
