@@ -48,6 +48,8 @@ def test_ls_lists_every_entry_of_a_tree_and_a_subtree(files_deployment: Any, sam
         row = by_path[_shown(path)]
         assert row["mode"] == f"{stat.S_IMODE(st.st_mode):04o}", row
         assert row["mtime_ns"] == st.st_mtime_ns, row
+        ms = (st.st_mtime_ns // 1_000_000) % 1000  # JSON times carry milliseconds, not .000
+        assert row["mtime"].endswith(f".{ms:03d}Z"), row
         if row["type"] != "hardlink":
             assert row["type"] == _kind(st), row
         if row["type"] == "file":
@@ -71,6 +73,17 @@ def test_ls_lists_every_entry_of_a_tree_and_a_subtree(files_deployment: Any, sam
         ln.split()[4] == str(spaces.stat().st_size) and ln.endswith(str(spaces)) for ln in table.splitlines()
     )
     assert "random.bin" not in table
+
+    # The record's own path in value/CSV/-c output (the table's "shown" is path -> target).
+    picked = files_deployment.ok("backup", "ls", backup, sub[-1]["path"], "-o", "json", "-c", "path").json()
+    assert picked == [{"path": sub[-1]["path"]}]
+    csv_rows = files_deployment.ok("backup", "ls", backup, docs, "-o", "csv").stdout.splitlines()
+    assert csv_rows[0].split(",")[-2:] == ["path", "target"], csv_rows[0]
+    assert all(row.split(",")[-2].strip('"') for row in csv_rows[1:]), csv_rows
+
+    # Narrow: the path (the point of `ls`) is wrapped and kept; owner columns go first.
+    narrow = files_deployment.ok("backup", "ls", backup, docs, "--max-width", "60").stdout.splitlines()
+    assert "PATH" in narrow[0].split() and "GROUP" not in narrow[0].split(), narrow[0]
 
     missing = files_deployment.run("backup", "ls", backup, "/no/such/path")
     assert_one_line_error(missing, 5, "/no/such/path")

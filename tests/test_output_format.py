@@ -145,6 +145,11 @@ def test_columns_sorting_and_unknown_column(world: Any) -> None:
     # Sorted before --limit: the two oldest, not the oldest two of the newest 20.
     oldest = dep.ok("backup", "list", "--sort-column", "started", "--limit", "2", "-f", "value", "-c", "id")
     assert oldest.stdout.split() == dep.ids[:2]
+    assert "more; use --all" not in oldest.stderr  # --limit asked for the cut
+    # Keys that `backup list` adds (drills, the PITR window) sort like the others.
+    for key in ("verified_at", "drill_passed", "recoverable_until", "Verified"):
+        by_key = dep.ok("backup", "list", "--sort-column", key, "-f", "value", "-c", "id", "--all")
+        assert sorted(by_key.stdout.split()) == sorted(dep.ids), key
     # Details (`show`) take a label or any key of the record.
     shown = dep.ok("backup", "show", dep.ids[7], "-c", "Comment", "-c", "repository_id").stdout
     assert shown.split(None, 1)[1].splitlines()[0].strip() == 'say "hi", then go', shown

@@ -186,15 +186,19 @@ def list_(
     with CliReporter() as reporter:
         svc = context.service(reporter)
         records = [r for r in svc.list_backups(deployment, destination) if matches(r)]
-        records = output.sort_rows(records, LIST_COLUMNS)  # --sort-column before --limit
+        if output.OPTS.sort_columns:  # any column may be the sort key: add them all first
+            add_recoverable_until(svc, records)
+            verified(svc, records)
+            records = output.sort_rows(records, [*LIST_COLUMNS, PITR_COLUMN, VERIFIED_COLUMN, UPLOAD_COLUMN])
         if limit is not None:
             shown = records[: max(limit, 0)]
         elif all_ or output.structured():
             shown = records
         else:
             shown = records[:TABLE_LIMIT]
-        add_recoverable_until(svc, shown)
-        verified(svc, shown)  # restore drills: the stable keys verified_at, drill_passed
+        if not output.OPTS.sort_columns:
+            add_recoverable_until(svc, shown)
+            verified(svc, shown)  # restore drills: the stable keys verified_at, drill_passed
     pitr = any(r.get("recoverable_until") for r in shown)
     uploads = any(r.get("failed_uploads") for r in shown)
     # The table's Verified column reads both drill keys ("failed" when the newest drill failed).
@@ -209,7 +213,7 @@ def list_(
         wide=LIST_WIDE_COLUMNS,
         priority=LIST_PRIORITY,
     )
-    if len(shown) < len(records):
+    if len(shown) < len(records) and limit is None:
         output.message(f"({len(records) - len(shown)} more; use --all or --limit)")
 
 
@@ -579,6 +583,10 @@ LS_COLUMNS: list[output.Column] = [
     ("Modified", "mtime", human_time),
     ("Path", "shown", None),
 ]
+# value/CSV/-c of `backup ls`: the record's own keys (`shown` is the table's "path -> target").
+LS_FIELDS: list[output.Column] = [*LS_COLUMNS[:-1], ("Path", "path", None), ("Target", "target", None)]
+# On a narrow terminal the path is wrapped and kept; the owner columns go first.
+LS_PRIORITY = ("shown", "type", "size", "mtime", "mode", "user", "group")
 DIFF_COLUMNS: list[output.Column] = [
     ("Change", "change", None),
     ("Type", "type", None),
@@ -587,9 +595,10 @@ DIFF_COLUMNS: list[output.Column] = [
     ("What", "changes", None),
     ("Path", "path", None),
 ]
+DIFF_PRIORITY = ("path", "change", "changes", "type", "new_size", "old_size")
 
 
-def _emit_rows(rows: Any, columns: list[output.Column]) -> int:
+def _emit_rows(rows: Any, columns: list[output.Column], priority: tuple[str, ...] = ()) -> int:
     """JSON streams one record at a time (memory does not grow with the backup); YAML and
     tables take the records as a list. Returns how many there were."""
     import json
@@ -607,7 +616,7 @@ def _emit_rows(rows: Any, columns: list[output.Column]) -> int:
     if output.structured():
         output.emit_document(listed, columns)
     else:
-        output.emit_table(listed, columns)
+        output.emit_table(listed, columns, priority=priority)
     return len(listed)
 
 
@@ -642,7 +651,7 @@ def ls(
                     row["shown"] = row["path"] + (f" -> {row['target']}" if row["target"] else "")
                 yield row
 
-        n = _emit_rows(rows(), LS_COLUMNS)
+        n = _emit_rows(rows(), LS_FIELDS if output.structured() else LS_COLUMNS, LS_PRIORITY)
     if n == 0 and prefix:
         raise NotFoundError(
             f"backup {record['short_id']} holds no path /{prefix}",
@@ -673,7 +682,7 @@ def diff(
         _, repo_a, manifest_a = svc.completed_backup(backup_a, destination)
         _, repo_b, manifest_b = svc.completed_backup(backup_b, destination)
 
-        _emit_rows(diff_backups(repo_a, manifest_a, repo_b, manifest_b), DIFF_COLUMNS)
+        _emit_rows(diff_backups(repo_a, manifest_a, repo_b, manifest_b), DIFF_COLUMNS, DIFF_PRIORITY)
 
 
 @app.command("delete")
@@ -881,6 +890,8 @@ def prune(
             ("Action", "action", None),
             ("Why", "reasons", lambda v: "; ".join(v)),
         ],
+        # A dry run is read for its decisions: on a narrow terminal the context columns go first.
+        priority=("id", "action", "reasons", "deployment", "started", "created_by"),
     )
     verb = "would delete" if dry_run else "deleted"
     output.message(f"{verb} {len(doomed)} of {len(plan)} backups")

@@ -385,7 +385,18 @@ KEEP_KEYS = frozenset(
 )
 # Free text: wrapped before anything is dropped.
 WRAP_KEYS = frozenset(
-    {"error", "last_error", "reasons", "location", "recurrence", "comment", "changes", "used_by", "shown"}
+    {
+        "error",
+        "last_error",
+        "reasons",
+        "location",
+        "recurrence",
+        "comment",
+        "changes",
+        "used_by",
+        "shown",
+        "path",
+    }
 )
 _GAP = 2  # spaces between columns, on a terminal and in a pipe
 _MIN_WRAP = 12

@@ -91,8 +91,10 @@ def source_label(src: Mapping[str, Any]) -> str:
 
 
 def _iso(ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ns // 1_000_000_000, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC with milliseconds, truncated (the one precision of JSON output; mtime_ns is exact)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    t = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1_000_000:03d}Z"
 
 
 def item_row(item: Item, source: str) -> dict[str, Any]:
