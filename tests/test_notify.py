@@ -424,6 +424,31 @@ def test_notify_test_of_an_unreachable_channel_fails_with_a_clean_line(files_dep
     helpers.assert_one_line_error(missing, 5, "no notification channel named 'nope'")
 
 
+def test_credentials_in_a_webhook_url_are_sent_as_basic_auth(
+    files_deployment: Any, receiver: Receiver
+) -> None:
+    """`http://user:password@host/...`: urllib took the password for a port (internal error,
+    the password in the message); it is HTTP Basic authentication, and never shown."""
+    import base64
+
+    dep = files_deployment
+    password = f"pw-{TOKEN}"
+    url = receiver.url("/hook").replace("http://", f"http://ops:{password}@")
+    configure(dep, {"hook": {"type": "webhook", "url": url}}, [])
+    result = dep.ok("notify", "test", "hook", "-o", "json")
+    assert TOKEN not in result.stdout + result.stderr
+    (request,) = receiver.requests
+    assert request["path"] == "/hook"
+    expected = "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
+    assert request["headers"]["Authorization"] == expected
+    # No port: the host part after '@' is the host, not a port (was "nonnumeric port").
+    configure(dep, {"hook": {"type": "webhook", "url": f"http://ops:{password}@nosuchhost.invalid/x"}}, [])
+    result = dep.run("notify", "test", "hook", "-o", "json")
+    assert result.returncode == 1 and "internal error" not in result.stderr, str(result)
+    assert result.json()["delivered"] is False and result.json()["queued"] is True
+    assert TOKEN not in result.stdout + result.stderr
+
+
 # ---- configuration errors ----------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ leaves (payload, subject, body, error) is scrubbed of the channel's resolved sec
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import smtplib
 import socket
@@ -39,7 +41,24 @@ def where(url: str) -> str:
     """`scheme://host[:port]` of a URL: enough to recognise the receiver, no token."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:  # not a number: say nothing more than the host
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _request(url: str, body: bytes, headers: dict[str, str]) -> urllib.request.Request:
+    """A POST to `url`; `user:password@` in it becomes HTTP Basic authentication (urllib
+    would read the password as the port)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers = {**headers, "Authorization": f"Basic {token}"}
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return urllib.request.Request(url, data=body, headers=headers, method="POST")
 
 
 def scrub(value: Any, secrets: list[str]) -> Any:
@@ -105,7 +124,9 @@ def secrets_of(name: str, channel: Any) -> list[str]:
             url = _url(name, channel)
             parts = urllib.parse.urlsplit(url)
             # Path and query hold the tokens of Slack, Discord and healthchecks.io URLs.
-            found += [p for p in (parts.path, parts.query, parts.password or "") if len(p) >= 8]
+            found += [p for p in (parts.path, parts.query) if len(p) >= 8]
+            if parts.password:
+                found += [parts.password, urllib.parse.unquote(parts.password)]
         if isinstance(channel, WebhookChannel):
             found += [_value(v, "header") for v in channel.headers.values()]
         if isinstance(channel, EmailChannel) and (channel.password_env or channel.password_file):
@@ -145,6 +166,8 @@ def _http(name: str, request: urllib.request.Request, timeout: float) -> None:
         raise DeliveryError(f"channel {name}: cannot reach {shown}: {_reason(exc.reason)}") from None
     except (TimeoutError, OSError) as exc:
         raise DeliveryError(f"channel {name}: cannot reach {shown}: {_reason(exc)}") from None
+    except (http.client.HTTPException, ValueError) as exc:  # InvalidURL: a bad port, a bad host
+        raise DeliveryError(f"channel {name}: {shown} is not a usable URL ({type(exc).__name__})") from None
 
 
 def _reason(exc: object) -> str:
@@ -160,8 +183,7 @@ def _webhook(name: str, channel: WebhookChannel, event: NotificationEvent, secre
     headers = {"Content-Type": "application/json", "User-Agent": f"backupctl/{__version__}"}
     for key, ref in channel.headers.items():
         headers[key] = _value(ref, f"notifications.channels.{name}.headers.{key}")
-    request = urllib.request.Request(_url(name, channel), data=body, headers=headers, method="POST")
-    _http(name, request, channel.timeout)
+    _http(name, _request(_url(name, channel), body, headers), channel.timeout)
 
 
 def ping_url(base: str, event: NotificationEvent) -> str | None:
@@ -185,7 +207,7 @@ def _ping(name: str, channel: PingChannel, event: NotificationEvent) -> None:
     # The body is logged by healthchecks.io next to the ping: the one-line text, no secrets.
     body = text_line(event).encode()[:10000]
     headers = {"User-Agent": f"backupctl/{__version__}", "Content-Type": "text/plain; charset=utf-8"}
-    _http(name, urllib.request.Request(url, data=body, headers=headers, method="POST"), channel.timeout)
+    _http(name, _request(url, body, headers), channel.timeout)
 
 
 def _email(name: str, channel: EmailChannel, event: NotificationEvent, secrets: list[str]) -> None:
