@@ -218,6 +218,14 @@ def test_postgres_logical_drill_as_a_user_that_only_may_create_databases(
     assert password not in str(record)
     assert _pg_databases(pg_server) == databases_before
 
+    # The password variable unset on this host: a configuration error (exit 4), not a verdict
+    # on the backup - no failed drill is recorded against it.
+    del os.environ[f"DRILL_PW_{role}"]
+    unset = dep.run("backup", "drill", "app", "-o", "json")
+    assert unset.returncode == 4 and f"DRILL_PW_{role}" in unset.stderr, str(unset)
+    (row,) = dep.ok("backup", "list", "-o", "json").json()
+    assert row["drill_passed"] is True, row
+
 
 @pytest.mark.server
 def test_postgres_physical_and_point_in_time_drills(pitr_pg: Any) -> None:

@@ -8,8 +8,9 @@ Guarantees:
   a killed drill left behind lies in the dead process's run directory, which the next
   backupctl run sweeps (`tempdir.sweep`, called here first).
 * A failure of restore or of a check is a failed check in the record (the drill itself
-  "succeeds" in producing a verdict); only errors before anything was drilled (unknown
-  deployment, no completed backup, wrong key) are raised.
+  "succeeds" in producing a verdict); errors before anything was drilled (unknown
+  deployment, no completed backup, wrong key) and configuration errors of this host (a
+  password variable not set) are raised: they say nothing about the backup.
 * The record is stored in the repository (`drills/<id>`) and cached locally; failing to
   store it in the repository is a warning, never a lost verdict.
 """
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from backupctl import tempdir
 from backupctl.drill.base import DrillCheck, DrillContext, DrillRecord, driller_for
-from backupctl.errors import BackupctlError, NotFoundError, RestoreIncompleteError, UsageError
+from backupctl.errors import BackupctlError, ConfigError, NotFoundError, RestoreIncompleteError, UsageError
 from backupctl.events import Finished, Reporter, Started, WarningEvent
 from backupctl.notify import hooks as notify_hooks
 from backupctl.pitr.common import PHYSICAL_METHODS
@@ -123,6 +124,10 @@ def run_drill(
                 t1 = time.monotonic()
                 try:
                     found = driller.drill(ctx)
+                except ConfigError:
+                    # A setting of this host (a password variable not set, a tool not found)
+                    # says nothing about the backup: no verdict, no record, exit 4.
+                    raise
                 except BackupctlError as exc:
                     found = [DrillCheck("restore", False, f"{_label(src)}: {_reason(exc, scratch)}")]
                 except Exception as exc:  # a bug or an unclassified library error: still a verdict
