@@ -504,3 +504,16 @@ def test_status_upload_pending_after_the_grace(
     assert f"backupctl backup upload {fresh[:8]}" in row["problems"][0]["message"]
     dep.ok("backup", "upload", fresh)
     assert dep.run("status", "--grace", "1s").returncode == 0
+
+    # The offsite disk unmounted (its directory gone, as under an empty mount point): the copy
+    # recorded as uploaded is not there, which status says instead of "reachable, fine".
+    (tmp_path / "offsite").rename(tmp_path / "unmounted")
+    result = dep.run("status", "--grace", "1s", "-o", "json")
+    assert result.returncode == PROBLEMS, str(result)
+    (row,) = result.json()["deployments"]
+    assert [p["kind"] for p in row["problems"]] == ["copy_missing"], row["problems"]
+    assert {c["destination"]: c["upload_state"] for c in row["destinations"]}["offsite"] == "missing"
+    metrics = dep.ok("metrics").stdout
+    assert 'backupctl_problems{deployment="app",kind="copy_missing"} 1' in metrics, metrics
+    dep.ok("backup", "upload", fresh, "--destination", "offsite")
+    assert dep.run("status", "--grace", "1s").returncode == 0

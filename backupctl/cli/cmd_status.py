@@ -69,7 +69,7 @@ def status(grace: GraceOpt = None) -> None:
     restorable moment, PITR window included), the PITR window end and the problems.
 
     Problems: never_backed_up, last_run_failed, overdue (a scheduled slot older than --grace
-    has no backup), upload_failed, upload_pending, archive_gap, drill_failed,
+    has no backup), upload_failed, upload_pending, copy_missing, archive_gap, drill_failed,
     destination_unreachable, repository_unreadable. Exit code 9 when any deployment has a
     problem, 0 otherwise: usable as a Nagios-style check. -o json prints the whole document
     (docs/monitoring.md).

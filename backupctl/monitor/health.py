@@ -16,7 +16,7 @@ RPO ("how much would be lost now") = now - the newest restorable moment: the end
 newest Completed backup, or the PITR window end when that is later.
 
 Problems (`kind`, stable): never_backed_up, last_run_failed, overdue, upload_failed,
-upload_pending, archive_gap, drill_failed, destination_unreachable, repository_unreadable.
+upload_pending, copy_missing, archive_gap, drill_failed, destination_unreachable, repository_unreadable.
 `overdue`: a scheduled slot older than `grace` has no backup started at or after it
 (policy/overdue.py, the rule the `backup_overdue` notification uses); paused policies and
 `policy: none` are never overdue.
@@ -350,6 +350,18 @@ def _copies(
                 state = "stored"
             elif listing.reachable and newest["id"] in listing.snapshots:
                 state = state if state in _COPIED else "uploaded"
+            elif listing.reachable and state in _COPIED:
+                # Recorded as copied, but the destination does not hold it: emptied, an
+                # unmounted disk under a local path, or another repository there now.
+                state = "missing"
+                problems.append(
+                    {
+                        "kind": "copy_missing",
+                        "message": f"backup {newest['short_id']} is recorded as uploaded to {dest_name}, "
+                        f"but {dest_name} does not hold it (emptied, unmounted or replaced?); check it, "
+                        f"then `backupctl backup upload {newest['short_id']} --destination {dest_name}`",
+                    }
+                )
         out.append(
             {
                 "destination": dest_name,
@@ -359,7 +371,7 @@ def _copies(
                 "upload_state": state,
             }
         )
-        if newest is None or dest_name == primary or not listing.reachable or state in _COPIED:
+        if newest is None or dest_name == primary or not listing.reachable or state in (*_COPIED, "missing"):
             continue
         if state == "failed":
             error = (newest.get("destinations") or {}).get(dest_name, {}).get("error")

@@ -37,6 +37,7 @@ PROBLEM_KINDS = (
     "overdue",
     "upload_failed",
     "upload_pending",
+    "copy_missing",
     "archive_gap",
     "drill_failed",
     "destination_unreachable",
