@@ -145,6 +145,17 @@ def serve(
         raise BackupctlError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     shown = f"[{host}]" if ":" in host else host
     output.message(f"serving metrics on http://{shown}:{server.server_port}/metrics")
+    # SIGTERM/SIGINT stop the loop from a helper thread (`shutdown` waits for it) instead of
+    # raising KeyboardInterrupt: wsgiref swallows an exception raised while it finishes a
+    # request (it printed the traceback and kept serving, so the stop was lost).
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
