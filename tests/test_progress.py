@@ -234,3 +234,15 @@ def test_a_reader_that_closes_stderr_does_not_fail_the_backup(tmp_path: Path, mo
     helpers.run_ok("backup", "restore", doc["id"], "--target", str(tmp_path / "out"), "-y", env=env)
     restored = tmp_path / "out" / tree.relative_to("/")
     helpers.assert_same_tree(helpers.snapshot_tree(tree), helpers.snapshot_tree(restored))
+
+
+def test_bar_asked_for_draws_into_a_pipe(tmp_path: Path) -> None:
+    """`--progress bar` is drawn also when stderr is not a terminal (docs/progress.md); it
+    printed a lone newline. `auto` in a pipe stays silent (test_no_progress_without_a_tty)."""
+    tree = tmp_path / "tree"
+    files, _ = make_tree(tree, files=40)
+    env = two_destination_deployment(tmp_path, tree)
+    result = helpers.run_ok("--progress", "bar", "backup", "create", "app", env=env)
+    assert "\x1b[" in result.stderr and "backup" in result.stderr and "files" in result.stderr, repr(
+        result.stderr
+    )

@@ -70,11 +70,18 @@ def stdout_console(width: int | None = None) -> Console:
     return Console(file=sys.stdout, no_color=no_color, highlight=False, soft_wrap=True, width=width)
 
 
-def stderr_console() -> Console:
+def stderr_console(force_terminal: bool = False) -> Console:
+    """`force_terminal`: draw live displays also into a pipe (`--progress bar`, asked for)."""
     from rich.console import Console
 
     no_color = not OPTS.color or "NO_COLOR" in os.environ
-    return Console(file=sys.stderr, no_color=no_color, highlight=False, soft_wrap=True)
+    return Console(
+        file=sys.stderr,
+        no_color=no_color,
+        highlight=False,
+        soft_wrap=True,
+        force_terminal=True if force_terminal else None,
+    )
 
 
 def is_tty() -> bool:

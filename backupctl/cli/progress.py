@@ -161,7 +161,8 @@ class CliReporter:
             TextColumn("{task.fields[files]} files"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=output.stderr_console(),
+            # `--progress bar` asked for explicitly draws also into a pipe or a log file.
+            console=output.stderr_console(force_terminal=progress_mode.mode == "bar"),
             transient=True,
         )
         self._bar.start()
