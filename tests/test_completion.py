@@ -194,3 +194,35 @@ def test_dynamic_completion_imports_nothing_heavy(world: dict[str, Any]) -> None
         and (n == f or n.startswith(f if f.endswith("_") else f + "."))
     )
     assert not heavy, heavy
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_install_completion_installs_the_dynamic_script(world: dict[str, Any], tmp_path: Path) -> None:
+    """`--install-completion` installed Typer's own script (command names only); it now
+    installs `backupctl completion bash`, sourced from ~/.bashrc, and a TAB there offers IDs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**world["env"], "HOME": str(home), "SHELL": "/bin/bash"}
+    first = helpers.run_ok("--install-completion", env=env)
+    assert "bash completion installed" in first.stdout
+    helpers.run_ok("--install-completion", "bash", env=env)  # again: the rc line only once
+    installed = home / ".bash_completions" / "backupctl.sh"
+    assert installed.read_text() == script("bash")
+    assert (home / ".bashrc").read_text().count(f"source '{installed}'") == 1
+    assert helpers.run_ok("--show-completion", "fish", env=env).stdout == script("fish")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    launcher = bindir / "backupctl"
+    launcher.write_text(f'#!/bin/sh\nexec "{helpers.sys.executable}" -m backupctl "$@"\n')
+    launcher.chmod(0o755)
+    program = (
+        f"source {home / '.bashrc'}\n"
+        f"COMP_WORDS=(backupctl backup show {world['id'][:5]}); COMP_CWORD=3\n"
+        "_backupctl_completion backupctl\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    run_env = helpers.cli_env({**env, "PATH": f"{bindir}:{os.environ['PATH']}"})
+    out = subprocess.run(["bash", "-c", program], env=run_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == [world["id"]], out
+    bad = helpers.run_cli("--install-completion", "tcsh", env=env)
+    assert bad.returncode == 2 and "bash, zsh, fish" in bad.stderr and "Traceback" not in bad.stderr

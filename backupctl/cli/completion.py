@@ -5,7 +5,8 @@ and the words so far (bash: COMP_WORDS/COMP_CWORD; zsh and fish: COMP_WORDS/COMP
 set by the scripts below); `main()` hands that to `complete()` before anything else runs.
 The answer is one candidate per line: bash `type,value`; zsh `type`, `value`, `help` lines;
 fish `type,value<TAB>help`. Typer's older `complete_SHELL` instructions still work (Typer
-handles them) for scripts installed by earlier versions.
+handles them) for scripts installed by earlier versions; `--install-completion` now installs
+these scripts (cli/completion_install.py).
 
 Values offered: command and option names (Click), every option's fixed values, backup IDs
 newest first with their date and deployment as the description (from the local state DB:

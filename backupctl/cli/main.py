@@ -419,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         if completion.is_click_style(instruction):  # `bash_complete`...; Typer's `complete_bash` below
             return completion.complete(typer.main.get_command(app), instruction)
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    if args and args[0] in ("--install-completion", "--show-completion"):
+        from backupctl.cli import completion_install
+
+        done = completion_install.run(args)
+        if done is not None:
+            return done
     signal.signal(signal.SIGTERM, _sigterm)
     command = typer.main.get_command(app)
     try:
