@@ -160,6 +160,13 @@ def test_columns_sorting_and_unknown_column(world: Any) -> None:
         bad = dep.run("backup", "list", *args)
         helpers.assert_one_line_error(bad, ExitCode.USAGE, "nosuch", "id, short_id, deployment", "started")
         assert bad.stdout == ""
+    # Click's own usage errors too (a bad option value, an unknown option, a missing argument).
+    for args in (["backup", "list", "--type", "bogus"], ["backup", "list", "--nosuch"], ["backup", "show"]):
+        bad = dep.run("-f", "json", *args)
+        assert bad.returncode == ExitCode.USAGE and bad.stdout == "", str(bad)
+        error = json.loads(bad.stderr)["error"]
+        assert error["kind"] == "usage" and error["exit_code"] == 2 and error["message"], error
+        assert error["hint"] == f"see `backupctl {args[0]} {args[1]} --help`", error
     bad = dep.run("backup", "list", "-f", "json", "-c", "nosuch")  # JSON mode: the error as JSON
     assert bad.returncode == ExitCode.USAGE and bad.stdout == "" and len(bad.stderr.splitlines()) == 1
     error = json.loads(bad.stderr)["error"]

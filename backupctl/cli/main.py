@@ -28,7 +28,7 @@ from backupctl import __version__
 from backupctl.cli import output, progress_mode
 from backupctl.cli.globalopts import hoist_global_options
 from backupctl.cli.safestream import guard_stderr
-from backupctl.errors import BackupctlError, ExitCode
+from backupctl.errors import BackupctlError, ExitCode, UsageError
 
 # name -> (module in backupctl.cli, first paragraph of its help), in `--help` order.
 # The help text is repeated here so that `backupctl --help` and TAB completion of the
@@ -453,7 +453,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write("aborted\n")
             return ExitCode.ABORTED
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # UsageError, BadParameter...
-            exc.show()
+            if output.OPTS.output == "json":  # as every other error in JSON mode: one document
+                ctx = getattr(exc, "ctx", None)
+                where = f"backupctl {ctx.command_path.partition(' ')[2]}".strip() if ctx else "backupctl"
+                _report_error(UsageError(exc.format_message(), hint=f"see `{where} --help`"))
+            else:
+                exc.show()
             return ExitCode.USAGE
         # A bug: one line, traceback with -v.
         if output.OPTS.verbose:
