@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             if output.OPTS.output == "json":  # as every other error in JSON mode: one document
                 ctx = getattr(exc, "ctx", None)
                 where = f"backupctl {ctx.command_path.partition(' ')[2]}".strip() if ctx else "backupctl"
-                _report_error(UsageError(exc.format_message(), hint=f"see `{where} --help`"))
+                message = str(getattr(exc, "format_message", lambda: str(exc))())
+                _report_error(UsageError(message, hint=f"see `{where} --help`"))
             else:
                 exc.show()
             return ExitCode.USAGE
