@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             if output.OPTS.output == "json":  # as every other error in JSON mode: one document
                 ctx = getattr(exc, "ctx", None)
                 where = f"backupctl {ctx.command_path.partition(' ')[2]}".strip() if ctx else "backupctl"
-                message = str(getattr(exc, "format_message", lambda: str(exc))())
+                format_message = getattr(exc, "format_message", None)
+                message = str(format_message()) if format_message else str(exc)
                 _report_error(UsageError(message, hint=f"see `{where} --help`"))
             else:
                 exc.show()
