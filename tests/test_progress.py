@@ -84,6 +84,15 @@ def test_full_backup_reports_the_trees_totals_before_the_end(tmp_path: Path) -> 
     assert status[-1]["files_done"] == files
     for s in status:
         assert {"percent", "bytes_done", "bytes_total", "files_done", "files_total", "eta_seconds"} <= set(s)
+        # No percent from an estimate, and no "final" totals that are still unknown.
+        assert s["totals_final"] or s["percent"] is None, s
+        assert not s["totals_final"] or s["files_total"] or s["bytes_total"], s
+    # A second backup: its totals start as the parent's estimate - still no percent from it.
+    (tree / "new.bin").write_bytes(os.urandom(300_000))
+    again = helpers.run_ok("--progress", "json", "backup", "create", "app", "-o", "json", env=env)
+    for s in statuses(progress_lines(again.stderr), "backup"):
+        assert s["totals_final"] or s["percent"] is None, s
+        assert not s["totals_final"] or s["files_total"] or s["bytes_total"], s
     done = summary(lines, "backup")
     assert done["ok"] is True and done["result_id"] == doc["id"]
     assert lines.index(done) > lines.index(status[-1])

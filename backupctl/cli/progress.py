@@ -54,7 +54,8 @@ class _Operation:
         return self.percent
 
     def status(self, final: bool = False) -> dict[str, Any]:
-        percent = 100.0 if final else self.update_percent()
+        # No percent while the totals are an estimate or unknown (docs/progress.md).
+        percent = 100.0 if final else (None if self.estimate else self.update_percent())
         elapsed = time.monotonic() - self.started
         eta = None
         if percent is not None and 0 < percent < 100:
@@ -70,7 +71,7 @@ class _Operation:
             "bytes_total": self.bytes_total or None,
             "files_done": self.files_done,
             "files_total": self.files_total or None,
-            "totals_final": not self.estimate,
+            "totals_final": final or (not self.estimate and (self.bytes_total > 0 or self.files_total > 0)),
             "elapsed_seconds": round(elapsed, 3),
             "eta_seconds": eta,
             "current": self.current,
