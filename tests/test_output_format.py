@@ -418,3 +418,18 @@ def test_global_options_anywhere_and_command_formats_stay(world: Any) -> None:
     assert ids == world.ids[::-1][:3]
     exported = world.ok("schedule", "export", "--format", "crontab", "-f", "json").json()
     assert exported["format"] == "crontab" and "schedule run-due" in exported["text"], exported
+
+
+def test_help_lists_the_global_options_and_the_exit_codes() -> None:
+    """Every command's --help names the global options; `backupctl --help` has every exit code."""
+    import re
+
+    from backupctl.errors import ExitCode
+
+    for args in (["backup", "list"], ["backup"], ["status"], ["backup", "clone"], ["schedule", "export"]):
+        shown = " ".join(helpers.run_ok(*args, "--help").stdout.split())
+        assert "Global options" in shown and "--sort-column NAME" in shown and "--utc" in shown, args
+    top = helpers.run_ok("--help").stdout
+    codes = {int(n) for n in re.findall(r"\b(\d+) [a-z]", top.split("Exit codes:", 1)[1])}
+    expected = {v for k, v in vars(ExitCode).items() if k.isupper()}
+    assert codes == expected, (codes, expected)

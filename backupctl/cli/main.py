@@ -90,6 +90,28 @@ _SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+# Shown under every command's --help (issue 15: subcommand help lists the global options).
+GLOBAL_EPILOG = (
+    "Global options (anywhere on the command line; see backupctl --help): -f/--format "
+    "table|json|yaml|value|csv, -c/--column NAME, --sort-column NAME, --sort-ascending, "
+    "--sort-descending, --max-width N, --fit-width, --wide, --utc, --config PATH, --progress "
+    "auto|bar|plain|json|none, -q/--quiet, -v/--verbose, --no-color."
+)
+# Under `backupctl --help`: the exit codes (errors.ExitCode; the table in docs/cli.md).
+EXIT_CODES_EPILOG = (
+    "\b\nExit codes: 0 ok, 1 failed, 2 usage, 3 completed with warnings, 4 configuration,\n"
+    "5 not found, 6 destination, 7 damaged or missing objects, 8 drill failed,\n"
+    "9 status found problems, 10 no repository, 11 locked, 12 wrong key,\n"
+    "13 repository from a newer backupctl, 14 aborted (declined, or no TTY), 130 interrupted."
+)
+
+
+def _with_epilog(command: Any) -> Any:
+    if getattr(command, "epilog", None) is None:
+        command.epilog = GLOBAL_EPILOG
+    return command
+
+
 def load_command(name: str) -> Any:
     """Import the module of command `name` and build its Click command, exactly as
     `app.add_typer(module.app, name=name)` (or `app.command(name)`) would have."""
@@ -98,7 +120,7 @@ def load_command(name: str) -> Any:
     holder = typer.Typer()
     if not hasattr(module, "app"):  # a single command: the function named like the command
         holder.command(name)(getattr(module, name))
-        return _build_command(holder.registered_commands[0])
+        return _with_epilog(_build_command(holder.registered_commands[0]))
     holder.add_typer(module.app, name=name, cls=ListingGroup)
     group = typer.main.get_group_from_info(
         holder.registered_groups[0],
@@ -110,8 +132,10 @@ def load_command(name: str) -> Any:
         sub: (functools.partial(_load_subcommand, module.app, sub, sub_module), short)
         for sub, (sub_module, short) in _SUBCOMMANDS.get(name, {}).items()
     }
+    for command in group.commands.values():
+        _with_epilog(command)
     group.commands = _LazyCommands(group.commands, lazy)
-    return group
+    return _with_epilog(group)
 
 
 def _build_command(info: Any) -> Any:
@@ -123,7 +147,7 @@ def _build_command(info: Any) -> Any:
 def _load_subcommand(parent: typer.Typer, name: str, module_name: str) -> Any:
     """Import `module_name`, which registers command `name` on `parent`, and build it."""
     importlib.import_module(f"backupctl.cli.{module_name}")
-    return _build_command(next(c for c in parent.registered_commands if c.name == name))
+    return _with_epilog(_build_command(next(c for c in parent.registered_commands if c.name == name)))
 
 
 class _LazyCommands(MutableMapping[str, Any]):
@@ -264,6 +288,7 @@ app = typer.Typer(
     help="Back up PostgreSQL, MariaDB/MySQL, SQLite and file trees into encrypted, deduplicated repositories "
     "on local and cloud storage; list, restore, clone and verify them.",
     no_args_is_help=True,
+    epilog=EXIT_CODES_EPILOG,
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
