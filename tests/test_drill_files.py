@@ -231,3 +231,11 @@ def test_policy_drills_run_by_run_due(files_deployment: Any, tmp_path: Path) -> 
     # Once per slot: the next run-due in the same day drills nothing.
     again = dep.ok("schedule", "run-due", "-o", "json", env=env).json()
     assert [r for r in again if r["kind"] == "drill"] == []
+
+    # `schedule list` shows the drills: the next slot (tomorrow, 00:00 UTC) and the last one.
+    (row,) = [r for r in dep.ok("schedule", "list", "-o", "json").json() if r["kind"] == "drill"]
+    assert (
+        row["deployment"] == "app" and row["policy"] == "verified" and row["schedule"] == "every 1d, 1 older"
+    )
+    assert row["last_status"] == "Completed" and row["last_error"] is None and row["last_run"]
+    assert row["next_run"].endswith("T00:00:00.000Z") and row["next_run"] > row["last_run"], row

@@ -94,6 +94,8 @@ def test_the_schemas_refuse_what_is_not_documented() -> None:
            "next_run": "2026-12-03T15:00:00.000Z", "last_run": None, "last_status": None,
            "last_error": None, "timezone": "UTC"}  # fmt: skip
     validate("schedule-list", [row])
+    drill = {**row, "kind": "drill", "type": "drill", "schedule": "every 7d, 1 older", "timezone": None}
+    validate("schedule-list", [drill])
     with pytest.raises(AssertionError):
         validate("schedule-list", [{**row, "next_run": "2026-12-03T15:00:00Z"}])
 

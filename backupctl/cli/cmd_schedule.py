@@ -119,10 +119,10 @@ def _report_retention(rows: list[dict[str, Any]]) -> None:
 
 @app.command("list")
 def list_() -> None:
-    """List what the scheduler runs next: each deployment's backups and binary log sync.
+    """List what the scheduler runs next: each deployment's backups, binary log sync and drills.
 
-    Next run, and the last run with its status (binary log syncs: as recorded on this
-    host). Example: backupctl schedule list -o json
+    Next run, and the last run with its status (binary log syncs and restore drills: as
+    recorded on this host). Example: backupctl schedule list -o json
     """
     with CliReporter() as reporter:
         svc = context.service(reporter)

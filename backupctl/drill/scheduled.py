@@ -74,6 +74,36 @@ def due_drills(service: Service, now: dt.datetime) -> list[DueDrill]:
     return due
 
 
+def upcoming(service: Service, now: dt.datetime) -> list[dict[str, Any]]:
+    """`schedule list` rows (kind "drill") with its stable keys: the next slot, and the newest
+    drill of the deployment on record on this host (local cache: no repository access)."""
+    from backupctl.drill import store
+
+    rows = []
+    for deployment, policy_name, drills in _configured(service):
+        slot = slot_of(now, drills.interval)
+        last = service.state.get(_state_key(deployment))
+        next_slot = slot if last is None or parse_iso(last) < slot else slot + drills.interval
+        newest = next(iter(store.cached(service, deployment)), None)
+        failed = newest is not None and not newest["passed"]
+        rows.append(
+            {
+                "kind": KIND,
+                "deployment": deployment,
+                "policy": policy_name,
+                "schedule": f"every {drills.every}" + (f", {drills.older} older" if drills.older else ""),
+                "type": KIND,
+                "next_run": iso_ms(next_slot),
+                "last_run": newest["started"] if newest else None,
+                "last_status": None if newest is None else ("Failed" if failed else "Completed"),
+                "last_error": f"drill failed: {first_failure(newest)}"
+                if newest is not None and failed
+                else None,
+            }
+        )
+    return rows
+
+
 def next_times(service: Service, now: dt.datetime) -> list[dt.datetime]:
     """When each deployment's next drill slot starts (for the daemon's sleep)."""
     times = []

@@ -121,9 +121,10 @@ class Scheduler:
         return min(times) if times else None
 
     def upcoming(self) -> list[dict[str, Any]]:
-        """What run-due starts next, per deployment: its policy's backups and its binary log sync.
+        """What run-due starts next, per deployment: its policy's backups, its binary log sync
+        and its restore drills.
 
-        Rows (stable keys): kind ("backup" / "binlog_sync"), deployment, policy, schedule,
+        Rows (stable keys): kind ("backup" / "binlog_sync" / "drill"), deployment, policy, schedule,
         type, next_run, last_run, last_status, last_error. `last_*` come from this host's
         state (backups: the newest backup its policy made)."""
         now = self.clock.now()
@@ -168,6 +169,9 @@ class Scheduler:
                         "last_error": done.get("error"),
                     }
                 )
+        from backupctl.drill.scheduled import upcoming as upcoming_drills
+
+        rows.extend(upcoming_drills(self.service, now))  # the policies' `drills:`, after the rest
         return rows
 
     # ---- running -----------------------------------------------------------------
