@@ -239,3 +239,26 @@ def test_policy_drills_run_by_run_due(files_deployment: Any, tmp_path: Path) -> 
     )
     assert row["last_status"] == "Completed" and row["last_error"] is None and row["last_run"]
     assert row["next_run"].endswith("T00:00:00.000Z") and row["next_run"] > row["last_run"], row
+
+
+def test_the_drill_record_is_also_stored_with_the_uploaded_copies(
+    files_deployment: Any, tmp_path: Path
+) -> None:
+    """A host that has only the offsite copy (the primary lost) still sees the drill."""
+    dep = files_deployment
+    doc = helpers.load_yaml(dep.config)
+    doc["destinations"]["offsite"] = {"type": "local", "path": str(tmp_path / "offsite")}
+    doc["deployments"]["app"]["destinations"] = ["local", "offsite"]
+    helpers.dump_yaml(doc, dep.config)
+    backup_id = dep.create()
+    env, _ = _tmp_env(tmp_path)
+    record = dep.ok("backup", "drill", "app", "-o", "json", env=env).json()
+    assert record["passed"] is True
+    assert [p.name for p in (tmp_path / "offsite" / "drills").iterdir()] == [record["id"]]
+    other_state = tmp_path / "other-state"
+    other_state.mkdir()
+    shown = dep.ok(
+        "backup", "show", backup_id, "--destination", "offsite", "-o", "json",
+        env={"XDG_STATE_HOME": str(other_state)},
+    ).json()  # fmt: skip
+    assert [d["id"] for d in shown["drills"]] == [record["id"]]

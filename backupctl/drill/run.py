@@ -166,6 +166,8 @@ def run_drill(
     except BackupctlError as exc:
         reporter.emit(WarningEvent(f"the drill record could not be stored in {dest_name!r}: {exc.message}"))
         store.cache_only(service, repo.id, drill)
+    for problem in store.save_to_copies(service, deployment, dest_name, drill):
+        reporter.emit(WarningEvent(problem))
     reporter.emit(Finished("drill", summary["id"], ok=passed))
     notify_hooks.drill_finished(service, drill)  # drill_failed / drill_completed; never raises
     return drill

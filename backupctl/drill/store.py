@@ -1,5 +1,9 @@
 """Where drill records live: `drills/<drill-id>` in the repository, and a local cache.
 
+The record is written to the destination drilled from, then to every other destination of
+the deployment that holds the backup (its uploaded copies: evidence survives the primary).
+Records of deleted backups are kept (the history of what was proven; a few hundred bytes each).
+
 In the repository a record is an encrypted metadata object like a manifest (the codec's
 JSON -> zstd -> AES-256-GCM, AAD `drill:<drill-id>`), so every host that can open the
 repository lists every host's drills, and nobody without the key reads them. Records are
@@ -83,6 +87,27 @@ def save(service: Service, destination: str, record: DrillRecord) -> None:
         _cache(conn, repo.id, record)
     finally:
         conn.close()
+
+
+def save_to_copies(service: Service, deployment: str, written: str, record: DrillRecord) -> list[str]:
+    """Write the record also into every other destination of the deployment that holds the
+    drilled backup (an uploaded copy), so that a host reading from there after losing the
+    primary still sees the evidence. Best effort: returns one message per destination that
+    could not take it (a warning for the caller), never raises."""
+    problems: list[str] = []
+    dep = service.config.deployments.get(deployment)
+    for name in dep.destinations if dep is not None else []:
+        if name == written:
+            continue
+        try:
+            repo = service.repository(name)
+            if not repo.dest.exists(f"snapshots/{record['backup_id']}"):
+                continue
+            if not repo.dest.exists(f"{PREFIX}{record['id']}"):
+                write(repo, record)
+        except BackupctlError as exc:
+            problems.append(f"the drill record could not be stored in {name!r}: {exc.message}")
+    return problems
 
 
 def cache_only(service: Service, repo_id: str, record: DrillRecord) -> None:
