@@ -8,8 +8,8 @@ from pathlib import Path
 import helpers
 import pytest
 
-from backupctl.engine.items import read_items
 from backupctl.errors import ExitCode
+from backupctl.repo.items import read_items
 from backupctl.repo.pack import pack_name
 
 MIB = 1 << 20

@@ -20,8 +20,8 @@ from typing import Any
 import helpers
 import pytest
 
-from backupctl.engine.items import read_items
 from backupctl.errors import ExitCode
+from backupctl.repo.items import read_items
 
 MIB = 1 << 20
 # Letters, digits, spaces and newlines: text-like, compressible, and unique per file.

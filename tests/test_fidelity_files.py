@@ -263,7 +263,7 @@ def test_sparse_file_restores_with_its_holes(tmp_path: Path, make_deployment: An
 def test_item_format_stays_backward_compatible() -> None:
     """Items written before xattrs/devices/holes existed read back unchanged, and an item
     without them is written byte for byte as before (tree blobs keep deduplicating)."""
-    from backupctl.engine.items import Item
+    from backupctl.repo.items import Item
 
     old = (
         b'{"p":"srv/a","k":"file","m":420,"u":0,"g":0,"mt":1763779621000000000,"un":"root",'

@@ -25,8 +25,8 @@ from typing import Any
 import helpers
 
 from backupctl.engine.archiver import ParentCursor
-from backupctl.engine.items import Item, path_key
 from backupctl.events import CollectingReporter
+from backupctl.repo.items import Item, path_key
 
 N_SMALL = 5_000
 N_LARGE = 25_000

@@ -706,7 +706,7 @@ def delete(
 
     Example: backupctl backup delete 1a2b3c4d --yes
     """
-    from backupctl.engine.repack import parse_max_unused
+    from backupctl.repo.repack import parse_max_unused
 
     unused_share = parse_max_unused(max_unused)
     wait = parse_retry_lock(retry_lock)
@@ -856,7 +856,7 @@ def prune(
     mostly-unused packs into new packs (--max-unused) so their space is freed.
     Example: backupctl backup prune --deployment shop --dry-run
     """
-    from backupctl.engine.repack import parse_max_unused
+    from backupctl.repo.repack import parse_max_unused
     from backupctl.schedule.scheduler import Scheduler
 
     unused_share = parse_max_unused(max_unused)
@@ -906,7 +906,7 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
 
 def _prune_summary(r: dict[str, Any]) -> str:
     """One line per repository from the engine's prune result (the engine prints nothing)."""
-    from backupctl.engine.prune import GRACE
+    from backupctl.repo.prune import GRACE
 
     text = (
         f"{r['destination']}: deleted {_count(r['packs_deleted'], 'unreferenced pack')} and "

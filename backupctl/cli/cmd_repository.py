@@ -9,7 +9,7 @@ dry_run, snapshots, damaged: [{id, object, problem, action}]}; unlock -> {destin
 removed: [{name, hostname, pid, operation, exclusive, time, stale}]}; stats -> {destination,
 snapshots, index_files, blobs, data_blobs, tree_blobs, blob_bytes, raw_bytes, packs,
 pack_bytes, packs_unindexed, referenced_blobs, referenced_raw_bytes, logical_bytes,
-unused_bytes, dedup_ratio, compression_ratio} (see engine/stats.py).
+unused_bytes, dedup_ratio, compression_ratio} (see repo/stats.py).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def check(
     Each problem is named; exit 7 when anything is damaged.
     Example: backupctl repository check --destination s3 --read-data-subset 10%
     """
-    from backupctl.engine.check import DataSubset
+    from backupctl.repo.check import DataSubset
 
     subset = DataSubset.parse(read_data_subset) if read_data_subset else DataSubset() if read_data else None
     with CliReporter() as reporter:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backupctl.drill.base import DrillCheck, DrillContext, Driller, DrillUnsupported
-from backupctl.engine.items import Item, read_items
+from backupctl.repo.items import Item, read_items
 from backupctl.repo.repository import Repository
 
 _MAX_PER_CHECK = 20

@@ -14,7 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 from backupctl.drill.base import DrillCheck, DrillContext, Driller, DrillUnsupported
-from backupctl.engine.items import read_items
+from backupctl.repo.items import read_items
 from backupctl.sources.sqlite import table_row_counts
 
 

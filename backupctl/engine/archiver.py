@@ -16,12 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from backupctl.engine.items import Item, ItemStreamWriter, path_key, read_items
 from backupctl.engine.walkahead import WalkAhead
 from backupctl.errors import IntegrityError, InterruptedError_
 from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
 from backupctl.records import SourceRecord
 from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
+from backupctl.repo.items import Item, ItemStreamWriter, path_key, read_items
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
 from backupctl.sources.base import Entry, SkipEntry, Source

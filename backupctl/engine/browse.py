@@ -2,7 +2,7 @@
 
 Guarantees:
 
-* Everything streams. Items are read tree blob by tree blob (engine/items.py); memory does
+* Everything streams. Items are read tree blob by tree blob (repo/items.py); memory does
   not grow with the tree. `diff` is a merge of two path-ordered item streams, never two
   dictionaries of paths.
 * Path order is component-wise (a directory, then everything below it, then its next
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
-from backupctl.engine.items import Item, read_items
+from backupctl.repo.items import Item, read_items
 from backupctl.repo.repository import Repository
 
 ItemsFactory = Callable[[], Iterator[Item]]

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from backupctl.engine.items import Item, read_items
 from backupctl.errors import ExitCode, RestoreIncompleteError
 from backupctl.records import SourceRecord
+from backupctl.repo.items import Item, read_items
 from backupctl.repo.repository import Repository
 from backupctl.sources.base import RestoreEntry
 

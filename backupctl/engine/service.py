@@ -327,7 +327,7 @@ class Service:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from backupctl.engine.upload import upload_backup
+        from backupctl.repo.upload import upload_backup
 
         record = self.find_backup(id_prefix)
         deployment = record["deployment"]
@@ -770,7 +770,7 @@ class Service:
         self, id_prefix: str, destination: str | None = None, max_unused: float | None = None
     ) -> dict[str, Any]:
         """Delete a backup and the data only it used; `max_unused` (0..1) also repacks."""
-        from backupctl.engine.prune import delete_and_prune
+        from backupctl.repo.prune import delete_and_prune
 
         record = self.find_backup(id_prefix, destination, expiries=False)
         if record["status"] != "Completed":
@@ -798,7 +798,7 @@ class Service:
         return {"id": record["id"], "deleted": True, "freed_bytes": freed, "packs_deleted": packs}
 
     def verify_backup(self, id_prefix: str, destination: str | None = None) -> dict[str, Any]:
-        from backupctl.engine.verify import verify_manifest
+        from backupctl.repo.verify import verify_manifest
 
         record, repo, manifest = self._completed(id_prefix, destination)
         with self._reading(repo, f"verify {record['id'][:8]}"):
@@ -860,7 +860,7 @@ class Service:
 
         return probe_destination(self.destination(name))
 
-    # ---- repository maintenance (engine/check.py, repair.py, prune.py, repo/lock.py) ----
+    # ---- repository maintenance (repo/check.py, repair.py, prune.py, repo/lock.py) ----
 
     # Seconds to retry a lock held by another process (`--retry-lock`); set before use.
     lock_wait: float = 0.0
@@ -871,7 +871,7 @@ class Service:
             repo.lock_wait = seconds
 
     def check_repository(self, destination: str, read_data: Any = None) -> dict[str, Any]:
-        from backupctl.engine.check import check_repository
+        from backupctl.repo.check import check_repository
 
         return {
             "destination": destination,
@@ -879,12 +879,12 @@ class Service:
         }
 
     def repair_index(self, destination: str) -> dict[str, Any]:
-        from backupctl.engine.repair import repair_index
+        from backupctl.repo.repair import repair_index
 
         return {"destination": destination, **repair_index(self.repository(destination), self.reporter)}
 
     def repair_snapshots(self, destination: str, *, delete: bool, dry_run: bool) -> dict[str, Any]:
-        from backupctl.engine.repair import repair_snapshots
+        from backupctl.repo.repair import repair_snapshots
 
         repo = self.repository(destination)
         return {
@@ -911,8 +911,8 @@ class Service:
 
     def prune_repository(self, destination: str, max_unused: float | None = None) -> dict[str, Any]:
         """Delete unreferenced packs and temporary files older than the grace period; with
-        `max_unused` (0..1) also repack mostly-unused packs (engine/repack.py)."""
-        from backupctl.engine.prune import delete_and_prune
+        `max_unused` (0..1) also repack mostly-unused packs (repo/repack.py)."""
+        from backupctl.repo.prune import delete_and_prune
 
         repo = self.repository(destination)
         pack_size = self.config.settings.pack_size_mib << 20
@@ -920,8 +920,8 @@ class Service:
         return {"destination": destination, **result}
 
     def repository_stats(self, destination: str) -> dict[str, Any]:
-        """Blobs, packs, sizes and the dedup ratio of a repository (engine/stats.py)."""
-        from backupctl.engine.stats import repository_stats
+        """Blobs, packs, sizes and the dedup ratio of a repository (repo/stats.py)."""
+        from backupctl.repo.stats import repository_stats
 
         return {"destination": destination, **repository_stats(self.repository(destination), self.reporter)}
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from backupctl.records import BackupSummary
 
 DEFAULT_GRACE = dt.timedelta(hours=1)
-# States of a copy on a remote destination that mean "it is there" (engine/upload.py).
+# States of a copy on a remote destination that mean "it is there" (repo/upload.py).
 _COPIED = ("stored", "uploaded")
 
 

@@ -264,7 +264,7 @@ class Repository:
         A damaged index file (fails authentication or decoding) is skipped, recorded in
         `damaged_indexes` and reported once as a WarningEvent: backups that do not need its
         blobs stay usable, the others fail naming the missing blob. Anything that deletes
-        packs must refuse while `index_complete` is false (see engine/prune.py).
+        packs must refuse while `index_complete` is false (see repo/prune.py).
         """
         with self._load_lock:
             if self._index_loaded and not reload:

@@ -161,7 +161,7 @@ class FilesSource(Source):
                     f"source path {root_abs} cannot be read: {exc.strerror}",
                     hint="check the path in `paths:` and that its filesystem is mounted",
                 ) from None
-        # Roots in path order (component-wise, "/" below every character: engine/items.py
+        # Roots in path order (component-wise, "/" below every character: repo/items.py
         # path_key), so that the whole scan is in that order and the archiver can compare
         # with the parent backup by a streaming merge. Outer paths still come first (a path
         # sorts before everything inside it): a path inside another (paths: [/srv/app/docs,

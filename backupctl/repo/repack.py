@@ -1,6 +1,6 @@
 """Repacking: copy the live blobs of mostly-dead packs into new packs (used by prune).
 
-Contract (engine/prune.py calls this under the EXCLUSIVE lock, after it has proven the
+Contract (repo/prune.py calls this under the EXCLUSIVE lock, after it has proven the
 index complete and computed the live blob set):
 
 * `choose_packs` picks, like restic's `prune --max-unused`, the packs with the largest

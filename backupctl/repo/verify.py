@@ -10,10 +10,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError
 from backupctl.events import Finished, Progress, Reporter, Started
 from backupctl.records import Manifest
+from backupctl.repo.items import read_items
 from backupctl.repo.pack import pack_name
 from backupctl.repo.repository import Repository
 

@@ -26,10 +26,10 @@ from typing import Any
 import blake3
 
 from backupctl.destinations.base import Destination, NotFound
-from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError
 from backupctl.events import Finished, Progress, Reporter, Started
 from backupctl.records import Manifest
+from backupctl.repo.items import read_items
 from backupctl.repo.pack import BlobEntry, pack_name
 from backupctl.repo.repository import Repository
 

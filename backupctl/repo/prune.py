@@ -17,7 +17,7 @@ Under an exclusive lock (no backup can be writing):
 6. delete temporary files of interrupted writes (destination.temporaries()) older
    than GRACE.
 With `max_unused` (a fraction; `backup prune --max-unused`, default 5%), step 3 is
-preceded by a repack (engine/repack.py): the live blobs of the emptiest packs (never young
+preceded by a repack (repo/repack.py): the live blobs of the emptiest packs (never young
 ones) are copied into new packs until at most that share of the repository is unused;
 the new index file lists the new packs instead of the old ones, and the old packs are
 deleted in step 5 only once every old index file is confirmed gone (else they stay, as
@@ -33,11 +33,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from backupctl.engine.items import read_items
-from backupctl.engine.repack import choose_packs, pack_usage, repack
 from backupctl.errors import IntegrityError
 from backupctl.events import Finished, Progress, Reporter, Started, WarningEvent
+from backupctl.repo.items import read_items
 from backupctl.repo.pack import pack_name
+from backupctl.repo.repack import choose_packs, pack_usage, repack
 from backupctl.repo.repository import Repository
 
 # Unreferenced packs and temporary files younger than this are left alone.

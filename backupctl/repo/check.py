@@ -24,9 +24,9 @@ from typing import Any
 
 import blake3
 
-from backupctl.engine.items import read_items
 from backupctl.errors import IntegrityError, UsageError
 from backupctl.events import Finished, InfoEvent, Progress, Reporter, Started
+from backupctl.repo.items import read_items
 from backupctl.repo.pack import BlobEntry, pack_name, read_pack_header
 from backupctl.repo.repository import Repository
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backupctl.engine.items import read_items
 from backupctl.events import Finished, Progress, Reporter, Started
+from backupctl.repo.items import read_items
 from backupctl.repo.pack import DATA
 from backupctl.repo.repository import Repository
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from backupctl.engine.check import _check_snapshot
-from backupctl.engine.prune import PruneRefused
 from backupctl.errors import IntegrityError
 from backupctl.events import InfoEvent, Reporter, WarningEvent
+from backupctl.repo.check import _check_snapshot
 from backupctl.repo.pack import BlobEntry, pack_name
+from backupctl.repo.prune import PruneRefused
 from backupctl.repo.repository import Repository
 
 DAMAGED_PREFIX = "damaged/snapshots/"
