@@ -59,7 +59,7 @@ class SourceRecord(SourceSummary):
 class Manifest(TypedDict):
     """The repository's `snapshots/<id>` document; its existence makes a backup Completed.
 
-    Written in this key order by engine/service.py; the codec stores it with sorted keys."""
+    Written in this key order by backups/service.py; the codec stores it with sorted keys."""
 
     format: int
     id: str
@@ -81,7 +81,7 @@ class Manifest(TypedDict):
 
 
 class BackupSummary(TypedDict):
-    """The stable record of one backup in `backup list/show -o json` (engine/summary.py).
+    """The stable record of one backup in `backup list/show -o json` (backups/summary.py).
 
     Built from a manifest (Completed) or from the local job state (Running, Failed...)."""
 

@@ -64,8 +64,8 @@ def build_world(root: Path) -> dict[str, Path]:
     sys.path.insert(0, str(HERE))
     from ruamel.yaml import YAML
 
+    from backupctl.backups.service import Service
     from backupctl.config.loader import load_config
-    from backupctl.engine.service import Service
     from backupctl.repo.crypto import generate_key_file
 
     env = {

@@ -230,7 +230,7 @@ def make_sample_tree(root: Path, *, seed: int = 1) -> Path:
 
 def service(config_path: Path, reporter: Any = None) -> Any:
     """The engine façade on a config file, in-process (state dir from XDG_STATE_HOME)."""
+    from backupctl.backups.service import Service
     from backupctl.config.loader import load_config
-    from backupctl.engine.service import Service
 
     return Service(load_config(config_path), reporter)

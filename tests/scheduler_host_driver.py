@@ -18,8 +18,8 @@ import sys
 import time
 from datetime import datetime
 
+from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
-from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
 from backupctl.schedule.scheduler import Scheduler
 

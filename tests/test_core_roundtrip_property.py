@@ -1,6 +1,6 @@
 """Property: any generated tree round-trips through the engine byte-identical, with metadata.
 
-Drives `backupctl.engine.service.Service` directly (no subprocess) on real files and a
+Drives `backupctl.backups.service.Service` directly (no subprocess) on real files and a
 real repository on disk. Content is generated from a seed so large files are cheap to
 describe; sizes cover empty files, files below the 512 KiB CDC minimum (one chunk) and
 files up to 3 MiB that are cut by content-defined chunking.

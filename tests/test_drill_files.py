@@ -130,7 +130,7 @@ def test_flipped_byte_in_a_pack_fails_the_drill(files_deployment: Any, tmp_path:
 
 def _rewrite_manifest(dep: Any, backup_id: str, change: Any) -> None:
     """Tamper with what a backup recorded: decode its manifest, change it, store it again."""
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
 
     svc: Service = helpers.service(dep.config)
     repo = svc.repository("local")

@@ -82,7 +82,7 @@ def test_no_import_cycle_in_the_package() -> None:
     graph = package_graph()
     # The graph really holds function-local and TYPE_CHECKING imports (else the test is blind).
     assert "backupctl.pitr.walspool" in graph["backupctl.pitr.logarchive"]  # function-local
-    assert "backupctl.engine.service" in graph["backupctl.pitr.common"]  # TYPE_CHECKING only
+    assert "backupctl.backups.service" in graph["backupctl.pitr.common"]  # TYPE_CHECKING only
     assert cycles(graph) == KNOWN_CYCLES
 
 
@@ -93,5 +93,5 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert cycles({"a": {"b"}, "b": set()}) == []
     # On the real graph: one added back edge (what the old engine/ had: pitr <-> service).
     real = package_graph()
-    real["backupctl.engine.service"].add("backupctl.pitr.window")
-    assert any({"backupctl.engine.service", "backupctl.pitr.window"} <= set(c) for c in cycles(real))
+    real["backupctl.backups.service"].add("backupctl.pitr.window")
+    assert any({"backupctl.backups.service", "backupctl.pitr.window"} <= set(c) for c in cycles(real))

@@ -24,7 +24,7 @@ from typing import Any
 
 import helpers
 
-from backupctl.engine.archiver import ParentCursor
+from backupctl.backups.archiver import ParentCursor
 from backupctl.events import CollectingReporter
 from backupctl.repo.items import Item, path_key
 

@@ -282,8 +282,8 @@ def test_status_overdue_when_the_policy_slot_passed_without_a_backup(
 
     dep = make_deployment([{"type": "files", "paths": [str(sample_tree)]}])
     five_hours_ago = datetime.now(UTC) - timedelta(hours=5)
+    from backupctl.backups.service import Service
     from backupctl.config.loader import load_config
-    from backupctl.engine.service import Service
 
     service = Service(load_config(dep.config), clock=FakeClock(five_hours_ago))
     try:

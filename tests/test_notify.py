@@ -486,8 +486,8 @@ def test_policy_channels_and_bad_grace(files_deployment: Any) -> None:
 
 
 def test_overdue_is_reported_once_per_missed_interval(files_deployment: Any, receiver: Receiver) -> None:
+    from backupctl.backups.service import Service
     from backupctl.config.loader import load_config
-    from backupctl.engine.service import Service
     from backupctl.notify.overdue import check_overdue
     from backupctl.policy.records import to_policy_records
     from backupctl.policy.schedule import FakeClock

@@ -24,8 +24,8 @@ import pytest
 from dbservers import MariaDBServer, free_port
 from test_pitr_mariadb import master_status
 
+from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
-from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
 from backupctl.schedule.scheduler import Scheduler
 

@@ -29,8 +29,8 @@ from typing import Any
 import helpers
 import pytest
 
+from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
-from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
 from backupctl.schedule.scheduler import Scheduler
 

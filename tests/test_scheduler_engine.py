@@ -25,8 +25,8 @@ import helpers
 import pytest
 from ruamel.yaml import YAML
 
+from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
-from backupctl.engine.service import Service
 from backupctl.policy.schedule import FakeClock
 from backupctl.schedule.scheduler import Scheduler
 
@@ -468,7 +468,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> Any:
 
 def jobs_of(env: dict[str, str]) -> list[dict[str, Any]]:
     """The state DB as another process sees it (cheaper than `backup list`)."""
-    from backupctl.engine.state import StateDB
+    from backupctl.backups.state import StateDB
 
     return StateDB(Path(env["XDG_STATE_HOME"]) / "backupctl").jobs()
 

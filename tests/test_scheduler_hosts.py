@@ -22,8 +22,8 @@ import helpers
 import pytest
 from conftest_servers import build_destination, destination_config
 
+from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
-from backupctl.engine.service import Service
 
 DRIVER = Path(__file__).resolve().parent / "scheduler_host_driver.py"
 START = datetime(2026, 5, 4, 0, 0, tzinfo=UTC)

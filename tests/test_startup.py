@@ -38,7 +38,7 @@ FORBIDDEN = (
     "fastcdc",
     "typer.rich_utils",
     "typer._adapters",
-    "backupctl.engine",
+    "backupctl.backups",
     "backupctl.repo",
     "backupctl.sources",
     "backupctl.destinations",

@@ -269,7 +269,7 @@ def show(
 
     svc = context.service()
     record = svc.show_backup(backup_id, destination)
-    window = backup_pitr(svc, record)  # the PITR window: added here, so that engine/ never imports pitr/
+    window = backup_pitr(svc, record)  # the PITR window: added here, so that backups/ never imports pitr/
     if window is not None:
         record["pitr"] = window
     record["drills"] = [dict(d) for d in drill_history(svc, record["id"], destination)]
@@ -516,7 +516,7 @@ def restore(
     """
     selection = None
     if include or exclude:
-        from backupctl.engine.browse import RestoreSelection
+        from backupctl.backups.browse import RestoreSelection
 
         selection = RestoreSelection(tuple(include or ()), tuple(exclude or ()))
     if to_time or to_lsn or to_name or to_position:
@@ -638,7 +638,7 @@ def ls(
 
     Example: backupctl backup ls 1a2b3c4d /srv/app/config -o json
     """
-    from backupctl.engine.browse import list_items
+    from backupctl.backups.browse import list_items
 
     with CliReporter() as reporter:
         svc = context.service(reporter)
@@ -675,7 +675,7 @@ def diff(
 
     Example: backupctl backup diff 1a2b3c4d 5e6f7a8b -o json
     """
-    from backupctl.engine.browse import diff_backups
+    from backupctl.backups.browse import diff_backups
 
     with CliReporter() as reporter:
         svc = context.service(reporter)

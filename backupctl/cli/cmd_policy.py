@@ -16,10 +16,10 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.backups.service import Service
 from backupctl.cli import context, output
 from backupctl.cli.output import human_time, human_time_in
 from backupctl.cli.progress import CliReporter
-from backupctl.engine.service import Service
 from backupctl.errors import AbortedError, ConfigError
 from backupctl.pitr import dispatch as pitr
 from backupctl.policy import editor

@@ -19,10 +19,10 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.backups.service import Service
 from backupctl.cli import context, output
 from backupctl.cli.output import human_bytes
 from backupctl.cli.progress import CliReporter
-from backupctl.engine.service import Service
 from backupctl.errors import IntegrityError, UsageError
 
 app = typer.Typer(

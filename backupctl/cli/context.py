@@ -16,9 +16,9 @@ from backupctl.cli import output
 from backupctl.errors import AbortedError
 
 if TYPE_CHECKING:
+    from backupctl.backups.service import Service
     from backupctl.cli.progress import CliReporter
     from backupctl.config.models import Config
-    from backupctl.engine.service import Service
 
 
 def config() -> Config:
@@ -28,7 +28,7 @@ def config() -> Config:
 
 
 def service(reporter: CliReporter | None = None) -> Service:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
 
     cfg = config()  # first, as before: a config error comes before any progress display
     if reporter is None:

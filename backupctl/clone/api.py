@@ -42,7 +42,7 @@ from backupctl.sources.base import source_class
 from backupctl.timefmt import iso_ms, parse_iso
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.pitr.common import Target
 
 

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backupctl.backups.restorer import Prefetcher
 from backupctl.config.paths import config_dir
-from backupctl.engine.restorer import Prefetcher
 from backupctl.errors import BackupctlError
 from backupctl.events import Finished, Started
 from backupctl.records import Manifest, SourceRecord
 from backupctl.sources.base import Source
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.repo.repository import Repository
 
 DB_TYPES = ("postgres", "mariadb")

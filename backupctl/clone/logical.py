@@ -34,7 +34,7 @@ from backupctl.sources.base import Source, source_class
 # of them avoids an import cycle (tests/test_import_cycles.py sees them all).
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.repo.repository import Repository
 
 # ---- logical -----------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from backupctl.sources.mariadb_server import ServerError, TemporaryServer
 # both sources define quote_literal); none of them avoids an import cycle.
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.pitr.common import Target
     from backupctl.repo.repository import Repository
     from backupctl.sources.base import Source

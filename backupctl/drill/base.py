@@ -56,9 +56,9 @@ from backupctl.errors import BackupctlError, ConfigError
 from backupctl.events import Reporter
 
 if TYPE_CHECKING:
+    from backupctl.backups.restorer import Prefetcher
+    from backupctl.backups.service import Service
     from backupctl.config.models import DeploymentConfig
-    from backupctl.engine.restorer import Prefetcher
-    from backupctl.engine.service import Service
     from backupctl.records import BackupSummary, Manifest, SourceRecord
     from backupctl.repo.repository import Repository
     from backupctl.sources.base import RestoreEntry

@@ -34,7 +34,7 @@ from backupctl.pitr.common import PHYSICAL_METHODS
 from backupctl.timefmt import iso_ms
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.records import BackupSummary, SourceRecord
 
 
@@ -100,7 +100,7 @@ def run_drill(
     checks: list[DrillCheck] = []
     restore_seconds = 0.0
     reporter.emit(Started("drill", summary["id"], int(manifest.get("source_bytes", 0))))
-    from backupctl.engine.restorer import Prefetcher
+    from backupctl.backups.restorer import Prefetcher
 
     with repo.lock(exclusive=False, operation=f"drill {summary['id'][:8]}"):
         repo.load_index()

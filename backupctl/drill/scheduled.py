@@ -27,7 +27,7 @@ from backupctl.errors import BackupctlError
 from backupctl.timefmt import iso_ms, parse_iso
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.policy.models import Drills
 
 KIND = "drill"

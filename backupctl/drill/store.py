@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from backupctl.errors import BackupctlError, IntegrityError, NoRepositoryError
 
 if TYPE_CHECKING:
+    from backupctl.backups.service import Service
     from backupctl.drill.record import DrillRecord
-    from backupctl.engine.service import Service
     from backupctl.records import BackupSummary
     from backupctl.repo.repository import Repository
 

@@ -39,8 +39,8 @@ from backupctl.policy.schedule import next_runs
 from backupctl.timefmt import iso_ms, parse_iso_utc, utcnow
 
 if TYPE_CHECKING:
+    from backupctl.backups.service import Service
     from backupctl.config.models import Config
-    from backupctl.engine.service import Service
     from backupctl.records import BackupSummary
 
 DEFAULT_GRACE = dt.timedelta(hours=1)

@@ -41,7 +41,7 @@ from backupctl.sources.dbutil import Secrets, ToolProcess
 from backupctl.sources.mariadb_server import binlog_tool
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.sources.mariadb import MariaDBSource
 
 

@@ -25,7 +25,7 @@ from backupctl.records import PhysicalBackup
 from backupctl.timefmt import iso_us
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
 
 
 class PitrError(BackupctlError):

@@ -20,8 +20,8 @@ from backupctl.pitr.common import PitrError, Target, TargetError, base_deploymen
 from backupctl.pitr.logarchive import binlog_prefix, copy_to_others, wal_prefix
 
 if TYPE_CHECKING:
+    from backupctl.backups.service import Service
     from backupctl.config.models import DeploymentConfig
-    from backupctl.engine.service import Service
 
 Family = Literal["postgres", "mariadb"]
 

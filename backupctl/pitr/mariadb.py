@@ -47,7 +47,7 @@ from backupctl.sources.mariadb_server import binlog_tool
 from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.repo.repository import Repository
     from backupctl.sources.mariadb import MariaDBSource
 

@@ -41,7 +41,7 @@ from backupctl.tempdir import make_dir
 from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
 
 
 def stop_datetime(moment: dt.datetime) -> str:

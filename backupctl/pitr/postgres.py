@@ -48,7 +48,7 @@ from backupctl.tempdir import create_file, directory
 from backupctl.timefmt import iso_us, parse_iso_utc
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.repo.repository import Repository
 
 

@@ -29,7 +29,7 @@ from backupctl.sources.postgres import quote_literal, refuse_running_postgres
 from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.repo.repository import Repository
 
 

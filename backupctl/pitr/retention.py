@@ -20,7 +20,7 @@ from backupctl.pitr.logarchive import (
 )
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
 
 
 def prune_logs(service: Service, deployment: str, *, dry_run: bool = False) -> dict[str, Any]:

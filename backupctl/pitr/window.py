@@ -44,7 +44,7 @@ from backupctl.records import BackupSummary, PhysicalBackup, PitrWindow
 from backupctl.timefmt import iso_us, parse_iso_utc
 
 if TYPE_CHECKING:
-    from backupctl.engine.service import Service
+    from backupctl.backups.service import Service
     from backupctl.repo.repository import Repository
 
 KEY: Final = "recoverable_until"

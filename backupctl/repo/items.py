@@ -155,9 +155,9 @@ def path_key(path: str) -> str:
     """The order of a source's item stream: component-wise, so that a directory's whole
     subtree follows it before its next sibling ("a", "a/b", "a-", "a.b"). The files
     source walks in this order (children sorted by name, roots sorted by this key) and the
-    streaming parent merge (engine/archiver.py) relies on it. "/" becomes NUL, which sorts
+    streaming parent merge (backups/archiver.py) relies on it. "/" becomes NUL, which sorts
     below every character a name can hold; str comparison is by code point, the same
-    order as engine/browse.py sort_key's UTF-8 (surrogatepass) bytes, including the
+    order as backups/browse.py sort_key's UTF-8 (surrogatepass) bytes, including the
     surrogate escapes of names that are not UTF-8."""
     return path.replace("/", "\0")
 

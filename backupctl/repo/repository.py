@@ -62,7 +62,7 @@ FORMAT_VERSION = 1
 _CONFIRM_DELAY = 1.0
 
 # Objects written only into an existing repository (backups, and the WAL / binary log
-# archives of engine/logarchive.py): finding any without a config means the config was
+# archives of backups/logarchive.py): finding any without a config means the config was
 # lost. (A key slot alone is what a creator killed before its config leaves: creating
 # over it is safe, the slot's keys are never used.)
 _REPOSITORY_PREFIXES = ("snapshots/", "index/", "data/", "wal/", "binlog/")

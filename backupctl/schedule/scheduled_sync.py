@@ -31,8 +31,8 @@ from backupctl.procs import pid_alive
 from backupctl.timefmt import iso_ms, parse_iso
 
 if TYPE_CHECKING:
+    from backupctl.backups.service import Service
     from backupctl.config.models import PitrConfig
-    from backupctl.engine.service import Service
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 KIND = "binlog_sync"

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from backupctl.backups.service import Service
+from backupctl.backups.summary import failed_uploads
 from backupctl.destinations.base import AlreadyExists
-from backupctl.engine.service import Service
-from backupctl.engine.summary import failed_uploads
 from backupctl.errors import BackupctlError
 from backupctl.events import InfoEvent
 from backupctl.notify import hooks as notify_hooks

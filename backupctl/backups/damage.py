@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 
-from backupctl.engine.state import StateDB
+from backupctl.backups.state import StateDB
 
 
 class DamageMemory:

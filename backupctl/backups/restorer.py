@@ -42,7 +42,7 @@ class Prefetcher:
         select: Callable[[Callable[[], Iterator[Item]]], Iterator[Item]] | None = None,
     ) -> Iterator[RestoreEntry]:
         """RestoreEntry objects for a source's item stream, content loaded ahead; `select`
-        (engine/browse.py RestoreSelection.select) filters the items before any content loads."""
+        (backups/browse.py RestoreSelection.select) filters the items before any content loads."""
         pending: deque[tuple[Item, list[Future[bytes]]]] = deque()
         inflight = 0
         stream = select(lambda: read_items(self.repo, tree)) if select else read_items(self.repo, tree)

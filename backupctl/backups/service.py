@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from backupctl import __version__
+from backupctl.backups.archiver import Archiver, source_key
+from backupctl.backups.browse import RestoreSelection, check_selection
+from backupctl.backups.damage import DamageMemory
+from backupctl.backups.restorer import Prefetcher, entry_count, restore_stopped
+from backupctl.backups.state import StateDB
+from backupctl.backups.summary import failed_uploads, summarize_job, summarize_manifest
 from backupctl.config.models import Config, DeploymentConfig
 from backupctl.config.paths import state_dir as default_state_dir
 from backupctl.destinations.base import Destination, open_destination
-from backupctl.engine.archiver import Archiver, source_key
-from backupctl.engine.browse import RestoreSelection, check_selection
-from backupctl.engine.damage import DamageMemory
-from backupctl.engine.restorer import Prefetcher, entry_count, restore_stopped
-from backupctl.engine.state import StateDB
-from backupctl.engine.summary import failed_uploads, summarize_job, summarize_manifest
 from backupctl.errors import (
     AmbiguousIdError,
     BackupctlError,
@@ -189,7 +189,7 @@ class Service:
             self.state.update_job(backup_id, repository_id=repo.id)
             with repo.lock(exclusive=False, operation=f"backup {backup_id[:8]}"):
                 repo.load_index()
-                # Never deduplicate against a copy that cannot be read back (engine/damage.py).
+                # Never deduplicate against a copy that cannot be read back (backups/damage.py).
                 for pack_id, problem in sorted(repo.exclude_unusable(self.damage.damaged(repo.id)).items()):
                     repo_warnings.append(
                         f"pack {pack_id[:16]} is {problem}: what this backup needs from it is stored "
@@ -606,7 +606,7 @@ class Service:
             }
             for s in manifest["sources"]
         ]
-        # The PITR window ("pitr") is added by the CLI (pitr.window.backup_pitr): engine/
+        # The PITR window ("pitr") is added by the CLI (pitr.window.backup_pitr): backups/
         # never imports pitr/, which sits above it.
         return record
 
@@ -629,7 +629,7 @@ class Service:
         `safety_backup=False`), so a mistaken restore can be undone by restoring it.
         `extra_info` is merged into each source's RestoreRequest.source_info (clone uses
         it for `rename`, `only_databases`, `skip_globals`). `selection` (--include/--exclude)
-        restores only some paths of files sources (engine/browse.py); checked before anything.
+        restores only some paths of files sources (backups/browse.py); checked before anything.
         """
         record, repo, manifest = self._completed(id_prefix, destination)
         counts = check_selection(repo, record, manifest, selection) if selection else None
@@ -811,7 +811,7 @@ class Service:
     def download_backup(
         self, id_prefix: str, part: str, out: Any, destination: str | None = None
     ) -> dict[str, Any]:
-        from backupctl.engine.download import download
+        from backupctl.backups.download import download
 
         record, repo, manifest = self._completed(id_prefix, destination)
         with self._reading(repo, f"download {record['id'][:8]}"):
@@ -856,7 +856,7 @@ class Service:
         return rows
 
     def check_destination(self, name: str) -> dict[str, Any]:
-        from backupctl.engine.probe import probe_destination
+        from backupctl.backups.probe import probe_destination
 
         return probe_destination(self.destination(name))
 

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from backupctl.engine.restorer import Prefetcher
+from backupctl.backups.restorer import Prefetcher
 from backupctl.errors import NotFoundError
 from backupctl.events import Finished, NullReporter, Progress, Reporter, Started
 from backupctl.records import Manifest, SourceRecord

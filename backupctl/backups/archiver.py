@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from backupctl.engine.walkahead import WalkAhead
+from backupctl.backups.walkahead import WalkAhead
 from backupctl.errors import IntegrityError, InterruptedError_
 from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
 from backupctl.records import SourceRecord
@@ -95,7 +95,7 @@ class Archiver:
         self._last_emit = 0.0
         self._count_lock = threading.Lock()
         self._zero_ids: dict[int, bytes] = {}  # length -> ID of an all-zero chunk (holes)
-        # The walk ahead of the current files source (engine/walkahead.py) and the counters
+        # The walk ahead of the current files source (backups/walkahead.py) and the counters
         # at its start: the totals reported are those plus the walk's.
         self._walk: WalkAhead | None = None
         self._walk_base = (0, 0)

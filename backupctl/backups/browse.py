@@ -195,7 +195,7 @@ def diff_backups(
     Sources are paired by type and description (the same configured source), then the
     rest by type in order (a source whose options changed between the two backups); a
     source in only one backup shows all its entries as added or removed."""
-    from backupctl.engine.archiver import source_key
+    from backupctl.backups.archiver import source_key
 
     def key(src: Mapping[str, Any]) -> str:
         return source_key(src["type"], src["describe"])
