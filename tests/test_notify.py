@@ -724,3 +724,54 @@ def test_config_show_hides_the_path_of_literal_notification_urls(files_deploymen
     doc = files_deployment.ok("config", "show", "-o", "json").json()
     assert doc["notifications"]["channels"]["slack"]["url"] == "https://hooks.slack.example/***"
     assert doc["notifications"]["channels"]["hc"]["url"] == "https://hc-ping.example/***"
+
+
+def test_a_queued_event_is_claimed_by_one_process_only(tmp_path: Path) -> None:
+    """Two processes retrying the queue at once (two cron jobs, a daemon) send each queued
+    event once: a row is claimed before delivery; a claim left by a killed process expires."""
+    from backupctl.notify.event import NotificationEvent
+    from backupctl.notify.queue import CLAIM_TTL, Queue
+
+    first, second = Queue(tmp_path), Queue(tmp_path)
+    try:
+        event = NotificationEvent(
+            kind="backup_failed", deployment="app", status="Failed", message="m", time=dt.datetime.now(dt.UTC)
+        )
+        first.add("hook", event, "down", "2026-12-04T10:00:00.000Z")
+        (row,) = second.pending()
+        now = time.time()
+        assert first.claim(row["seq"], now) is True
+        assert second.claim(row["seq"], now + 1) is False  # the other process skips it
+        assert first.claim(row["seq"], now + 2) is True  # a claim of its own is no obstacle
+        # The first process was killed mid-delivery: after CLAIM_TTL the row is taken over.
+        assert second.claim(row["seq"], now + CLAIM_TTL.total_seconds() + 3) is True
+        # A failed attempt releases the claim for the next round of anyone.
+        second.failed_again(row["seq"], "still down")
+        assert first.claim(row["seq"], now + CLAIM_TTL.total_seconds() + 4) is True
+        first.remove(row["seq"])
+        assert second.claim(row["seq"], now + CLAIM_TTL.total_seconds() + 5) is False  # delivered: gone
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_queue_from_before_claims_gains_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    from backupctl.notify.queue import Queue
+
+    old = sqlite3.connect(tmp_path / "notify.db")
+    old.executescript(
+        "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, "
+        "event TEXT NOT NULL, queued TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 1, "
+        "last_error TEXT NOT NULL DEFAULT '');"
+        "INSERT INTO pending (channel, event, queued) VALUES ('hook', '{}', '2026-12-04T10:00:00.000Z');"
+    )
+    old.commit()
+    old.close()
+    queue = Queue(tmp_path)
+    try:
+        (row,) = queue.pending()
+        assert queue.claim(row["seq"], time.time()) is True
+    finally:
+        queue.close()

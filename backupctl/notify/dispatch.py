@@ -9,6 +9,7 @@ queued (notify/queue.py) and retried, before anything new, the next time this is
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,8 +150,8 @@ def _retry(config: Config, queue: Queue, reporter: Reporter) -> dict[str, str]:
                 )
             )
             continue
-        if name in down:
-            continue
+        if name in down or not queue.claim(row["seq"], time.time()):
+            continue  # a dead channel this round, or another process is sending this one
         try:
             deliver(name, channel, NotificationEvent.from_doc(row["event"]))
         except DeliveryError as exc:
