@@ -18,8 +18,10 @@ SQLite snapshot copy, fetched WAL and binary logs, captured stderr) lives under
   for the dead run.
 
 Exceptions, on purpose: a directory another OS user must enter (the data directory owner
-running a temporary server) cannot live under the 0700 per-user directory; atomic
-rewrites of a file are made next to it (same filesystem for the rename).
+running a temporary server) cannot live under the 0700 per-user directory: it is named with
+`owner_tag()` and the next run of its kind removes those of dead processes
+(sources/mariadb_server.py `sweep_replays`); atomic rewrites of a file are made next to it
+(same filesystem for the rename).
 """
 
 from __future__ import annotations
@@ -84,6 +86,25 @@ def _start_time(pid: int) -> str:
 def _alive(pid: int, start: str) -> bool:
     """The run's process still runs: its pid is alive and, where /proc tells, started then."""
     return pid_alive(pid) and (start == "0" or _start_time(pid) in (start, "0"))
+
+
+# A directory that must live outside the per-user directory (see the exceptions above) is
+# named `<prefix><pid>-<start>-<random>` with owner_tag(), so that the next run of its kind
+# finds those of dead processes (dead_owner) and removes them.
+_TAGGED = re.compile(r"^[A-Za-z_-]*?-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+$")
+
+
+def owner_tag() -> str:
+    pid = os.getpid()
+    return f"{pid}-{_start_time(pid)}"
+
+
+def dead_owner(name: str) -> bool:
+    """True when directory `name` carries an owner_tag() of a process that no longer runs."""
+    m = _TAGGED.match(name)
+    if m is None:
+        return False
+    return int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]), m["start"])
 
 
 def sweep() -> list[Path]:

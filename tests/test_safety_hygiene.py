@@ -476,3 +476,37 @@ def test_a_planted_temporary_directory_is_refused(make_deployment: Any, tmp_path
     assert "Traceback" not in result.stderr, str(result)
     assert f"backupctl-{os.getuid()}" in result.stderr and "not a directory of this user" in result.stderr
     assert not list(elsewhere.iterdir())
+
+
+def test_a_killed_replay_leaves_a_directory_and_server_that_the_next_replay_removes(tmp_path: Path) -> None:
+    """The throwaway mariadbd of a MariaDB point-in-time restore lives in $TMPDIR (a short
+    socket path, enterable by the data directory's owner), outside the swept run directories.
+    After kill -9 its directory and the server stayed; the next replay stops and removes them."""
+    import signal as signals
+    import subprocess
+    import sys
+    import tempfile
+
+    from backupctl import tempdir
+    from backupctl.sources import mariadb_server
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(gone.stdout)
+    left = Path(tempfile.mkdtemp(prefix=f"{mariadb_server.REPLAY_PREFIX}{dead_pid}-12345-"))
+    # Stands in for the orphaned mariadbd: its command line names the directory.
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", str(left / "mysqld.sock")]
+    )
+    ours = Path(tempfile.mkdtemp(prefix=f"{mariadb_server.REPLAY_PREFIX}{tempdir.owner_tag()}-"))
+    try:
+        (left / "mysqld.pid").write_text(f"{orphan.pid}\n")
+        removed = mariadb_server.sweep_replays()
+        assert left in removed and not left.exists()
+        assert orphan.wait(timeout=10) == -signals.SIGKILL
+        assert ours.exists() and ours not in removed  # a live process's replay is left alone
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        ours.rmdir()

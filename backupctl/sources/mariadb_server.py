@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from backupctl import tempdir
 from backupctl.errors import SourceError
 from backupctl.sources.dbutil import child_env, find_tool
 
@@ -52,6 +54,31 @@ def server_tool() -> str:
     )
 
 
+REPLAY_PREFIX = "bctl-replay-"
+
+
+def sweep_replays() -> list[Path]:
+    """Remove the replay directories of killed runs, stopping the server still running in one
+    (its pid file there, its command line naming the directory); returns what was removed."""
+    removed = []
+    base = Path(tempfile.gettempdir())
+    for entry in os.scandir(base):
+        if not entry.name.startswith(REPLAY_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        if not tempdir.dead_owner(entry.name):
+            continue
+        try:
+            pid = int((Path(entry.path) / "mysqld.pid").read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if entry.path.encode() in cmdline:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
 class TemporaryServer:
     """mariadbd on a restored data directory: no networking, a private socket, no binary log,
     no event scheduler or replication; grant tables skipped (reloaded by the first statement
@@ -60,7 +87,10 @@ class TemporaryServer:
     def __init__(self, datadir: Path, reporter: Any = None) -> None:
         self.datadir = datadir
         self.reporter = reporter
-        self.dir = Path(tempfile.mkdtemp(prefix="bctl-replay-"))  # short: socket paths are limited
+        sweep_replays()
+        # In $TMPDIR itself: short (socket paths are limited) and enterable by the data
+        # directory's owner; tagged with this process, so the next replay removes it after a kill.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{REPLAY_PREFIX}{tempdir.owner_tag()}-"))
         os.chmod(self.dir, 0o700)
         self.socket = self.dir / "mysqld.sock"
         self.log = self.dir / "error.log"
