@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,20 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(autouse=True)
+def private_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test's drills make their throwaway instances in a $TMPDIR of its own, so that
+    `_instances()` sees only this test's (two xdist workers drilling at once raced here).
+    Short, under /tmp: a server socket path must stay under 107 bytes."""
+    path = tempfile.mkdtemp(prefix="bd", dir="/tmp")
+    os.chmod(path, 0o755)  # the data directory's owner (postgres, mysql) enters it, as /tmp
+    monkeypatch.setenv("TMPDIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _instances() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "bctl-drill-*")))
+    return set(glob.glob(os.path.join(os.environ["TMPDIR"], "bctl-drill-*")))
 
 
 def _rewrite_manifest(dep: Any, backup_id: str, change: Any) -> None:
@@ -278,7 +292,7 @@ def test_postgres_physical_and_point_in_time_drills(pitr_pg: Any) -> None:
     pidfiles: list[str] = []
     deadline = time.monotonic() + 120
     while not pidfiles and proc.poll() is None and time.monotonic() < deadline:
-        pattern = os.path.join(tempfile.gettempdir(), f"bctl-drill-{proc.pid}-*", "data", "postmaster.pid")
+        pattern = os.path.join(os.environ["TMPDIR"], f"bctl-drill-{proc.pid}-*", "data", "postmaster.pid")
         pidfiles = glob.glob(pattern)
         time.sleep(0.05)
     assert pidfiles, "the drill ended before its server was seen"

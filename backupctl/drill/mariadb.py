@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from backupctl.drill.base import DrillCheck, DrillContext, Driller, DrillUnsuppo
 from backupctl.drill.dbcheck import compare_rows, restore_with, throwaway_instance
 from backupctl.events import InfoEvent
 from backupctl.sources.dbutil import child_env, run
-from backupctl.sources.mariadb_server import ServerError, TemporaryServer, server_tool, which
+from backupctl.sources.mariadb_server import TemporaryServer, which
 
 SYSTEM_DATABASES = ("information_schema", "performance_schema", "mysql", "sys")
 
@@ -54,59 +53,16 @@ class DrillServer(TemporaryServer):
         # and the installing OS user log in by unix socket): MariaDB disables the event
         # scheduler entirely under --skip-grant-tables, and a dump's CREATE EVENT then fails.
         self.grants = grants
+        self.grant_tables = grants
+        # OFF rather than DISABLED: a disabled scheduler refuses a dump's CREATE EVENT, while
+        # OFF creates events and runs none.
+        self.event_scheduler = "OFF"
 
     def client_argv(self) -> list[str]:
         argv = super().client_argv()
         if self.grants:
             argv = [a if a != "--user=root" else f"--user={_os_user()}" for a in argv]
         return argv
-
-    def start(self, timeout: float = 300) -> None:
-        """TemporaryServer.start's server, but with the event scheduler OFF rather than
-        DISABLED (a dump's CREATE EVENT is refused by a disabled scheduler, while OFF creates
-        events and runs none), and with grant tables when `grants`."""
-        argv = [
-            server_tool(),
-            "--no-defaults",
-            *self._user(),
-            f"--datadir={self.datadir}",
-            f"--socket={self.socket}",
-            "--skip-networking",
-            "--skip-log-bin",
-            *([] if self.grants else ["--skip-grant-tables"]),
-            "--skip-slave-start",
-            "--event-scheduler=OFF",
-            "--max-allowed-packet=1G",
-            f"--pid-file={self.dir / 'mysqld.pid'}",
-            f"--log-error={self.log}",
-            f"--tmpdir={self.dir}",
-        ]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=child_env(),  # no secret of ours reaches the temporary server
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerError(
-                    f"the temporary MariaDB server exited with code {self.proc.returncode}: {self.log_tail()}"
-                )
-            if self.socket.exists():
-                probe = subprocess.run(
-                    [*self.client_argv(), "--batch", "-e", "SELECT 1"],
-                    capture_output=True,
-                    timeout=60,
-                    env=child_env(),
-                )
-                if probe.returncode == 0:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise ServerError(f"the temporary MariaDB server did not start within {timeout:.0f} s")
 
     def sql(self, sql: str) -> list[list[str]]:
         """Rows of `sql` (fed on stdin), tab-separated fields as the client's batch mode prints them."""

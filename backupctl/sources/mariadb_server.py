@@ -95,6 +95,10 @@ class TemporaryServer:
         self.socket = self.dir / "mysqld.sock"
         self.log = self.dir / "error.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # A replay runs without grant tables and with the event scheduler DISABLED (no event
+        # of the restored data fires); a drill may change both (drill/mariadb.py).
+        self.grant_tables = False
+        self.event_scheduler = "DISABLED"
 
     def _user(self) -> list[str]:
         if os.geteuid() != 0:
@@ -127,9 +131,9 @@ class TemporaryServer:
             f"--socket={self.socket}",
             "--skip-networking",
             "--skip-log-bin",
-            "--skip-grant-tables",
+            *([] if self.grant_tables else ["--skip-grant-tables"]),
             "--skip-slave-start",
-            "--event-scheduler=DISABLED",
+            f"--event-scheduler={self.event_scheduler}",
             "--max-allowed-packet=1G",
             f"--pid-file={self.dir / 'mysqld.pid'}",
             f"--log-error={self.log}",
