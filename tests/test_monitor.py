@@ -560,3 +560,40 @@ def test_metrics_serve_stops_on_sigterm_during_scrapes(files_deployment: Any) ->
                 f"metrics serve kept running after SIGTERM: {proc.communicate()[1]}"
             ) from None
         assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_mariadb_archive_lag_window_end_and_rpo(fresh_mariadb_server: Any, make_deployment: Any) -> None:
+    """MariaDB with binary logs archived by `binlog sync`: the lag counts from the newest
+    archived binary log object, the window end is `pitr show`'s latest, RPO from it."""
+    import uuid
+
+    server = fresh_mariadb_server
+    dep = make_deployment([server.options(method="mariabackup")])
+    db = f"lag_{uuid.uuid4().hex[:8]}"
+    server.root_sql(
+        f"CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB"
+    )
+    backup = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
+    server.root_sql(f"INSERT INTO {db}.t VALUES (), (), ()")
+    time.sleep(1.1)
+    dep.ok("binlog", "sync", "app", "--flush")  # closes and archives the log holding the inserts
+    window = dep.ok("pitr", "show", "app", "-o", "json").json()
+    assert window["latest"] and window["latest"] > backup["finished"], window
+
+    before = time.time()
+    samples, _ = parse(dep.ok("metrics").stdout)
+    after = time.time()
+    app = frozenset({("deployment", "app")})
+    archived = [p for p in (dep.repository / "binlog" / "app").rglob("*") if p.is_file()]
+    newest = max(p.stat().st_mtime for p in archived)
+    lag = samples[("backupctl_pitr_archive_lag_seconds", app)]
+    assert before - newest - 0.01 <= lag <= after - newest + 0.01, (lag, before - newest)
+    end = ts(window["latest"])
+    assert abs(samples[("backupctl_pitr_window_end_timestamp_seconds", app)] - end) < 0.001
+    rpo = samples[("backupctl_rpo_seconds", app)]
+    assert before - end - 0.01 <= rpo <= after - end + 0.01, (rpo, before - end)
+
+    (row,) = dep.ok("status", "-o", "json").json()["deployments"]
+    assert row["pitr"]["family"] == "mariadb" and row["pitr"]["gaps"] == 0, row["pitr"]
+    assert abs(ts(row["pitr"]["window_end"]) - end) < 0.001
+    assert row["newest_restorable"] == row["pitr"]["window_end"] and row["problems"] == []
