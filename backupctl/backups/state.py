@@ -13,6 +13,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,22 @@ _JOB_COLUMNS = (
 _ADDED_COLUMNS = (("location", "TEXT"),)
 
 
+def _journal_mode_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch to WAL, waiting for other processes. Several processes opening a new state
+    database at once (two cron jobs, `schedule run-due` with parallel backups) race on the
+    switch, and SQLite answers the loser "database is locked" at once, without its busy
+    timeout (seen as an internal error in 1 of 40 such starts)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class StateDB:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -96,7 +113,7 @@ class StateDB:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _journal_mode_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
