@@ -107,8 +107,13 @@ EXIT_CODES_EPILOG = (
 
 
 def _with_epilog(command: Any) -> Any:
+    """The global options under the help, and arguments in capitals as usage lines name
+    them (`BACKUP_ID`, `[PATH]`) instead of Typer's `{backup_id}`."""
     if getattr(command, "epilog", None) is None:
         command.epilog = GLOBAL_EPILOG
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument" and param.metavar is None and param.name:
+            param.metavar = param.name.upper()
     return command
 
 
