@@ -429,6 +429,9 @@ def test_help_lists_the_global_options_and_the_exit_codes() -> None:
     for args in (["backup", "list"], ["backup"], ["status"], ["backup", "clone"], ["schedule", "export"]):
         shown = " ".join(helpers.run_ok(*args, "--help").stdout.split())
         assert "Global options" in shown and "--sort-column NAME" in shown and "--utc" in shown, args
+    # -o is the format everywhere (as in the OpenStack CLI); a file name there points to -O.
+    wrong = helpers.run_cli("backup", "download", "1a2b3c4d", "-o", "shop.tar")
+    assert wrong.returncode == 2 and "-O/--out FILE" in wrong.stderr, str(wrong)
     top = helpers.run_ok("--help").stdout
     codes = {int(n) for n in re.findall(r"\b(\d+) [a-z]", top.split("Exit codes:", 1)[1])}
     expected = {v for k, v in vars(ExitCode).items() if k.isupper()}

@@ -377,7 +377,12 @@ def root(
     ] = False,
 ) -> None:
     if output_format not in output.FORMATS:
-        raise typer.BadParameter(f"must be {', '.join(output.FORMATS)}", param_hint="--format")
+        # `backup download ID -o x.tar`: -o is the global format's alias (as the OpenStack
+        # CLI's); the file is -O/--out.
+        file_hint = (
+            "; a file to write is -O/--out FILE" if "." in output_format or "/" in output_format else ""
+        )
+        raise typer.BadParameter(f"must be {', '.join(output.FORMATS)}{file_hint}", param_hint="--format")
     if progress not in progress_mode.MODES:
         raise typer.BadParameter(f"must be {', '.join(progress_mode.MODES)}", param_hint="--progress")
     progress_mode.mode = progress
