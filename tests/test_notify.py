@@ -254,7 +254,11 @@ def test_email_reaches_a_real_smtp_server_with_login(files_deployment: Any, smtp
         "queued": False,
         "error": None,
     }
-    assert box.messages[-1]["msg"]["Subject"] == "[backupctl]: test notification"
+    assert box.messages[-1]["msg"]["Subject"] == "[backupctl] test notification"
+    # config show names the keys as the file does (`from`, not the model's `from_`).
+    shown = dep.ok("config", "show", "-o", "json", env=ENV).json()["notifications"]["channels"]["mail"]
+    assert "from" in shown and "from_" not in shown, shown
+    assert SMTP_PASSWORD not in json.dumps(shown)
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -19,7 +19,7 @@ def show() -> None:
     """
     cfg = context.config()
     # Secret-named keys, and passwords written inside URLs (endpoints), are masked.
-    doc = url_redact.document(redact(cfg.model_dump(mode="json", exclude_none=True)))
+    doc = url_redact.document(redact(cfg.model_dump(mode="json", exclude_none=True, by_alias=True)))
     # A notification URL written literally often is the token (Slack, Discord, healthchecks.io):
     # only its scheme://host shows.
     for channel in doc.get("notifications", {}).get("channels", {}).values():

@@ -212,8 +212,9 @@ def _ping(name: str, channel: PingChannel, event: NotificationEvent) -> None:
 
 def _email(name: str, channel: EmailChannel, event: NotificationEvent, secrets: list[str]) -> None:
     message = EmailMessage()
-    who = f" {event.deployment}" if event.deployment else ""
-    message["Subject"] = scrub(f"{channel.subject_prefix}{who}: {event.title}", secrets).strip()
+    # "[backupctl] shop: backup failed"; without a deployment (a test event) no stray colon.
+    who = f" {event.deployment}:" if event.deployment else ""
+    message["Subject"] = scrub(f"{channel.subject_prefix}{who} {event.title}", secrets).strip()
     message["From"] = channel.from_
     message["To"] = ", ".join(channel.to)
     doc = scrub(event.to_doc(), secrets)
