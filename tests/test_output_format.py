@@ -167,6 +167,8 @@ def test_columns_sorting_and_unknown_column(world: Any) -> None:
         error = json.loads(bad.stderr)["error"]
         assert error["kind"] == "usage" and error["exit_code"] == 2 and error["message"], error
         assert error["hint"] == f"see `backupctl {args[0]} {args[1]} --help`", error
+    bad = dep.run("nosuchcmd", "-f", "json")  # before the root's callback ran
+    assert bad.returncode == ExitCode.USAGE and json.loads(bad.stderr)["error"]["kind"] == "usage", str(bad)
     bad = dep.run("backup", "list", "-f", "json", "-c", "nosuch")  # JSON mode: the error as JSON
     assert bad.returncode == ExitCode.USAGE and bad.stdout == "" and len(bad.stderr.splitlines()) == 1
     error = json.loads(bad.stderr)["error"]
