@@ -416,6 +416,11 @@ def test_global_options_anywhere_and_command_formats_stay(world: Any) -> None:
         "export",
         "-fkubernetes",
     ]
+    # A bundle of global flags only is split; one with a command's flag is the command's.
+    assert hoist_global_options(["backup", "list", "-vq"]) == ["-v", "-q", "backup", "list"]
+    assert hoist_global_options(["backup", "prune", "-yq"]) == ["backup", "prune", "-yq"]
+    quiet = world.ok("backup", "list", "-qv", "-f", "value", "-c", "id", "--limit", "2")
+    assert quiet.stdout.split() == world.ids[::-1][:2]
     ids = world.ok("backup", "list", "-fvalue", "-cid", "--limit", "3").stdout.split()
     assert ids == world.ids[::-1][:3]
     exported = world.ok("schedule", "export", "--format", "crontab", "-f", "json").json()

@@ -38,6 +38,9 @@ _GLOBAL_FLAGS = {
 }
 
 
+# Bundles made only of these are split (`-vq`); a bundle with a command's own flag (`-yq`) is
+# left to the command, whose flags this module does not know.
+_GLOBAL_SHORT_FLAGS = {"v", "q"}
 # `schedule export --format FORMAT` has formats of its own; any other value of -f/--format is
 # the global option's (and a typo there gets the global option's error).
 _COMMAND_FORMATS = {"crontab", "systemd", "kubernetes"}
@@ -68,6 +71,8 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             i += 1
         elif arg in _GLOBAL_FLAGS:
             front.append(arg)
+        elif len(arg) > 2 and arg[0] == "-" and arg[1] != "-" and set(arg[1:]) <= _GLOBAL_SHORT_FLAGS:
+            front.extend(f"-{c}" for c in arg[1:])  # -vq: a bundle of global flags only
         elif arg[:2] in _SHORT_WITH_VALUE and len(arg) > 2 and arg[2:] not in _COMMAND_FORMATS:
             front.append(arg)  # a value attached to the short option: -fjson, -cid
         else:
