@@ -443,3 +443,12 @@ def test_help_lists_the_global_options_and_the_exit_codes() -> None:
     codes = {int(n) for n in re.findall(r"\b(\d+) [a-z]", top.split("Exit codes:", 1)[1])}
     expected = {v for k, v in vars(ExitCode).items() if k.isupper()}
     assert codes == expected, (codes, expected)
+
+
+def test_value_output_keeps_one_record_per_line(files_deployment: Any) -> None:
+    """-f value: a comment with a line break stays on its record's line (as \\n)."""
+    dep = files_deployment
+    backup = dep.create("--comment", "first line\nsecond line")
+    out = dep.ok("backup", "list", "-f", "value", "-c", "id", "-c", "comment").stdout
+    assert out == f"{backup} first line\\nsecond line\n", repr(out)
+    assert dep.show(backup)["comment"] == "first line\nsecond line"  # JSON keeps the value as it is

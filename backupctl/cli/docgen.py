@@ -57,7 +57,7 @@ JSON_KEYS = """\
 | `table` | the default: a table or the details of one record; fitted to the terminal's width |
 | `json` | one JSON document on stdout |
 | `yaml` | the same document as YAML |
-| `value` | values only, space-separated, one record per line (as the OpenStack CLI's `-f value`); a list gives its table's columns unless `-c` picks others |
+| `value` | values only, space-separated, one record per line (as the OpenStack CLI's `-f value`; a line break inside a value is written `\\n`); a list gives its table's columns unless `-c` picks others |
 | `csv` | a header of keys, then one row per record (RFC 4180: CRLF line ends, `"` doubled); columns as for `value` |
 
 `-c/--column NAME` (repeatable) keeps only those columns, in that order, in every format: a table

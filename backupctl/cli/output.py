@@ -351,8 +351,12 @@ def _emit_flat(doc: Any, columns: Sequence[Column]) -> None:
     lines = [[_flat(r.get(k)) for k in keys] for r in records]
     if OPTS.output == "csv":
         _write_csv([keys, *lines])
-    else:
-        sys.stdout.write("".join(" ".join(line) + "\n" for line in lines))
+    else:  # one record per line, also when a value holds a line break (a comment): as \n
+        sys.stdout.write("".join(" ".join(_one_line(v) for v in line) + "\n" for line in lines))
+
+
+def _one_line(value: str) -> str:
+    return value.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _write_csv(rows: Sequence[Sequence[str]]) -> None:
