@@ -33,6 +33,8 @@ def test_import_linter_contracts_pass() -> None:
     assert "never import the UI KEPT" in proc.stdout, (
         "the UI layering contract was not checked:\n" + proc.stdout
     )
+    whole = [ln for ln in proc.stdout.splitlines() if ln.startswith("backupctl: the whole package in layers")]
+    assert whole and all(ln.endswith(" KEPT") for ln in whole), "the package-wide layers:\n" + proc.stdout
     for package in ("pitr", "clone"):
         kept = [
             ln for ln in proc.stdout.splitlines() if ln.startswith(f"{package}: ") and ln.endswith(" KEPT")

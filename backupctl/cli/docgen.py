@@ -325,7 +325,7 @@ def render_config_md() -> str:
 
 
 def _notification_tables() -> list[str]:
-    from backupctl.notify import models as notify_models
+    from backupctl.config import notifications as notify_models
 
     lines = ["## Notifications", "", "See docs/monitoring.md for worked examples.", ""]
     lines += _model_table("`notifications`", notify_models.NotificationsConfig)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from backupctl.config.notifications import NotificationsConfig, NotifyRule
 from backupctl.destinations.base import DestinationOptions
-from backupctl.notify.models import NotificationsConfig, NotifyRule
 from backupctl.policy.models import Policy, parse_duration
 from backupctl.sources.base import SourceOptions
 

@@ -35,8 +35,8 @@ def notify_event(
 ) -> list[dict[str, Any]]:
     """Send `event` to the channels its deployment and its policy chose (dispatch.notify_event).
 
-    Imported here on call: config/models.py imports notify.models, and loading the dispatcher
-    (which imports the config models) at package import would make that a cycle."""
+    The dispatcher is imported on call, for start-up time: importing `backupctl.notify.event`
+    (as the engine does) must not load the channels, the queue and the policy models."""
     from backupctl.notify.dispatch import notify_event as send
 
     return send(config, event, reporter=reporter, state_dir=state_dir)

@@ -23,10 +23,10 @@ from email.message import EmailMessage
 from typing import Any
 
 from backupctl import __version__
+from backupctl.config.notifications import EmailChannel, PingChannel, SecretRef, WebhookChannel
 from backupctl.config.secrets import resolve_secret
 from backupctl.errors import BackupctlError
 from backupctl.notify.event import NotificationEvent
-from backupctl.notify.models import EmailChannel, PingChannel, SecretRef, WebhookChannel
 from backupctl.redact import MASK, document, url_credentials
 
 # Version of the webhook body; bumped only when a key changes meaning or disappears.

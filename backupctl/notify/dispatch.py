@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backupctl.config.notifications import NotifyRule
 from backupctl.config.paths import state_dir as default_state_dir
 from backupctl.events import NullReporter, Reporter, WarningEvent
 from backupctl.notify.channels import DeliveryError, deliver
 from backupctl.notify.event import NotificationEvent
-from backupctl.notify.models import NotifyRule
 from backupctl.notify.queue import Queue
 from backupctl.policy.models import parse_duration
 from backupctl.policy.resolve import effective_policy

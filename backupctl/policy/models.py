@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from backupctl.notify.models import NotifyRule
+from backupctl.config.notifications import NotifyRule
 
 DEFAULT_POLICY_NAME = "default"
 NO_POLICY = "none"
