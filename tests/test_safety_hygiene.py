@@ -502,6 +502,11 @@ def test_a_killed_replay_leaves_a_directory_and_server_that_the_next_replay_remo
     ours = Path(tempfile.mkdtemp(prefix=f"{mariadb_server.REPLAY_PREFIX}{tempdir.owner_tag()}-"))
     try:
         (left / "mysqld.pid").write_text(f"{orphan.pid}\n")
+        # Right after exec /proc/PID/cmdline can still be empty (a real orphan is long started).
+        deadline = time.monotonic() + 10
+        while str(left).encode() not in Path(f"/proc/{orphan.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the stand-in server never showed its command line"
+            time.sleep(0.01)
         removed = mariadb_server.sweep_replays()
         assert left in removed and not left.exists()
         assert orphan.wait(timeout=10) == -signals.SIGKILL
