@@ -20,7 +20,7 @@ SQLite snapshot copy, fetched WAL and binary logs, captured stderr) lives under
 Exceptions, on purpose: a directory another OS user must enter (the data directory owner
 running a temporary server) cannot live under the 0700 per-user directory: it is named with
 `owner_tag()` and the next run of its kind removes those of dead processes
-(sources/mariadb_server.py `sweep_replays`); atomic rewrites of a file are made next to it
+(`sweep_tagged`: drills' throwaway servers, MariaDB replays); atomic rewrites of a file are made next to it
 (same filesystem for the rename).
 """
 
@@ -34,7 +34,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -107,6 +107,19 @@ def dead_owner(name: str) -> bool:
     return int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]), m["start"])
 
 
+def sweep_tagged(prefix: str, remove: Callable[[Path], None]) -> list[Path]:
+    """`remove` every directory `$TMPDIR/<prefix><owner_tag>-...` whose owner no longer runs
+    (it stops what the dead run left running there, then deletes the directory); returns them."""
+    removed = []
+    for entry in os.scandir(tempfile.gettempdir()):
+        if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+            continue
+        if dead_owner(entry.name):
+            remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
 def sweep() -> list[Path]:
     """Remove the run directories of processes that no longer run; return what was removed."""
     try:
@@ -115,11 +128,9 @@ def sweep() -> list[Path]:
         return []
     removed = []
     for entry in os.scandir(base):
-        m = _RUN.match(entry.name)
-        if not m or not entry.is_dir(follow_symlinks=False):
+        if not _RUN.match(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _alive(pid, m["start"]):
+        if not dead_owner(entry.name):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))

@@ -5,7 +5,7 @@ and the row-count comparison.
 Throwaway servers (a restored physical backup, the temporary MariaDB a logical dump is
 loaded into) run as the data directory's owner, another OS user when backupctl runs as
 root, so their directory cannot live in the 0700 per-user temporary directory (the
-exception backupctl/tempdir.py names). It is `$TMPDIR/bctl-drill-<pid>-<random>` (short:
+exception backupctl/tempdir.py names). It is `$TMPDIR/bctl-drill-<pid>-<start>-<random>` (short:
 Unix socket paths are limited), 0700 and owned by the server's user. A drill stops its
 server and removes the directory in a `finally`; after a kill -9 the server keeps running,
 so every drill first runs `sweep_instances`: for each such directory whose creating
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -26,17 +25,17 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from backupctl import tempdir
 from backupctl.drill.base import DrillCheck, DrillContext
 from backupctl.procs import pid_alive
 from backupctl.sources.base import Source
 
 INSTANCE_PREFIX = "bctl-drill-"
-_INSTANCE = re.compile(r"^bctl-drill-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 
 
 def instance_dir() -> Path:
     """A new directory (0700) for one throwaway server of this process (see the module doc)."""
-    path = Path(tempfile.mkdtemp(prefix=f"{INSTANCE_PREFIX}{os.getpid()}-"))
+    path = Path(tempfile.mkdtemp(prefix=f"{INSTANCE_PREFIX}{tempdir.owner_tag()}-"))
     os.chmod(path, 0o700)
     return path
 
@@ -80,18 +79,7 @@ def remove_instance(path: Path) -> None:
 
 def sweep_instances() -> list[Path]:
     """Remove the throwaway-server directories (and stop their servers) of drills that died."""
-    removed = []
-    me = os.getpid()
-    for entry in Path(tempfile.gettempdir()).glob(INSTANCE_PREFIX + "*"):
-        m = _INSTANCE.match(entry.name)
-        if not m or not entry.is_dir() or entry.is_symlink():
-            continue
-        pid = int(m["pid"])
-        if pid == me or pid_alive(pid):
-            continue
-        remove_instance(entry)
-        removed.append(entry)
-    return removed
+    return tempdir.sweep_tagged(INSTANCE_PREFIX, remove_instance)
 
 
 @contextlib.contextmanager

@@ -57,26 +57,21 @@ def server_tool() -> str:
 REPLAY_PREFIX = "bctl-replay-"
 
 
+def _remove_replay(path: Path) -> None:
+    """Stop the server of a dead run's replay (its pid file there, its command line naming
+    the directory, so a reused pid is not killed), then remove the directory."""
+    try:
+        pid = int((path / "mysqld.pid").read_text().split()[0])
+        if str(path).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def sweep_replays() -> list[Path]:
-    """Remove the replay directories of killed runs, stopping the server still running in one
-    (its pid file there, its command line naming the directory); returns what was removed."""
-    removed = []
-    base = Path(tempfile.gettempdir())
-    for entry in os.scandir(base):
-        if not entry.name.startswith(REPLAY_PREFIX) or not entry.is_dir(follow_symlinks=False):
-            continue
-        if not tempdir.dead_owner(entry.name):
-            continue
-        try:
-            pid = int((Path(entry.path) / "mysqld.pid").read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if entry.path.encode() in cmdline:
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(Path(entry.path))
-    return removed
+    """Remove the replay directories of killed runs, stopping a server still running there."""
+    return tempdir.sweep_tagged(REPLAY_PREFIX, _remove_replay)
 
 
 class TemporaryServer:
