@@ -26,21 +26,6 @@ def url_credentials(text: str) -> str:
     return _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
 
 
-def url_location(url: str) -> str:
-    """`scheme://host[:port]/***` of a URL whose path or query may be the token itself.
-
-    Slack and Discord webhook URLs and healthchecks.io ping URLs carry their credential in
-    the path (`/services/T0/B0/XXXX`, `/<uuid>`), so the whole path and query are masked;
-    the receiver stays recognisable by its host."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        return MASK
-    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    tail = rest[len(netloc) :]
-    host = netloc.rsplit("@", 1)[-1]
-    return f"{head}://{host}" + (f"/{MASK}" if tail.strip("/") else "")
-
-
 def document(value: Any) -> Any:
     """Copy of a JSON-like structure with `url_credentials` applied to every string in it."""
     if isinstance(value, str):

@@ -22,9 +22,13 @@ def show() -> None:
     doc = url_redact.document(redact(cfg.model_dump(mode="json", exclude_none=True, by_alias=True)))
     # A notification URL written literally often is the token (Slack, Discord, healthchecks.io):
     # only its scheme://host shows.
-    for channel in doc.get("notifications", {}).get("channels", {}).values():
-        if isinstance(channel.get("url"), str):
-            channel["url"] = url_redact.url_location(channel["url"])
+    channels = doc.get("notifications", {}).get("channels", {})
+    if channels:
+        from backupctl.notify.channels import masked_url
+
+        for channel in channels.values():
+            if isinstance(channel.get("url"), str):
+                channel["url"] = masked_url(channel["url"])
     if output.OPTS.output == "table":
         output.OPTS.output = "yaml"
     output.emit_document(doc)

@@ -48,6 +48,13 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
+def masked_url(url: str) -> str:
+    """`where(url)` plus `/***` when the URL has a path or query: Slack and Discord webhook
+    URLs and healthchecks.io pings carry their token there (`config show`)."""
+    parts = urllib.parse.urlsplit(url)
+    return where(url) + (f"/{MASK}" if parts.path.strip("/") or parts.query or parts.fragment else "")
+
+
 def _request(url: str, body: bytes, headers: dict[str, str]) -> urllib.request.Request:
     """A POST to `url`; `user:password@` in it becomes HTTP Basic authentication (urllib
     would read the password as the port)."""
