@@ -79,3 +79,14 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             rest.append(arg)
         i += 1
     return front + rest
+
+
+def asks_for_json(args: list[str]) -> bool:
+    """The command line (global options hoisted to the front) asks for JSON output: for an
+    error found before the root callback ran (an unknown command)."""
+    for i, arg in enumerate(args):
+        if arg in ("-fjson", "-ojson", "--format=json", "--output=json"):
+            return True
+        if arg in ("-f", "-o", "--format", "--output") and args[i + 1 : i + 2] == ["json"]:
+            return True
+    return False

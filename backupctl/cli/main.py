@@ -26,7 +26,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from backupctl import __version__
 from backupctl.cli import output, progress_mode
-from backupctl.cli.globalopts import hoist_global_options
+from backupctl.cli.globalopts import asks_for_json, hoist_global_options
 from backupctl.cli.safestream import guard_stderr
 from backupctl.errors import BackupctlError, ExitCode, UsageError
 
@@ -421,16 +421,6 @@ def _report_error(exc: BackupctlError) -> None:
         sys.stderr.write(text + "\n")
 
 
-def _asks_for_json(args: list[str]) -> bool:
-    """The command line (global options hoisted to the front) asks for JSON output."""
-    for i, arg in enumerate(args):
-        if arg in ("-f", "-o", "--format", "--output") and args[i + 1 : i + 2] == ["json"]:
-            return True
-        if arg in ("-fjson", "-ojson", "--format=json", "--output=json"):
-            return True
-    return False
-
-
 def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -498,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write("aborted\n")
             return ExitCode.ABORTED
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # UsageError, BadParameter...
-            if output.OPTS.output == "json" or _asks_for_json(args):  # as every error in JSON mode
+            if output.OPTS.output == "json" or asks_for_json(args):  # as every error in JSON mode
                 output.OPTS.output = "json"  # (the root callback may not have run: no such command)
                 ctx = getattr(exc, "ctx", None)
                 where = f"backupctl {ctx.command_path.partition(' ')[2]}".strip() if ctx else "backupctl"
