@@ -94,7 +94,7 @@ class LightConfig:
                 f"cannot tell which deployment to use ({len(matching)} have a {engine} source)",
                 hint="pass --deployment NAME or set BACKUPCTL_DEPLOYMENT",
             )
-        return matching[0]
+        return str(matching[0])
 
     def destinations(self, deployment: str) -> list[tuple[str, Any]]:
         from backupctl.destinations.base import options_model

@@ -234,6 +234,10 @@ def _matches(patterns: tuple[str, ...], path: str) -> bool:
     )
 
 
+def _clean_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p.rstrip("/") or "/" for p in patterns)
+
+
 @dataclass(frozen=True)
 class RestoreSelection:
     """--include/--exclude of `backup restore` (see module docstring)."""
@@ -242,9 +246,8 @@ class RestoreSelection:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        clean = lambda ps: tuple(p.rstrip("/") or "/" for p in ps)  # noqa: E731
-        object.__setattr__(self, "include", clean(self.include))
-        object.__setattr__(self, "exclude", clean(self.exclude))
+        object.__setattr__(self, "include", _clean_patterns(self.include))
+        object.__setattr__(self, "exclude", _clean_patterns(self.exclude))
         object.__setattr__(self, "_state", lru_cache(maxsize=4096)(self._state_uncached))
 
     def __bool__(self) -> bool:

@@ -138,7 +138,7 @@ def download(
             for entry in entries:
                 info = _tar_info(entry)
                 if entry.kind == "file":
-                    tar.addfile(info, _ChunkReader(counter.chunks(entry)))  # type: ignore[arg-type]
+                    tar.addfile(info, _ChunkReader(counter.chunks(entry)))
                     total += entry.size
                     files += 1
                 else:

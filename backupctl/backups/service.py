@@ -506,9 +506,9 @@ class Service:
             return False
         primary = self.primary_destination(job["deployment"])
         if job.get("repository_id"):
-            return repo_ids.get(primary) == job["repository_id"]
+            return bool(repo_ids.get(primary) == job["repository_id"])
         if job.get("location"):
-            return job["location"] == self.location_of(primary)
+            return bool(job["location"] == self.location_of(primary))
         return True
 
     def _reading(self, repo: Repository, operation: str) -> contextlib.AbstractContextManager[None]:

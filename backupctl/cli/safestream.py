@@ -60,4 +60,4 @@ class _SafeStderr:
 def guard_stderr() -> None:
     """Install the wrapper once (idempotent; tests call main() many times in one process)."""
     if not isinstance(sys.stderr, _SafeStderr) and sys.stderr is not None:
-        sys.stderr = _SafeStderr(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = _SafeStderr(sys.stderr)

@@ -35,7 +35,7 @@ from backupctl.clone.common import DB_TYPES, NAME_RE, CloneError
 from backupctl.clone.logical import clone_logical
 from backupctl.errors import ConfigError
 from backupctl.events import InfoEvent, WarningEvent
-from backupctl.pitr.common import PHYSICAL_METHODS
+from backupctl.pitr.common import PHYSICAL_METHODS, remove_partial
 from backupctl.policy import yaml_edit
 from backupctl.records import BackupSummary, Manifest, SourceRecord
 from backupctl.sources.base import source_class
@@ -165,7 +165,7 @@ def clone_backup(
             made = clone_logical(svc, repo, manifest, src, source, info, name, database, host, port, result)
     except BaseException:
         if restored is not None and datadir is not None:
-            physical.remove_partial(datadir, created)
+            remove_partial(datadir, created)
         raise
 
     doc = made.doc

@@ -122,9 +122,9 @@ def clone_logical(
         extra = {"rename": rename, "only_databases": originals, "skip_globals": same_server}
         restore_into(svc, repo, manifest, src, target, None, extra)
         if kind == "postgres":
-            _own_postgres(target, info, rename, owner, password)  # type: ignore[arg-type]
+            _own_postgres(target, info, rename, owner, password)
         else:
-            _own_mariadb(target, info, rename, owner, password)  # type: ignore[arg-type]
+            _own_mariadb(target, info, rename, owner, password)
     except BaseException:
         undo()
         raise

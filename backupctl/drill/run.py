@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backupctl import tempdir
-from backupctl.drill.base import DrillCheck, DrillContext, DrillRecord, driller_for
+from backupctl.drill.base import DrillCheck, DrillContext, driller_for
+from backupctl.drill.record import DrillRecord
 from backupctl.errors import BackupctlError, ConfigError, NotFoundError, RestoreIncompleteError, UsageError
 from backupctl.events import Finished, Reporter, Started, WarningEvent
 from backupctl.notify import hooks as notify_hooks

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
@@ -69,7 +69,7 @@ class PolicyInUseError(ConfigError):
 
 def _quoted(text: str) -> str:
     """Written with quotes: `at: "05:00"` (sexagesimal in YAML 1.1), `cron: "0 5 * * *"`."""
-    return DoubleQuotedScalarString(text.strip())
+    return cast(str, DoubleQuotedScalarString(text.strip()))  # a str subclass; str() would drop the quotes
 
 
 @dataclass

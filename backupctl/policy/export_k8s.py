@@ -26,7 +26,7 @@ import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
@@ -333,4 +333,4 @@ def _dump(doc: dict[str, Any]) -> LiteralScalarString:
     y.width = 4096
     buf = io.StringIO()
     y.dump(quote_ambiguous(doc), buf)
-    return LiteralScalarString(buf.getvalue())
+    return cast(LiteralScalarString, LiteralScalarString(buf.getvalue()))

@@ -28,6 +28,7 @@ import threading
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from backupctl.repo.pack import BlobEntry
 
@@ -49,7 +50,7 @@ class Location:
     type: str
 
 
-def _column() -> array:
+def _column() -> array[int]:
     return array("I")
 
 
@@ -84,7 +85,7 @@ class Index:
         self._slots = array("I", bytes(4 * _MIN_SLOTS))
         self._mask = _MIN_SLOTS - 1
         # what a query reads; None when rows were added since (see the class docstring)
-        self._table: tuple[array, int, bytearray] | None = (self._slots, self._mask, self._keys)
+        self._table: tuple[array[int], int, bytearray] | None = (self._slots, self._mask, self._keys)
         # blob id -> its further copies (rare, see the module docstring)
         self._more: dict[bytes, list[_Hit]] = {}
         # blob id -> the pack whose copy was dropped as unusable (for error messages)
@@ -134,7 +135,7 @@ class Index:
         i = self._slot(blob_id)
         return -1 if i < 0 else self._table[0][i] - 1  # type: ignore[index]
 
-    def _sync(self) -> tuple[array, int, bytearray]:
+    def _sync(self) -> tuple[array[int], int, bytearray]:
         """Enter the rows added since the last query into the table (lock held)."""
         t = self._table
         if t is not None:
@@ -151,7 +152,7 @@ class Index:
         assert self._table is not None
         return self._table
 
-    def _rebuild(self, n: int) -> tuple[array, int, bytearray]:
+    def _rebuild(self, n: int) -> tuple[array[int], int, bytearray]:
         """A new table for rows [0, n), sized to be at most half full (lock held)."""
         want = _MIN_SLOTS
         while want < 2 * (self._live + n - self._hashed):
@@ -178,7 +179,7 @@ class Index:
         assert self._table is not None
         return self._table
 
-    def _insert_rows(self, slots: array, mask: int, lo: int, hi: int) -> None:
+    def _insert_rows(self, slots: array[int], mask: int, lo: int, hi: int) -> None:
         """Rows [lo, hi) in order: a blob already indexed makes its row a further copy
         (or nothing, when it is the same pack) and the row dead."""
         keys, pack = self._keys, self._pack
@@ -294,7 +295,7 @@ class Index:
                 del getattr(self, name)[n:]
             raise ValueError(f"negative or huge offset/length in the index: {e}") from None
 
-    def add_doc(self, doc: dict) -> None:
+    def add_doc(self, doc: dict[str, Any]) -> None:
         for pack in doc.get("packs", []):
             self.add_pack(
                 pack["id"], (BlobEntry(t, bytes.fromhex(i), o, ln, r) for t, i, o, ln, r in pack["blobs"])
@@ -494,7 +495,7 @@ class PackMap(Mapping[str, list[BlobEntry]]):
         return [e for _r, e in sorted(primary + further, key=lambda x: x[0])]
 
 
-def index_doc(packs: dict[str, list[BlobEntry]], supersedes: Iterable[str] = ()) -> dict:
+def index_doc(packs: dict[str, list[BlobEntry]], supersedes: Iterable[str] = ()) -> dict[str, Any]:
     return {
         "v": 1,
         "packs": [

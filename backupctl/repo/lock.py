@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 from backupctl.destinations.base import Destination, NotFound
 from backupctl.errors import DestinationError, LockedError
@@ -55,7 +56,7 @@ class RepositoryLock:
             }
         ).encode()
 
-    def _others(self) -> list[dict]:
+    def _others(self) -> list[dict[str, Any]]:
         """Live locks held by others; stale ones are removed on the way."""
         live = []
         for info in self.dest.list("locks/"):
@@ -75,7 +76,7 @@ class RepositoryLock:
         return live
 
     @staticmethod
-    def _is_stale(doc: dict) -> bool:
+    def _is_stale(doc: dict[str, Any]) -> bool:
         try:
             taken, pid = float(doc.get("time", 0)), int(doc.get("pid", 0))
         except (TypeError, ValueError):
@@ -98,7 +99,7 @@ class RepositoryLock:
                 delay = min(delay * 2, 30.0)
 
     def _try_acquire(self) -> RepositoryLock:
-        def conflict(others: list[dict]) -> list[dict]:
+        def conflict(others: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [o for o in others if self.exclusive or o.get("exclusive")]
 
         if blockers := conflict(self._others()):
@@ -113,7 +114,7 @@ class RepositoryLock:
         self._thread.start()
         return self
 
-    def _locked(self, doc: dict) -> LockedError:
+    def _locked(self, doc: dict[str, Any]) -> LockedError:
         kind = "exclusively" if doc.get("exclusive") else ""
         taken = float(doc.get("time", 0))
         age = int(time.time() - taken)
@@ -150,7 +151,7 @@ class RepositoryLock:
         self.release()
 
 
-def list_locks(dest: Destination) -> list[dict]:
+def list_locks(dest: Destination) -> list[dict[str, Any]]:
     """Every lock object, with its name and whether it is stale."""
     out = []
     for info in dest.list("locks/"):
@@ -166,7 +167,7 @@ def list_locks(dest: Destination) -> list[dict]:
     return out
 
 
-def remove_locks(dest: Destination, *, remove_all: bool) -> list[dict]:
+def remove_locks(dest: Destination, *, remove_all: bool) -> list[dict[str, Any]]:
     """Remove stale locks, or every lock with `remove_all`; returns the removed ones."""
     removed = []
     for doc in list_locks(dest):

@@ -275,7 +275,7 @@ class Repository:
             self.damaged_indexes: dict[str, str] = {}
             names = [i.name for i in self.dest.list("index/")]
 
-            def fetch(name: str) -> dict | str:
+            def fetch(name: str) -> dict[str, Any] | str:
                 try:
                     doc = self.codec.decode_doc(self.dest.get(name), b"index", name)
                 except NotFound:

@@ -265,13 +265,13 @@ class FilesSource(Source):
             key = (st.st_dev, st.st_ino)
             first = seen.get(key)
             if first is not None:  # metadata and xattrs belong to the inode: stored with the first
-                return Entry(kind="hardlink", target=first, **common)  # type: ignore[arg-type]
+                return Entry(kind="hardlink", target=first, **common)
             seen[key] = rel
         common["xattrs"] = self._xattrs(path)
         if stat.S_ISDIR(st.st_mode):
-            return Entry(kind="dir", **common)  # type: ignore[arg-type]
+            return Entry(kind="dir", **common)
         if stat.S_ISLNK(st.st_mode):
-            return Entry(kind="symlink", target=os.readlink(path), **common)  # type: ignore[arg-type]
+            return Entry(kind="symlink", target=os.readlink(path), **common)
         kind = _KINDS[stat.S_IFMT(st.st_mode)]
         if kind != "file":
             rdev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind != "fifo" else None
@@ -301,7 +301,7 @@ class FilesSource(Source):
             reusable=True,
             sparse=sparse,
             **common,
-        )  # type: ignore[arg-type]
+        )
 
     def _xattrs(self, path: str) -> dict[str, bytes] | None:
         """Every extended attribute of `path` itself (never a symlink's target): user.*,

@@ -94,7 +94,7 @@ OFFLINE_SKIP_SUFFIXES = (".pid", ".sock.lock")
 
 
 class MariaDBOptions(SourceOptions):
-    type: Literal["mariadb"] = "mariadb"  # type: ignore[assignment]
+    type: Literal["mariadb"] = "mariadb"
     host: str = "localhost"
     port: int = Field(3306, ge=1, le=65535)
     socket: Path | None = None

@@ -70,7 +70,7 @@ SSL_MODES = Literal["disable", "allow", "prefer", "require", "verify-ca", "verif
 
 
 class PostgresOptions(SourceOptions):
-    type: Literal["postgres"] = "postgres"  # type: ignore[assignment]
+    type: Literal["postgres"] = "postgres"
     host: str = "localhost"  # a host name, an IP address, or a socket directory
     port: int = Field(5432, ge=1, le=65535)
     user: str = "postgres"
@@ -753,7 +753,7 @@ def extract_tar_stream(fileobj: Any, dest: Path, *, python_filter: bool = HAS_TA
 
     with tarfile.open(fileobj=fileobj, mode="r|") as tar:
         if python_filter:
-            tar.extractall(dest, members=checked(tar), filter="tar")  # type: ignore[call-arg]
+            tar.extractall(dest, members=checked(tar), filter="tar")
         else:
             tar.extractall(dest, members=checked(tar))
 
