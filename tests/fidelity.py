@@ -163,11 +163,11 @@ def build_corpus(root: Path, *, seed: int = 12, big_dir: int = 20_000, depth: in
     modes = {"setuid": 0o4755, "setgid": 0o2755, "sticky-file": 0o1644, "all": 0o7777, "exec": 0o711}
     if IS_ROOT:
         modes["none"] = 0o000
-    for name, mode in modes.items():
-        _write(p("modes", name), name.encode())
-        os.chmod(p("modes", name), mode)
-    for name, mode in {"sticky-dir": 0o1777, "setgid-dir": 0o2775, "private": 0o700}.items():
-        os.mkdir(p("modes", name))
+    for mode_name, mode in modes.items():
+        _write(p("modes", mode_name), mode_name.encode())
+        os.chmod(p("modes", mode_name), mode)
+    for mode_name, mode in {"sticky-dir": 0o1777, "setgid-dir": 0o2775, "private": 0o700}.items():
+        os.mkdir(p("modes", mode_name))
         _write(p("modes", name, "inside"), b"inside")
         os.chmod(p("modes", name), mode)
     if IS_ROOT:

@@ -12,6 +12,7 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def _best_of(args: list[str], env: dict[str, str]) -> float:
     best = 1e9
     for _ in range(3):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([helpers.sys.executable, *args], env=env, capture_output=True, check=True)
+        subprocess.run([sys.executable, *args], env=env, capture_output=True, check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         best = min(best, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return best
@@ -155,7 +156,7 @@ def test_the_bash_script_completes_in_a_real_bash(world: dict[str, Any], tmp_pat
     bindir = tmp_path / "bin"
     bindir.mkdir()
     launcher = bindir / "backupctl"
-    launcher.write_text(f'#!/bin/sh\nexec "{helpers.sys.executable}" -m backupctl "$@"\n')
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m backupctl "$@"\n')
     launcher.chmod(0o755)
     script = REPO_ROOT / "completions" / "backupctl.bash"
     program = (
@@ -213,7 +214,7 @@ def test_install_completion_installs_the_dynamic_script(world: dict[str, Any], t
     bindir = tmp_path / "bin"
     bindir.mkdir()
     launcher = bindir / "backupctl"
-    launcher.write_text(f'#!/bin/sh\nexec "{helpers.sys.executable}" -m backupctl "$@"\n')
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m backupctl "$@"\n')
     launcher.chmod(0o755)
     program = (
         f"source {home / '.bashrc'}\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import helpers
 
@@ -20,7 +21,7 @@ def _regular_file_entries(root: Path) -> int:
     return len(seen)
 
 
-def _source(dep, backup_id: str) -> dict:
+def _source(dep, backup_id: str) -> dict[str, Any]:
     shown = dep.show(backup_id)
     assert len(shown["sources"]) == 1
     return shown | {"src": shown["sources"][0]}

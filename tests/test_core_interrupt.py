@@ -90,7 +90,7 @@ class World:
             repo = svc.repository("local")
             repo.load_index(reload=True)
             manifest = repo.load_manifest(backup_id)
-            packs = set()
+            packs: set[str] = set()
             for src in manifest["sources"]:
                 tree = [bytes.fromhex(t) for t in src["tree"]]
                 blobs = list(tree)

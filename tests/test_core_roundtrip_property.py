@@ -25,7 +25,7 @@ MIB = 1024 * KIB
 # unicode, leading dashes and dots, newlines and the like are all allowed.
 names = (
     st.text(
-        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"),
         min_size=1,
         max_size=30,
     )
@@ -51,7 +51,7 @@ file_spec = st.fixed_dictionaries(
 
 
 def tree_spec(depth: int) -> st.SearchStrategy[Any]:
-    leaf = st.one_of(
+    leaf: st.SearchStrategy[Any] = st.one_of(
         file_spec.map(lambda f: ("file", f)),
         names.map(lambda t: ("symlink", t)),
         st.just(("dir", {})),

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from backupctl.destinations.base import AlreadyExists, DestinationError, NotFound
+from backupctl.destinations.base import AlreadyExists, NotFound
 from backupctl.destinations.ftp import FTPDestination, FTPOptions
+from backupctl.errors import DestinationError
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -63,13 +65,18 @@ def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int,
     cert, key = _self_signed(root)
     authorizer = DummyAuthorizer()
     authorizer.add_user("backup", "s3cret-ftps", str(home), perm="elradfmwMT")
-    handler = type("Handler", (TLS_FTPHandler,), {})
-    handler.authorizer = authorizer
-    handler.certfile = str(cert)
-    handler.keyfile = str(key)
-    handler.tls_control_required = True
-    handler.tls_data_required = True
-    handler.passive_ports = range(30300, 30400)
+    handler: Any = type(
+        "Handler",
+        (TLS_FTPHandler,),
+        {
+            "authorizer": authorizer,
+            "certfile": str(cert),
+            "keyfile": str(key),
+            "tls_control_required": True,
+            "tls_data_required": True,
+            "passive_ports": range(30300, 30400),
+        },
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -300,7 +300,7 @@ def test_status_overdue_when_the_policy_slot_passed_without_a_backup(
     (row,) = doc["deployments"]
     assert [p["kind"] for p in row["problems"]] == ["overdue"]
     assert row["last_backup"]["id"] == record["id"]
-    end = ts(record["finished"])  # the fake clock's time: five hours before the test started
+    end = ts(str(record["finished"]))  # the fake clock's time: five hours before the test started
     assert before - end - 0.01 <= row["rpo_s"] <= after - end + 0.01, (row["rpo_s"], before - end)
     # A generous grace: not overdue. The metrics say the same.
     assert dep.run("status", "--grace", "6h").returncode == 0

@@ -646,7 +646,7 @@ def test_drill_hook_sends_drill_failed_with_the_failed_check(
         [{"channel": "hook", "on": "failure"}],
     )
     svc = helpers.service(files_deployment.config)
-    drill = {
+    drill: dict[str, Any] = {
         "id": "d" * 32,
         "backup_id": "b" * 32,
         "deployment": "app",

@@ -44,6 +44,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     (03:30 Europe/Berlin) on `app`. Its own XDG world, as conftest.isolated_env gives a test."""
     from conftest import Deployment
 
+    class World(Deployment):
+        ids: list[str]  # the backups' IDs, oldest first
+
     root = tmp_path_factory.mktemp("output-format")
     with pytest.MonkeyPatch.context() as mp:
         for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
@@ -52,9 +55,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         mp.delenv("BACKUPCTL_CONFIG", raising=False)
         tree = helpers.make_sample_tree(root / "src")
         (root / "deploy").mkdir()
-        dep = Deployment(root / "deploy", [{"type": "files", "paths": [str(tree)]}])
+        dep = World(root / "deploy", [{"type": "files", "paths": [str(tree)]}])
         svc = helpers.service(dep.config)
-        dep.ids = []  # oldest first
+        dep.ids = []
         for i in range(25):
             kind = "full" if i < 5 else "incremental"
             comment = 'say "hi", then go' if i == 7 else ""
@@ -402,7 +405,7 @@ def test_every_json_time_has_one_precision(files_deployment: Any) -> None:
 
 
 def test_global_options_anywhere_and_command_formats_stay(world: Any) -> None:
-    from backupctl.cli.main import hoist_global_options
+    from backupctl.cli.globalopts import hoist_global_options
 
     assert hoist_global_options(["backup", "list", "-fjson", "-cid", "--sort-column", "started", "--utc"]) == [
         "-fjson", "-cid", "--sort-column", "started", "--utc", "backup", "list",

@@ -55,7 +55,7 @@ def started(server: MariaDBServer, datadir: Path) -> Iterator[Any]:
     def sql(query: str) -> str:
         res = subprocess.run(
             [
-                server.client,
+                str(server.client),
                 "--no-defaults",
                 f"--socket={sock}",
                 "-uroot",

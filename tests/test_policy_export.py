@@ -52,7 +52,7 @@ def config() -> Config:
         }
     )
     config.deployments = {
-        n: DeploymentConfig.model_construct(policy=p)
+        n: DeploymentConfig.model_construct(policy=p, sources=[], destinations=[])
         for n, p in [
             ("app", "nightly"),
             ("db", "csc"),

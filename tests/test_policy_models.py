@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -64,9 +65,12 @@ def test_default_policy_backs_up_every_two_hours_and_keeps_gfs() -> None:
     assert (r.keep_daily, r.keep_weekly, r.keep_monthly) == (14, 8, 12)
 
 
-def _config(policies: dict, deployments: dict[str, str | None]) -> Config:
+def _config(policies: dict[str, Any], deployments: dict[str, str | None]) -> Config:
     config = Config.model_validate({"encryption": {"passphrase_env": "PW"}, "policies": policies})
-    config.deployments = {n: DeploymentConfig.model_construct(policy=p) for n, p in deployments.items()}
+    config.deployments = {
+        n: DeploymentConfig.model_construct(policy=p, sources=[], destinations=[])
+        for n, p in deployments.items()
+    }
     return config
 
 

@@ -16,6 +16,7 @@ import zoneinfo
 import zoneinfo._zoneinfo
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -122,7 +123,7 @@ def tzdata_offset_changes(key: str) -> list[datetime]:
     """Every UTC offset change of zone `key` up to 2100, read from its tzdata (the pure-Python
     zoneinfo's transition list and its rule for later years; cross-checked against a public
     search below), keeping only transitions that change the offset."""
-    pure = zoneinfo._zoneinfo.ZoneInfo.no_cache(key)  # type: ignore[attr-defined]
+    pure = zoneinfo._zoneinfo.ZoneInfo.no_cache(key)
     stamps = [int(t) for t in pure._trans_utc]
     rule = pure._tz_after
     if hasattr(rule, "transitions"):  # DST by a POSIX rule after the last listed transition
@@ -199,7 +200,7 @@ def old_expiries(
     return out
 
 
-POLICIES = [
+POLICIES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     # every minute, the built-in default's retention (what bench/startup.py lists)
     (
         {"cron": "* * * * *", "timezone": "Europe/Berlin"},

@@ -512,9 +512,9 @@ def test_temporaries_of_killed_writes_are_listed_and_removable(
     if type_name == "local":
         root = Path(dest.location)
     elif type_name == "sftp":
-        root = Path(dest._root)  # type: ignore[attr-defined]
+        root = Path(dest._root)
     else:
-        root = request.getfixturevalue("ftp_server").root / dest._root.lstrip("/")  # type: ignore[attr-defined]
+        root = request.getfixturevalue("ftp_server").root / dest._root.lstrip("/")
     tmp_name = f"data/ab/.ab{'1' * 62}.0123456789ab.tmp-backupctl"
     (root / tmp_name).write_bytes(b"partial")
 

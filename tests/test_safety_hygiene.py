@@ -121,7 +121,7 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def test_fuzzed_configs_are_config_errors(data: st.DataObject, tmp_path: Path) -> None:
     """Replace one to three places of a valid config with junk: the loader either accepts the
     result or raises one ConfigError line naming the file; nothing else escapes."""
-    doc = copy.deepcopy(_VALID)
+    doc: Any = copy.deepcopy(_VALID)
     for _ in range(data.draw(st.integers(1, 3))):
         where = data.draw(st.sampled_from(_paths(doc)))
         junk = data.draw(_JUNK)

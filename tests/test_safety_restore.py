@@ -40,9 +40,9 @@ def _leftover_temps(root: Path) -> list[str]:
     ]
 
 
-def _tree_bytes(root: Path) -> dict[str, Any]:
+def _tree_bytes(root: Path) -> dict[bytes, Any]:
     """Every path under root -> its content (files), link target (symlinks) or 'dir'."""
-    out: dict[str, Any] = {}
+    out: dict[bytes, Any] = {}
     for d, dirs, files in os.walk(os.fsencode(root)):
         for n in [*dirs, *files]:
             p = os.path.join(d, n)
@@ -259,10 +259,10 @@ def test_target_restore_that_runs_out_of_space_says_what_it_wrote(
     assert not _leftover_temps(target)
     # What is there is whole: every restored file has the backup's content.
     restored = helpers.restored(target, src)
-    for d, _dirs, files in os.walk(restored):
+    for dirpath, _dirs, files in os.walk(restored):
         for name in files:
-            rel = Path(d, name).relative_to(restored)
-            assert (Path(d) / name).read_bytes() == (src / rel).read_bytes()
+            rel = Path(dirpath, name).relative_to(restored)
+            assert (Path(dirpath) / name).read_bytes() == (src / rel).read_bytes()
 
 
 def test_in_place_restore_that_runs_out_of_space_keeps_whole_files_and_can_be_undone(

@@ -96,7 +96,7 @@ def engine(config: Path, clock: FakeClock) -> tuple[Service, Scheduler]:
     return service, Scheduler(service, clock)
 
 
-def completed(service: Service) -> dict[str, dict[str, Any]]:
+def completed(service: Service) -> dict[str, Any]:
     rows = service.list_backups("app")
     assert all(r["status"] == "Completed" for r in rows), [(r["id"][:8], r["status"]) for r in rows]
     return {r["id"]: r for r in rows}

@@ -149,7 +149,7 @@ def test_two_hosts_run_each_slot_once_and_survive_a_kill(
     finally:
         service.close()
     assert all(r["status"] == "Completed" and r["created_by"] == "hourly" for r in backups), backups
-    by_slot: dict[datetime, list[dict[str, Any]]] = {}
+    by_slot: dict[datetime, list[Any]] = {}
     for r in backups:
         started = datetime.fromisoformat(r["started"].replace("Z", "+00:00"))
         by_slot.setdefault(started - timedelta(minutes=1), []).append(r)

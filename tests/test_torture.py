@@ -17,7 +17,7 @@ from typing import Any
 
 import helpers
 import pytest
-from torture_lib import OBJECT_KINDS, World, damage, repository_objects
+from torture_lib import OBJECT_KINDS, Run, World, damage, repository_objects
 
 pytestmark = pytest.mark.torture
 
@@ -252,6 +252,7 @@ def test_faulty_local_destination(tmp_path: Path) -> None:
         faults = f"{FAULTS},seed={step}"
         op = rng.choice(["create", "create", "delete", "prune"])
         vanish: set[str] = set()
+        run: Run | None
         if op == "create":
             run = world.create(faults=faults)
         elif op == "delete":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 import blake3
 import pytest
@@ -30,11 +31,11 @@ def _codec() -> Codec:
     return Codec(Cipher(master_keys()))
 
 
-def _independent_header(pack: bytes) -> list[list]:
+def _independent_header(pack: bytes) -> list[list[Any]]:
     (hlen,) = struct.unpack("<I", pack[-4:])
     header = pack[-4 - hlen : -4]
     packed = AESGCM(master_keys().enc_key).decrypt(header[:12], header[12:], b"pack-header")
-    result: list[list] = json.loads(zstandard.ZstdDecompressor().decompress(packed))
+    result: list[list[Any]] = json.loads(zstandard.ZstdDecompressor().decompress(packed))
     return result
 
 
