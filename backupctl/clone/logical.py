@@ -159,7 +159,7 @@ def clone_logical(
 
 
 def _precheck_postgres(target: Any, rename: dict[str, str], owner: str) -> Any:
-    from backupctl.sources.postgres import quote_ident, quote_literal
+    from backupctl.sources.postgres_client import quote_ident, quote_literal
 
     names = ", ".join(quote_literal(n) for n in rename.values())
     existing = [r[0] for r in target.admin_sql(f"SELECT datname FROM pg_database WHERE datname IN ({names})")]
@@ -292,7 +292,7 @@ def _own_postgres(
     named in a warning. The role has CREATEDB, so the clone's deployment can restore its own
     backups (a restore drops and creates the database).
     """
-    from backupctl.sources.postgres import quote_ident, quote_literal
+    from backupctl.sources.postgres_client import quote_ident, quote_literal
 
     verifier = scram_verifier(password)
     role = quote_ident(owner)

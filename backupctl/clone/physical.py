@@ -299,7 +299,7 @@ def _pg_set_password(
     import tempfile
 
     from backupctl.sources.dbutil import Secrets, child_env, run
-    from backupctl.sources.postgres import quote_ident, quote_literal
+    from backupctl.sources.postgres_client import quote_ident, quote_literal
 
     owner: str | None = None
     st = datadir.stat()

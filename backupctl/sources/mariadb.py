@@ -72,7 +72,7 @@ from backupctl.sources.dbutil import (
     run,
     safe_name,
 )
-from backupctl.sources.postgres import clear_dir
+from backupctl.sources.postgres_physical import clear_dir
 from backupctl.sources.rowcount import InsertCounter, RowCounter, counted, recorded_counts
 
 GLOBALS_PATH = "mariadb/globals.sql"
