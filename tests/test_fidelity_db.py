@@ -399,7 +399,8 @@ def test_logical_version_checks_run_before_the_safety_backup(
 ) -> None:
     """The engine calls check_in_place_restore before it takes the safety backup."""
     from backupctl.errors import SourceError
-    from backupctl.sources.mariadb import MariaDBOptions, MariaDBSource
+    from backupctl.sources.mariadb import MariaDBSource
+    from backupctl.sources.mariadb_client import MariaDBOptions
     from backupctl.sources.postgres import PostgresSource
     from backupctl.sources.postgres_client import PostgresOptions
 
