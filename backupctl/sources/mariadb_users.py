@@ -23,7 +23,6 @@ from backupctl.sources.mariadb_client import quote_ident, quote_literal
 # user may lack) and the anonymous accounts (a secured target has removed them).
 PROTECTED_USERS = ("root", "mariadb.sys")
 PROTECTED_ACCOUNTS = (("mysql", "localhost"),)
-# Files a running mariadbd holds a POSIX write lock on (Aria's control file, InnoDB's system
 
 
 # How mariadb-dump reports an account the server cannot find (a host name under
