@@ -256,7 +256,7 @@ def _filter_modes() -> list[bool]:
 
 @pytest.mark.parametrize("python_filter", _filter_modes())
 def test_tar_extraction_writes_a_data_directory(tmp_path: Path, python_filter: bool) -> None:
-    from backupctl.sources.postgres import extract_tar_stream
+    from backupctl.sources.postgres_physical import extract_tar_stream
 
     data = _tar_bytes(
         [
@@ -309,7 +309,7 @@ def test_tar_extraction_refuses_members_outside_the_directory(
     tmp_path: Path, members: list[tuple[str, str, str]], python_filter: bool
 ) -> None:
     from backupctl.errors import SourceError
-    from backupctl.sources.postgres import extract_tar_stream
+    from backupctl.sources.postgres_physical import extract_tar_stream
 
     outer = tmp_path / "outer"
     dest = outer / "a" / "data"
@@ -399,8 +399,10 @@ def test_logical_version_checks_run_before_the_safety_backup(
 ) -> None:
     """The engine calls check_in_place_restore before it takes the safety backup."""
     from backupctl.errors import SourceError
-    from backupctl.sources.mariadb import MariaDBOptions, MariaDBSource
-    from backupctl.sources.postgres import PostgresOptions, PostgresSource
+    from backupctl.sources.mariadb import MariaDBSource
+    from backupctl.sources.mariadb_client import MariaDBOptions
+    from backupctl.sources.postgres import PostgresSource
+    from backupctl.sources.postgres_client import PostgresOptions
 
     pg = PostgresSource(PostgresOptions.model_validate(pg_server.options(databases=["postgres"])))
     newer = {

@@ -22,7 +22,8 @@ from dbservers import (
 from backupctl.errors import SourceError
 from backupctl.events import CollectingReporter
 from backupctl.sources.base import Entry, RestoreRequest, source_class
-from backupctl.sources.mariadb import MariaDBOptions, MariaDBSource
+from backupctl.sources.mariadb import MariaDBSource
+from backupctl.sources.mariadb_client import MariaDBOptions
 
 pytestmark = pytest.mark.server
 

@@ -25,7 +25,8 @@ from dbservers import (
 from backupctl.errors import SourceError
 from backupctl.events import CollectingReporter
 from backupctl.sources.base import Entry, RestoreRequest, source_class
-from backupctl.sources.postgres import PostgresOptions, PostgresSource
+from backupctl.sources.postgres import PostgresSource
+from backupctl.sources.postgres_client import PostgresOptions
 
 pytestmark = pytest.mark.server
 

@@ -159,7 +159,7 @@ def clone_logical(
 
 
 def _precheck_postgres(target: Any, rename: dict[str, str], owner: str) -> Any:
-    from backupctl.sources.postgres import quote_ident, quote_literal
+    from backupctl.sources.postgres_client import quote_ident, quote_literal
 
     names = ", ".join(quote_literal(n) for n in rename.values())
     existing = [r[0] for r in target.admin_sql(f"SELECT datname FROM pg_database WHERE datname IN ({names})")]
@@ -292,7 +292,7 @@ def _own_postgres(
     named in a warning. The role has CREATEDB, so the clone's deployment can restore its own
     backups (a restore drops and creates the database).
     """
-    from backupctl.sources.postgres import quote_ident, quote_literal
+    from backupctl.sources.postgres_client import quote_ident, quote_literal
 
     verifier = scram_verifier(password)
     role = quote_ident(owner)
@@ -315,7 +315,7 @@ def _own_postgres(
 
 
 def _precheck_mariadb(target: Any, rename: dict[str, str], owner: str) -> Any:
-    from backupctl.sources.mariadb import quote_ident, quote_literal
+    from backupctl.sources.mariadb_client import quote_ident, quote_literal
 
     names = ", ".join(quote_literal(n) for n in rename.values())
     existing = [
@@ -343,7 +343,7 @@ def _precheck_mariadb(target: Any, rename: dict[str, str], owner: str) -> Any:
 
 def _grant_pattern(name: str) -> str:
     """A database name for GRANT, where '_' and '%' are wildcards unless escaped."""
-    from backupctl.sources.mariadb import quote_ident
+    from backupctl.sources.mariadb_client import quote_ident
 
     return quote_ident(name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%"))
 
@@ -351,7 +351,7 @@ def _grant_pattern(name: str) -> str:
 def _own_mariadb(
     target: Any, info: dict[str, Any], rename: dict[str, str], owner: str, password: str
 ) -> None:
-    from backupctl.sources.mariadb import quote_literal
+    from backupctl.sources.mariadb_client import quote_literal
 
     user = f"{quote_literal(owner)}@'%'"
     if info.get("flavor", "mariadb") == "mariadb":

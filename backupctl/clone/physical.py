@@ -299,7 +299,7 @@ def _pg_set_password(
     import tempfile
 
     from backupctl.sources.dbutil import Secrets, child_env, run
-    from backupctl.sources.postgres import quote_ident, quote_literal
+    from backupctl.sources.postgres_client import quote_ident, quote_literal
 
     owner: str | None = None
     st = datadir.stat()
@@ -419,7 +419,7 @@ def _mariadb_set_password(datadir: Path, user: str, password: str, reporter: Any
     named `user` the mysql_native_password hash of `password` over the client's stdin, and
     shut it down cleanly."""
     from backupctl.sources.dbutil import Secrets, child_env, run
-    from backupctl.sources.mariadb import quote_literal
+    from backupctl.sources.mariadb_client import quote_literal
 
     server = TemporaryServer(datadir, reporter)
     secrets_ = Secrets("backupctl-mariadb-")

@@ -198,7 +198,8 @@ class MariaDBDriller(Driller):
 
     @staticmethod
     def _load(ctx: DrillContext, server: DrillServer) -> None:
-        from backupctl.sources.mariadb import MariaDBOptions, MariaDBSource
+        from backupctl.sources.mariadb import MariaDBSource
+        from backupctl.sources.mariadb_client import MariaDBOptions
 
         names = [str(d["name"]) for d in ctx.info.get("databases", [])]
         opts = MariaDBOptions(

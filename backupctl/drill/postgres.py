@@ -395,7 +395,7 @@ class ThrowawayPostgres:
             time.sleep(0.3)
 
     def query(self, user: str, database: str, sql: str) -> list[list[str]]:
-        from backupctl.sources.postgres import conninfo_dbname
+        from backupctl.sources.postgres_client import conninfo_dbname
 
         argv = [
             self._tool("psql"),
@@ -443,7 +443,7 @@ def _autocommit(source: PostgresSource, sql: str) -> None:
 
 
 def drop_databases(source: PostgresSource, names: list[str]) -> None:
-    from backupctl.sources.postgres import quote_ident
+    from backupctl.sources.postgres_client import quote_ident
 
     version = int(source.admin_sql("SELECT current_setting('server_version_num')")[0][0])
     force = " WITH (FORCE)" if version >= 130000 else ""

@@ -43,7 +43,7 @@ from backupctl.pitr.logarchive import (
 )
 from backupctl.records import PhysicalBackup
 from backupctl.sources.dbutil import Secrets, child_env, run
-from backupctl.sources.postgres import conninfo_dbname, quote_literal
+from backupctl.sources.postgres_client import conninfo_dbname, quote_literal
 from backupctl.tempdir import create_file, directory
 from backupctl.timefmt import iso_us, parse_iso_utc
 

@@ -25,7 +25,8 @@ from backupctl.pitr.logarchive import (
 )
 from backupctl.pitr.postgres import WalRecord, backup_range, pg_source, wal_command, waldump
 from backupctl.records import PhysicalBackup
-from backupctl.sources.postgres import quote_literal, refuse_running_postgres
+from backupctl.sources.postgres import refuse_running_postgres
+from backupctl.sources.postgres_client import quote_literal
 from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:

@@ -28,6 +28,9 @@ in-place restore. Guarantees (docs/design.md, "Restore"):
 
 To restore a new kind of entry, add a `_restore_<kind>` method (see `_handlers`); open
 paths only through `_parent_fd`/`_open_dir` and set metadata only in `_set_meta`.
+
+Beside this module: the writer thread (restore_fs_writers.py), temporary names and renames
+over (restore_fs_names.py), the error of a restore that stops (restore_fs_errors.py).
 """
 
 from __future__ import annotations
@@ -36,28 +39,20 @@ import errno
 import grp
 import os
 import pwd
-import secrets
-import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import lru_cache
 from pathlib import Path
 
-from backupctl.errors import BackupctlError, ExitCode, RestoreIncompleteError
+from backupctl.errors import BackupctlError
 from backupctl.events import Progress, Reporter, WarningEvent
 from backupctl.sources.base import RestoreEntry
+from backupctl.sources.restore_fs_errors import EntryFailed, stopped_error
+from backupctl.sources.restore_fs_names import create_temp, rename_over, temp_name, unlink_quietly
+from backupctl.sources.restore_fs_writers import FileWriters
 from backupctl.sources.restore_meta import SPECIAL_KINDS, apply_xattrs, make_special, write_content
 
-# One writer thread beside the thread that reads the item stream. Several writers were
-# measured slower on 2 cores (3 writers: ~15% longer restores, 2x the context switches):
-# creating files is serialised in the kernel per directory, and the GIL hand-offs between
-# writers cost more than the overlap gains.
-_WRITERS = 1
-
-TEMP_PREFIX = ".bkctl-"  # temporary names: TEMP_PREFIX + 12 hex digits + TEMP_SUFFIX
-TEMP_SUFFIX = ".tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Raised by openat(O_NOFOLLOW | O_DIRECTORY) on a symlink or on something not a directory.
 _NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR)
@@ -81,19 +76,6 @@ def _gid_of(group: str, gid: int) -> int:
         except KeyError:
             pass
     return gid
-
-
-def _temp_name() -> str:
-    return f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
-
-
-class _EntryFailed(Exception):
-    """Writing one entry failed (OSError, or damaged data while reading its content)."""
-
-    def __init__(self, path: str, error: OSError | BackupctlError) -> None:
-        super().__init__(path, error)
-        self.path = path
-        self.error = error
 
 
 class FsRestorer:
@@ -132,56 +114,47 @@ class FsRestorer:
         """Write entries; regular files go to the writer thread (so writing overlaps with
         reading the item stream), everything else is done in order here. Raises
         RestoreIncompleteError if it stops before the last entry."""
-        pending: dict[Future[None], int] = {}  # a file being written -> its directory fd
-        pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="write")
-
-        def settle(limit: int) -> None:
-            while len(pending) > limit:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    del pending[fut]
-                    fut.result()  # a writer's error stops the restore here
-
+        writers = FileWriters()
         current = ""
         try:
             self._root_fd = self._open_root()
             self._chain_fds = [self._root_fd]
             for entry in entries:
                 current = entry.path
-                parts = self._parts(entry.path)
-                if parts is None:
-                    continue
-                try:
-                    if entry.kind == "file":
-                        dir_fd = os.dup(self._parent_fd(parts))
-                        pending[pool.submit(self._write_file, dir_fd, parts, entry)] = dir_fd
-                        settle(_WRITERS * 4)
-                    elif entry.kind not in self._handlers:
-                        self._warn(f"skipped: cannot restore a {entry.kind} entry", entry.path)
-                    else:
-                        if entry.kind == "hardlink":
-                            settle(0)  # the first link must be written before linking to it
-                        if self._handlers[entry.kind](parts, entry):
-                            self._count_entry(entry.kind != "dir")
-                except OSError as exc:
-                    raise _EntryFailed(entry.path, exc) from exc
-                self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
-            settle(0)
+                if self._restore_entry(entry, writers):
+                    self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
+            writers.settle(0)
             current = ""
             self._finish_dirs()
         except BaseException as exc:
             self._stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            for fut, dir_fd in pending.items():
-                if fut.cancelled():  # never started: its directory fd is still open
-                    os.close(dir_fd)
-            raise self._stopped(exc, current) from exc
+            writers.abandon()
+            raise stopped_error(exc, current, self.root, self.in_place, self.written) from exc
         finally:
-            pool.shutdown(wait=True)
+            writers.shutdown()
             self._close_chain(0)
             if self._root_fd >= 0:
                 os.close(self._root_fd)
                 self._root_fd = -1
+
+    def _restore_entry(self, entry: RestoreEntry, writers: FileWriters) -> bool:
+        """Write one entry (a regular file: hand it to the writer); False if its path is unsafe."""
+        parts = self._parts(entry.path)
+        if parts is None:
+            return False
+        try:
+            if entry.kind == "file":
+                writers.submit(self._write_file, os.dup(self._parent_fd(parts)), parts, entry)
+            elif entry.kind not in self._handlers:
+                self._warn(f"skipped: cannot restore a {entry.kind} entry", entry.path)
+            else:
+                if entry.kind == "hardlink":
+                    writers.settle(0)  # the first link must be written before linking to it
+                if self._handlers[entry.kind](parts, entry):
+                    self._count_entry(entry.kind != "dir")
+        except OSError as exc:
+            raise EntryFailed(entry.path, exc) from exc
+        return True
 
     def _count_entry(self, is_file: bool) -> None:
         with self._count_lock:
@@ -199,39 +172,6 @@ class FsRestorer:
 
     def _warn(self, message: str, path: str) -> None:
         self.reporter.emit(WarningEvent(message, path))
-
-    def _shown(self, rel: str) -> str:
-        return str(self.root / rel)
-
-    def _stopped(self, exc: BaseException, current: str) -> RestoreIncompleteError:
-        """The error that says how far the restore got and why it stopped."""
-        code = ExitCode.FAILED
-        if isinstance(exc, KeyboardInterrupt):
-            cause, code = "interrupted", ExitCode.INTERRUPTED
-        elif isinstance(exc, _EntryFailed):
-            error = exc.error
-            if isinstance(error, BackupctlError):
-                cause, code = f"{self._shown(exc.path)}: {error.message}", error.exit_code
-            else:
-                cause = f"{self._shown(exc.path)}: {error.strerror or error}"
-        elif isinstance(exc, RestoreIncompleteError):
-            return exc
-        elif isinstance(exc, BackupctlError):
-            cause, code = exc.message, exc.exit_code
-            if current:
-                cause = f"{self._shown(current)}: {cause}"
-        elif isinstance(exc, OSError):
-            cause = f"{exc.filename or self.root}: {exc.strerror or exc}"
-        else:
-            cause = f"internal error: {type(exc).__name__}: {exc}"
-        where = f"into {self.root}" if not self.in_place else "in place"
-        verb = "interrupted" if code == ExitCode.INTERRUPTED else "stopped"
-        return RestoreIncompleteError(
-            f"restore {verb} after writing {self.written} entries {where}: {cause}",
-            written=self.written,
-            cause=cause,
-            exit_code=code,
-        )
 
     # ---- walking paths without following symlinks ------------------------------------
 
@@ -345,27 +285,27 @@ class FsRestorer:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                raise _EntryFailed(entry.path, exc) from exc
+                raise EntryFailed(entry.path, exc) from exc
         self._dir_entries.clear()
 
     def _write_file(self, dir_fd: int, parts: list[str], entry: RestoreEntry) -> None:
         """In the writer thread: content to a temporary file in dir_fd, renamed over."""
         try:
             name = parts[-1]
-            tmp, fd = self._create_temp(dir_fd)
+            tmp, fd = create_temp(dir_fd)
             try:
                 try:
                     write_content(fd, self._until_stopped(entry.chunks()), entry.sparse, self._count_bytes)
                     self._set_meta(entry, dir_fd, tmp, fd=fd)
                 finally:
                     os.close(fd)
-                self._rename_over(dir_fd, tmp, name)
+                rename_over(dir_fd, tmp, name)
             except BaseException:
-                _unlink_quietly(dir_fd, tmp)
+                unlink_quietly(dir_fd, tmp)
                 raise
             self._count_entry(True)
         except (OSError, BackupctlError) as exc:
-            raise _EntryFailed(entry.path, exc) from exc
+            raise EntryFailed(entry.path, exc) from exc
         finally:
             os.close(dir_fd)
 
@@ -418,15 +358,6 @@ class FsRestorer:
 
     # ---- temporary names, renames, metadata ------------------------------------------
 
-    def _create_temp(self, dir_fd: int) -> tuple[str, int]:
-        while True:
-            tmp = _temp_name()
-            try:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                return tmp, os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-            except FileExistsError:
-                continue
-
     def _make_temp(
         self,
         dir_fd: int,
@@ -440,7 +371,7 @@ class FsRestorer:
         is renamed over `name`. With keep_dirs, a non-empty directory at `name` is kept
         (returns False, with a warning)."""
         while True:
-            tmp = _temp_name()
+            tmp = temp_name()
             try:
                 make(tmp)
                 break
@@ -449,42 +380,18 @@ class FsRestorer:
         try:
             if entry is not None:
                 self._set_meta(entry, dir_fd, tmp)
-            if self._rename_over(dir_fd, tmp, name, keep_dirs):
+            if rename_over(dir_fd, tmp, name, keep_dirs):
                 return True
             self._warn(
                 "not replaced: a directory with content stands where the backup has a "
                 f"{entry.kind if entry else 'hard link'}; remove it and restore again",
                 entry.path if entry else name,
             )
-            _unlink_quietly(dir_fd, tmp)
+            unlink_quietly(dir_fd, tmp)
             return False
         except BaseException:
-            _unlink_quietly(dir_fd, tmp)
+            unlink_quietly(dir_fd, tmp)
             raise
-
-    def _rename_over(self, dir_fd: int, tmp: str, name: str, keep_dirs: bool = False) -> bool:
-        """Rename tmp over name. A directory at name (in place: the backup has something
-        else there) is removed first - only if empty with keep_dirs (a symlink may stand for
-        a directory above the backed-up paths, /lib -> usr/lib, whose content the backup
-        does not hold). Returns False if a directory was kept."""
-        try:
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
-                raise
-        if keep_dirs:
-            try:
-                os.rmdir(name, dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    return False
-                raise
-        else:
-            # rmtree with dir_fd walks by fds: never follows a symlink inside the directory.
-            shutil.rmtree(name, dir_fd=dir_fd)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        return True
 
     def _set_meta(self, entry: RestoreEntry, dir_fd: int, name: str, fd: int | None = None) -> None:
         """Owner, mode, xattrs and mtime of the entry just made at `name` in dir_fd (through
@@ -519,10 +426,3 @@ class FsRestorer:
                 os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
         except (OSError, NotImplementedError):
             pass
-
-
-def _unlink_quietly(dir_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
