@@ -20,7 +20,7 @@ logs in by its new password there, the socket included.
 Then the clone is given its own port and started once, privately, to set a newly generated
 password for the deployment's user:
 
-* PostgreSQL: `pg_ctl start` as the data directory's owner on a private socket directory,
+* PostgreSQL (clone.pg_password): `pg_ctl start` as the data directory's owner on a private socket directory,
   no TCP (`listen_addresses=''`) and a temporary trust-only hba file. For a point-in-time
   clone the server first replays the archived WAL up to the target and promotes: we wait
   until `pg_is_in_recovery()` is false (the server log tail is in the error when it does
