@@ -391,7 +391,7 @@ def test_invalid_result_restores_the_previous_file(world: World) -> None:
     """A write that leaves an unloadable config is undone from the .bak (exit 4)."""
     from backupctl.errors import ConfigError
     from backupctl.policy import yaml_edit
-    from backupctl.policy.editor import write_checked
+    from backupctl.policy.config_file import write_checked
 
     before = world.config.read_text()
     with pytest.raises(ConfigError, match="restored"):

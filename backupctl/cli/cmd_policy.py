@@ -22,7 +22,7 @@ from backupctl.cli.output import human_time, human_time_in
 from backupctl.cli.progress import CliReporter
 from backupctl.errors import AbortedError, ConfigError
 from backupctl.pitr import dispatch as pitr
-from backupctl.policy import editor
+from backupctl.policy import config_file, edit_flags, editor, overview
 from backupctl.tempdir import run_dir
 
 app = typer.Typer(
@@ -152,11 +152,11 @@ def _flags(
     deployment: list[str] | None,
     paused: bool | None,
     description: str | None,
-) -> editor.PolicyFlags:
+) -> edit_flags.PolicyFlags:
     if type_ is not None and type_ not in ("full", "incremental"):
         raise typer.BadParameter("must be full or incremental", param_hint="--type")
-    return editor.PolicyFlags(
-        schedule=editor.ScheduleFlags(
+    return edit_flags.PolicyFlags(
+        schedule=edit_flags.ScheduleFlags(
             type=type_,
             cron=cron,
             hourly=hourly,
@@ -184,11 +184,11 @@ def _flags(
     )
 
 
-def _report(result: editor.WriteResult) -> None:
+def _report(result: config_file.WriteResult) -> None:
     """After a write: the policy as it is now (from the re-loaded file), or what was deleted."""
     doc = result.as_dict()
     if result.action != "deleted":
-        rows = [r for r in editor.policy_rows(context.config(), []) if r["name"] == result.policy]
+        rows = [r for r in overview.policy_rows(context.config(), []) if r["name"] == result.policy]
         if rows:
             doc["recurrence"] = rows[0]["recurrence"]
             doc["status"] = rows[0]["status"]
@@ -225,10 +225,10 @@ def list_() -> None:
     """
     cfg = context.config()
     with CliReporter() as reporter:
-        records, warnings = editor.load_records(Service(cfg, reporter))
+        records, warnings = overview.load_records(Service(cfg, reporter))
     for w in warnings:
         output.warning(w)
-    rows = editor.policy_rows(cfg, records)
+    rows = overview.policy_rows(cfg, records)
     output.emit_list(rows, LIST_COLUMNS, priority=LIST_PRIORITY)
 
 
@@ -240,8 +240,8 @@ def show(name: Name) -> None:
     """
     cfg = context.config()
     with CliReporter() as reporter:
-        records, warnings = editor.load_records(Service(cfg, reporter))
-        doc = editor.policy_detail(cfg, name, records)
+        records, warnings = overview.load_records(Service(cfg, reporter))
+        doc = overview.policy_detail(cfg, name, records)
         windows = pitr.deployment_windows(Service(cfg, reporter), list(doc["deployments"]))
     for w in warnings:
         output.warning(w)
@@ -408,7 +408,7 @@ def _edit_in_editor(cfg: Any, name: str, *, yes: bool) -> None:
         raise AbortedError("the file was emptied; nothing was changed")
     if editor.unchanged(cfg, name, mapping):
         if output.structured():
-            output.emit_document(editor.WriteResult(name, "edited", "").as_dict())
+            output.emit_document(config_file.WriteResult(name, "edited", "").as_dict())
         else:
             output.message(f"Policy {name}: no changes.")
         return

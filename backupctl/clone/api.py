@@ -43,6 +43,7 @@ from backupctl.timefmt import iso_ms, parse_iso
 
 if TYPE_CHECKING:
     from backupctl.backups.service import Service
+    from backupctl.config.models import DeploymentConfig
     from backupctl.pitr.common import Target
 
 
@@ -70,28 +71,11 @@ def clone_backup(
     start_command, with `moment` also target_moment and pitr_backup (= backup_id, the base
     backup), and `password` — the caller shows it once and must not log it.
     """
-    reporter = svc.reporter
-    if not NAME_RE.match(name):
-        raise CloneError(
-            f"invalid clone name {name!r}",
-            hint="start with a letter; letters, digits, '_' and '-' only; at most 40 characters",
-        )
-    if name in svc.config.deployments:
-        raise ConfigError(f"a deployment named {name!r} already exists", hint="choose another --name")
-    config_path = svc.config.path
-    if config_path is None:
-        raise ConfigError("the configuration was not read from a file, so the clone cannot be added to it")
-
+    config_path = _config_path_for(svc, name)
     restored: dict[str, Any] | None = None
     created = False
     if moment is not None:
-        for flag, value in (("--database", database), ("--host", host), ("--destination", destination)):
-            if value is not None:
-                raise CloneError(
-                    f"{flag} does not apply to a point-in-time clone",
-                    hint="it restores a physical backup and the deployment's archived WAL/binary logs "
-                    "from its primary destination into --datadir",
-                )
+        _refuse_logical_flags(database=database, host=host, destination=destination)
         datadir = physical.new_datadir(
             datadir, "a point-in-time clone is a new data directory: --datadir is required"
         )
@@ -100,16 +84,8 @@ def clone_backup(
             svc, id_prefix, name=name, deployment=deployment, moment=moment, datadir=datadir
         )
         id_prefix = str(restored["backup"])
-    elif id_prefix is None:
-        raise CloneError(
-            "give a backup ID to clone",
-            hint="or --deployment D with --to-time/--to-lsn/--to-name/--to-position for a point-in-time clone",
-        )
-    elif deployment is not None:
-        raise CloneError(
-            "--deployment applies with --to-time/--to-lsn/--to-name/--to-position",
-            hint="a backup ID alone names the backup to clone",
-        )
+    else:
+        id_prefix = _backup_to_clone(id_prefix, deployment)
 
     try:
         record, repo, manifest = svc.completed_backup(id_prefix, destination)
@@ -119,44 +95,14 @@ def clone_backup(
         source = svc.restore_source(src, orig_dep, position)
         info: dict[str, Any] = dict(src.get("info", {}))
         method = str(info.get("method", source.method))
-
-        uploaded = _uploaded(svc, record)
-        if not uploaded:
-            reporter.emit(
-                InfoEvent(
-                    f"backup {record['short_id']} has not been uploaded to a remote destination: it can be cloned "
-                    f"on this machine only (run `backupctl backup upload {record['short_id']}` to clone it elsewhere)"
-                )
-            )
-        dest_names = (
-            list(orig_dep.destinations) if orig_dep else [destination or svc.primary_destination(orig_name)]
-        )
-
-        result: dict[str, Any] = {
-            "name": name,
-            "backup_id": record["id"],
-            "from_deployment": orig_name,
-            "method": method,
-            "uploaded": uploaded,
-            "config": str(config_path),
-            "destinations": dest_names,
-            "target_moment": None,
-            "pitr_backup": None,
-        }
+        result = _base_result(svc, record, name, method, config_path, orig_dep, destination)
         description = f"clone of {orig_name} from backup {record['short_id']}"
         if restored is not None and datadir is not None:
             result.update(target_moment=restored["target_moment"], pitr_backup=record["id"])
             description = f"clone of {orig_name} at {_as_shown(restored['target_moment'])}"
             made = physical.finish(svc, src, source, datadir, port, result, created=created, recovery=True)
         elif method in PHYSICAL_METHODS:  # a physical clone starts from these
-            if database is not None:
-                raise CloneError(
-                    "--database applies to logical backups; a physical clone copies every database"
-                )
-            if host is not None:
-                raise CloneError(
-                    "--host applies to logical backups; a physical clone is a data directory on this machine"
-                )
+            _refuse_logical_flags(database=database, host=host, method=method)
             datadir = physical.new_datadir(datadir, f"a {method} backup is cloned into a new data directory")
             made = physical.clone_physical(svc, repo, manifest, src, source, datadir, port, result)
         else:
@@ -168,7 +114,114 @@ def clone_backup(
             remove_partial(datadir, created)
         raise
 
-    doc = made.doc
+    mapping = _deployment_mapping(description, made.doc, result["destinations"], orig_dep)
+    try:
+        source_class(made.doc["type"]).Options.model_validate(made.doc)
+        yaml_edit.add_deployment(config_path, name, mapping)
+    except BaseException:
+        made.undo()
+        raise
+    svc.reporter.emit(InfoEvent(f"added deployment {name!r} to {config_path}"))
+    return result
+
+
+def _config_path_for(svc: Service, name: str) -> Path:
+    """The config file the clone `name` is added to, once the name is known to be usable."""
+    if not NAME_RE.match(name):
+        raise CloneError(
+            f"invalid clone name {name!r}",
+            hint="start with a letter; letters, digits, '_' and '-' only; at most 40 characters",
+        )
+    if name in svc.config.deployments:
+        raise ConfigError(f"a deployment named {name!r} already exists", hint="choose another --name")
+    config_path = svc.config.path
+    if config_path is None:
+        raise ConfigError("the configuration was not read from a file, so the clone cannot be added to it")
+    return config_path
+
+
+def _refuse_logical_flags(
+    *,
+    database: str | None,
+    host: str | None,
+    destination: str | None = None,
+    method: str | None = None,
+) -> None:
+    """Refuse the logical-clone flags for a physical clone: a point-in-time one (`method`
+    None, --destination refused too) or one of a stored physical backup (`method`)."""
+    if method is None:
+        for flag, value in (("--database", database), ("--host", host), ("--destination", destination)):
+            if value is not None:
+                raise CloneError(
+                    f"{flag} does not apply to a point-in-time clone",
+                    hint="it restores a physical backup and the deployment's archived WAL/binary logs "
+                    "from its primary destination into --datadir",
+                )
+        return
+    if database is not None:
+        raise CloneError("--database applies to logical backups; a physical clone copies every database")
+    if host is not None:
+        raise CloneError(
+            "--host applies to logical backups; a physical clone is a data directory on this machine"
+        )
+
+
+def _backup_to_clone(id_prefix: str | None, deployment: str | None) -> str:
+    """The backup ID of a clone that is not point-in-time (then --deployment does not apply)."""
+    if id_prefix is None:
+        raise CloneError(
+            "give a backup ID to clone",
+            hint="or --deployment D with --to-time/--to-lsn/--to-name/--to-position for a point-in-time clone",
+        )
+    if deployment is not None:
+        raise CloneError(
+            "--deployment applies with --to-time/--to-lsn/--to-name/--to-position",
+            hint="a backup ID alone names the backup to clone",
+        )
+    return id_prefix
+
+
+def _base_result(
+    svc: Service,
+    record: BackupSummary,
+    name: str,
+    method: str,
+    config_path: Path,
+    orig_dep: DeploymentConfig | None,
+    destination: str | None,
+) -> dict[str, Any]:
+    """The result keys every clone has; the variants add theirs. Says when the backup can
+    only be cloned on this machine (no remote copy)."""
+    uploaded = _uploaded(svc, record)
+    if not uploaded:
+        svc.reporter.emit(
+            InfoEvent(
+                f"backup {record['short_id']} has not been uploaded to a remote destination: it can be cloned "
+                f"on this machine only (run `backupctl backup upload {record['short_id']}` to clone it elsewhere)"
+            )
+        )
+    orig_name = record["deployment"]
+    dest_names = (
+        list(orig_dep.destinations) if orig_dep else [destination or svc.primary_destination(orig_name)]
+    )
+    return {
+        "name": name,
+        "backup_id": record["id"],
+        "from_deployment": orig_name,
+        "method": method,
+        "uploaded": uploaded,
+        "config": str(config_path),
+        "destinations": dest_names,
+        "target_moment": None,
+        "pitr_backup": None,
+    }
+
+
+def _deployment_mapping(
+    description: str, doc: dict[str, Any], dest_names: list[str], orig_dep: DeploymentConfig | None
+) -> dict[str, Any]:
+    """The clone's deployment entry: its one source, the original's destinations, policy and
+    upload setting (only where the original differs from the defaults)."""
     mapping: dict[str, Any] = {
         "description": description,
         "sources": [doc],
@@ -179,14 +232,7 @@ def clone_backup(
             mapping["policy"] = orig_dep.policy
         if not orig_dep.upload:
             mapping["upload"] = False
-    try:
-        source_class(doc["type"]).Options.model_validate(doc)
-        yaml_edit.add_deployment(config_path, name, mapping)
-    except BaseException:
-        made.undo()
-        raise
-    reporter.emit(InfoEvent(f"added deployment {name!r} to {config_path}"))
-    return result
+    return mapping
 
 
 def _db_source(svc: Service, record: BackupSummary, manifest: Manifest) -> tuple[int, SourceRecord]:

@@ -56,32 +56,8 @@ def clone_logical(
     """Restore the backup's databases under new names; fill `result`; return the new
     source's config and how to undo the clone."""
     kind = src["type"]
-    originals = [str(d["name"]) for d in info.get("databases", [])]
-    if not originals:
-        raise CloneError(f"backup {manifest['id'][:8]} records no databases to clone")
-    if database is not None and len(originals) > 1:
-        raise CloneError(
-            f"the backup holds {len(originals)} databases; --database names one clone",
-            hint=f"leave it out to clone each as <db>_{name}",
-        )
-    rename = {db: (database if database is not None else f"{db}_{name}") for db in originals}
-    limit = PG_IDENT_MAX if kind == "postgres" else MARIADB_IDENT_MAX
-    for new in rename.values():
-        if not new or len(new.encode()) > limit:
-            raise CloneError(
-                f"database name {new!r} is empty or longer than {limit} bytes", hint="pass --database"
-            )
-    owner = f"{name}_owner"
-    if len(owner.encode()) > (PG_IDENT_MAX if kind == "postgres" else 80):
-        raise CloneError(f"user name {owner!r} is too long", hint="choose a shorter --name")
-
-    overrides: dict[str, Any] = {}
-    if host is not None:
-        overrides["host"] = host
-        if kind == "mariadb":
-            overrides["socket"] = None
-    if port is not None:
-        overrides["port"] = port
+    originals, rename, owner = _clone_names(kind, manifest, info, name, database)
+    overrides = _server_overrides(kind, host, port)
     target_opts = source.options.model_copy(update=overrides)
     target = source_class(kind)(target_opts, svc.reporter)
     same_server = (target_opts.host, target_opts.port) == (source.options.host, source.options.port)  # type: ignore[attr-defined]
@@ -89,17 +65,7 @@ def clone_logical(
         raise CloneError(
             "the clone's database name equals the original's on the same server", hint="pass --database"
         )
-
-    if kind == "postgres":
-        from backupctl.sources.postgres import PostgresSource
-
-        assert isinstance(target, PostgresSource)
-        cleanup = _precheck_postgres(target, rename, owner)
-    else:
-        from backupctl.sources.mariadb import MariaDBSource
-
-        assert isinstance(target, MariaDBSource)
-        cleanup = _precheck_mariadb(target, rename, owner)
+    cleanup = _precheck(kind, target, rename, owner)
 
     password = new_password()
     secret_path = write_secret_file(name, password)
@@ -121,10 +87,7 @@ def clone_logical(
         )
         extra = {"rename": rename, "only_databases": originals, "skip_globals": same_server}
         restore_into(svc, repo, manifest, src, target, None, extra)
-        if kind == "postgres":
-            _own_postgres(target, info, rename, owner, password)
-        else:
-            _own_mariadb(target, info, rename, owner, password)
+        _give_to_owner(kind, target, info, rename, owner, password)
     except BaseException:
         undo()
         raise
@@ -141,6 +104,74 @@ def clone_logical(
             "start_command": None,
         }
     )
+    return Made(_clone_source_doc(source, overrides, owner, str(secret_path), rename), undo)
+
+
+def _clone_names(
+    kind: str, manifest: Manifest, info: dict[str, Any], name: str, database: str | None
+) -> tuple[list[str], dict[str, str], str]:
+    """(the backup's databases, {original: clone}, the new owner), each name checked against
+    the engine's identifier limit."""
+    originals = [str(d["name"]) for d in info.get("databases", [])]
+    if not originals:
+        raise CloneError(f"backup {manifest['id'][:8]} records no databases to clone")
+    if database is not None and len(originals) > 1:
+        raise CloneError(
+            f"the backup holds {len(originals)} databases; --database names one clone",
+            hint=f"leave it out to clone each as <db>_{name}",
+        )
+    rename = {db: (database if database is not None else f"{db}_{name}") for db in originals}
+    limit = PG_IDENT_MAX if kind == "postgres" else MARIADB_IDENT_MAX
+    for new in rename.values():
+        if not new or len(new.encode()) > limit:
+            raise CloneError(
+                f"database name {new!r} is empty or longer than {limit} bytes", hint="pass --database"
+            )
+    owner = f"{name}_owner"
+    if len(owner.encode()) > (PG_IDENT_MAX if kind == "postgres" else 80):
+        raise CloneError(f"user name {owner!r} is too long", hint="choose a shorter --name")
+    return originals, rename, owner
+
+
+def _server_overrides(kind: str, host: str | None, port: int | None) -> dict[str, Any]:
+    """The source options that point the clone at --host/--port (a MariaDB socket would win
+    over a host, so it is dropped)."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+        if kind == "mariadb":
+            overrides["socket"] = None
+    if port is not None:
+        overrides["port"] = port
+    return overrides
+
+
+def _precheck(kind: str, target: Source, rename: dict[str, str], owner: str) -> Any:
+    """Check that the clone's databases and owner do not exist yet; how to remove them again."""
+    if kind == "postgres":
+        from backupctl.sources.postgres import PostgresSource
+
+        assert isinstance(target, PostgresSource)
+        return _precheck_postgres(target, rename, owner)
+    from backupctl.sources.mariadb import MariaDBSource
+
+    assert isinstance(target, MariaDBSource)
+    return _precheck_mariadb(target, rename, owner)
+
+
+def _give_to_owner(
+    kind: str, target: Source, info: dict[str, Any], rename: dict[str, str], owner: str, password: str
+) -> None:
+    if kind == "postgres":
+        _own_postgres(target, info, rename, owner, password)
+    else:
+        _own_mariadb(target, info, rename, owner, password)
+
+
+def _clone_source_doc(
+    source: Source, overrides: dict[str, Any], owner: str, password_file: str, rename: dict[str, str]
+) -> dict[str, Any]:
+    """The clone's source entry: the original's, on the clone's server, as the new owner."""
     doc = source_doc(source)
     doc.pop("password_env", None)
     doc.update(overrides)
@@ -149,13 +180,13 @@ def clone_logical(
     doc.update(
         {
             "user": owner,
-            "password_file": str(secret_path),
+            "password_file": password_file,
             "databases": list(rename.values()),
             # The new owner is not a superuser: it cannot read roles/users.
             "globals": False,
         }
     )
-    return Made(doc, undo)
+    return doc
 
 
 def _precheck_postgres(target: Any, rename: dict[str, str], owner: str) -> Any:

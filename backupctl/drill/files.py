@@ -43,6 +43,7 @@ class _Findings:
     def __init__(self) -> None:
         self.failures: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
+        self.skipped: set[str] = set()  # what a non-root restore cannot recreate, not compared
 
     def fail(self, name: str, detail: str) -> None:
         self.failures.setdefault(name, []).append(detail)
@@ -117,29 +118,15 @@ class FilesDriller(Driller):
         as_root = os.geteuid() == 0
         found = _Findings()
         entries = files = nbytes = xattrs = 0
-        skipped: set[str] = set()
         for item in read_items(repo, tree):
             entries += 1
             shown = "/" + item.path
             path = root / item.path
-            try:
-                st = os.lstat(path)
-            except OSError as exc:
-                if item.kind in ("chardev", "blockdev") and not as_root:
-                    skipped.add("device nodes")
-                    continue
-                found.fail("tree", f"{shown}: recorded as {item.kind}, not restored ({exc.strerror})")
+            st = _restored_stat(found, path, item, shown, as_root)
+            if st is None:
                 continue
             if item.kind == "hardlink":
-                try:
-                    first = os.lstat(root / item.target)
-                except OSError:
-                    found.fail("tree", f"{shown}: hard link to /{item.target}, which was not restored")
-                    continue
-                if (first.st_dev, first.st_ino) != (st.st_dev, st.st_ino):
-                    found.fail(
-                        "metadata", f"{shown}: should be a hard link to /{item.target}, is a separate file"
-                    )
+                _check_hardlink(found, root, item, st, shown)
                 continue
             test = _KIND_TEST.get(item.kind)
             if test is None or not test(st.st_mode):
@@ -148,51 +135,10 @@ class FilesDriller(Driller):
             if item.kind == "file":
                 files += 1
                 nbytes += item.size
-                if st.st_size != item.size:
-                    found.fail("content", f"{shown}: {item.size} bytes recorded, {st.st_size} restored")
-                else:
-                    problem = _content_mismatch(repo, path, item)
-                    if problem:
-                        found.fail("content", f"{shown}: {problem}")
-            if item.kind == "symlink":
-                target = os.readlink(path)
-                if target != item.target:
-                    found.fail(
-                        "metadata", f"{shown}: symlink to {item.target!r} recorded, {target!r} restored"
-                    )
-            else:
-                mode = stat.S_IMODE(st.st_mode)
-                if mode != item.mode:
-                    found.fail("metadata", f"{shown}: mode {item.mode:04o} recorded, {mode:04o} restored")
-            if st.st_mtime_ns != item.mtime_ns:
-                found.fail(
-                    "metadata", f"{shown}: mtime {item.mtime_ns} ns recorded, {st.st_mtime_ns} ns restored"
-                )
-            if as_root:
-                want = (_uid(item.user, item.uid), _gid(item.group, item.gid))
-                if (st.st_uid, st.st_gid) != want:
-                    found.fail(
-                        "metadata",
-                        f"{shown}: owner {want[0]}:{want[1]} recorded, {st.st_uid}:{st.st_gid} restored",
-                    )
-            else:
-                skipped.add("owners")
-            for name, value in (item.xattrs or {}).items():
-                if not _settable_xattr(name, as_root):
-                    skipped.add("trusted.*/security.* attributes")
-                    continue
-                xattrs += 1
-                try:
-                    got = os.getxattr(path, name, follow_symlinks=False)
-                except OSError:
-                    found.fail(
-                        "metadata", f"{shown}: extended attribute {name} recorded, missing after restore"
-                    )
-                    continue
-                if got != value:
-                    found.fail(
-                        "metadata", f"{shown}: extended attribute {name} differs from the recorded value"
-                    )
+                _check_content(found, repo, path, item, st, shown)
+            _check_metadata(found, path, item, st, shown, as_root)
+            xattrs += _check_xattrs(found, path, item, shown, as_root)
+        skipped = found.skipped
         note = f"; not compared as non-root: {', '.join(sorted(skipped))}" if skipped else ""
         return found.checks(
             {
@@ -202,6 +148,87 @@ class FilesDriller(Driller):
                 f"as recorded{note}",
             }
         )
+
+
+def _restored_stat(
+    found: _Findings, path: Path, item: Item, shown: str, as_root: bool
+) -> os.stat_result | None:
+    """lstat of the restored path; None when it is missing (a device node a non-root restore
+    cannot make is skipped, anything else fails the tree check)."""
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        if item.kind in ("chardev", "blockdev") and not as_root:
+            found.skipped.add("device nodes")
+            return None
+        found.fail("tree", f"{shown}: recorded as {item.kind}, not restored ({exc.strerror})")
+        return None
+
+
+def _check_hardlink(found: _Findings, root: Path, item: Item, st: os.stat_result, shown: str) -> None:
+    """A hard link must be the same inode as the first path it links to."""
+    try:
+        first = os.lstat(root / item.target)
+    except OSError:
+        found.fail("tree", f"{shown}: hard link to /{item.target}, which was not restored")
+        return
+    if (first.st_dev, first.st_ino) != (st.st_dev, st.st_ino):
+        found.fail("metadata", f"{shown}: should be a hard link to /{item.target}, is a separate file")
+
+
+def _check_content(
+    found: _Findings, repo: Repository, path: Path, item: Item, st: os.stat_result, shown: str
+) -> None:
+    """A regular file: its size, then its bytes against the recorded chunks."""
+    if st.st_size != item.size:
+        found.fail("content", f"{shown}: {item.size} bytes recorded, {st.st_size} restored")
+        return
+    problem = _content_mismatch(repo, path, item)
+    if problem:
+        found.fail("content", f"{shown}: {problem}")
+
+
+def _check_metadata(
+    found: _Findings, path: Path, item: Item, st: os.stat_result, shown: str, as_root: bool
+) -> None:
+    """Symlink target (or mode), mtime, and the owner when running as root."""
+    if item.kind == "symlink":
+        target = os.readlink(path)
+        if target != item.target:
+            found.fail("metadata", f"{shown}: symlink to {item.target!r} recorded, {target!r} restored")
+    else:
+        mode = stat.S_IMODE(st.st_mode)
+        if mode != item.mode:
+            found.fail("metadata", f"{shown}: mode {item.mode:04o} recorded, {mode:04o} restored")
+    if st.st_mtime_ns != item.mtime_ns:
+        found.fail("metadata", f"{shown}: mtime {item.mtime_ns} ns recorded, {st.st_mtime_ns} ns restored")
+    if as_root:
+        want = (_uid(item.user, item.uid), _gid(item.group, item.gid))
+        if (st.st_uid, st.st_gid) != want:
+            found.fail(
+                "metadata",
+                f"{shown}: owner {want[0]}:{want[1]} recorded, {st.st_uid}:{st.st_gid} restored",
+            )
+    else:
+        found.skipped.add("owners")
+
+
+def _check_xattrs(found: _Findings, path: Path, item: Item, shown: str, as_root: bool) -> int:
+    """The recorded extended attributes this restore could set; how many were compared."""
+    compared = 0
+    for name, value in (item.xattrs or {}).items():
+        if not _settable_xattr(name, as_root):
+            found.skipped.add("trusted.*/security.* attributes")
+            continue
+        compared += 1
+        try:
+            got = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            found.fail("metadata", f"{shown}: extended attribute {name} recorded, missing after restore")
+            continue
+        if got != value:
+            found.fail("metadata", f"{shown}: extended attribute {name} differs from the recorded value")
+    return compared
 
 
 DRILLER = FilesDriller()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backupctl import tempdir
-from backupctl.drill.base import DrillCheck, DrillContext, driller_for
+from backupctl.drill.base import DrillCheck, DrillContext, Driller, driller_for
 from backupctl.drill.record import DrillRecord
 from backupctl.errors import BackupctlError, ConfigError, NotFoundError, RestoreIncompleteError, UsageError
 from backupctl.events import Finished, Reporter, Started, WarningEvent
@@ -36,7 +36,8 @@ from backupctl.timefmt import iso_ms
 
 if TYPE_CHECKING:
     from backupctl.backups.service import Service
-    from backupctl.records import BackupSummary, SourceRecord
+    from backupctl.records import BackupSummary, Manifest, SourceRecord
+    from backupctl.repo.repository import Repository
 
 
 def pick_backup(
@@ -98,11 +99,46 @@ def run_drill(
         )
     started = service.now()
     t0 = time.monotonic()
-    checks: list[DrillCheck] = []
-    restore_seconds = 0.0
     reporter.emit(Started("drill", summary["id"], int(manifest.get("source_bytes", 0))))
+    checks, restore_seconds = _drill_sources(
+        service, deployment, summary, repo, manifest, drillers, to_time=to_time, reporter=reporter
+    )
+    passed = all(c.passed for c in checks)
+    drill: DrillRecord = {
+        "id": uuid.uuid4().hex,
+        "backup_id": summary["id"],
+        "deployment": deployment,
+        "started": iso_ms(started),
+        "seconds": round(time.monotonic() - t0, 3),
+        "restore_seconds": round(restore_seconds, 3),
+        "passed": passed,
+        "to_time": iso_ms(to_time) if to_time else None,
+        "checks": [c.to_doc() for c in checks],
+        "host": socket.gethostname(),
+    }
+    _store_record(service, deployment, dest_name, repo, drill, reporter)
+    reporter.emit(Finished("drill", summary["id"], ok=passed))
+    notify_hooks.drill_finished(service, drill)  # drill_failed / drill_completed; never raises
+    return drill
+
+
+def _drill_sources(
+    service: Service,
+    deployment: str,
+    summary: BackupSummary,
+    repo: Repository,
+    manifest: Manifest,
+    drillers: list[Driller],
+    *,
+    to_time: dt.datetime | None,
+    reporter: Reporter,
+) -> tuple[list[DrillCheck], float]:
+    """(every source's checks, named `<type>.<check>`, the seconds spent restoring), under a
+    shared lock of the repository."""
     from backupctl.backups.restorer import Prefetcher
 
+    checks: list[DrillCheck] = []
+    restore_seconds = 0.0
     with repo.lock(exclusive=False, operation=f"drill {summary['id'][:8]}"):
         repo.load_index()
         prefetcher = Prefetcher(repo)
@@ -123,20 +159,7 @@ def run_drill(
                     prefetcher=prefetcher,
                 )
                 t1 = time.monotonic()
-                try:
-                    found = driller.drill(ctx)
-                except ConfigError:
-                    # A setting of this host (a password variable not set, a tool not found)
-                    # says nothing about the backup: no verdict, no record, exit 4.
-                    raise
-                except BackupctlError as exc:
-                    found = [DrillCheck("restore", False, f"{_label(src)}: {_reason(exc, scratch)}")]
-                except Exception as exc:  # a bug or an unclassified library error: still a verdict
-                    found = [DrillCheck("restore", False, f"{_label(src)}: {type(exc).__name__}: {exc}")]
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
-                if not found:
-                    found = [DrillCheck("checks", False, f"{_label(src)}: the driller checked nothing")]
+                found = _drill_one(driller, ctx, src, scratch)
                 restore_seconds += (
                     ctx.restore_seconds if ctx.restore_seconds is not None else time.monotonic() - t1
                 )
@@ -147,19 +170,38 @@ def run_drill(
                 checks.extend(found)
         finally:
             prefetcher.close()
-    passed = all(c.passed for c in checks)
-    drill: DrillRecord = {
-        "id": uuid.uuid4().hex,
-        "backup_id": summary["id"],
-        "deployment": deployment,
-        "started": iso_ms(started),
-        "seconds": round(time.monotonic() - t0, 3),
-        "restore_seconds": round(restore_seconds, 3),
-        "passed": passed,
-        "to_time": iso_ms(to_time) if to_time else None,
-        "checks": [c.to_doc() for c in checks],
-        "host": socket.gethostname(),
-    }
+    return checks, restore_seconds
+
+
+def _drill_one(driller: Driller, ctx: DrillContext, src: SourceRecord, scratch: Path) -> list[DrillCheck]:
+    """One source's checks; a failed restore is a failed check. Its scratch space is removed."""
+    try:
+        found = driller.drill(ctx)
+    except ConfigError:
+        # A setting of this host (a password variable not set, a tool not found)
+        # says nothing about the backup: no verdict, no record, exit 4.
+        raise
+    except BackupctlError as exc:
+        found = [DrillCheck("restore", False, f"{_label(src)}: {_reason(exc, scratch)}")]
+    except Exception as exc:  # a bug or an unclassified library error: still a verdict
+        found = [DrillCheck("restore", False, f"{_label(src)}: {type(exc).__name__}: {exc}")]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if not found:
+        found = [DrillCheck("checks", False, f"{_label(src)}: the driller checked nothing")]
+    return found
+
+
+def _store_record(
+    service: Service,
+    deployment: str,
+    dest_name: str,
+    repo: Repository,
+    drill: DrillRecord,
+    reporter: Reporter,
+) -> None:
+    """Store the record in the repository and its copies; a failure there is a warning (the
+    record is then cached locally only), never a lost verdict."""
     from backupctl.drill import store
 
     try:
@@ -169,9 +211,6 @@ def run_drill(
         store.cache_only(service, repo.id, drill)
     for problem in store.save_to_copies(service, deployment, dest_name, drill):
         reporter.emit(WarningEvent(problem))
-    reporter.emit(Finished("drill", summary["id"], ok=passed))
-    notify_hooks.drill_finished(service, drill)  # drill_failed / drill_completed; never raises
-    return drill
 
 
 def _reason(exc: BackupctlError, scratch: Path) -> str:

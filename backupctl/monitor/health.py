@@ -27,9 +27,19 @@ Keys are stable (only added). Never prints; reports through the service's Report
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from backupctl.errors import BackupctlError
+from backupctl.monitor.health_doc import (
+    DeploymentCopy,
+    DeploymentHealth,
+    DestinationHealth,
+    Health,
+    LastBackup,
+    LastDrill,
+    Pitr,
+    Problem,
+)
 from backupctl.pitr import dispatch
 from backupctl.pitr.logarchive import binlog_partial_prefix, binlog_prefix, wal_prefix
 from backupctl.policy.models import parse_duration
@@ -46,85 +56,6 @@ if TYPE_CHECKING:
 DEFAULT_GRACE = dt.timedelta(hours=1)
 # States of a copy on a remote destination that mean "it is there" (repo/upload.py).
 _COPIED = ("stored", "uploaded")
-
-
-class Problem(TypedDict):
-    kind: str
-    message: str
-
-
-class LastBackup(TypedDict):
-    id: str
-    type: str
-    started: str
-    finished: str | None
-    duration_s: float | None
-    size_bytes: int
-    stored_bytes: int
-    age_s: float | None
-
-
-class LastRun(TypedDict):
-    id: str
-    status: str
-    started: str | None
-    error: str | None
-
-
-class LastDrill(TypedDict):
-    id: str
-    backup_id: str
-    started: str
-    seconds: float | None
-    restore_seconds: float | None
-
-
-class Pitr(TypedDict):
-    family: str
-    window_end: str | None
-    archive_lag_s: float | None
-    newest_archived: str | None
-    gaps: int
-
-
-class DeploymentCopy(TypedDict):
-    destination: str
-    reachable: bool
-    last_backup_id: str | None
-    last_backup_finished: str | None
-    upload_state: str | None
-
-
-class DeploymentHealth(TypedDict):
-    deployment: str
-    policy: str | None
-    last_backup: LastBackup | None
-    last_run: LastRun | None
-    failures: int
-    failures_since_success: int
-    next_run: str | None
-    last_drill: LastDrill | None
-    pitr: Pitr | None
-    newest_restorable: str | None
-    rpo_s: float | None
-    destinations: list[DeploymentCopy]
-    problems: list[Problem]
-
-
-class DestinationHealth(TypedDict):
-    name: str
-    type: str
-    reachable: bool
-    error: str | None
-    objects: int
-    size_bytes: int
-
-
-class Health(TypedDict):
-    generated: str
-    ok: bool
-    deployments: list[DeploymentHealth]
-    destinations: list[DestinationHealth]
 
 
 class _Listing:
@@ -226,9 +157,7 @@ def _deployment(
     now: dt.datetime,
     grace: dt.timedelta,
 ) -> DeploymentHealth:
-    dep = service.config.deployments[name]
     primary = service.primary_destination(name)
-    problems: list[Problem] = []
     mine = sorted(
         (r for r in records if r["deployment"] == name), key=lambda r: r["started"] or "", reverse=True
     )
@@ -239,71 +168,18 @@ def _deployment(
     last = settled[0] if settled else None
     since_success = [r for r in failed if newest is None or (r["started"] or "") > newest["started"]]
 
-    for dest_name in dep.destinations:
-        listing = listings[dest_name]
-        if not listing.reachable:
-            problems.append(
-                {
-                    "kind": "destination_unreachable",
-                    "message": f"destination {dest_name} is unreachable: {listing.error}",
-                }
-            )
-    if unreadable:
-        problems.append({"kind": "repository_unreadable", "message": f"cannot list backups: {unreadable}"})
-    if newest is None and not unreadable and listings[primary].reachable:
-        problems.append({"kind": "never_backed_up", "message": "no completed backup"})
-    if last is not None and last["status"] == "Failed":
-        why = f": {last['error']}" if last["error"] else ""
-        problems.append(
-            {
-                "kind": "last_run_failed",
-                "message": f"the last run ({last['short_id']}, {last['started']}) failed{why}",
-            }
-        )
-
-    policy_name: str | None = None
-    next_run: str | None = None
-    last_success = parse_iso_utc(newest["started"]) if newest else None
-    try:
-        found = effective_policy(service.config, name)
-    except BackupctlError:
-        found = None
-    if found is not None:
-        policy_name, policy = found
-        runs = next_runs(policy, now, 1, last_success)
-        next_run = iso_ms(runs[0].slot) if runs else None
-        missed = missed_slot(policy, last_success, now, grace)
-        if missed is not None and newest is not None:
-            problems.append(
-                {
-                    "kind": "overdue",
-                    "message": f"no backup since the slot of {iso_ms(missed)} (last completed backup "
-                    f"started {newest['started']}, policy {policy_name})",
-                }
-            )
-
+    problems = _run_problems(service, name, listings, unreadable, newest, last)
+    policy_name, next_run = _schedule(service, name, newest, now, grace, problems)
     copies = _copies(service, name, completed, listings, problems, now, grace)
     drill = _drills(service, name, problems) if listings[primary].reachable else None
     pitr = _pitr(service, name, listings[primary], problems, now)
 
     moments = [t for t in (newest["finished"] if newest else None, pitr["window_end"] if pitr else None) if t]
     restorable = max(moments, key=parse_iso_utc) if moments else None
-    last_backup: LastBackup | None = None
-    if newest is not None:
-        last_backup = {
-            "id": newest["id"],
-            "type": newest["type"],
-            "started": newest["started"],
-            "finished": newest["finished"],
-            "duration_s": newest["duration_s"],
-            "size_bytes": newest["size_bytes"],
-            "stored_bytes": newest["stored_bytes"],
-            "age_s": _seconds(now, newest["finished"] or newest["started"]),
-        }
     return {
         "deployment": name,
         "policy": policy_name,
-        "last_backup": last_backup,
+        "last_backup": _last_backup(newest, now),
         "last_run": {
             "id": last["id"],
             "status": last["status"],
@@ -321,6 +197,87 @@ def _deployment(
         "rpo_s": _seconds(now, restorable),
         "destinations": copies,
         "problems": problems,
+    }
+
+
+def _run_problems(
+    service: Service,
+    name: str,
+    listings: dict[str, _Listing],
+    unreadable: str | None,
+    newest: BackupSummary | None,
+    last: BackupSummary | None,
+) -> list[Problem]:
+    """What is wrong with the deployment's destinations, catalog and runs: unreachable
+    destinations, an unreadable catalog, no completed backup, a failed last run."""
+    problems: list[Problem] = []
+    for dest_name in service.config.deployments[name].destinations:
+        listing = listings[dest_name]
+        if not listing.reachable:
+            problems.append(
+                {
+                    "kind": "destination_unreachable",
+                    "message": f"destination {dest_name} is unreachable: {listing.error}",
+                }
+            )
+    if unreadable:
+        problems.append({"kind": "repository_unreadable", "message": f"cannot list backups: {unreadable}"})
+    if newest is None and not unreadable and listings[service.primary_destination(name)].reachable:
+        problems.append({"kind": "never_backed_up", "message": "no completed backup"})
+    if last is not None and last["status"] == "Failed":
+        why = f": {last['error']}" if last["error"] else ""
+        problems.append(
+            {
+                "kind": "last_run_failed",
+                "message": f"the last run ({last['short_id']}, {last['started']}) failed{why}",
+            }
+        )
+    return problems
+
+
+def _schedule(
+    service: Service,
+    name: str,
+    newest: BackupSummary | None,
+    now: dt.datetime,
+    grace: dt.timedelta,
+    problems: list[Problem],
+) -> tuple[str | None, str | None]:
+    """(the deployment's policy, its next run); a missed slot is an `overdue` problem.
+    No policy (`policy: none`, or one that cannot be resolved): (None, None)."""
+    last_success = parse_iso_utc(newest["started"]) if newest else None
+    try:
+        found = effective_policy(service.config, name)
+    except BackupctlError:
+        found = None
+    if found is None:
+        return None, None
+    policy_name, policy = found
+    runs = next_runs(policy, now, 1, last_success)
+    missed = missed_slot(policy, last_success, now, grace)
+    if missed is not None and newest is not None:
+        problems.append(
+            {
+                "kind": "overdue",
+                "message": f"no backup since the slot of {iso_ms(missed)} (last completed backup "
+                f"started {newest['started']}, policy {policy_name})",
+            }
+        )
+    return policy_name, iso_ms(runs[0].slot) if runs else None
+
+
+def _last_backup(newest: BackupSummary | None, now: dt.datetime) -> LastBackup | None:
+    if newest is None:
+        return None
+    return {
+        "id": newest["id"],
+        "type": newest["type"],
+        "started": newest["started"],
+        "finished": newest["finished"],
+        "duration_s": newest["duration_s"],
+        "size_bytes": newest["size_bytes"],
+        "stored_bytes": newest["stored_bytes"],
+        "age_s": _seconds(now, newest["finished"] or newest["started"]),
     }
 
 

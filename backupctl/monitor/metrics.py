@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.errors import BackupctlError
-from backupctl.monitor.health import Health
+from backupctl.monitor.health_doc import Health
 from backupctl.timefmt import parse_iso_utc
 
 # Every problem kind of monitor.health: backupctl_problems has one sample per deployment and

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backupctl.monitor.health import Health
+from backupctl.monitor.health_doc import Health
 
 
 def rows(health: Health) -> list[dict[str, Any]]:

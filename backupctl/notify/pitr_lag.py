@@ -14,6 +14,7 @@ this module imports pitr/, which imports the engine's Service, which imports the
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from backupctl.errors import BackupctlError
@@ -47,45 +48,68 @@ def _check(svc: Any, now: dt.datetime, threshold: dt.timedelta) -> list[dict[str
         family = dispatch.family_for(dep)
         if family is None or not rules_for(config, name):
             continue
-        dest = svc.destination(svc.primary_destination(name))
-        if family == "postgres":
-            prefixes = [wal_prefix(name)]
-        else:
-            prefixes = [binlog_prefix(name), binlog_partial_prefix(name)]
-        mtimes = [o.mtime for p in prefixes for o in dest.list(p) if o.mtime is not None]
-        if not mtimes:
+        newest = _newest_archived(svc, name, family)
+        if newest is None:
             continue  # nothing archived yet: PITR is not set up for it
-        newest = dt.datetime.fromtimestamp(max(mtimes), dt.UTC)
-        lag = now - newest
-        problems: list[str] = []
-        if lag > threshold:
-            problems.append(
-                f"the newest archived log is {int(lag.total_seconds())} s old (threshold {threshold})"
-            )
-        gaps = 0
-        try:
-            window = dispatch.show(svc, name)
-            gaps = sum(1 for g in window["gaps"] if str(g.get("kind", "")).startswith("missing"))
-        except BackupctlError as exc:
-            problems.append(f"cannot read the PITR window: {exc.message}")
-        if gaps:
-            problems.append(f"{gaps} gap(s) in the archived logs (see `backupctl pitr show {name}`)")
-        event = None
-        if problems:
-            event = NotificationEvent(
-                kind="pitr_lag",
-                deployment=name,
-                status="Lagging" if lag > threshold else "Gap",
-                message="; ".join(problems),
-                time=now,
-                details={
-                    "family": family,
-                    "archive_lag_s": round(lag.total_seconds(), 3),
-                    "newest_archived": iso_ms(newest),
-                    "gaps": gaps,
-                },
-            )
-        todo.append((name, event))
+        todo.append((name, _archive_event(svc, name, family, newest, now, threshold)))
+    sent = _newly_bad(state_dir, todo)
+    for name, event in todo:
+        if event is not None and any(d["deployment"] == name for d in sent):
+            notify_event(config, event, reporter=svc.reporter, state_dir=state_dir)
+    return sent
+
+
+def _newest_archived(svc: Any, name: str, family: str) -> dt.datetime | None:
+    """Upload time of the newest archived log object in the primary destination."""
+    dest = svc.destination(svc.primary_destination(name))
+    if family == "postgres":
+        prefixes = [wal_prefix(name)]
+    else:
+        prefixes = [binlog_prefix(name), binlog_partial_prefix(name)]
+    mtimes = [o.mtime for p in prefixes for o in dest.list(p) if o.mtime is not None]
+    if not mtimes:
+        return None
+    return dt.datetime.fromtimestamp(max(mtimes), dt.UTC)
+
+
+def _archive_event(
+    svc: Any, name: str, family: str, newest: dt.datetime, now: dt.datetime, threshold: dt.timedelta
+) -> NotificationEvent | None:
+    """The `pitr_lag` event of a deployment whose archive lags or has a gap; None when good."""
+    lag = now - newest
+    problems: list[str] = []
+    if lag > threshold:
+        problems.append(
+            f"the newest archived log is {int(lag.total_seconds())} s old (threshold {threshold})"
+        )
+    gaps = 0
+    try:
+        window = dispatch.show(svc, name)
+        gaps = sum(1 for g in window["gaps"] if str(g.get("kind", "")).startswith("missing"))
+    except BackupctlError as exc:
+        problems.append(f"cannot read the PITR window: {exc.message}")
+    if gaps:
+        problems.append(f"{gaps} gap(s) in the archived logs (see `backupctl pitr show {name}`)")
+    if not problems:
+        return None
+    return NotificationEvent(
+        kind="pitr_lag",
+        deployment=name,
+        status="Lagging" if lag > threshold else "Gap",
+        message="; ".join(problems),
+        time=now,
+        details={
+            "family": family,
+            "archive_lag_s": round(lag.total_seconds(), 3),
+            "newest_archived": iso_ms(newest),
+            "gaps": gaps,
+        },
+    )
+
+
+def _newly_bad(state_dir: Path, todo: list[tuple[str, NotificationEvent | None]]) -> list[dict[str, Any]]:
+    """Record each deployment's archive as bad or good in the queue's marks; the events of
+    those that turned bad since the last check (the ones to send)."""
     sent: list[dict[str, Any]] = []
     queue = Queue(state_dir)
     try:
@@ -97,7 +121,4 @@ def _check(svc: Any, now: dt.datetime, threshold: dt.timedelta) -> list[dict[str
                 sent.append(event.to_doc())
     finally:
         queue.close()
-    for name, event in todo:
-        if event is not None and any(d["deployment"] == name for d in sent):
-            notify_event(config, event, reporter=svc.reporter, state_dir=state_dir)
     return sent

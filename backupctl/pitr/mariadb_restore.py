@@ -17,8 +17,9 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from backupctl.errors import ConfigError, NotFoundError, SourceError
 from backupctl.events import InfoEvent
@@ -42,6 +43,7 @@ from backupctl.timefmt import parse_iso_utc
 
 if TYPE_CHECKING:
     from backupctl.backups.service import Service
+    from backupctl.repo.repository import Repository
 
 
 def stop_datetime(moment: dt.datetime) -> str:
@@ -57,6 +59,43 @@ def choose_backup(
     """(backup, its range, the archived objects to replay in order, replay options) or PitrError."""
     repo = service.repository(service.primary_destination(deployment))
     archive = archived_binlogs(repo, deployment)
+    with_pos = _backups_with_position(service, deployment, backup_id)
+    position_file = _position_file(archive, deployment, target)
+    desc = target.describe() if target.position is None else f"position {position_file}:{target.position}"
+    b = _base_backup(with_pos, deployment, target, position_file, desc)
+    cache: dict[str, dict[str, Any]] = {}
+    rng = backup_range(repo, archive, b, cache)
+    stem, start = binlog_sort_key(b["info"]["binlog_file"])
+    files = archive.get(stem, {})
+    run, gap = run_from(files, start)
+    if not run:
+        raise PitrError(f"cannot restore to {desc} from backup {b['id'][:8]}: {rng.get('reason')}")
+    last_to = cached_meta(repo, files[run[-1]], cache).get("last_event_time")
+    gap_text = (
+        f"binary log {binlog_file_name(stem, gap, b['info']['binlog_file'])} is missing from the archive, so from "
+        f"backup {b['id'][:8]} recovery can only reach {last_to} (the last event before the gap)"
+        if gap is not None
+        else None
+    )
+    logs = _LogRun(repo, files, run, cache, stem, gap, gap_text, last_to, desc, deployment)
+    options: dict[str, Any] = {
+        "start_file": b["info"]["binlog_file"],
+        "start_position": int(b["info"]["binlog_pos"]),
+    }
+    if target.time is not None:
+        chosen = logs.up_to_time(target.time)
+        options["stop_datetime"] = stop_datetime(target.time)
+    else:
+        assert target.position is not None and position_file is not None
+        chosen = logs.up_to_position(position_file, target.position)
+        options["stop_position"] = target.position
+        options["stop_file"] = position_file
+    return b, rng, [files[n] for n in chosen], options
+
+
+def _backups_with_position(service: Service, deployment: str, backup_id: str | None) -> list[PhysicalBackup]:
+    """The deployment's mariabackup backups (only `backup_id`'s when given) that recorded
+    the binary log position they end at, oldest first; none: NotFoundError or PitrError."""
     backups = mariabackups(service, deployment)
     if backup_id:
         backups = [b for b in backups if b["id"].startswith(backup_id.lower())]
@@ -75,94 +114,101 @@ def choose_backup(
             f"no mariabackup backup of {deployment!r} recorded a binary log position",
             hint="binary logging must be on when the backup runs (log_bin)",
         )
-    position_file = target.position_file
-    if target.position is not None and position_file is None:
-        newest = max(
-            ((stem, n) for stem, files in archive.items() for n in files),
-            default=None,
-            key=lambda k: (k[1], k[0]),
-        )
-        if newest is None:
-            raise PitrError(f"no binary log of {deployment!r} is archived (run `backupctl binlog sync`)")
-        position_file = archive[newest[0]][newest[1]].rsplit("/", 1)[-1]
-    candidates = []
-    for b in reversed(with_pos):
-        info = b["info"]
-        if target.time is not None and parse_iso_utc(b["finished"]) >= target.time:
+    return with_pos
+
+
+def _position_file(archive: dict[str, dict[int, str]], deployment: str, target: Target) -> str | None:
+    """The binary log a position target is in: the one given, else the newest archived."""
+    if target.position is None or target.position_file is not None:
+        return target.position_file
+    newest = max(
+        ((stem, n) for stem, files in archive.items() for n in files),
+        default=None,
+        key=lambda k: (k[1], k[0]),
+    )
+    if newest is None:
+        raise PitrError(f"no binary log of {deployment!r} is archived (run `backupctl binlog sync`)")
+    return archive[newest[0]][newest[1]].rsplit("/", 1)[-1]
+
+
+def _base_backup(
+    with_pos: list[PhysicalBackup], deployment: str, target: Target, position_file: str | None, desc: str
+) -> PhysicalBackup:
+    """The newest backup that ends before the target (in time, or in binary log position)."""
+    for backup in reversed(with_pos):
+        info = backup["info"]
+        if target.time is not None and parse_iso_utc(backup["finished"]) >= target.time:
             continue
         if target.position is not None:
             assert position_file is not None
             here = (binlog_sort_key(info["binlog_file"]), int(info["binlog_pos"]))
             if here > (binlog_sort_key(position_file), target.position):
                 continue
-        candidates.append(b)
-    desc = target.describe() if target.position is None else f"position {position_file}:{target.position}"
-    if not candidates:
-        oldest = with_pos[0]
-        where = (
-            f"the oldest ends at {oldest['finished']}"
-            if target.time is not None
-            else f"the oldest starts at {oldest['info']['binlog_file']}:{oldest['info']['binlog_pos']}"
-        )
-        raise PitrError(
-            f"no mariabackup backup of {deployment!r} ends before {desc}; {where}",
-            hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
-        )
-    b = candidates[0]
-    cache: dict[str, dict[str, Any]] = {}
-    rng = backup_range(repo, archive, b, cache)
-    stem, start = binlog_sort_key(b["info"]["binlog_file"])
-    files = archive.get(stem, {})
-    run, gap = run_from(files, start)
-    if not run:
-        raise PitrError(f"cannot restore to {desc} from backup {b['id'][:8]}: {rng.get('reason')}")
-    last_to = cached_meta(repo, files[run[-1]], cache).get("last_event_time")
-    gap_text = (
-        f"binary log {binlog_file_name(stem, gap, b['info']['binlog_file'])} is missing from the archive, so from "
-        f"backup {b['id'][:8]} recovery can only reach {last_to} (the last event before the gap)"
-        if gap is not None
-        else None
+        return cast("PhysicalBackup", backup)  # mypy types reversed() of TypedDicts as Any
+    oldest = with_pos[0]
+    where = (
+        f"the oldest ends at {oldest['finished']}"
+        if target.time is not None
+        else f"the oldest starts at {oldest['info']['binlog_file']}:{oldest['info']['binlog_pos']}"
     )
-    options: dict[str, Any] = {
-        "start_file": b["info"]["binlog_file"],
-        "start_position": int(b["info"]["binlog_pos"]),
-    }
-    if target.time is not None:
-        if last_to is None or parse_iso_utc(last_to) < target.time:
-            if gap_text:
-                raise PitrError(f"refusing to restore to {desc}: {gap_text}")
+    raise PitrError(
+        f"no mariabackup backup of {deployment!r} ends before {desc}; {where}",
+        hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
+    )
+
+
+@dataclass
+class _LogRun:
+    """The archived binary logs that follow a base backup without a gap (`run`, numbers into
+    `files`), and what is known about them; picks those a target needs, or refuses it."""
+
+    repo: Repository
+    files: dict[int, str]
+    run: list[int]
+    cache: dict[str, dict[str, Any]]
+    stem: str
+    gap: int | None
+    gap_text: str | None
+    last_to: str | None
+    desc: str
+    deployment: str
+
+    def up_to_time(self, moment: dt.datetime) -> list[int]:
+        """The logs up to the first one that starts at or after `moment`."""
+        if self.last_to is None or parse_iso_utc(self.last_to) < moment:
+            if self.gap_text:
+                raise PitrError(f"refusing to restore to {self.desc}: {self.gap_text}")
             raise PitrError(
-                f"refusing to restore to {desc}: it is after the last archived event ({last_to})",
-                hint=f"run `backupctl binlog sync {deployment} --flush` to archive the current binary log, then retry",
+                f"refusing to restore to {self.desc}: it is after the last archived event ({self.last_to})",
+                hint=f"run `backupctl binlog sync {self.deployment} --flush` to archive the current binary log, "
+                "then retry",
             )
-        chosen = [run[0]]
-        for n in run[1:]:
-            first = cached_meta(repo, files[n], cache).get("first_event_time")
-            if first is not None and parse_iso_utc(first) >= target.time:
+        chosen = [self.run[0]]
+        for n in self.run[1:]:
+            first = cached_meta(self.repo, self.files[n], self.cache).get("first_event_time")
+            if first is not None and parse_iso_utc(first) >= moment:
                 break
             chosen.append(n)
-        options["stop_datetime"] = stop_datetime(target.time)
-    else:
-        assert target.position is not None and position_file is not None
+        return chosen
+
+    def up_to_position(self, position_file: str, position: int) -> list[int]:
+        """The logs up to `position_file`, which must be archived and reach `position`."""
         pstem, pnum = binlog_sort_key(position_file)
-        if pstem != stem:
+        if pstem != self.stem:
             raise PitrError(
-                f"refusing to restore to {desc}: the backup's binary logs are named {stem}.NNNNNN"
+                f"refusing to restore to {self.desc}: the backup's binary logs are named {self.stem}.NNNNNN"
             )
-        if pnum not in run:
-            if gap_text and pnum >= (gap or 0):
-                raise PitrError(f"refusing to restore to {desc}: {gap_text}")
+        if pnum not in self.run:
+            if self.gap_text and pnum >= (self.gap or 0):
+                raise PitrError(f"refusing to restore to {self.desc}: {self.gap_text}")
             raise PitrError(
-                f"refusing to restore to {desc}: {position_file} is not in the archive",
-                hint=f"run `backupctl binlog sync {deployment} --flush`, then retry",
+                f"refusing to restore to {self.desc}: {position_file} is not in the archive",
+                hint=f"run `backupctl binlog sync {self.deployment} --flush`, then retry",
             )
-        end = int(cached_meta(repo, files[pnum], cache).get("end_position", 0))
-        if target.position > end:
-            raise PitrError(f"refusing to restore to {desc}: {position_file} ends at position {end}")
-        chosen = [n for n in run if n <= pnum]
-        options["stop_position"] = target.position
-        options["stop_file"] = position_file
-    return b, rng, [files[n] for n in chosen], options
+        end = int(cached_meta(self.repo, self.files[pnum], self.cache).get("end_position", 0))
+        if position > end:
+            raise PitrError(f"refusing to restore to {self.desc}: {position_file} ends at position {end}")
+        return [n for n in self.run if n <= pnum]
 
 
 def replay(datadir: Path, files: list[Path], options: dict[str, Any], reporter: Any = None) -> dict[str, Any]:

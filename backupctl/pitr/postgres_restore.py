@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from backupctl.errors import ConfigError, NotFoundError
 from backupctl.events import InfoEvent
@@ -53,6 +53,27 @@ def choose_pg_backup(
     """(backup, its range in the window, extra recovery facts) or PitrError with the reason."""
     repo = service.repository(service.primary_destination(deployment))
     timelines, _ = list_wal(repo.dest, deployment)
+    backups = _pg_basebackups(service, deployment, backup_id)
+    target_lsn, extra = _target_lsn(repo, timelines, deployment, target)
+    b = _newest_before(backups, deployment, target, target_lsn)
+    rng = backup_range(repo, timelines, b)
+    if not rng["usable"]:
+        raise PitrError(f"cannot restore to {target.describe()} from backup {b['id'][:8]}: {rng['reason']}")
+    tl = rng["timeline"]
+    run, gap = contiguous_from(timelines.get(tl, []), lsn_segment(b["info"]["start_lsn"]))
+    gap_text = (
+        f"WAL segment {segment_name(tl, gap)} is missing from the archive, so from backup {b['id'][:8]} "
+        f"recovery can only reach {rng['to']} (the last transaction before the gap)"
+        if gap is not None
+        else None
+    )
+    _check_archive_reaches(deployment, target, target_lsn, rng, run, gap_text)
+    return b, rng, extra
+
+
+def _pg_basebackups(service: Service, deployment: str, backup_id: str | None) -> list[PhysicalBackup]:
+    """The deployment's pg_basebackup backups (only `backup_id`'s when given), oldest first;
+    none: NotFoundError or PitrError."""
     backups = [b for b in physical_backups(service, deployment) if b["method"] == "pg_basebackup"]
     if backup_id:
         backups = [b for b in backups if b["id"].startswith(backup_id.lower())]
@@ -63,6 +84,14 @@ def choose_pg_backup(
             f"deployment {deployment!r} has no completed pg_basebackup backup",
             hint="point-in-time recovery starts from a physical backup: set `method: pg_basebackup`",
         )
+    return backups
+
+
+def _target_lsn(
+    repo: Repository, timelines: dict[int, list[Segment]], deployment: str, target: Target
+) -> tuple[int | None, dict[str, Any]]:
+    """(the LSN an LSN or restore-point target stands for, extra recovery facts); a restore
+    point is looked up in the archived WAL."""
     extra: dict[str, Any] = {}
     target_lsn: int | None = None
     if target.lsn:
@@ -78,33 +107,37 @@ def choose_pg_backup(
             )
         target_lsn = found[1].lsn
         extra["restore_point_lsn"] = f"{target_lsn >> 32:X}/{target_lsn & 0xFFFFFFFF:X}"
-    candidates = []
+    return target_lsn, extra
+
+
+def _newest_before(
+    backups: list[PhysicalBackup], deployment: str, target: Target, target_lsn: int | None
+) -> PhysicalBackup:
+    """The newest backup that ends before the target (its time, or its LSN)."""
     for b in reversed(backups):
         info = b["info"]
         if target.time is not None and parse_iso_utc(b["finished"]) >= target.time:
             continue
         if target_lsn is not None and info.get("end_lsn") and lsn_to_int(info["end_lsn"]) > target_lsn:
             continue
-        candidates.append(b)
-    if not candidates:
-        oldest = backups[0]
-        raise PitrError(
-            f"no base backup of {deployment!r} ends before {target.describe()}"
-            + (f"; the oldest ends at {oldest['finished']}" if target.time else ""),
-            hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
-        )
-    b = candidates[0]
-    rng = backup_range(repo, timelines, b)
-    if not rng["usable"]:
-        raise PitrError(f"cannot restore to {target.describe()} from backup {b['id'][:8]}: {rng['reason']}")
-    tl = rng["timeline"]
-    run, gap = contiguous_from(timelines.get(tl, []), lsn_segment(b["info"]["start_lsn"]))
-    gap_text = (
-        f"WAL segment {segment_name(tl, gap)} is missing from the archive, so from backup {b['id'][:8]} "
-        f"recovery can only reach {rng['to']} (the last transaction before the gap)"
-        if gap is not None
-        else None
+        return cast("PhysicalBackup", b)  # mypy types reversed() of TypedDicts as Any
+    oldest = backups[0]
+    raise PitrError(
+        f"no base backup of {deployment!r} ends before {target.describe()}"
+        + (f"; the oldest ends at {oldest['finished']}" if target.time else ""),
+        hint="the earliest recoverable moment is the end of the oldest retained backup: see `backupctl pitr show`",
     )
+
+
+def _check_archive_reaches(
+    deployment: str,
+    target: Target,
+    target_lsn: int | None,
+    rng: dict[str, Any],
+    run: list[Segment],
+    gap_text: str | None,
+) -> None:
+    """Refuse a target past the archived WAL that follows the backup without a gap."""
     if target.time is not None:
         last = parse_iso_utc(rng["to"]) if rng["to"] else None
         if last is None or last <= target.time:
@@ -123,7 +156,6 @@ def choose_pg_backup(
             f"refusing to restore to {target.describe()}: the archive ends at segment {run[-1].name}",
             hint=f"run `backupctl pitr check {deployment}` to archive the current segment, then retry",
         )
-    return b, rng, extra
 
 
 def restore_command_for(service: Service, deployment: str, datadir: Path) -> str:

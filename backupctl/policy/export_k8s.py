@@ -37,6 +37,7 @@ from backupctl.policy.schedule import recurrence_text
 
 if TYPE_CHECKING:
     from backupctl.config.models import Config
+    from backupctl.policy.models import Policy
 
 CONFIG_DIR = "/etc/backupctl"
 CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"  # the ConfigMap's one file
@@ -78,6 +79,8 @@ class _Pod:
         self.file_items: list[dict[str, str]] = []
         self.files: dict[str, str] = {}  # FILES_SECRET key -> the file it holds on this host
         self.notes: list[str] = []
+        self.volumes: list[dict[str, Any]] = []
+        self.mounts: list[dict[str, Any]] = []
 
     def secrets(self, node: Any, prefix: str) -> Any:
         """`node` with every `*_env` variable taken from ENV_SECRET and every `*_file` path
@@ -103,6 +106,197 @@ class _Pod:
         return out
 
 
+def _scheduled(config: Config) -> list[tuple[str, Policy]]:
+    """(deployment, policy) for every deployment with an active policy that has schedules."""
+    scheduled: list[tuple[str, Policy]] = []
+    for name in config.deployments:
+        resolved = effective_policy(config, name)
+        if resolved is None or resolved[1].paused or not resolved[1].schedules:
+            continue
+        scheduled.append((name, resolved[1]))
+    return scheduled
+
+
+def _meta(namespace: str | None, name: str, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if namespace:
+        out["namespace"] = namespace
+    out["labels"] = {"app.kubernetes.io/name": "backupctl", **extra.pop("labels", {})}
+    out.update(extra)
+    return out
+
+
+def _claim(namespace: str | None, name: str, size: str, shared: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(namespace, name),
+        "spec": {
+            # A repository several deployments' pods write to needs ReadWriteMany
+            # (or one node); each deployment's state is its own.
+            "accessModes": ["ReadWriteMany" if shared else "ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+        },
+    }
+
+
+def _used_destinations(raw: dict[str, Any], name: str, policy: Policy) -> list[str]:
+    dep = raw.get("deployments", {}).get(name, {})
+    names = list(policy.destinations or dep.get("destinations") or [])
+    return list(dict.fromkeys(names))
+
+
+def _repo_claims(
+    raw: dict[str, Any], scheduled: list[tuple[str, Policy]], namespace: str | None
+) -> list[dict[str, Any]]:
+    """One claim per local repository a scheduled deployment uses (shared: ReadWriteMany)."""
+    local_users: dict[str, int] = {}
+    for name, policy in scheduled:
+        for dest in _used_destinations(raw, name, policy):
+            if (raw.get("destinations", {}).get(dest) or {}).get("type") == "local":
+                local_users[dest] = local_users.get(dest, 0) + 1
+    return [
+        _claim(namespace, k8s_name("backupctl-repo", dest, limit=63), REPO_SIZE, users > 1)
+        for dest, users in sorted(local_users.items())
+    ]
+
+
+def _pod_destination(pod: _Pod, raw: dict[str, Any], dest: str) -> Any:
+    """A destination as the pod sees it; a local repository is mounted from its claim."""
+    spec = copy.deepcopy(raw.get("destinations", {}).get(dest) or {})
+    if spec.get("type") == "local":
+        volume = k8s_name("repo", dest, limit=63)
+        spec["path"] = f"{REPO_ROOT}/{dest}"
+        claim_name = k8s_name("backupctl-repo", dest, limit=63)
+        pod.volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim_name}})
+        pod.mounts.append({"name": volume, "mountPath": spec["path"]})
+    return pod.secrets(spec, f"destination-{dest}")
+
+
+def _pod_encryption(pod: _Pod, encryption: dict[str, Any]) -> dict[str, Any]:
+    """The encryption settings with the key or passphrase file on KEY_SECRET's volume."""
+    for field, item in (("key_file", "key"), ("passphrase_file", "passphrase")):
+        if field in encryption:
+            encryption[field] = f"{KEY_DIR}/{item}"
+            secret = {"secretName": KEY_SECRET, "defaultMode": _READ_ONLY_0400}
+            pod.volumes.insert(1, {"name": "key", "secret": secret})
+            pod.mounts.insert(1, {"name": "key", "mountPath": KEY_DIR, "readOnly": True})
+    if "passphrase_env" in encryption:
+        ref = {"name": KEY_SECRET, "key": "passphrase"}
+        pod.env.append({"name": encryption["passphrase_env"], "valueFrom": {"secretKeyRef": ref}})
+    return encryption
+
+
+def _pod_config(raw: dict[str, Any], name: str, policy: Policy) -> tuple[_Pod, dict[str, Any]]:
+    """What the deployment's pod needs, and its config (the ConfigMap's one file)."""
+    pod = _Pod()
+    doc = {k: copy.deepcopy(v) for k, v in raw.items() if k not in ("destinations", "deployments")}
+    pod.volumes = [
+        {"name": "config", "configMap": {"name": k8s_name("backupctl", name, "config", limit=253)}},
+        {
+            "name": "state",
+            "persistentVolumeClaim": {"claimName": k8s_name("backupctl", name, "state", limit=253)},
+        },
+    ]
+    pod.mounts = [
+        # subPath: one file, so that the Secret mounts beside it are not nested in a
+        # read-only ConfigMap volume (a Job's pod is new each run: no update is missed).
+        {"name": "config", "mountPath": CONFIG_FILE, "subPath": "config.yaml", "readOnly": True},
+        {"name": "state", "mountPath": STATE_DIR},
+    ]
+    doc["destinations"] = {}
+    for dest in _used_destinations(raw, name, policy):
+        doc["destinations"][dest] = _pod_destination(pod, raw, dest)
+    dep = copy.deepcopy(raw.get("deployments", {}).get(name) or {})
+    for source in dep.get("sources") or []:
+        if isinstance(source, dict) and source.get("type") == "files":
+            pod.notes.append(
+                f"deployment {name} reads {', '.join(map(str, source.get('paths') or []))}: "
+                "mount a volume holding it there in CronJob " + k8s_name("backupctl", name)
+            )
+    doc["deployments"] = {name: pod.secrets(dep, f"{name}-source")}
+    doc["encryption"] = _pod_encryption(pod, dict(doc.get("encryption") or {}))
+    doc["settings"] = {**(doc.get("settings") or {}), "state_dir": STATE_DIR}
+    if pod.file_items:
+        secret = {"secretName": FILES_SECRET, "defaultMode": _READ_ONLY_0400, "items": pod.file_items}
+        pod.volumes.append({"name": "secret-files", "secret": secret})
+        pod.mounts.append({"name": "secret-files", "mountPath": SECRET_FILES_DIR, "readOnly": True})
+    return pod, doc
+
+
+def _container(image: str, run_args: Callable[[str], list[str]], pod: _Pod) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "backupctl",
+        "image": image,
+        "command": ["backupctl"],
+        "args": run_args(CONFIG_FILE),
+        "volumeMounts": pod.mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]},
+        },
+    }
+    if pod.env:
+        container["env"] = pod.env
+    return container
+
+
+def _config_map(
+    namespace: str | None, name: str, labels: dict[str, str], doc: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(namespace, k8s_name("backupctl", name, "config", limit=253), labels=labels),
+        "data": {"config.yaml": _dump(doc)},
+    }
+
+
+def _cron_job(
+    namespace: str | None,
+    name: str,
+    labels: dict[str, str],
+    policy: Policy,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    crons = {portable_cron(s) for s in policy.schedules}
+    cron, tz = next(iter(crons)) if len(crons) == 1 else FALLBACK
+    recurrences = "; ".join(recurrence_text(s) for s in policy.schedules)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(
+            namespace,
+            k8s_name("backupctl", name),
+            labels=labels,
+            annotations={"backupctl/recurrence": recurrences},
+        ),
+        "spec": {
+            "schedule": cron,
+            "timeZone": tz,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": STARTING_DEADLINE_S,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,  # run-due records the slot: a retry would not rerun it
+                    "template": {
+                        "metadata": {"labels": {"app.kubernetes.io/name": "backupctl", **labels}},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+                            "containers": [container],
+                            "volumes": volumes,
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
 def manifests(
     config: Config,
     *,
@@ -113,164 +307,20 @@ def manifests(
     """(notes for the operator, manifests): claims for local repositories first, then per
     scheduled deployment its ConfigMap, state claim and CronJob."""
     raw = _raw_config(config)
-    scheduled: list[tuple[str, Any]] = []
-    for name in config.deployments:
-        resolved = effective_policy(config, name)
-        if resolved is None or resolved[1].paused or not resolved[1].schedules:
-            continue
-        scheduled.append((name, resolved[1]))
-
-    def meta(name: str, **extra: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": name}
-        if namespace:
-            out["namespace"] = namespace
-        out["labels"] = {"app.kubernetes.io/name": "backupctl", **extra.pop("labels", {})}
-        out.update(extra)
-        return out
-
-    def claim(name: str, size: str, shared: bool) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": meta(name),
-            "spec": {
-                # A repository several deployments' pods write to needs ReadWriteMany
-                # (or one node); each deployment's state is its own.
-                "accessModes": ["ReadWriteMany" if shared else "ReadWriteOnce"],
-                "resources": {"requests": {"storage": size}},
-            },
-        }
-
-    def used_destinations(name: str, policy: Any) -> list[str]:
-        dep = raw.get("deployments", {}).get(name, {})
-        names = list(policy.destinations or dep.get("destinations") or [])
-        return list(dict.fromkeys(names))
-
-    local_users: dict[str, int] = {}
-    for name, policy in scheduled:
-        for dest in used_destinations(name, policy):
-            if (raw.get("destinations", {}).get(dest) or {}).get("type") == "local":
-                local_users[dest] = local_users.get(dest, 0) + 1
+    scheduled = _scheduled(config)
     notes: list[str] = []
     env_names: list[str] = []
     files: dict[str, str] = {}
-    docs: list[dict[str, Any]] = [
-        claim(k8s_name("backupctl-repo", dest, limit=63), REPO_SIZE, users > 1)
-        for dest, users in sorted(local_users.items())
-    ]
+    docs = _repo_claims(raw, scheduled, namespace)
     for name, policy in scheduled:
-        pod = _Pod()
-        doc = {k: copy.deepcopy(v) for k, v in raw.items() if k not in ("destinations", "deployments")}
-        volumes: list[dict[str, Any]] = [
-            {"name": "config", "configMap": {"name": k8s_name("backupctl", name, "config", limit=253)}},
-            {
-                "name": "state",
-                "persistentVolumeClaim": {"claimName": k8s_name("backupctl", name, "state", limit=253)},
-            },
-        ]
-        mounts: list[dict[str, Any]] = [
-            # subPath: one file, so that the Secret mounts beside it are not nested in a
-            # read-only ConfigMap volume (a Job's pod is new each run: no update is missed).
-            {"name": "config", "mountPath": CONFIG_FILE, "subPath": "config.yaml", "readOnly": True},
-            {"name": "state", "mountPath": STATE_DIR},
-        ]
-        doc["destinations"] = {}
-        for dest in used_destinations(name, policy):
-            spec = copy.deepcopy(raw.get("destinations", {}).get(dest) or {})
-            if spec.get("type") == "local":
-                volume = k8s_name("repo", dest, limit=63)
-                spec["path"] = f"{REPO_ROOT}/{dest}"
-                claim_name = k8s_name("backupctl-repo", dest, limit=63)
-                volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim_name}})
-                mounts.append({"name": volume, "mountPath": spec["path"]})
-            doc["destinations"][dest] = pod.secrets(spec, f"destination-{dest}")
-        dep = copy.deepcopy(raw.get("deployments", {}).get(name) or {})
-        for source in dep.get("sources") or []:
-            if isinstance(source, dict) and source.get("type") == "files":
-                pod.notes.append(
-                    f"deployment {name} reads {', '.join(map(str, source.get('paths') or []))}: "
-                    "mount a volume holding it there in CronJob " + k8s_name("backupctl", name)
-                )
-        doc["deployments"] = {name: pod.secrets(dep, f"{name}-source")}
-        encryption = dict(doc.get("encryption") or {})
-        for field, item in (("key_file", "key"), ("passphrase_file", "passphrase")):
-            if field in encryption:
-                encryption[field] = f"{KEY_DIR}/{item}"
-                secret = {"secretName": KEY_SECRET, "defaultMode": _READ_ONLY_0400}
-                volumes.insert(1, {"name": "key", "secret": secret})
-                mounts.insert(1, {"name": "key", "mountPath": KEY_DIR, "readOnly": True})
-        if "passphrase_env" in encryption:
-            ref = {"name": KEY_SECRET, "key": "passphrase"}
-            pod.env.append({"name": encryption["passphrase_env"], "valueFrom": {"secretKeyRef": ref}})
-        doc["encryption"] = encryption
-        doc["settings"] = {**(doc.get("settings") or {}), "state_dir": STATE_DIR}
-        if pod.file_items:
-            secret = {"secretName": FILES_SECRET, "defaultMode": _READ_ONLY_0400, "items": pod.file_items}
-            volumes.append({"name": "secret-files", "secret": secret})
-            mounts.append({"name": "secret-files", "mountPath": SECRET_FILES_DIR, "readOnly": True})
+        pod, doc = _pod_config(raw, name, policy)
         notes.extend(pod.notes)
         env_names += [e["name"] for e in pod.env if e["valueFrom"]["secretKeyRef"]["name"] == ENV_SECRET]
         files.update(pod.files)
-
-        crons = {portable_cron(s) for s in policy.schedules}
-        cron, tz = next(iter(crons)) if len(crons) == 1 else FALLBACK
-        container: dict[str, Any] = {
-            "name": "backupctl",
-            "image": image,
-            "command": ["backupctl"],
-            "args": run_args(CONFIG_FILE),
-            "volumeMounts": mounts,
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]},
-            },
-        }
-        if pod.env:
-            container["env"] = pod.env
         labels = {"backupctl/deployment": k8s_name(name, limit=63)}
-        recurrences = "; ".join(recurrence_text(s) for s in policy.schedules)
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": meta(k8s_name("backupctl", name, "config", limit=253), labels=labels),
-                "data": {"config.yaml": _dump(doc)},
-            }
-        )
-        docs.append(claim(k8s_name("backupctl", name, "state", limit=253), STATE_SIZE, False))
-        docs.append(
-            {
-                "apiVersion": "batch/v1",
-                "kind": "CronJob",
-                "metadata": meta(
-                    k8s_name("backupctl", name),
-                    labels=labels,
-                    annotations={"backupctl/recurrence": recurrences},
-                ),
-                "spec": {
-                    "schedule": cron,
-                    "timeZone": tz,
-                    "concurrencyPolicy": "Forbid",
-                    "startingDeadlineSeconds": STARTING_DEADLINE_S,
-                    "successfulJobsHistoryLimit": 3,
-                    "failedJobsHistoryLimit": 3,
-                    "jobTemplate": {
-                        "spec": {
-                            "backoffLimit": 0,  # run-due records the slot: a retry would not rerun it
-                            "template": {
-                                "metadata": {"labels": {"app.kubernetes.io/name": "backupctl", **labels}},
-                                "spec": {
-                                    "restartPolicy": "Never",
-                                    "securityContext": {"runAsUser": 0, "runAsGroup": 0},
-                                    "containers": [container],
-                                    "volumes": volumes,
-                                },
-                            },
-                        }
-                    },
-                },
-            }
-        )
+        docs.append(_config_map(namespace, name, labels, doc))
+        docs.append(_claim(namespace, k8s_name("backupctl", name, "state", limit=253), STATE_SIZE, False))
+        docs.append(_cron_job(namespace, name, labels, policy, _container(image, run_args, pod), pod.volumes))
     if scheduled:
         notes = _secret_commands(raw.get("encryption") or {}, env_names, files, namespace) + notes
     return notes, docs
