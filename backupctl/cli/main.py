@@ -5,7 +5,8 @@ Start-up contract (tests/test_startup.py): importing this module and running
 module, no engine code and no heavy library (Rich, Pydantic, croniter, cryptography,
 cloud SDKs). Commands are registered lazily: `COMMANDS` names each one, the module that
 implements it and its short help, and a command's module is imported only when that
-command is resolved (run, or its own help or completion asked for).
+command is resolved (run, or its own help or completion asked for); `_SUBCOMMANDS` does the
+same for subcommands registered by other modules. How building is deferred: cli/fast_start.py.
 """
 
 from __future__ import annotations
