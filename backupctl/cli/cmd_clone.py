@@ -1,6 +1,7 @@
 """`backupctl backup clone`: a new deployment from a database backup.
 
-Registered on the `backup` group (imported by backupctl.cli.main._register).
+Registered on the `backup` group (backupctl.cli.main._SUBCOMMANDS), so that `backup list`
+does not import it.
 """
 
 from __future__ import annotations

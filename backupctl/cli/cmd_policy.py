@@ -250,6 +250,18 @@ def show(name: Name) -> None:
     if output.structured():
         output.emit_document(doc)
         return
+    pairs = _policy_pairs(doc) + _next_run_pairs(doc)
+    for i, rule in enumerate(doc["retention_rules"]):
+        pairs.append(("Retention" if i == 0 else "", rule))
+    pairs += _recoverable_pairs(doc.get("pitr", {}))
+    output.emit_fields(pairs, record=doc)
+    if doc["backups"] and not output.OPTS.columns:  # -c picks among the details above
+        sys.stdout.write("\n")
+        output.emit_table(doc["backups"], BACKUP_COLUMNS, title="Backups and their expiry")
+
+
+def _policy_pairs(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """`policy show`'s fields of the policy itself: what it is, its schedules and last backups."""
     pairs = [
         ("Name", doc["name"] + (" (built-in)" if doc["builtin"] else "")),
         ("Description", doc["description"] or ""),
@@ -265,15 +277,25 @@ def show(name: Name) -> None:
         pairs.append(("Destinations", ", ".join(doc["destinations"])))
     pairs.append(("Last full", human_time(doc["last_full"]) or "none"))
     pairs.append(("Last incremental", human_time(doc["last_incremental"]) or "none"))
+    return pairs
+
+
+def _next_run_pairs(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The "Next runs" lines: each in its schedule's own zone and in local time."""
     if not doc["next_runs"]:
-        pairs.append(("Next runs", "none" + (" (paused)" if doc["status"] == "Paused" else "")))
+        return [("Next runs", "none" + (" (paused)" if doc["status"] == "Paused" else ""))]
     zones = {s["key"]: s["timezone"] for s in doc["schedules"]}
-    for i, run in enumerate(doc["next_runs"]):  # in the schedule's own zone, and in local time
+    pairs = []
+    for i, run in enumerate(doc["next_runs"]):
         when = human_time_in(run["time"], zones.get(run["schedule"]))
         pairs.append(("Next runs" if i == 0 else "", f"{when}  {run['type']}"))
-    for i, rule in enumerate(doc["retention_rules"]):
-        pairs.append(("Retention" if i == 0 else "", rule))
-    for dep, w in sorted(doc.get("pitr", {}).items()):
+    return pairs
+
+
+def _recoverable_pairs(windows: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """One "Recoverable DEPLOYMENT" line per deployment with archived WAL/binlogs."""
+    pairs = []
+    for dep, w in sorted(windows.items()):
         if w.get("error"):
             pairs.append((f"Recoverable {dep}", f"unknown: {w['error']}"))
             continue
@@ -281,10 +303,7 @@ def show(name: Name) -> None:
         if w["gaps"]:
             text += f" ({w['gaps']} gap{'s' if w['gaps'] != 1 else ''})"
         pairs.append((f"Recoverable {dep}", text))
-    output.emit_fields(pairs, record=doc)
-    if doc["backups"] and not output.OPTS.columns:  # -c picks among the details above
-        sys.stdout.write("\n")
-        output.emit_table(doc["backups"], BACKUP_COLUMNS, title="Backups and their expiry")
+    return pairs
 
 
 @app.command("create")

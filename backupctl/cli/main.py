@@ -5,7 +5,8 @@ Start-up contract (tests/test_startup.py): importing this module and running
 module, no engine code and no heavy library (Rich, Pydantic, croniter, cryptography,
 cloud SDKs). Commands are registered lazily: `COMMANDS` names each one, the module that
 implements it and its short help, and a command's module is imported only when that
-command is resolved (run, or its own help or completion asked for).
+command is resolved (run, or its own help or completion asked for); `_SUBCOMMANDS` does the
+same for subcommands registered by other modules. How building is deferred: cli/fast_start.py.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
 
 from backupctl import __version__
 from backupctl.cli import output, progress_mode
+from backupctl.cli.fast_start import LazyCommands, ListingGroup, skip_trivial_coercion
 from backupctl.cli.globalopts import asks_for_json, hoist_global_options
 from backupctl.cli.safestream import guard_stderr
 from backupctl.errors import BackupctlError, ExitCode, UsageError
@@ -75,9 +74,41 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # Commands that a module registers on another command's Typer app when imported: command ->
 # {subcommand: (module, first paragraph of its help)}. Loaded on first access too, so
-# `backup list` does not import the clone machinery; `backup <TAB>` lists it from here.
+# `backup list` does not import the code of the other backup commands; `backup <TAB>` lists
+# them from here.
 _SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
     "backup": {
+        "create": ("cmd_backup_create_restore", "Take a backup of DEPLOYMENT now and print its ID."),
+        "restore": (
+            "cmd_backup_create_restore",
+            "Restore a backup in place (after confirmation) or into an empty --target directory.",
+        ),
+        "ls": (
+            "cmd_backup_browse",
+            "List the entries stored in a backup, in path order: type, mode, owner, size, mtime.",
+        ),
+        "diff": (
+            "cmd_backup_browse",
+            "Show what was added, removed and changed from backup A to backup B, in path order.",
+        ),
+        "delete": ("cmd_backup_manage", "Delete a backup and the data only it referenced."),
+        "verify": (
+            "cmd_backup_manage",
+            "Read back every chunk of a backup and check authentication and hashes.",
+        ),
+        "upload": (
+            "cmd_backup_manage",
+            "Upload a backup to its deployment's remote destinations, or retry a failed upload.",
+        ),
+        "download": (
+            "cmd_backup_manage",
+            "Write a backup in standard formats: a tar for files, the native dump for databases\n"
+            "(a tar of the dumps when a backup holds several, e.g. every pg_dump backup).",
+        ),
+        "prune": (
+            "cmd_backup_manage",
+            "Apply the retention rules of each deployment's policy; list what is kept and why.",
+        ),
         "clone": (
             "cmd_clone",
             "Create a new deployment NAME from a database backup, leaving the original untouched.",
@@ -87,6 +118,24 @@ _SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
             "Prove that a backup restores: restore it into a throwaway place and check what came back.",
         ),
     }
+}
+# The order `--help` and TAB list a group's subcommands in, the group's own and those above mixed.
+_LISTING_ORDER: dict[str, tuple[str, ...]] = {
+    "backup": (
+        "create",
+        "list",
+        "show",
+        "restore",
+        "ls",
+        "diff",
+        "delete",
+        "verify",
+        "upload",
+        "download",
+        "prune",
+        "clone",
+        "drill",
+    )
 }
 
 
@@ -139,7 +188,7 @@ def load_command(name: str) -> Any:
     }
     for command in group.commands.values():
         _with_epilog(command)
-    group.commands = _LazyCommands(group.commands, lazy)
+    group.commands = LazyCommands(group.commands, lazy, _LISTING_ORDER.get(name, ()))
     return _with_epilog(group)
 
 
@@ -155,135 +204,18 @@ def _load_subcommand(parent: typer.Typer, name: str, module_name: str) -> Any:
     return _with_epilog(_build_command(next(c for c in parent.registered_commands if c.name == name)))
 
 
-class _LazyCommands(MutableMapping[str, Any]):
-    """A group's `commands`: the names are known up front (what listing them and typo
-    suggestions use), a lazy command is built on first access (running it, its help, or
-    docgen). Iteration keeps the order: the loaded ones, then the lazy ones. `lazy` maps a
-    name to (the function that builds the command, its short help for listings)."""
-
-    def __init__(self, loaded: Mapping[str, Any], lazy: Mapping[str, tuple[Callable[[], Any], str]]) -> None:
-        self._loaded = dict(loaded)
-        self._lazy = {n: entry for n, entry in lazy.items() if n not in self._loaded}
-        self._order = [*self._loaded, *self._lazy]
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._loaded:
-            load, _ = self._lazy.pop(name)  # KeyError: no such command
-            self._loaded[name] = load()
-        return self._loaded[name]
-
-    def stand_in(self, name: str) -> Any:
-        """For listings: a command not built yet, with its name and short help only."""
-        if name in self._lazy:
-            return TyperCommand(name=name, help=self._lazy[name][1])
-        return self.get(name)
-
-    def __setitem__(self, name: str, command: Any) -> None:
-        self._lazy.pop(name, None)
-        if name not in self._loaded:
-            self._order.append(name)
-        self._loaded[name] = command
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self._loaded and name not in self._lazy:
-            raise KeyError(name)
-        self._loaded.pop(name, None)
-        self._lazy.pop(name, None)
-        self._order.remove(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._order))
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-
-class _TrivialCoercion:
-    """Coercion of a str or bool parameter without Pydantic: None and a value that already
-    has the type are returned as they are (what the TypeAdapter returns for them); anything
-    else goes to Typer's own coercion."""
-
-    def __init__(self, param: Any, kinds: tuple[type, ...]) -> None:
-        self._typer_coercion = param.get_runtime_param
-        self._kinds = kinds
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None or isinstance(value, self._kinds):
-            return value
-        if list in self._kinds and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-            return list(value) or None  # a repeatable str option; not given: None, as Typer does
-        return self._typer_coercion().coerce(value, param=param, ctx=ctx)
-
-
-_TRIVIAL = {
-    str: (str,),
-    str | None: (str,),
-    bool: (bool,),
-    bool | None: (bool,),
-    list[str]: (list,),  # a repeatable str option (Typer drops the `| None`)
-}
-
-
-def _skip_trivial_coercion(param: Any) -> None:
-    """Typer coerces every parameter value through a Pydantic TypeAdapter (bool flags that
-    are already bools excepted). The global options (and --help) are processed on every
-    run, TAB completion included, and importing Pydantic for them costs ~0.15 s of CPU;
-    their values need no coercion (see _TrivialCoercion)."""
-    descriptor = getattr(param, "type_descriptor", None)
-    if descriptor is None or "get_runtime_param" in vars(param):
-        return
-    kinds = _TRIVIAL.get(descriptor.annotation)
-    plain = getattr(descriptor.parameter_info, "parser", None) is None  # no custom parser
-    if kinds is not None and plain and (param.multiple == (list in kinds)) and param.nargs == 1:
-        coercion = _TrivialCoercion(param, kinds)
-        param.get_runtime_param = lambda: coercion
-
-
-class ListingGroup(TyperGroup):
-    """A group whose `commands` may be a _LazyCommands: listing them (`--help`, TAB on a
-    command name) shows the short helps of the lazy ones without building them."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._listing = False
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        return list(self.commands)
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if self._listing and isinstance(self.commands, _LazyCommands):
-            return self.commands.stand_in(cmd_name)
-        return self.commands.get(cmd_name)
-
-    @contextmanager
-    def _names_only(self) -> Iterator[None]:
-        self._listing = True
-        try:
-            yield
-        finally:
-            self._listing = False
-
-    def format_commands(self, ctx: Any, formatter: Any) -> None:
-        with self._names_only():
-            super().format_commands(ctx, formatter)
-
-    def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
-        with self._names_only():
-            return super().shell_complete(ctx, incomplete)
-
-
 class LazyGroup(ListingGroup):
     """The root group: every command in `COMMANDS` is built when first used."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         lazy = {name: (functools.partial(load_command, name), short) for name, (_, short) in COMMANDS.items()}
-        self.commands = _LazyCommands(self.commands, lazy)
+        self.commands = LazyCommands(self.commands, lazy)
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
         for param in params:  # the global options, --help and the completion flags
-            _skip_trivial_coercion(param)
+            skip_trivial_coercion(param)
         return params
 
 
@@ -461,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         if done is not None:
             return done
     signal.signal(signal.SIGTERM, _sigterm)
+    return _run(args)
+
+
+def _run(args: list[str]) -> int:
+    """Run the command line `args` (global options hoisted); every outcome becomes an exit code."""
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="backupctl", standalone_mode=False)
@@ -480,32 +417,43 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
     except Exception as exc:
-        # Typer may vendor Click, so Click's exceptions are recognised by shape, not by class.
-        kind = type(exc).__name__
-        if isinstance(exc, typer.Exit) or kind == "Exit":
-            return int(getattr(exc, "exit_code", 0) or 0)
-        if isinstance(exc, typer.Abort) or kind == "Abort":
-            sys.stderr.write("aborted\n")
-            return ExitCode.ABORTED
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # UsageError, BadParameter...
-            if output.OPTS.output == "json" or asks_for_json(args):  # as every error in JSON mode
-                output.OPTS.output = "json"  # (the root callback may not have run: no such command)
-                ctx = getattr(exc, "ctx", None)
-                where = f"backupctl {ctx.command_path.partition(' ')[2]}".strip() if ctx else "backupctl"
-                format_message = getattr(exc, "format_message", None)
-                message = str(format_message()) if format_message else str(exc)
-                _report_error(UsageError(message, hint=f"see `{where} --help`"))
-            else:
-                exc.show()
-            return ExitCode.USAGE
-        # A bug: one line, traceback with -v.
-        if output.OPTS.verbose:
-            traceback.print_exc()
-        _report_error(
-            BackupctlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with -v for details")
-        )
-        return ExitCode.FAILED
+        return _exit_code_of(exc, args)
     return ExitCode.OK
+
+
+def _exit_code_of(exc: Exception, args: list[str]) -> int:
+    """The exit code of any other exception, reported on stderr. Called while it is handled
+    (the traceback of -v is the current exception's)."""
+    # Typer may vendor Click, so Click's exceptions are recognised by shape, not by class.
+    kind = type(exc).__name__
+    if isinstance(exc, typer.Exit) or kind == "Exit":
+        return int(getattr(exc, "exit_code", 0) or 0)
+    if isinstance(exc, typer.Abort) or kind == "Abort":
+        sys.stderr.write("aborted\n")
+        return ExitCode.ABORTED
+    if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # UsageError, BadParameter...
+        _report_usage_error(exc, args)
+        return ExitCode.USAGE
+    # A bug: one line, traceback with -v.
+    if output.OPTS.verbose:
+        traceback.print_exc()
+    _report_error(
+        BackupctlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with -v for details")
+    )
+    return ExitCode.FAILED
+
+
+def _report_usage_error(exc: Any, args: list[str]) -> None:
+    """A Click usage error: Click's own text, or in JSON mode a JSON error as every other."""
+    if output.OPTS.output == "json" or asks_for_json(args):  # as every error in JSON mode
+        output.OPTS.output = "json"  # (the root callback may not have run: no such command)
+        ctx = getattr(exc, "ctx", None)
+        where = f"backupctl {ctx.command_path.partition(' ')[2]}".strip() if ctx else "backupctl"
+        format_message = getattr(exc, "format_message", None)
+        message = str(format_message()) if format_message else str(exc)
+        _report_error(UsageError(message, hint=f"see `{where} --help`"))
+    else:
+        exc.show()
 
 
 def run() -> None:

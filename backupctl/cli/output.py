@@ -9,17 +9,18 @@ OpenStack CLI: `-f/--format` (`-o/--output`), `-c/--column` (any key of the reco
 table header), `--sort-column` with `--sort-ascending/--sort-descending`, `--max-width`,
 `--fit-width`, `--wide` and `--utc`.
 
-Tables fit the terminal (`_fit`): the identifying columns (IDs, names, status: `KEEP_KEYS`)
-are never cut or dropped; free-text columns are wrapped first, then the columns of lowest
-priority are dropped (a note on stderr names them; `--wide` shows everything).
+Tables fit the terminal (`emit_table`; the layout and drawing are cli/table_layout.py):
+identifying columns are never cut or dropped, free text is wrapped first, then the columns
+of lowest priority are dropped (a note on stderr names them; `--wide` shows everything).
+value/CSV writing is cli/flat_output.py.
 
 Times: JSON/YAML/CSV/value carry UTC ISO 8601 with one precision, milliseconds and a `Z`
 (`normalize_times`, the precision of the backup records and the repository); tables show
 local time with the zone abbreviation, or UTC with `--utc` (`human_time`).
 
-Rich is imported only inside the functions that draw with it: importing this module must
-stay cheap, because every command (and `--help`, `--version`, shell completion) loads it
-(tests/test_startup.py checks the import graph).
+Rich, table_layout and flat_output are imported only inside the functions that use them:
+importing this module must stay cheap, because every command (and `--help`, `--version`,
+shell completion) loads it (tests/test_startup.py checks the import graph).
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def human_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def human_count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 warning', '2 warnings' (`plural` for irregular nouns)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _zone_label(t: dt.datetime) -> str:
     """The zone abbreviation (CET, EDT); a numeric offset where the zone has none."""
     name = t.strftime("%Z")
@@ -163,15 +169,6 @@ def human_time_in(value: str | None, zone: str | None) -> str:
         text += f", {local.strftime(day)} {_zone_label(local)}"
     return text
 
-
-STATUS_STYLE = {
-    "Completed": "green",
-    "Failed": "bold red",
-    "Running": "yellow",
-    "Queued": "cyan",
-    "Active": "green",
-    "Paused": "yellow",
-}
 
 # ---- timestamps in documents --------------------------------------------------------
 
@@ -322,49 +319,20 @@ def emit_document(doc: Any, columns: Sequence[Column] | None = None) -> None:
     sys.stdout.flush()
 
 
-def _flat(value: Any) -> str:
-    """A value in value/CSV output: as in JSON for numbers, booleans and nested data; empty for null."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return ",".join(value)
-    return json.dumps(value)
-
-
 def _emit_flat(doc: Any, columns: Sequence[Column]) -> None:
     """value: the values only, space-separated, one record per line (OpenStack `-f value`);
     csv: a header of keys, then one row per record (RFC 4180: CRLF, quotes where needed)."""
+    from backupctl.cli import flat_output  # only these two formats need it (start-up)
+
+    csv = OPTS.output == "csv"
     if isinstance(doc, Mapping):
         records: list[Mapping[str, Any]] = [doc]
     elif _rows_of(doc) is not None:
         records = doc
     else:  # a list of scalars or a scalar: one per line
-        items = doc if isinstance(doc, list) else [doc]
-        if OPTS.output == "csv":
-            _write_csv([["value"], *([_flat(v)] for v in items)])
-        else:
-            sys.stdout.write("".join(_flat(v) + "\n" for v in items))
+        flat_output.write_values(doc if isinstance(doc, list) else [doc], csv=csv)
         return
-    keys = [c[1] for c in columns] or _record_keys(records)
-    lines = [[_flat(r.get(k)) for k in keys] for r in records]
-    if OPTS.output == "csv":
-        _write_csv([keys, *lines])
-    else:  # one record per line, also when a value holds a line break (a comment): as \n
-        sys.stdout.write("".join(" ".join(_one_line(v) for v in line) + "\n" for line in lines))
-
-
-def _one_line(value: str) -> str:
-    return value.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _write_csv(rows: Sequence[Sequence[str]]) -> None:
-    import csv
-
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerows(rows)
-    sys.stdout.write(buf.getvalue())
+    flat_output.write_records(records, [c[1] for c in columns] or _record_keys(records), csv=csv)
 
 
 def structured() -> bool:
@@ -390,29 +358,6 @@ def emit_list(
 
 # ---- tables ---------------------------------------------------------------------------
 
-# Never cut nor dropped: what people copy into the next command, and the status.
-KEEP_KEYS = frozenset(
-    {"id", "short_id", "name", "deployment", "destination", "policy", "backup_id", "status", "state"}
-)
-# Free text: wrapped before anything is dropped.
-WRAP_KEYS = frozenset(
-    {
-        "error",
-        "last_error",
-        "reasons",
-        "location",
-        "recurrence",
-        "comment",
-        "changes",
-        "used_by",
-        "shown",
-        "path",
-    }
-)
-_GAP = 2  # spaces between columns, on a terminal and in a pipe
-_MIN_WRAP = 12
-_MAX_WORD = 30
-
 
 def table_width() -> int | None:
     """The width a table must fit: --max-width N (0: none); the terminal's on a TTY or with
@@ -435,57 +380,6 @@ def table_width() -> int | None:
         return 80
 
 
-def _text_width(text: str) -> int:
-    return max((len(line) for line in text.split("\n")), default=0)
-
-
-def _fit(
-    headers: Sequence[str],
-    keys: Sequence[str],
-    cells: Sequence[Sequence[str]],
-    width: int | None,
-    priority: Sequence[str],
-) -> tuple[list[int], list[int]]:
-    """Which columns to show and how wide: (indexes in table order, widths). Kept columns
-    are never narrowed; wrappable ones shrink to _MIN_WRAP; then the least important column
-    goes (the last in `priority`, else the rightmost), and so on."""
-    natural = [
-        max(_text_width(h), *(_text_width(row[i]) for row in cells)) if cells else _text_width(h)
-        for i, h in enumerate(headers)
-    ]
-    shown = list(range(len(headers)))
-    if width is None:
-        return shown, natural
-    # Wrapping stops at the longest word (up to _MAX_WORD): no word is broken when avoidable.
-    longest_word = [max((len(w) for row in cells for w in row[i].split()), default=0) for i in shown]
-    rank = {k: n for n, k in enumerate(priority)}
-    order = sorted(shown, key=lambda i: (rank.get(keys[i], len(rank)), i))  # most important first
-    while True:
-        widths = {i: natural[i] for i in shown}
-        excess = sum(widths.values()) + _GAP * (len(shown) - 1) - width
-        for i in sorted(shown, key=lambda i: -natural[i]):
-            if excess <= 0:
-                break
-            if keys[i] in WRAP_KEYS and keys[i] not in KEEP_KEYS:
-                floor = max(_MIN_WRAP, len(headers[i]), min(longest_word[i], _MAX_WORD))
-                cut = min(excess, max(0, widths[i] - floor))
-                widths[i] -= cut
-                excess -= cut
-        droppable = [i for i in order if i in shown and keys[i] not in KEEP_KEYS]
-        if excess <= 0 or not droppable:
-            return shown, [widths[i] for i in shown]
-        shown.remove(droppable[-1])
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-
-    out: list[str] = []
-    for line in text.split("\n"):
-        out.extend(textwrap.wrap(line, width, break_long_words=True, break_on_hyphens=False) or [""])
-    return "\n".join(out)
-
-
 def emit_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[Column],
@@ -500,6 +394,8 @@ def emit_table(
     orders the rows; `wide` columns are added with --wide. On a terminal (or with --fit-width
     or --max-width) the table fits the width: see `_fit`; `priority` lists keys, most
     important first (default: the table's order)."""
+    from backupctl.cli import table_layout  # only a table needs it (start-up)
+
     rows = sort_rows(rows, [*columns, *wide])
     if OPTS.columns:
         keys = _record_keys(rows)
@@ -512,54 +408,18 @@ def emit_table(
     headers = [h if tty else h.upper().replace(" ", "_") for h, _, _ in cols]
     keys = [k for _, k, _ in cols]
     width = None if OPTS.columns else table_width()
-    shown, widths = _fit(headers, keys, cells, width, priority)
+    shown, widths = table_layout.fit_columns(headers, keys, cells, width, priority)
     hidden = [cols[i][0] for i in range(len(cols)) if i not in shown]
-    cols = [cols[i] for i in shown]
+    keys = [keys[i] for i in shown]
     headers = [headers[i] for i in shown]
     cells = [[row[i] for i in shown] for row in cells]
     if tty:
-        _rich_table(cols, headers, cells, widths, title)
+        console = stdout_console(width=max(table_layout.total_width(widths), table_width() or 0, 1))
+        table_layout.rich_table(keys, headers, cells, widths, title, console)
     else:
-        _plain_table(headers, cells, widths)
+        table_layout.plain_table(headers, cells, widths)
     if hidden:  # after the table: stdout and stderr may share the terminal
         message(f"(not shown for the width: {', '.join(hidden)}; --wide or -c NAME shows them)")
-
-
-def _plain_table(headers: Sequence[str], cells: Sequence[Sequence[str]], widths: Sequence[int]) -> None:
-    cells = [
-        [_wrap(v, w) if _text_width(v) > w else v for v, w in zip(row, widths, strict=True)] for row in cells
-    ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for values in cells:
-        split = [v.split("\n") for v in values]
-        for n in range(max((len(s) for s in split), default=1)):
-            parts = [(s[n] if n < len(s) else "").ljust(w) for s, w in zip(split, widths, strict=True)]
-            lines.append("  ".join(parts).rstrip())
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
-def _rich_table(
-    cols: Sequence[Column],
-    headers: Sequence[str],
-    cells: Sequence[Sequence[str]],
-    widths: Sequence[int],
-    title: str | None,
-) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, box=None, show_edge=False, pad_edge=False, padding=(0, 1), header_style="bold")
-    for (_, key, _), header, w in zip(cols, headers, widths, strict=True):
-        wraps = key in WRAP_KEYS and key not in KEEP_KEYS
-        table.add_column(header, no_wrap=not wraps, width=w if wraps else None, min_width=w, overflow="fold")
-    for values in cells:
-        styled = []
-        for (_, key, _), value in zip(cols, values, strict=True):
-            style = STATUS_STYLE.get(value) if key in ("status",) else None
-            styled.append(Text(value, style=style or ""))
-        table.add_row(*styled)
-    total = sum(widths) + _GAP * (len(widths) - 1)
-    stdout_console(width=max(total, table_width() or 0, 1)).print(table)
 
 
 def _field_selected(
