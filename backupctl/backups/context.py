@@ -1,6 +1,6 @@
 """What the backup pipelines use of the Service façade (backups/service.py).
 
-The pipelines behind Service's methods (backups/create.py, uploading.py, catalog.py,
+The pipelines behind Service's methods (backups/creating.py, uploading.py, catalog.py,
 restoring.py) are functions that take the Service as their first argument. They type it
 with this Protocol instead of importing Service: service.py imports them, so importing it
 back (even for type checking only) would be an import cycle. The Protocol names exactly

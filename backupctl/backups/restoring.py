@@ -21,7 +21,7 @@ from backupctl.backups.archiver import source_key
 from backupctl.backups.browse import RestoreSelection, check_selection
 from backupctl.backups.catalog import completed
 from backupctl.backups.context import ServiceContext, reading
-from backupctl.backups.create import create_backup
+from backupctl.backups.creating import create_backup
 from backupctl.backups.restorer import Prefetcher, entry_count, restore_stopped
 from backupctl.config.models import DeploymentConfig
 from backupctl.errors import BackupctlError, BackupFailedError, IntegrityError, RestoreIncompleteError

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from backupctl.backups import catalog, create, restoring, uploading
+from backupctl.backups import catalog, creating, restoring, uploading
 from backupctl.backups.browse import RestoreSelection
 from backupctl.backups.context import reading
 from backupctl.backups.damage import DamageMemory
@@ -105,7 +105,7 @@ class Service:
     def build_source(self, options: Any, reporter: Reporter | None = None) -> Source:
         return source_class(options.type)(options, reporter or self.reporter)
 
-    # ---- backup (backups/create.py, uploading.py) --------------------------------
+    # ---- backup (backups/creating.py, uploading.py) ------------------------------
 
     def create_backup(
         self,
@@ -123,7 +123,7 @@ class Service:
         `type_requested`: the user asked for `type` explicitly (`--type incremental`); only
         then is a source without an incremental form worth a line (a default create of a
         database deployment would say it every time)."""
-        return create.create_backup(
+        return creating.create_backup(
             self,
             deployment,
             type=type,

@@ -1,6 +1,6 @@
 """Copying a completed backup from its primary repository to remote destinations.
 
-Run after each backup whose deployment uploads (backups/create.py) and by `backup upload`.
+Run after each backup whose deployment uploads (backups/creating.py) and by `backup upload`.
 Each destination gets only the objects it lacks (repo/upload.py), all destinations in
 parallel; a failed copy is recorded per destination in the job's row and never changes the
 backup's status (its manifest is in the primary, so it is Completed and restorable).
