@@ -82,6 +82,44 @@ _FILE_READERS = 2
 _READ_AHEAD = 64
 
 
+_Pending = Future[Item | None] | Item | None
+
+
+class _InScanOrder:
+    """The items of one source not yet in its item stream, in scan order: each is added to
+    the stream (and counted) once every item scanned before it has been."""
+
+    def __init__(self, archiver: Archiver, stream: ItemStreamWriter, result: SourceResult) -> None:
+        self.archiver = archiver
+        self.stream = stream
+        self.result = result
+        self.pending: deque[_Pending] = deque()
+
+    def append(self, item: _Pending) -> None:
+        self.pending.append(item)
+
+    def drain(self, keep: int) -> None:
+        """Add items to the stream until at most `keep` remain (waiting for their reads)."""
+        while len(self.pending) > keep:
+            head = self.pending.popleft()
+            self._emit(head.result() if isinstance(head, Future) else head)
+
+    def _emit(self, item: Item | None) -> None:
+        if item is None:
+            return
+        self.stream.add(item)
+        if item.kind == "dir":
+            self.result.dirs += 1
+        else:
+            self.result.files += 1
+            self.archiver.files_done += 1
+
+    def cancel(self) -> None:
+        for item in self.pending:
+            if isinstance(item, Future):
+                item.cancel()
+
+
 class Archiver:
     def __init__(
         self, repo: Repository, writer: BlobWriter, reporter: Reporter, total_bytes: int = 0
@@ -140,48 +178,21 @@ class Archiver:
         source.reporter = _WarningTap(self.reporter, result.warnings)
         previous = self._parent_cursor(parent) if parent and source.supports_incremental else None
         stream = ItemStreamWriter(self.writer)
-        pending: deque[Future[Item | None] | Item | None] = deque()
-
-        def emit(item: Item | None) -> None:
-            if item is None:
-                return
-            stream.add(item)
-            if item.kind == "dir":
-                result.dirs += 1
-            else:
-                result.files += 1
-                self.files_done += 1
-
-        def drain(keep: int) -> None:
-            while len(pending) > keep:
-                head = pending.popleft()
-                emit(head.result() if isinstance(head, Future) else head)
-
-        if WalkAhead.supports(source):
-            self._walk_base = (self.bytes_done, self.files_done)
-            self._walk_announced = False
-            self._walk = WalkAhead(source).start()
+        pending = _InScanOrder(self, stream, result)
+        self._start_walk(source)
         pool = ThreadPoolExecutor(max_workers=_FILE_READERS, thread_name_prefix="read")
         try:
             for entry in source.scan():
-                reused = self._reuse(entry, previous, result)
-                if reused is not None or entry.kind != "file":
-                    pending.append(reused or Item.from_entry(entry, 0, []))
-                elif entry.reusable:
-                    pending.append(pool.submit(self._store_entry, entry, result, source))
-                else:  # a stream: read here, in scan order
-                    pending.append(self._store_entry(entry, result, source))
-                drain(_READ_AHEAD)
+                pending.append(self._read_entry(entry, previous, result, source, pool))
+                pending.drain(_READ_AHEAD)
                 self._progress(entry.path)
-            drain(0)
+            pending.drain(0)
             source.finish()
             if previous is not None:
                 previous.report()
         except BaseException:
             self._end_walk()
-            for item in pending:
-                if isinstance(item, Future):
-                    item.cancel()
+            pending.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             source.abort()
             raise
@@ -191,6 +202,29 @@ class Archiver:
         self._progress("", force=True)
         self._end_walk()
         return result
+
+    def _read_entry(
+        self,
+        entry: Entry,
+        previous: ParentCursor | None,
+        result: SourceResult,
+        source: Source,
+        pool: ThreadPoolExecutor,
+    ) -> _Pending:
+        """One scanned entry's item, or the future of its read: an unchanged file is reused
+        from the parent, a regular file read by the pool, a stream read here in scan order."""
+        reused = self._reuse(entry, previous, result)
+        if reused is not None or entry.kind != "file":
+            return reused or Item.from_entry(entry, 0, [])
+        if entry.reusable:
+            return pool.submit(self._store_entry, entry, result, source)
+        return self._store_entry(entry, result, source)  # a stream: read here, in scan order
+
+    def _start_walk(self, source: Source) -> None:
+        if WalkAhead.supports(source):
+            self._walk_base = (self.bytes_done, self.files_done)
+            self._walk_announced = False
+            self._walk = WalkAhead(source).start()
 
     def _end_walk(self) -> None:
         if self._walk is not None:

@@ -57,15 +57,7 @@ class WalkAhead:
         seen_dirs: set[str] = set()
         seen_inodes: set[tuple[int, int]] = set()
         try:
-            roots = []
-            for root in self._paths:
-                try:
-                    roots.append((str(root), os.lstat(root)))
-                except OSError:
-                    continue
-                anchors.update(str(p) for p in (root, *root.parents))
-            roots.sort(key=lambda r: r[0].replace("/", "\0"))
-            for path, st in roots:
+            for path, st in self._roots(anchors):
                 stack = [(path, st, st.st_dev)]
                 while stack and not self._stop.is_set():
                     path, st, dev = stack.pop()
@@ -73,34 +65,63 @@ class WalkAhead:
                     if self._exclude and _matches(self._exclude, path, name):
                         continue
                     if stat.S_ISDIR(st.st_mode):
-                        if path in anchors:
-                            if path in seen_dirs:
-                                continue
-                            seen_dirs.add(path)
-                        if self._one_fs and st.st_dev != dev:
-                            continue
-                        try:
-                            with os.scandir(path) as it:
-                                children = list(it)
-                        except OSError:
-                            continue
-                        for child in children:
-                            try:
-                                stack.append((child.path, child.stat(follow_symlinks=False), dev))
-                            except OSError:
-                                continue
+                        if self._enters(path, st, dev, anchors, seen_dirs):
+                            stack.extend(_children(path, dev))
                         continue
                     if self._include and not _matches(self._include, path, name):
                         continue
-                    if stat.S_ISSOCK(st.st_mode):
-                        continue
-                    size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-                    if not stat.S_ISLNK(st.st_mode) and st.st_nlink > 1:
-                        key = (st.st_dev, st.st_ino)
-                        if key in seen_inodes:  # a further hard link: no content of its own
-                            size = 0
-                        seen_inodes.add(key)
-                    self.files += 1
-                    self.bytes += size
+                    self._count(st, seen_inodes)
         finally:
             self.done.set()
+
+    def _roots(self, anchors: set[str]) -> list[tuple[str, os.stat_result]]:
+        """The roots that exist, in scan order; `anchors` gets each root and its parents."""
+        roots = []
+        for root in self._paths:
+            try:
+                roots.append((str(root), os.lstat(root)))
+            except OSError:
+                continue
+            anchors.update(str(p) for p in (root, *root.parents))
+        roots.sort(key=lambda r: r[0].replace("/", "\0"))
+        return roots
+
+    def _enters(
+        self, path: str, st: os.stat_result, dev: int, anchors: set[str], seen_dirs: set[str]
+    ) -> bool:
+        """Whether the walk descends into a directory: not an anchor seen before, and on the
+        root's file system when one_file_system is set."""
+        if path in anchors:
+            if path in seen_dirs:
+                return False
+            seen_dirs.add(path)
+        return not (self._one_fs and st.st_dev != dev)
+
+    def _count(self, st: os.stat_result, seen_inodes: set[tuple[int, int]]) -> None:
+        """Add one non-directory entry to the totals (sockets are skipped, as by the backup)."""
+        if stat.S_ISSOCK(st.st_mode):
+            return
+        size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        if not stat.S_ISLNK(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in seen_inodes:  # a further hard link: no content of its own
+                size = 0
+            seen_inodes.add(key)
+        self.files += 1
+        self.bytes += size
+
+
+def _children(path: str, dev: int) -> list[tuple[str, os.stat_result, int]]:
+    """A directory's entries with their lstat results; unreadable ones are left out."""
+    try:
+        with os.scandir(path) as it:
+            entries = list(it)
+    except OSError:
+        return []
+    children = []
+    for child in entries:
+        try:
+            children.append((child.path, child.stat(follow_symlinks=False), dev))
+        except OSError:
+            continue
+    return children

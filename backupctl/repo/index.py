@@ -1,12 +1,7 @@
-"""The in-memory index of every blob in the repository, and index files.
+"""The in-memory index of every blob in the repository: a compact hash table over columns.
 
-Index file ``index/<hex BLAKE3 of the object>``, encoded with aad=b"index"::
-
-    {"v": 1, "packs": [{"id": PACK_ID, "blobs": [[type, blob_id_hex, offset, length, raw_length], ...]}],
-     "supersedes": [INDEX_ID, ...]}
-
-A pack may appear in several index files; any of them is valid. `supersedes` lists
-index files that this one replaces (written by prune before it deletes them).
+Index files (their document format) are encoded and decoded in repo/index_doc.py; the
+read-only pack -> blobs view over the columns is repo/packmap.py.
 
 A blob may be stored in more than one pack: two backups racing to store the same new
 blob, or a backup storing again a blob whose pack was lost or damaged (see
@@ -30,14 +25,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from backupctl.repo.index_doc import doc_packs
+from backupctl.repo.index_rows import DEAD, KEY, Hit
 from backupctl.repo.pack import BlobEntry
+from backupctl.repo.packmap import PackMap
 
-_Hit = tuple[int, int, int, int, str]  # (pack number, offset, length, raw length, type)
-
-KEY = 32  # bytes of a blob ID
 _EMPTY = 0  # a free slot of the table; a used one holds row + 1
 _TOMB = 0xFFFFFFFF  # a slot whose blob was forgotten (drop): probes go past it, nothing matches it
-_DEAD = 0xFFFFFFFF  # pack number of a row that is no longer a blob's primary copy
 _MIN_SLOTS = 1 << 10
 
 
@@ -87,7 +81,7 @@ class Index:
         # what a query reads; None when rows were added since (see the class docstring)
         self._table: tuple[array[int], int, bytearray] | None = (self._slots, self._mask, self._keys)
         # blob id -> its further copies (rare, see the module docstring)
-        self._more: dict[bytes, list[_Hit]] = {}
+        self._more: dict[bytes, list[Hit]] = {}
         # blob id -> the pack whose copy was dropped as unusable (for error messages)
         self.dropped: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -163,7 +157,7 @@ class Index:
         keys = self._keys
         pack = self._pack
         for r in range(self._hashed):
-            if pack[r] != _DEAD:
+            if pack[r] != DEAD:
                 i = hash(bytes(keys[r * KEY : (r + 1) * KEY])) & mask
                 while slots[i]:
                     i = (i + 1) & mask
@@ -199,7 +193,7 @@ class Index:
                         more = self._more.setdefault(key, [])
                         if all(h[0] != no for h in more):
                             more.append(self._hit(r))
-                    pack[r] = _DEAD
+                    pack[r] = DEAD
                     self._dead += 1
                     break
                 i = (i + 1) & mask
@@ -216,7 +210,7 @@ class Index:
             bytearray(),
         )
         for r, no in enumerate(old[1]):
-            if no != _DEAD:
+            if no != DEAD:
                 keys += old[0][r * KEY : (r + 1) * KEY]
                 pack.append(no)
                 off.append(old[2][r])
@@ -296,17 +290,15 @@ class Index:
             raise ValueError(f"negative or huge offset/length in the index: {e}") from None
 
     def add_doc(self, doc: dict[str, Any]) -> None:
-        for pack in doc.get("packs", []):
-            self.add_pack(
-                pack["id"], (BlobEntry(t, bytes.fromhex(i), o, ln, r) for t, i, o, ln, r in pack["blobs"])
-            )
+        for pack_id, entries in doc_packs(doc):
+            self.add_pack(pack_id, entries)
 
     # ---- queries -----------------------------------------------------------------
 
-    def _hit(self, r: int) -> _Hit:
+    def _hit(self, r: int) -> Hit:
         return (self._pack[r], self._off[r], self._len[r], self._raw[r], self._types[self._type[r]])
 
-    def _location(self, h: _Hit) -> Location:
+    def _location(self, h: Hit) -> Location:
         return Location(self._packs[h[0]], h[1], h[2], h[3], h[4])
 
     def lookup(self, blob_id: bytes) -> Location | None:
@@ -347,7 +339,7 @@ class Index:
             packs, types = list(self._packs), list(self._types)
         for r in range(n):
             no = pack[r]
-            if no == _DEAD:
+            if no == DEAD:
                 continue
             blob_id = bytes(keys[r * KEY : (r + 1) * KEY])
             yield packs[no], BlobEntry(types[type_[r]], blob_id, off[r], len_[r], raw[r])
@@ -360,7 +352,9 @@ class Index:
         bytes a blob, not a dict of lists): each pack's list is built when asked for."""
         with self._lock:
             self._sync()
-            return PackMap(self)
+            more = [(self._row(b), b, h) for b, hits in self._more.items() for h in hits]
+            columns = (self._off, self._len, self._raw, self._type)
+            return PackMap(self._keys, self._pack, columns, self._packs, self._types, self._pack_no, more)
 
     def pack_extents(self) -> dict[str, int]:
         """pack ID -> the end of its last indexed blob (a pack shorter than that is damaged)."""
@@ -368,7 +362,7 @@ class Index:
             self._sync()
             ends = array("Q", bytes(8 * len(self._packs)))
             for no, offset, length in zip(self._pack, self._off, self._len, strict=True):
-                if no != _DEAD and offset + length > ends[no]:
+                if no != DEAD and offset + length > ends[no]:
                     ends[no] = offset + length
             for hits in self._more.values():
                 for no, offset, length, _raw, _type in hits:
@@ -411,7 +405,7 @@ class Index:
                 self._more.pop(blob_id, None)
                 if not good:
                     slots[self._slot(blob_id)] = _TOMB
-                    self._pack[r] = _DEAD
+                    self._pack[r] = DEAD
                     self._dead += 1
                     self._live -= 1
                     self.dropped[blob_id] = self._packs[hit[0]]
@@ -426,84 +420,3 @@ class Index:
             if self._dead > max(4096, self._live):
                 self._compact()
             return forgotten
-
-
-class PackMap(Mapping[str, list[BlobEntry]]):
-    """pack ID -> its entries, read from an Index's columns through one array of row
-    numbers ordered by pack (a counting sort: 4 bytes a blob, built once). The rows are
-    those indexed when it was made; each pack's list is built on access, entries in the
-    order the blobs were first indexed, a blob's further copies at its position."""
-
-    def __init__(self, index: Index) -> None:
-        self._index = index
-        self._keys, self._pack = index._keys, index._pack
-        self._cols = (index._off, index._len, index._raw, index._type)
-        npacks = len(index._packs)
-        start = array("Q", bytes(8 * (npacks + 1)))
-        # further copies: pack number -> [(row of the blob, hit)], in row order
-        self._more: dict[int, list[tuple[int, bytes, _Hit]]] = {}
-        more = index._more
-        for no in self._pack:
-            if no != _DEAD:
-                start[no + 1] += 1
-        if more:
-            for blob_id, hits in more.items():
-                r = index._row(blob_id)
-                for h in hits:
-                    self._more.setdefault(h[0], []).append((r, blob_id, h))
-            for lst in self._more.values():
-                lst.sort(key=lambda x: x[0])
-        for no in range(npacks):
-            start[no + 1] += start[no]
-        order = array("I", bytes(4 * start[npacks]))
-        pos = array("Q", start)
-        for r, no in enumerate(self._pack):
-            if no != _DEAD:
-                order[pos[no]] = r
-                pos[no] += 1
-        self._start, self._order = start, order
-        self._ids = [
-            pid for no, pid in enumerate(index._packs) if start[no + 1] > start[no] or no in self._more
-        ]
-        self._pack_no = index._pack_no
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
-
-    def __contains__(self, pack_id: object) -> bool:
-        no = self._pack_no.get(pack_id)  # type: ignore[call-overload]
-        return no is not None and (self._start[no + 1] > self._start[no] or no in self._more)
-
-    def __getitem__(self, pack_id: str) -> list[BlobEntry]:
-        no = self._pack_no.get(pack_id)
-        if no is None or pack_id not in self:
-            raise KeyError(pack_id)
-        keys, types = self._keys, self._index._types
-        off, len_, raw, type_ = self._cols
-        primary = [
-            (r, BlobEntry(types[type_[r]], bytes(keys[r * KEY : (r + 1) * KEY]), off[r], len_[r], raw[r]))
-            for r in self._order[self._start[no] : self._start[no + 1]]
-        ]
-        further = [
-            (r, BlobEntry(h[4], blob_id, h[1], h[2], h[3])) for r, blob_id, h in self._more.get(no, ())
-        ]
-        if not further:
-            return [e for _r, e in primary]
-        return [e for _r, e in sorted(primary + further, key=lambda x: x[0])]
-
-
-def index_doc(packs: dict[str, list[BlobEntry]], supersedes: Iterable[str] = ()) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "packs": [
-            {
-                "id": pid,
-                "blobs": [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in entries],
-            }
-            for pid, entries in sorted(packs.items())
-        ],
-        "supersedes": sorted(supersedes),
-    }

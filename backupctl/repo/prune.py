@@ -31,12 +31,14 @@ modification times give no grace (the exclusive lock is then the only protection
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from backupctl.destinations.base import ObjectInfo
 from backupctl.errors import IntegrityError
 from backupctl.events import Finished, Progress, Reporter, Started, WarningEvent
 from backupctl.repo.items import read_items
-from backupctl.repo.pack import pack_name
+from backupctl.repo.pack import BlobEntry, pack_name
 from backupctl.repo.repack import choose_packs, pack_usage, repack
 from backupctl.repo.repository import Repository
 
@@ -91,6 +93,103 @@ def _live_or_refuse(repo: Repository, survivors: list[str]) -> set[bytes]:
     return live
 
 
+def _released_blobs(repo: Repository, backup_ids: list[str]) -> set[bytes]:
+    """The blobs the backups to delete reference (readable ones only)."""
+    released: set[bytes] = set()
+    for backup_id in backup_ids:
+        try:
+            released |= referenced_blobs(repo, [backup_id])
+        except IntegrityError:  # unreadable: its packs wait for the grace period
+            pass
+    return released
+
+
+def _young_packs(
+    listed: dict[str, ObjectInfo],
+    by_pack: Mapping[str, list[BlobEntry]],
+    released: set[bytes],
+    now: float,
+    grace: float,
+) -> set[str]:
+    """Packs within the grace period that hold no blob of a deleted backup (step 5)."""
+    return {
+        pid
+        for pid, info in listed.items()
+        if info.mtime is not None
+        and now - info.mtime < grace
+        and not any(e.blob_id in released for e in by_pack.get(pid, ()))
+    }
+
+
+def _supersede_index(
+    repo: Repository, keep: dict[str, list[BlobEntry]], drop: set[str], reporter: Reporter
+) -> set[str]:
+    """Steps 3 and 4: one new index file listing `keep`, then the old ones deleted. Returns
+    the repacked packs that may now be deleted: none when an old index file survived."""
+    old_indexes = repo.index_ids
+    repo.write_index(keep, supersedes=old_indexes)
+    for index_id in old_indexes:
+        try:
+            repo.dest.delete(f"index/{index_id}")
+        except Exception:
+            pass
+    if drop:
+        remaining = {i.name.split("/", 1)[1] for i in repo.dest.list("index/")} & old_indexes
+        if remaining:
+            reporter.emit(
+                WarningEvent(
+                    f"{len(remaining)} old index file(s) could not be deleted; the {len(drop)} repacked "
+                    "packs stay until the next prune"
+                )
+            )
+            return set()
+    return drop
+
+
+def _delete_packs(
+    repo: Repository,
+    listed: dict[str, ObjectInfo],
+    keep: dict[str, list[BlobEntry]],
+    young: set[str],
+    copied: set[str],
+    drop: set[str],
+    reporter: Reporter,
+) -> tuple[int, int, int]:
+    """Step 5: delete the packs not kept; returns (bytes freed, packs deleted, young packs kept)."""
+    freed = deleted = young_kept = 0
+    doomed_packs = [p for p in listed if p not in keep and p not in young and (p not in copied or p in drop)]
+    to_free = sum(listed[p].size for p in doomed_packs)
+    reporter.emit(Progress(0, 0, to_free, len(doomed_packs)))
+    for pack_id, info in listed.items():
+        if pack_id in keep:
+            continue
+        if pack_id in young:
+            young_kept += 1
+            continue
+        if pack_id in copied and pack_id not in drop:
+            continue  # repacked, but an old index file still lists it: keep it valid
+        repo.dest.delete(pack_name(pack_id))
+        freed += info.size
+        deleted += 1
+        reporter.emit(Progress(freed, deleted, to_free, len(doomed_packs), pack_name(pack_id)))
+    return freed, deleted, young_kept
+
+
+def _delete_temporaries(repo: Repository, now: float, grace: float) -> tuple[int, int]:
+    """Step 6: temporary files older than the grace period; returns (bytes freed, files deleted)."""
+    freed = deleted = 0
+    for info in list(repo.dest.temporaries()):
+        if info.mtime is None or now - info.mtime < grace:
+            continue
+        try:
+            repo.dest.delete_temporary(info.name)
+        except Exception:  # gone meanwhile, or not ours to delete: not worth failing a prune
+            continue
+        freed += info.size
+        deleted += 1
+    return freed, deleted
+
+
 def delete_and_prune(
     repo: Repository,
     backup_ids: list[str],
@@ -113,24 +212,13 @@ def delete_and_prune(
         live = _live_or_refuse(repo, survivors)
         # What only the deleted backups used is freed at once, however young: no running
         # backup wrote those packs (they were referenced by a finished backup).
-        released: set[bytes] = set()
-        for backup_id in backup_ids:
-            try:
-                released |= referenced_blobs(repo, [backup_id])
-            except IntegrityError:  # unreadable: its packs wait for the grace period
-                pass
+        released = _released_blobs(repo, backup_ids)
         for backup_id in backup_ids:
             repo.delete_manifest(backup_id)
         now = time.time()
         listed = {info.name.rsplit("/", 1)[-1]: info for info in repo.dest.list("data/")}
         by_pack = repo.index.blobs_by_pack()
-        young = {
-            pid
-            for pid, info in listed.items()
-            if info.mtime is not None
-            and now - info.mtime < grace
-            and not any(e.blob_id in released for e in by_pack.get(pid, ()))
-        }
+        young = _young_packs(listed, by_pack, released, now, grace)
         keep = {
             pid: entries
             for pid, entries in by_pack.items()
@@ -148,51 +236,10 @@ def delete_and_prune(
         copied = set(repacked.repacked) if repacked is not None else set()
         drop = set(copied)
         if len(keep) < len(by_pack) or drop:  # else the index files stay as they are: no write at all
-            old_indexes = repo.index_ids
-            repo.write_index(keep, supersedes=old_indexes)
-            for index_id in old_indexes:
-                try:
-                    repo.dest.delete(f"index/{index_id}")
-                except Exception:
-                    pass
-            if drop:
-                remaining = {i.name.split("/", 1)[1] for i in repo.dest.list("index/")} & old_indexes
-                if remaining:
-                    reporter.emit(
-                        WarningEvent(
-                            f"{len(remaining)} old index file(s) could not be deleted; the {len(drop)} repacked "
-                            "packs stay until the next prune"
-                        )
-                    )
-                    drop = set()
-        freed = deleted = young_kept = 0
-        doomed_packs = [
-            p for p in listed if p not in keep and p not in young and (p not in copied or p in drop)
-        ]
-        to_free = sum(listed[p].size for p in doomed_packs)
-        reporter.emit(Progress(0, 0, to_free, len(doomed_packs)))
-        for pack_id, info in listed.items():
-            if pack_id in keep:
-                continue
-            if pack_id in young:
-                young_kept += 1
-                continue
-            if pack_id in copied and pack_id not in drop:
-                continue  # repacked, but an old index file still lists it: keep it valid
-            repo.dest.delete(pack_name(pack_id))
-            freed += info.size
-            deleted += 1
-            reporter.emit(Progress(freed, deleted, to_free, len(doomed_packs), pack_name(pack_id)))
-        temp_deleted = 0
-        for info in list(repo.dest.temporaries()):
-            if info.mtime is None or now - info.mtime < grace:
-                continue
-            try:
-                repo.dest.delete_temporary(info.name)
-            except Exception:  # gone meanwhile, or not ours to delete: not worth failing a prune
-                continue
-            freed += info.size
-            temp_deleted += 1
+            drop = _supersede_index(repo, keep, drop, reporter)
+        freed, deleted, young_kept = _delete_packs(repo, listed, keep, young, copied, drop, reporter)
+        temp_freed, temp_deleted = _delete_temporaries(repo, now, grace)
+        freed += temp_freed
         repo.load_index(reload=True)
         written = repacked.bytes_written if repacked is not None else 0
         deleted_bytes, freed = freed, freed - written

@@ -49,7 +49,8 @@ from backupctl.repo.crypto import (
     unwrap_master_keys,
     wrap_master_keys,
 )
-from backupctl.repo.index import Index, Location, index_doc
+from backupctl.repo.index import Index, Location
+from backupctl.repo.index_doc import index_doc
 from backupctl.repo.lock import RepositoryLock
 from backupctl.repo.pack import BlobEntry, header_entries, pack_name
 from backupctl.timefmt import iso_s, utcnow

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from backupctl.repo.codec import Codec
 from backupctl.repo.crypto import Cipher
-from backupctl.repo.index import Index, Location, index_doc
+from backupctl.repo.index import Index, Location
+from backupctl.repo.index_doc import index_doc
 from backupctl.repo.pack import BlobEntry
 
 from .fixed import load, master_keys
