@@ -71,7 +71,20 @@ class Reporter(Protocol):
 CANCEL = threading.Event()
 
 
+def draws_progress(reporter: Reporter) -> bool:
+    """Whether anything shows this reporter's Progress events.
+
+    The engine skips work that is done only for the display (the walk ahead that counts a
+    tree's totals, backups/walkahead.py) when nothing shows it: in cron jobs and pipes that
+    walk was a second lstat of every file. A reporter says so with a `draws_progress`
+    attribute; one without it is assumed to show them.
+    """
+    return bool(getattr(reporter, "draws_progress", True))
+
+
 class NullReporter:
+    draws_progress = False
+
     def emit(self, event: Event) -> None:
         return None
 
@@ -87,6 +100,10 @@ class WarningsAsInfo:
     def __init__(self, forward: Reporter, prefix: str) -> None:
         self._forward = forward
         self._prefix = prefix
+
+    @property
+    def draws_progress(self) -> bool:
+        return draws_progress(self._forward)
 
     def emit(self, event: Event) -> None:
         if isinstance(event, WarningEvent):

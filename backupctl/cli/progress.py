@@ -91,6 +91,7 @@ class CliReporter:
         self.warnings: list[WarningEvent] = []
         self._lock = threading.Lock()
         self._mode = resolve_mode()
+        self.draws_progress = self._mode != "none"  # events.draws_progress
         self._interval = progress_mode.interval({"plain": 3.0, "json": 1.0}.get(self._mode, 0.1))
         self._ops: list[_Operation] = []
         self._last_line = 0.0

@@ -1,9 +1,10 @@
 """The write pipeline: deduplicate, compress, encrypt and pack blobs in parallel.
 
-The caller (one thread) hands chunks to `add()`; it hashes them (keyed BLAKE3), drops
+Callers hand chunks to `add()`; it hashes them (keyed BLAKE3), drops
 the ones the repository or this session already has, and passes the rest to a pool of
 worker threads that compress and encrypt (both release the GIL) and append to the
-open pack of the blob's type. A full pack is written to the destination by the worker
+open pack of the blob's type (small chunks may be encoded by the calling thread instead,
+see `add(inline=True)`). A full pack is written to the destination by the worker
 that filled it. Every FLUSH_PACKS packs an index file is written, so blobs of an
 interrupted backup are found again by the next one. `finish()` writes the remaining
 packs and the last index file; only then may a manifest reference the blobs.
@@ -63,8 +64,13 @@ class BlobWriter:
         self._error: BaseException | None = None
         self.index_ids: list[str] = []
 
-    def add(self, data: bytes, blob_type: str = DATA) -> bytes:
-        """Store a chunk unless it is already stored; returns its ID. Raises a worker's error."""
+    def add(self, data: bytes, blob_type: str = DATA, *, inline: bool = False) -> bytes:
+        """Store a chunk unless it is already stored; returns its ID. Raises a worker's error.
+
+        inline=True compresses, encrypts and packs in the calling thread instead of a
+        worker: for small chunks added from several reader threads at once, where handing
+        each one over (a future, a condition, two thread switches) costs more than the work.
+        """
         if self._error is not None:
             raise self._error
         blob_id = self.repo.cipher.blob_id(data)
@@ -75,6 +81,9 @@ class BlobWriter:
             self._pending.add(blob_id)
             self.stats.blobs_new += 1
             self.stats.raw_new += len(data)
+        if inline:
+            self._encode(blob_id, data, blob_type)
+            return blob_id
         size = len(data)
         with self._room:
             while self._inflight and self._inflight + size > self._budget:
