@@ -120,6 +120,10 @@ class CollectingReporter:
         self._forward = forward
         self._lock = threading.Lock()
 
+    @property
+    def draws_progress(self) -> bool:
+        return self._forward is None or draws_progress(self._forward)
+
     def emit(self, event: Event) -> None:
         with self._lock:
             self.events.append(event)

@@ -59,7 +59,7 @@ class SourceRecord(SourceSummary):
 class Manifest(TypedDict):
     """The repository's `snapshots/<id>` document; its existence makes a backup Completed.
 
-    Written in this key order by backups/service.py; the codec stores it with sorted keys."""
+    Written in this key order by backups/creating.py; the codec stores it with sorted keys."""
 
     format: int
     id: str

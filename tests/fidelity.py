@@ -168,8 +168,8 @@ def build_corpus(root: Path, *, seed: int = 12, big_dir: int = 20_000, depth: in
         os.chmod(p("modes", mode_name), mode)
     for mode_name, mode in {"sticky-dir": 0o1777, "setgid-dir": 0o2775, "private": 0o700}.items():
         os.mkdir(p("modes", mode_name))
-        _write(p("modes", name, "inside"), b"inside")
-        os.chmod(p("modes", name), mode)
+        _write(p("modes", mode_name, "inside"), b"inside")
+        os.chmod(p("modes", mode_name), mode)
     if IS_ROOT:
         os.mkdir(p("modes", "closed-dir"))
         _write(p("modes", "closed-dir", "inside"), b"behind 000")

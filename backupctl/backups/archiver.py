@@ -10,15 +10,15 @@ import errno
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from backupctl.backups.readqueue import InScanOrder
 from backupctl.backups.walkahead import WalkAhead
 from backupctl.errors import IntegrityError, InterruptedError_
-from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent
+from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent, draws_progress
 from backupctl.records import SourceRecord
 from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
 from backupctl.repo.items import Item, ItemStreamWriter, path_key, read_items
@@ -76,48 +76,11 @@ class _WarningTap:
         self.forward.emit(event)
 
 
-# Files read, chunked and hashed at once, and how many finished items may wait for an
-# earlier, slower file before the scan pauses (bounds memory: items hold only chunk IDs).
+# Files read, chunked and hashed at once, and how many reads (a large file, or a batch of
+# small ones: backups/readqueue.py) may wait for an earlier, slower one before the scan
+# pauses (bounds memory: items hold only chunk IDs).
 _FILE_READERS = 2
-_READ_AHEAD = 64
-
-
-_Pending = Future[Item | None] | Item | None
-
-
-class _InScanOrder:
-    """The items of one source not yet in its item stream, in scan order: each is added to
-    the stream (and counted) once every item scanned before it has been."""
-
-    def __init__(self, archiver: Archiver, stream: ItemStreamWriter, result: SourceResult) -> None:
-        self.archiver = archiver
-        self.stream = stream
-        self.result = result
-        self.pending: deque[_Pending] = deque()
-
-    def append(self, item: _Pending) -> None:
-        self.pending.append(item)
-
-    def drain(self, keep: int) -> None:
-        """Add items to the stream until at most `keep` remain (waiting for their reads)."""
-        while len(self.pending) > keep:
-            head = self.pending.popleft()
-            self._emit(head.result() if isinstance(head, Future) else head)
-
-    def _emit(self, item: Item | None) -> None:
-        if item is None:
-            return
-        self.stream.add(item)
-        if item.kind == "dir":
-            self.result.dirs += 1
-        else:
-            self.result.files += 1
-            self.archiver.files_done += 1
-
-    def cancel(self) -> None:
-        for item in self.pending:
-            if isinstance(item, Future):
-                item.cancel()
+_READ_AHEAD = 16
 
 
 class Archiver:
@@ -178,12 +141,17 @@ class Archiver:
         source.reporter = _WarningTap(self.reporter, result.warnings)
         previous = self._parent_cursor(parent) if parent and source.supports_incremental else None
         stream = ItemStreamWriter(self.writer)
-        pending = _InScanOrder(self, stream, result)
         self._start_walk(source)
         pool = ThreadPoolExecutor(max_workers=_FILE_READERS, thread_name_prefix="read")
+        pending = InScanOrder(
+            stream,
+            pool,
+            lambda entry: self._store_entry(entry, result, source),
+            lambda item: self._count(item, result),
+        )
         try:
             for entry in source.scan():
-                pending.append(self._read_entry(entry, previous, result, source, pool))
+                self._queue_entry(entry, previous, result, pending)
                 pending.drain(_READ_AHEAD)
                 self._progress(entry.path)
             pending.drain(0)
@@ -203,25 +171,32 @@ class Archiver:
         self._end_walk()
         return result
 
-    def _read_entry(
-        self,
-        entry: Entry,
-        previous: ParentCursor | None,
-        result: SourceResult,
-        source: Source,
-        pool: ThreadPoolExecutor,
-    ) -> _Pending:
-        """One scanned entry's item, or the future of its read: an unchanged file is reused
-        from the parent, a regular file read by the pool, a stream read here in scan order."""
+    def _queue_entry(
+        self, entry: Entry, previous: ParentCursor | None, result: SourceResult, pending: InScanOrder
+    ) -> None:
+        """Queue one scanned entry: an unchanged file is reused from the parent, a regular file
+        read by the pool (small ones in batches), a stream read here in scan order."""
         reused = self._reuse(entry, previous, result)
         if reused is not None or entry.kind != "file":
-            return reused or Item.from_entry(entry, 0, [])
-        if entry.reusable:
-            return pool.submit(self._store_entry, entry, result, source)
-        return self._store_entry(entry, result, source)  # a stream: read here, in scan order
+            pending.known(reused or Item.from_entry(entry, 0, []))
+        elif not entry.reusable:
+            pending.read_here(entry)
+        elif entry.sparse or not 0 <= entry.size <= DATA_CHUNKS.min_size:
+            pending.read_large(entry)
+        else:
+            pending.read_small(entry)
+
+    def _count(self, item: Item, result: SourceResult) -> None:
+        """An item entered the stream (in scan order, in the scanning thread)."""
+        if item.kind == "dir":
+            result.dirs += 1
+        else:
+            result.files += 1
+            self.files_done += 1
 
     def _start_walk(self, source: Source) -> None:
-        if WalkAhead.supports(source):
+        # Only for the display: skipped when nothing shows progress (cron, pipes).
+        if WalkAhead.supports(source) and draws_progress(self.reporter):
             self._walk_base = (self.bytes_done, self.files_done)
             self._walk_announced = False
             self._walk = WalkAhead(source).start()
@@ -301,7 +276,7 @@ class Archiver:
                 with self._count_lock:
                     self.bytes_done += piece
                 continue
-            chunks.append(self.writer.add(piece))
+            chunks.append(self.writer.add(piece, inline=small))
             size += len(piece)
             with self._count_lock:
                 self.bytes_done += len(piece)

@@ -3,6 +3,11 @@
 Blobs are loaded (read, authenticated, decompressed, ID-checked) by a thread pool
 ahead of the consumer, bounded by a byte window, and handed over in order. Sources
 consume entries strictly in order; content not consumed is simply dropped.
+
+The one chunk of each small file is loaded in a batch with its neighbours' (up to
+_BATCH_BLOBS chunks or _BATCH_BYTES bytes per task): one future per small file cost more
+than loading it (docs/performance.md, "Many small files"). A chunk that fails to load
+fails only the file that needs it, as an unbatched one would.
 """
 
 from __future__ import annotations
@@ -21,6 +26,47 @@ from backupctl.sources.base import RestoreEntry
 
 _WINDOW_BYTES = 48 << 20
 _PER_FILE_AHEAD = 8
+_BATCH_BLOBS = 64
+_BATCH_BYTES = 2 << 20
+
+
+class _Batch:
+    """Chunks of consecutive small files, loaded by one task (`future`, set when submitted)."""
+
+    __slots__ = ("ids", "size", "future")
+
+    def __init__(self) -> None:
+        self.ids: list[bytes] = []
+        self.size = 0
+        self.future: Future[list[bytes | BaseException]] | None = None
+
+
+class _Batched:
+    """One file's chunk in a batch; `result()` as of a future of that chunk alone."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+
+    def result(self) -> bytes:
+        assert self.batch.future is not None, "the batch was not submitted"
+        loaded = self.batch.future.result()[self.index]
+        if isinstance(loaded, BaseException):
+            raise loaded
+        return loaded
+
+
+def _load_all(load: Callable[[bytes], bytes], ids: list[bytes]) -> list[bytes | BaseException]:
+    """In a pool thread: each chunk, or the error loading it (raised for its own file only)."""
+    out: list[bytes | BaseException] = []
+    for blob_id in ids:
+        try:
+            out.append(load(blob_id))
+        except Exception as exc:  # handed to the one file that needs this chunk
+            out.append(exc)
+    return out
 
 
 class Prefetcher:
@@ -43,24 +89,45 @@ class Prefetcher:
     ) -> Iterator[RestoreEntry]:
         """RestoreEntry objects for a source's item stream, content loaded ahead; `select`
         (backups/browse.py RestoreSelection.select) filters the items before any content loads."""
-        pending: deque[tuple[Item, list[Future[bytes]]]] = deque()
+        pending: deque[tuple[Item, list[Future[bytes] | _Batched]]] = deque()
         inflight = 0
+        batch = _Batch()
         stream = select(lambda: read_items(self.repo, tree)) if select else read_items(self.repo, tree)
         for item in stream:
-            futures = [self.pool.submit(self.repo.load_blob, c) for c in item.chunks[:_PER_FILE_AHEAD]]
+            futures: list[Future[bytes] | _Batched]
+            if len(item.chunks) == 1 and 0 <= item.size <= _BATCH_BYTES:
+                futures = [_Batched(batch, len(batch.ids))]
+                batch.ids.append(item.chunks[0])
+                batch.size += item.size
+                if len(batch.ids) >= _BATCH_BLOBS or batch.size >= _BATCH_BYTES:
+                    batch = self._submit(batch)
+            elif not item.chunks:  # a directory, link or empty file: nothing to load
+                futures = []
+            else:
+                batch = self._submit(batch)
+                futures = [self.pool.submit(self.repo.load_blob, c) for c in item.chunks[:_PER_FILE_AHEAD]]
             pending.append((item, futures))
             inflight += min(item.size, _PER_FILE_AHEAD * (8 << 20))
             while inflight > _WINDOW_BYTES or len(pending) > 512:
+                batch = self._submit(batch)  # the head may wait in it
                 done_item, done_futs = pending.popleft()
                 inflight -= min(done_item.size, _PER_FILE_AHEAD * (8 << 20))
                 yield self._entry(done_item, done_futs)
+        self._submit(batch)
         while pending:
             done_item, done_futs = pending.popleft()
             yield self._entry(done_item, done_futs)
 
-    def _entry(self, item: Item, futures: list[Future[bytes]]) -> RestoreEntry:
+    def _submit(self, batch: _Batch) -> _Batch:
+        """Start loading `batch` (if it holds anything); the batch to fill next."""
+        if not batch.ids:
+            return batch
+        batch.future = self.pool.submit(_load_all, self.repo.load_blob, batch.ids)
+        return _Batch()
+
+    def _entry(self, item: Item, futures: list[Future[bytes] | _Batched]) -> RestoreEntry:
         def chunks() -> Iterator[bytes]:
-            window = deque(futures)
+            window: deque[Future[bytes] | _Batched] = deque(futures)
             next_no = len(futures)
             while window:
                 fut = window.popleft()

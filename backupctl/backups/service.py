@@ -1,6 +1,6 @@
 """The engine's façade: every CLI command calls one method here and renders its result.
 
-Results are plain dicts with the stable keys of engine.summary (or documented per
+Results are plain dicts with the stable keys of backups.summary (or documented per
 method); nothing here prints or imports a UI library. Progress and warnings go to the
 Reporter given at construction.
 """

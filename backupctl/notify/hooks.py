@@ -1,4 +1,4 @@
-"""The one-line calls the engine makes where events happen (backups/service.py, scheduler.py).
+"""The one-line calls the engine makes where events happen (backups/creating.py, scheduler.py).
 
 Each takes the engine's Service (typed `Any`: the engine imports this module, not the other
 way round) and never raises: a notification problem, even a bug here, becomes a warning
