@@ -187,3 +187,28 @@ def test_corrupt_manifest(tmp_path: Path, two_backups, damage: str) -> None:
     assert restore.returncode in (0, ExitCode.PARTIAL) and "Traceback" not in restore.stderr, str(restore)
     assert (helpers.restored(tmp_path / "ra", src) / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
     dep.ok("backup", "verify", a)
+
+
+def test_a_damaged_small_file_in_a_batch_fails_only_that_file(tmp_path: Path, make_deployment) -> None:
+    """Small files' chunks are loaded in batches (backups/restorer.py): a damaged chunk stops
+    the restore at the file that needs it, the error names that file, and every file before
+    it in the same batch is restored whole."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02}.txt").write_bytes(os.urandom(1000 + i))
+    dep = make_deployment([{"type": "files", "paths": [str(src)]}])
+    backup = dep.create()
+    ((name, offset, length),) = _locate(dep, backup, "f23.txt")
+    _flip(dep.repository / name, offset + length // 2)
+
+    target = tmp_path / "restore"
+    restore = dep.run("backup", "restore", backup, "--target", target)
+    assert restore.returncode == ExitCode.INTEGRITY, str(restore)
+    errors = [ln for ln in restore.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "f23.txt" in errors[0] and "f22.txt" not in errors[0], str(restore)
+    root = helpers.restored(target, src)
+    for i in range(23):
+        rel = f"f{i:02}.txt"
+        assert (root / rel).read_bytes() == (src / rel).read_bytes(), rel
+    assert not (root / "f23.txt").exists()
