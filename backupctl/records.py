@@ -3,7 +3,7 @@ the backup summary of `backup list/show -o json`, and the PITR window of `backup
 
 They are TypedDicts, so at runtime they stay the plain dicts that are encoded to the
 repository and printed as JSON: typing them changes no byte of either (pinned by
-tests/test_record_format.py), and mypy checks every key that code reads or writes.
+tests/backups/test_record_format.py), and mypy checks every key that code reads or writes.
 Keys are only ever added, never renamed (docs/design.md, docs/cli.md). `NotRequired`
 marks keys an older manifest or record may lack; readers use `.get()` for those.
 

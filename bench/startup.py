@@ -17,7 +17,7 @@ and moves far less with the load of other processes on the machine. Cases:
 * `backup list` with 50 completed backups of a deployment under an every-minute policy
   (`cron: "* * * * *"`, Europe/Berlin, the built-in default's retention);
 * `python -m backupctl.wal push` of a segment that is already archived (the second call
-  of PostgreSQL's archive_command for the same file; tests/test_wal_push.py).
+  of PostgreSQL's archive_command for the same file; tests/pitr/test_wal_push.py).
 
 `--tree LABEL=PATH` measures the package in another checkout (e.g. a `git worktree` of an
 older commit) by putting PATH first on PYTHONPATH; give it several times to compare

@@ -1,4 +1,4 @@
-"""One "host" for tests/test_scheduler_hosts.py: a scheduler process driven slot by slot.
+"""One "host" for tests/schedule/test_scheduler_hosts.py: a scheduler process driven slot by slot.
 
 Reads simulated instants (ISO 8601, one per line) on stdin; for each, builds a fresh
 Service + Scheduler on a FakeClock set to that instant (as a `run-due` process started

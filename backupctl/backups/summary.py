@@ -1,7 +1,7 @@
 """The stable record of a backup shown by `list`/`show` and `-o json`.
 
 Keys: records.BackupSummary (documented in docs/cli.md; never renamed, only added; their
-order is pinned by tests/test_record_format.py).
+order is pinned by tests/backups/test_record_format.py).
 
 `status` is "Completed" exactly when the backup's manifest exists (it is restorable from
 its primary destination); `failed_uploads` names the destinations whose copy failed

@@ -3,7 +3,7 @@
 This module defines the group's Typer `app` and the commands `list` and `show`. The other
 subcommands live in their own modules and register themselves on `app` when imported;
 cli/main.py (`_SUBCOMMANDS`) imports them only when one of them is used, so that
-`backupctl backup list` (start-up benchmarked: bench/startup.py, tests/test_startup.py)
+`backupctl backup list` (start-up benchmarked: bench/startup.py, tests/cli/test_startup.py)
 loads no code of commands it does not run:
 
 - cmd_backup_browse: `ls` and `diff` (the contents of backups);

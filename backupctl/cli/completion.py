@@ -12,7 +12,7 @@ Values offered: command and option names (Click), every option's fixed values, b
 newest first with their date and deployment as the description (from the local state DB:
 sqlite3, read-only), and deployment, destination, policy and channel names (from the config
 file, read with a line scanner, not the YAML library). No network, no repository, no Rich or
-Pydantic: a TAB press must answer well under 0.3 s (tests/test_completion.py).
+Pydantic: a TAB press must answer well under 0.3 s (tests/cli/test_completion.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every command module imports this one when it is loaded, so it imports nothing heavy at
 module level: the config loader (Pydantic models), the engine and the progress display
-(Rich) are imported by the functions that need them (tests/test_startup.py).
+(Rich) are imported by the functions that need them (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Generates docs/cli.md and completions/ from the command tree.
 
-Run `python -m backupctl.cli.docgen` after changing commands; tests/test_docs_generated.py
+Run `python -m backupctl.cli.docgen` after changing commands; tests/cli/test_docs_generated.py
 fails when the checked-in files differ from what this produces.
 """
 
@@ -88,7 +88,7 @@ one document on stdout. Keys are stable: new keys may be added, existing ones ar
 removed. JSON Schemas (Draft 2020-12, every key described) of the documents of `backup list`,
 `show`, `create`, `restore` and `verify`, `policy list` and `show`, `schedule list`,
 `destination list` and `repository check` and `stats` are in
-[docs/schemas/](schemas/) (`backup-list.json`...); tests/test_json_schemas.py checks real output
+[docs/schemas/](schemas/) (`backup-list.json`...); tests/cli/test_json_schemas.py checks real output
 against them.
 
 A backup record (`backup list` gives a list of them; `backup create` and `backup show` one):

@@ -1,7 +1,7 @@
 """Start-up machinery of the root command (cli/main.py): lazily built commands, light coercion.
 
 `backupctl --version`, `--help`, TAB completion and `backup list` are benchmarked
-(bench/startup.py; tests/test_startup.py checks the modules they import). Two things keep
+(bench/startup.py; tests/cli/test_startup.py checks the modules they import). Two things keep
 them fast: a group's commands are built only when one is used (`LazyCommands`, listed by
 `ListingGroup` from their short helps without building them), and the global options are
 coerced without importing Pydantic (`skip_trivial_coercion`). Which commands exist and

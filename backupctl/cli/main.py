@@ -1,6 +1,6 @@
 """Entry point: the root Typer app, global options, and error -> exit code mapping.
 
-Start-up contract (tests/test_startup.py): importing this module and running
+Start-up contract (tests/cli/test_startup.py): importing this module and running
 `--version`, `--help` or a shell completion of the command names imports no command
 module, no engine code and no heavy library (Rich, Pydantic, croniter, cryptography,
 cloud SDKs). Commands are registered lazily: `COMMANDS` names each one, the module that
@@ -31,7 +31,7 @@ from backupctl.errors import BackupctlError, ExitCode, UsageError
 
 # name -> (module in backupctl.cli, first paragraph of its help), in `--help` order.
 # The help text is repeated here so that `backupctl --help` and TAB completion of the
-# command names need not import the modules; tests/test_startup.py checks it against them.
+# command names need not import the modules; tests/cli/test_startup.py checks it against them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": (
         "cmd_init",

@@ -20,7 +20,7 @@ local time with the zone abbreviation, or UTC with `--utc` (`human_time`).
 
 Rich, table_layout and flat_output are imported only inside the functions that use them:
 importing this module must stay cheap, because every command (and `--help`, `--version`,
-shell completion) loads it (tests/test_startup.py checks the import graph).
+shell completion) loads it (tests/cli/test_startup.py checks the import graph).
 """
 
 from __future__ import annotations

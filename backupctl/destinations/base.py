@@ -5,7 +5,7 @@ small interface; the repository layer (backupctl.repo) is the only user. Keys ar
 relative, '/'-separated names such as ``config``, ``keys/ab12...``,
 ``data/3f/3f9c...``; a destination maps them under its own prefix/path.
 
-Guarantees every implementation MUST give (checked by tests/test_destination_conformance.py):
+Guarantees every implementation MUST give (checked by tests/destinations/test_destination_conformance.py):
 
 * ``put(name, data)`` is atomic: a reader sees either no object or the whole object,
   never a partial one (temp file + fsync + rename, single PUT, committed block list...).

@@ -1,6 +1,6 @@
 """FaultyDestination: injects faults into any destination. A TESTING AID, never for production.
 
-Used by the test suite (tests/test_torture.py, tests/test_destination_conformance.py) and by
+Used by the test suite (tests/test_torture.py, tests/destinations/test_destination_conformance.py) and by
 bench/torture.py to check that faults and crashes never turn into a wrong Completed backup,
 as kopia's fault-injecting storage and restic's test backends do.
 

@@ -34,7 +34,7 @@ How to write and register a driller (e.g. for PostgreSQL, in backupctl/drill/pos
    Restore time: the framework measures the whole `drill()` call; a driller whose restore
    and check phases are distinct sets `ctx.restore_seconds` itself (monotonic seconds spent
    restoring) so that the record separates the two.
-3. Add a test with the real tool (tests/test_drill_<type>.py) that a good backup passes and
+3. Add a test with the real tool (tests/drill/test_drill_<type>.py) that a good backup passes and
    a tampered one fails with the check named.
 
 Only `typing`, `dataclasses` and stdlib are imported at module level here; the engine is

@@ -1,6 +1,6 @@
 """`schedule export kubernetes`: the manifests that run the scheduler in a cluster.
 
-Guarantees (tests/test_policy_export.py validates them against the Kubernetes API schema):
+Guarantees (tests/policy/test_policy_export.py validates them against the Kubernetes API schema):
 
 * one CronJob per scheduled deployment (a paused policy or `policy: none` gets none), running
   `backupctl schedule run-due` with that deployment's own config, so one deployment's long

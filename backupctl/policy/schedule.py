@@ -95,7 +95,7 @@ def recurrence_text(schedule: Schedule) -> str:
 def cron_next(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
     """First slot strictly after `after` (UTC), with the DST rules of the module docstring.
 
-    The same result as `_cron_next_scan` (tests/test_policy_schedule_fast.py compares
+    The same result as `_cron_next_scan` (tests/policy/test_policy_schedule_fast.py compares
     them): `_cron_next_steady` when no UTC offset change is near, else the scan.
     """
     after = _aware(after)
@@ -106,7 +106,7 @@ def cron_next(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
 
 # The longest local-time window `_cron_next_steady` judges by its two ends. Two changes of
 # a zone's UTC offset are always further apart than this (the closest in tzdata are four
-# days apart; tests/test_policy_schedule_fast.py checks every installed zone), so a window
+# days apart; tests/policy/test_policy_schedule_fast.py checks every installed zone), so a window
 # this short whose ends have the same offset contains no change at all.
 _STEADY_WINDOW = timedelta(hours=12)
 

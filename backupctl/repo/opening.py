@@ -3,7 +3,7 @@
 `backupctl` (backups/service.py, on the validated Pydantic config) and the light WAL entry
 point (wal.py, on the raw YAML, to stay fast enough for PostgreSQL's archive_command) must
 agree on which destination is the primary, where the key comes from and how a destination
-is wrapped; tests/test_wal_light_config.py checks that they do. This module is cheap to
+is wrapped; tests/pitr/test_wal_light_config.py checks that they do. This module is cheap to
 import: it does not import cryptography or any SDK until a function needs it.
 """
 

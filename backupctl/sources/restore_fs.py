@@ -29,7 +29,7 @@ in-place restore. Guarantees (docs/design.md, "Restore"):
 To restore a new kind of entry, add a `_restore_<kind>` method (see `_handlers`); open
 paths only through `_parent_fd`/`_open_dir` and set metadata only in `_set_meta`.
 
-Beside this module: the writer thread for larger files (restore_fs_writers.py), temporary names and renames
+Beside this module: the writer thread (restore_fs_writers.py), temporary names and renames
 over (restore_fs_names.py), the error of a restore that stops (restore_fs_errors.py).
 """
 
@@ -54,10 +54,6 @@ from backupctl.sources.restore_fs_writers import FileWriters
 from backupctl.sources.restore_meta import SPECIAL_KINDS, apply_xattrs, make_special, write_content
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# Regular files up to this size are written by the thread that reads the entries, the rest by
-# the writer thread: handing a small file over (a future, a wait, two thread switches) cost
-# more than writing it (docs/performance.md, "Many small files").
-_WRITE_HERE_BYTES = 512 << 10
 # Raised by openat(O_NOFOLLOW | O_DIRECTORY) on a symlink or on something not a directory.
 _NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR)
 
@@ -147,9 +143,7 @@ class FsRestorer:
         if parts is None:
             return False
         try:
-            if entry.kind == "file" and 0 <= entry.size <= _WRITE_HERE_BYTES and not entry.sparse:
-                self._write_file(os.dup(self._parent_fd(parts)), parts, entry)  # no hand-off
-            elif entry.kind == "file":
+            if entry.kind == "file":
                 writers.submit(self._write_file, os.dup(self._parent_fd(parts)), parts, entry)
             elif entry.kind not in self._handlers:
                 self._warn(f"skipped: cannot restore a {entry.kind} entry", entry.path)

@@ -28,10 +28,10 @@ from conftest_servers import build_destination, destination_config
 from dbservers import PostgresServer
 from helpers import dump_yaml, load_yaml
 from pitr_helpers import S3_PACKAGES, PitrDeployment, light_command
-from test_pitr_postgres import batches, start_restored, wait_promoted
 
 from backupctl.errors import ExitCode
 from backupctl.pitr.logarchive import WAL_SEGMENT_SIZE, lsn_to_int
+from pitr.test_pitr_postgres import batches, start_restored, wait_promoted
 
 pytestmark = pytest.mark.server
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 from dbservers import MariaDBServer
-from test_pitr_mariadb import master_status
 
 from backupctl.errors import ExitCode
 from backupctl.sources.dbutil import chown_tree
+from pitr.test_pitr_mariadb import master_status
 
 pytestmark = pytest.mark.server
 

@@ -3,7 +3,7 @@
 * `pitr: {binlog_sync: 5m}`: `schedule run-due` archives a MariaDB deployment's closed binary
   logs once per 5-minute slot (a second run-due in the slot archives nothing even when there
   is something new; the next slot does), against a throwaway server, with a FakeClock shared
-  by the Service and the Scheduler (as tests/test_scheduler_engine.py).
+  by the Service and the Scheduler (as tests/schedule/test_scheduler_engine.py).
 * A sync that fails is a Failed row and exit code 1, the backups of the same run still
   happen; a second host in the same slot finds the lease taken.
 * `backup list` gives each pg_basebackup / mariabackup backup the last moment it can be
@@ -22,7 +22,7 @@ from typing import Any
 import helpers
 import pytest
 from dbservers import MariaDBServer, free_port
-from test_pitr_mariadb import master_status
+from pitr.test_pitr_mariadb import master_status
 
 from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
@@ -63,7 +63,7 @@ def test_run_due_archives_the_closed_binary_logs_once_per_interval(
     server.root_sql(f"INSERT INTO {db}.t (n) SELECT 0 FROM seq_1_to_10")
     backup = dep.ok("backup", "create", "app", "--type", "full", "-o", "json").json()
     # Binary log event times have one-second resolution: a window needs an event in a later
-    # second than the backup's end (as in tests/test_pitr_mariadb.py).
+    # second than the backup's end (as in tests/pitr/test_pitr_mariadb.py).
     time.sleep(1.2)
     server.root_sql(f"INSERT INTO {db}.t (n) SELECT 1 FROM seq_1_to_100")
     closed, _ = master_status(server)

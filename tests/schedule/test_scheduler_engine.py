@@ -4,7 +4,7 @@ Time is a FakeClock shared by the Scheduler and the Service (which stamps backup
 `started`), so a year of `run_due()` calls runs in seconds. Nothing in the engine is
 mocked: backups are real backups of a small files tree into a local repository, and
 retention really deletes them. The pure schedule/retention logic is covered by
-tests/test_policy_*.py; this file checks the wiring (state, leases, clock, retention
+tests/policy/test_policy_*.py; this file checks the wiring (state, leases, clock, retention
 after each run, CLI processes).
 """
 
@@ -431,7 +431,7 @@ def test_export_formats_parse(tmp_path: Path) -> None:
 
     k8s = helpers.run_ok("schedule", "export", "--format", "kubernetes", env=env).stdout
     docs = [d for d in YAML(typ="safe", pure=True).load_all(k8s) if d]
-    # Per deployment a ConfigMap, a state claim and a CronJob (tests/test_policy_export.py).
+    # Per deployment a ConfigMap, a state claim and a CronJob (tests/policy/test_policy_export.py).
     assert {d["kind"] for d in docs} == {"CronJob", "ConfigMap", "PersistentVolumeClaim"}, k8s
     docs = [d for d in docs if d["kind"] == "CronJob"]
     assert len(docs) == 2, k8s

@@ -27,7 +27,8 @@ from typing import Any
 import helpers
 import pytest
 from dbservers import MariaDBServer
-from test_pitr_mariadb import master_status, started
+
+from pitr.test_pitr_mariadb import master_status, started
 
 pytestmark = pytest.mark.server
 

@@ -507,7 +507,7 @@ def test_kubernetes_manifests_validate_against_the_api_schema(tmp_path: Path) ->
 
 # ---- the image ----------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_containerfile_builds_the_image_the_cronjobs_run(tmp_path: Path) -> None:

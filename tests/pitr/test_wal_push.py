@@ -2,7 +2,7 @@
 archive_command calls (pitr.walspool): what it archives ahead is really in the archive,
 byte for byte, and a marker is trusted only while its file and its object are the ones it
 describes. The pg_wal directory here is laid out as PostgreSQL does it (segments plus
-archive_status/<file>.ready); tests/test_pitr_postgres.py runs the same command under a
+archive_status/<file>.ready); tests/pitr/test_pitr_postgres.py runs the same command under a
 real server."""
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from dbservers import MariaDBServer, PostgresServer
 from helpers import load_yaml
-from test_e2e_clone import (
+
+from clone.test_e2e_clone import (
     check_secret_file,
     mariadb_can_use,
     mariadb_login,

@@ -25,7 +25,7 @@ from conftest_servers import build_destination, destination_config
 from backupctl.backups.service import Service
 from backupctl.config.loader import load_config
 
-DRIVER = Path(__file__).resolve().parent / "scheduler_host_driver.py"
+DRIVER = Path(__file__).resolve().parents[1] / "scheduler_host_driver.py"
 START = datetime(2026, 5, 4, 0, 0, tzinfo=UTC)
 SLOTS = 24
 KILL_AT = 12  # index of the slot during which host A is killed

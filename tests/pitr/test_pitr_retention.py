@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from dbservers import MariaDBServer
 from pitr_helpers import PitrDeployment
-from test_pitr_postgres import batches, start_restored, wait_promoted
+
+from pitr.test_pitr_postgres import batches, start_restored, wait_promoted
 
 pytestmark = pytest.mark.server
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from backupctl.cli.docgen import render_cli_md, render_completions, render_config_md
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cli_reference_is_current() -> None:

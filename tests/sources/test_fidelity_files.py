@@ -364,5 +364,5 @@ def test_guide_lists_what_is_not_captured() -> None:
         assert item in section, f"docs/guide.md does not list {item!r} as not captured"
 
 
-if __name__ == "__main__":  # build a corpus by hand: python tests/test_fidelity_files.py DIR
+if __name__ == "__main__":  # build a corpus by hand: python tests/sources/test_fidelity_files.py DIR
     fidelity.build_corpus(Path(sys.argv[1]))

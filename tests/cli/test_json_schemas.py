@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 COMMANDS = {
     "backup-list",
     "backup-show",

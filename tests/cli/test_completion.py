@@ -177,8 +177,8 @@ def test_the_bash_script_completes_in_a_real_bash(world: dict[str, Any], tmp_pat
 def test_dynamic_completion_imports_nothing_heavy(world: dict[str, Any]) -> None:
     """Completing a backup ID loads the `backup` command module (and with it cli/progress.py,
     which imports Rich only when a bar is drawn), but no Rich, Pydantic, engine or repository
-    code (tests/test_startup.py's list)."""
-    from test_startup import FORBIDDEN, imported_modules
+    code (tests/cli/test_startup.py's list)."""
+    from cli.test_startup import FORBIDDEN, imported_modules
 
     env = {
         **world["env"],
