@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import statistics
 import subprocess
 import sys
@@ -154,7 +155,13 @@ def tree_bytes(path: Path) -> tuple[int, int]:
 def warm(path: Path, threads: int = 2) -> float:
     """Read every file once so that the measured runs are cache-warm; returns seconds."""
     t0 = time.perf_counter()
-    paths = [os.path.join(r, n) for r, _d, ns in os.walk(path) for n in ns]
+    # Regular files only: a tree such as /usr/share/doc holds dangling symlinks and sockets.
+    paths = [
+        p
+        for r, _d, ns in os.walk(path)
+        for n in ns
+        if stat.S_ISREG(os.lstat(p := os.path.join(r, n)).st_mode)
+    ]
 
     def read(p: str) -> None:
         with open(p, "rb", buffering=0) as f:

@@ -174,6 +174,7 @@ def test_endpoint_url_password_is_redacted(tmp_path: Path, cli: Any) -> None:
         "access_key_id_env": "HYG_AK",
         "secret_access_key_env": "HYG_SK",
         "connect_timeout": 1,
+        "retries": 1,  # a closed port: one retry shows the error path without 15 s of backoff
     }
     helpers.dump_yaml(doc, tmp_path / "config.yaml")
     env = {"BACKUPCTL_CONFIG": str(tmp_path / "config.yaml"), "HYG_AK": "id", "HYG_SK": "secret"}

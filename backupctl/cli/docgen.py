@@ -304,7 +304,12 @@ def render_config_md() -> str:
             lines += _model_table(f"`type: {type_name}`", source_class(type_name).Options)
         except Exception:  # a plugin module that is not present in this build
             continue
-    lines += ["## Destinations", "", "Every destination also takes `connections` (parallel transfers).", ""]
+    lines += [
+        "## Destinations",
+        "",
+        "Every destination also takes `connections` (parallel transfers) and `retries`.",
+        "",
+    ]
     for type_name in DESTINATION_TYPES:
         try:
             lines += _model_table(f"`type: {type_name}`", options_model(type_name))

@@ -84,6 +84,14 @@ class DestinationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str
     connections: int = Field(4, ge=1, le=64, description="Objects transferred at once (uploads, downloads).")
+    retries: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description="Remote destinations: how often a failed request (timeout, refused connection, "
+        "5xx, throttling) is retried, with exponential backoff (0.5 s doubling, at most 20 s, "
+        "2 minutes in all). The local destination never retries.",
+    )
 
 
 class Destination(abc.ABC):

@@ -208,6 +208,7 @@ def test_fanout_with_unreachable_azure_fails_then_upload_completes_it(
     azure = destination_config("azure", request, tmp_path)
     good_url = azure["account_url"]
     azure["account_url"] = with_port(good_url, free_port())  # nothing listens there
+    azure["retries"] = 1  # one retry still goes through the retry path, without 15 s of backoff
     world = World(
         tmp_path,
         destinations={"s3": destination_config("s3", request, tmp_path), "azure": azure},
@@ -431,6 +432,7 @@ def test_credentials_never_appear_in_outputs_errors_or_state(
     bad = connection_string(free_port())
     azure = {"type": "azure", "container": "backupctl-test", "prefix": f"t-{uuid.uuid4().hex[:10]}"}
     azure["connection_string_env"] = "TEST_AZURE_CONNECTION"
+    azure["retries"] = 1  # the bad connection string fails fast; one retry keeps the retry path
     monkeypatch.setenv("TEST_AZURE_CONNECTION", bad)
     world = World(
         tmp_path,
@@ -484,6 +486,7 @@ def test_destination_list_and_check(request: pytest.FixtureRequest, tmp_path: Pa
     sftp = destination_config("sftp", request, tmp_path)
     dead = destination_config("s3", request, tmp_path)
     dead["endpoint"] = with_port(dead["endpoint"], free_port())
+    dead["retries"] = 1
     world = World(
         tmp_path,
         destinations={"s3": s3, "sftp": sftp, "dead": dead},

@@ -65,9 +65,12 @@ def test_light_and_full_config_open_the_same_repository(
         for name, options in dests.items():
             assert options.model_dump() == svc.config.destinations[name].model_dump()
             assert type(wrap_destination(open_destination(name, options))) is type(svc.destination(name))
-        assert isinstance(
-            wrap_destination(open_destination("offsite", dests["offsite"])), RetryingDestination
-        )
+        wrapped = wrap_destination(open_destination("offsite", dests["offsite"]))
+        assert isinstance(wrapped, RetryingDestination)
+        assert wrapped.attempts == 6  # the default `retries: 5`, plus the first attempt
+        fewer = dests["offsite"].model_copy(update={"retries": 0})
+        once = wrap_destination(open_destination("offsite", fewer))
+        assert isinstance(once, RetryingDestination) and once.attempts == 1
         assert svc.primary_destination("db") == primary
         assert light.key_material() == svc.key_material()
         assert light.compression_level() == svc.config.settings.compression_level == 7
