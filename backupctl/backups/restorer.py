@@ -5,14 +5,16 @@ ahead of the consumer, bounded by a byte window, and handed over in order. Sourc
 consume entries strictly in order; content not consumed is simply dropped.
 
 The one chunk of each small file is loaded in a batch with its neighbours' (up to
-_BATCH_BLOBS chunks or _BATCH_BYTES bytes per task): one future per small file cost more
-than loading it (docs/performance.md, "Many small files"). A chunk that fails to load
-fails only the file that needs it, as an unbatched one would.
+_BATCH_BLOBS chunks or _BATCH_BYTES bytes), by the thread that first asks for one of them,
+not by the pool: handing small files between threads cost three times the work itself
+(GIL and future hand-offs; docs/performance.md, "Many small files"). A chunk that fails to
+load fails only the file that needs it, as an unbatched one would.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,14 +33,29 @@ _BATCH_BYTES = 2 << 20
 
 
 class _Batch:
-    """Chunks of consecutive small files, loaded by one task (`future`, set when submitted)."""
+    """Chunks of consecutive small files, loaded together on the first `get` (in the calling
+    thread; thread-safe) and dropped once every file of the batch has taken its chunk."""
 
-    __slots__ = ("ids", "size", "future")
+    __slots__ = ("ids", "size", "_load", "_loaded", "_taken", "_lock")
 
-    def __init__(self) -> None:
+    def __init__(self, load: Callable[[bytes], bytes]) -> None:
         self.ids: list[bytes] = []
         self.size = 0
-        self.future: Future[list[bytes | BaseException]] | None = None
+        self._load = load
+        self._loaded: list[bytes | BaseException] | None = None
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    def get(self, index: int) -> bytes | BaseException:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = _load_all(self._load, self.ids)
+            loaded = self._loaded[index]
+            self._taken += 1
+            if self._taken == len(self.ids):
+                self._loaded = None  # every file has its chunk: free the batch's memory
+                self._taken = 0
+            return loaded
 
 
 class _Batched:
@@ -51,8 +68,7 @@ class _Batched:
         self.index = index
 
     def result(self) -> bytes:
-        assert self.batch.future is not None, "the batch was not submitted"
-        loaded = self.batch.future.result()[self.index]
+        loaded = self.batch.get(self.index)
         if isinstance(loaded, BaseException):
             raise loaded
         return loaded
@@ -91,7 +107,7 @@ class Prefetcher:
         (backups/browse.py RestoreSelection.select) filters the items before any content loads."""
         pending: deque[tuple[Item, list[Future[bytes] | _Batched]]] = deque()
         inflight = 0
-        batch = _Batch()
+        batch = _Batch(self.repo.load_blob)
         stream = select(lambda: read_items(self.repo, tree)) if select else read_items(self.repo, tree)
         for item in stream:
             futures: list[Future[bytes] | _Batched]
@@ -100,30 +116,29 @@ class Prefetcher:
                 batch.ids.append(item.chunks[0])
                 batch.size += item.size
                 if len(batch.ids) >= _BATCH_BLOBS or batch.size >= _BATCH_BYTES:
-                    batch = self._submit(batch)
+                    batch = self._next_batch(batch)
             elif not item.chunks:  # a directory, link or empty file: nothing to load
                 futures = []
             else:
-                batch = self._submit(batch)
+                batch = self._next_batch(batch)
                 futures = [self.pool.submit(self.repo.load_blob, c) for c in item.chunks[:_PER_FILE_AHEAD]]
             pending.append((item, futures))
             inflight += min(item.size, _PER_FILE_AHEAD * (8 << 20))
             while inflight > _WINDOW_BYTES or len(pending) > 512:
-                batch = self._submit(batch)  # the head may wait in it
+                batch = self._next_batch(batch)  # the head may wait in it
                 done_item, done_futs = pending.popleft()
                 inflight -= min(done_item.size, _PER_FILE_AHEAD * (8 << 20))
                 yield self._entry(done_item, done_futs)
-        self._submit(batch)
+        self._next_batch(batch)
         while pending:
             done_item, done_futs = pending.popleft()
             yield self._entry(done_item, done_futs)
 
-    def _submit(self, batch: _Batch) -> _Batch:
-        """Start loading `batch` (if it holds anything); the batch to fill next."""
+    def _next_batch(self, batch: _Batch) -> _Batch:
+        """Close `batch` (if it holds anything: it loads when first asked); the batch to fill next."""
         if not batch.ids:
             return batch
-        batch.future = self.pool.submit(_load_all, self.repo.load_blob, batch.ids)
-        return _Batch()
+        return _Batch(self.repo.load_blob)
 
     def _entry(self, item: Item, futures: list[Future[bytes] | _Batched]) -> RestoreEntry:
         def chunks() -> Iterator[bytes]:

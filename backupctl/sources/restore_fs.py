@@ -39,11 +39,13 @@ import errno
 import grp
 import os
 import pwd
+import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from backupctl.errors import BackupctlError
 from backupctl.events import Progress, Reporter, WarningEvent
@@ -53,6 +55,11 @@ from backupctl.sources.restore_fs_names import create_temp, rename_over, temp_na
 from backupctl.sources.restore_fs_writers import FileWriters
 from backupctl.sources.restore_meta import SPECIAL_KINDS, apply_xattrs, make_special, write_content
 
+# Regular files up to this size are written here, in the thread that reads the item stream,
+# and larger ones by the writer thread. Handing a small file to another thread cost about
+# three times writing it (GIL and future hand-offs: 30 futex calls per file); a large file's
+# writes overlap with reading the next entries. docs/performance.md, "Many small files".
+INLINE_BYTES = 2 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Raised by openat(O_NOFOLLOW | O_DIRECTORY) on a symlink or on something not a directory.
 _NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR)
@@ -91,6 +98,8 @@ class FsRestorer:
         self.written = 0  # entries of every kind written completely
         self._count_lock = threading.Lock()
         self._stop = threading.Event()  # set when the restore stops: the writer abandons its file
+        self._interrupted = False  # SIGINT/SIGTERM came: stop at the next entry (_defer_signals)
+        self._old_handlers: dict[int, Any] = {}
         self._root_fd = -1
         # The open directories of the current path: _chain_fds[0] is root, _chain_fds[i + 1]
         # is the directory _chain_names[i]. Entries come in tree order, so most entries
@@ -111,15 +120,18 @@ class FsRestorer:
     # ---- the restore loop ------------------------------------------------------------
 
     def restore(self, entries: Iterator[RestoreEntry]) -> None:
-        """Write entries; regular files go to the writer thread (so writing overlaps with
-        reading the item stream), everything else is done in order here. Raises
+        """Write entries; regular files over INLINE_BYTES go to the writer thread (so writing
+        them overlaps with reading the item stream), everything else is done in order here. Raises
         RestoreIncompleteError if it stops before the last entry."""
+        self._defer_signals()
         writers = FileWriters()
         current = ""
         try:
             self._root_fd = self._open_root()
             self._chain_fds = [self._root_fd]
             for entry in entries:
+                if self._interrupted:  # a safe point: no entry is half-made or uncounted
+                    raise KeyboardInterrupt
                 current = entry.path
                 if self._restore_entry(entry, writers):
                     self.reporter.emit(Progress(self.bytes, self.files, current=entry.path))
@@ -129,13 +141,36 @@ class FsRestorer:
         except BaseException as exc:
             self._stop.set()
             writers.abandon()
-            raise stopped_error(exc, current, self.root, self.in_place, self.written) from exc
+            why = KeyboardInterrupt() if self._interrupted else exc  # a writer stopped for it
+            raise stopped_error(why, current, self.root, self.in_place, self.written) from exc
         finally:
+            self._restore_signals()
             writers.shutdown()
             self._close_chain(0)
             if self._root_fd >= 0:
                 os.close(self._root_fd)
                 self._root_fd = -1
+
+    def _defer_signals(self) -> None:
+        """In the main thread, SIGINT and SIGTERM stop the restore at the next entry, so that
+        the count of entries written is exact (small files are written in this thread: a
+        KeyboardInterrupt between a rename and its count would make it one short). The
+        writer thread sees the stop and abandons its file. A second signal stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
+        self._stop.set()
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
 
     def _restore_entry(self, entry: RestoreEntry, writers: FileWriters) -> bool:
         """Write one entry (a regular file: hand it to the writer); False if its path is unsafe."""
@@ -143,7 +178,9 @@ class FsRestorer:
         if parts is None:
             return False
         try:
-            if entry.kind == "file":
+            if entry.kind == "file" and entry.size <= INLINE_BYTES:
+                self._write_file_in(self._parent_fd(parts), parts, entry)
+            elif entry.kind == "file":
                 writers.submit(self._write_file, os.dup(self._parent_fd(parts)), parts, entry)
             elif entry.kind not in self._handlers:
                 self._warn(f"skipped: cannot restore a {entry.kind} entry", entry.path)
@@ -156,11 +193,12 @@ class FsRestorer:
             raise EntryFailed(entry.path, exc) from exc
         return True
 
-    def _count_entry(self, is_file: bool) -> None:
+    def _count_entry(self, is_file: bool) -> bool:
         with self._count_lock:
             self.written += 1
             if is_file:
                 self.files += 1
+        return True
 
     def _count_bytes(self, n: int) -> None:
         with self._count_lock:
@@ -289,9 +327,17 @@ class FsRestorer:
         self._dir_entries.clear()
 
     def _write_file(self, dir_fd: int, parts: list[str], entry: RestoreEntry) -> None:
-        """In the writer thread: content to a temporary file in dir_fd, renamed over."""
+        """In the writer thread: _write_file_in, then close dir_fd (a dup of the chain's)."""
+        try:
+            self._write_file_in(dir_fd, parts, entry)
+        finally:
+            os.close(dir_fd)
+
+    def _write_file_in(self, dir_fd: int, parts: list[str], entry: RestoreEntry) -> None:
+        """Content to a temporary file in dir_fd, renamed over; dir_fd stays open."""
         try:
             name = parts[-1]
+            counted = False
             tmp, fd = create_temp(dir_fd)
             try:
                 try:
@@ -300,14 +346,15 @@ class FsRestorer:
                 finally:
                     os.close(fd)
                 rename_over(dir_fd, tmp, name)
+                counted = self._count_entry(True)
             except BaseException:
-                unlink_quietly(dir_fd, tmp)
+                # A Ctrl-C lands in this thread (small files are written here): if it came
+                # after the rename, the file is whole and in place, and counts as written.
+                if not unlink_quietly(dir_fd, tmp) and not counted:
+                    self._count_entry(True)
                 raise
-            self._count_entry(True)
         except (OSError, BackupctlError) as exc:
             raise EntryFailed(entry.path, exc) from exc
-        finally:
-            os.close(dir_fd)
 
     def _until_stopped(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """The chunks, until the restore stops (Ctrl-C need not wait for a large file)."""

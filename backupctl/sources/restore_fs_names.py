@@ -10,6 +10,7 @@ directory fd and never follows a symlink.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import shutil
@@ -18,8 +19,13 @@ TEMP_PREFIX = ".bkctl-"  # temporary names: TEMP_PREFIX + 12 hex digits + TEMP_S
 TEMP_SUFFIX = ".tmp"
 
 
+# A random start, then a counter: unpredictable like a random name per file, without a
+# getrandom call per file (O_EXCL still makes any collision a retry, never an overwrite).
+_next_temp = itertools.count(secrets.randbits(48))
+
+
 def temp_name() -> str:
-    return f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    return f"{TEMP_PREFIX}{next(_next_temp) & 0xFFFFFFFFFFFF:012x}{TEMP_SUFFIX}"
 
 
 def create_temp(dir_fd: int) -> tuple[str, int]:
@@ -58,8 +64,12 @@ def rename_over(dir_fd: int, tmp: str, name: str, keep_dirs: bool = False) -> bo
     return True
 
 
-def unlink_quietly(dir_fd: int, name: str) -> None:
+def unlink_quietly(dir_fd: int, name: str) -> bool:
+    """Remove name if it is there; False if it was not (e.g. already renamed away)."""
     try:
         os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
     except OSError:
         pass
+    return True
