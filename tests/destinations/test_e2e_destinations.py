@@ -430,7 +430,11 @@ def test_credentials_never_appear_in_outputs_errors_or_state(
 
     good = connection_string(urlsplit(azure_server.account_url).port or 0)
     bad = connection_string(free_port())
-    azure = {"type": "azure", "container": "backupctl-test", "prefix": f"t-{uuid.uuid4().hex[:10]}"}
+    azure: dict[str, Any] = {
+        "type": "azure",
+        "container": "backupctl-test",
+        "prefix": f"t-{uuid.uuid4().hex[:10]}",
+    }
     azure["connection_string_env"] = "TEST_AZURE_CONNECTION"
     azure["retries"] = 1  # the bad connection string fails fast; one retry keeps the retry path
     monkeypatch.setenv("TEST_AZURE_CONNECTION", bad)
