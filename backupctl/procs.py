@@ -22,3 +22,15 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def pid_running(pid: int | None) -> bool:
+    """pid_alive, but a zombie (exited, not yet reaped by its parent) counts as gone."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: pid_alive's answer
+    return state != b"Z"

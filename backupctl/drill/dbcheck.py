@@ -27,7 +27,7 @@ from typing import Any
 
 from backupctl import tempdir
 from backupctl.drill.base import DrillCheck, DrillContext
-from backupctl.procs import pid_alive
+from backupctl.procs import pid_running
 from backupctl.sources.base import Source
 
 INSTANCE_PREFIX = "bctl-drill-"
@@ -63,7 +63,9 @@ def _kill_server(pid: int, data: Path) -> None:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not pid_alive(pid) or _server_pid(data) is None:
+            # The process itself, not its pid file: the postmaster removes postmaster.pid
+            # before it has exited.
+            if not pid_running(pid):
                 return
             time.sleep(0.1)
 
