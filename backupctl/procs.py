@@ -24,13 +24,20 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def stat_fields(pid: int) -> list[bytes]:
+    """/proc/PID/stat from field 3 (the state) on; [] where /proc does not tell. The command
+    name (field 2) may contain spaces and ')', so the split starts after its last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return []
+    return data[data.rfind(b")") + 2 :].split()
+
+
 def pid_running(pid: int | None) -> bool:
     """pid_alive, but a zombie (exited, not yet reaped by its parent) counts as gone."""
-    if not pid_alive(pid):
+    if not pid or not pid_alive(pid):
         return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc: pid_alive's answer
-    return state != b"Z"
+    fields = stat_fields(pid)
+    return not fields or fields[0] != b"Z"

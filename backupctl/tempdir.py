@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO
 
 from backupctl.errors import BackupctlError
-from backupctl.procs import pid_alive
+from backupctl.procs import pid_alive, stat_fields
 
 _RUN = re.compile(r"^run-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+$")
 _lock = threading.Lock()
@@ -73,13 +73,7 @@ def base_dir() -> Path:
 
 def _start_time(pid: int) -> str:
     """The process's start time in clock ticks since boot ('0' where /proc is not there)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return "0"
-    # Field 22; the command name (field 2) may contain spaces and ')', so split after its end.
-    fields = data[data.rfind(b")") + 2 :].split()
+    fields = stat_fields(pid)  # from field 3 on: the start time is field 22
     return fields[19].decode() if len(fields) > 19 else "0"
 
 

@@ -260,7 +260,7 @@ def fetch(config: str | None, deployment: str | None, filename: str, target: str
             if options.type != "local":
                 from backupctl.destinations.retry import RetryingDestination
 
-                dest = RetryingDestination(dest, attempts=options.retries + 1)
+                dest = RetryingDestination(dest)
             repo = Repository.open(dest, key, cfg.compression_level())
             size = wal_fetch(repo, dep, filename, Path(target))
         except LogNotFoundError:

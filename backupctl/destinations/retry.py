@@ -27,7 +27,7 @@ class RetryingDestination(Destination):
         self,
         inner: Destination,
         *,
-        attempts: int = 6,
+        attempts: int | None = None,
         max_seconds: float = 120.0,
         base_delay: float = 0.5,
         max_delay: float = 20.0,
@@ -35,6 +35,8 @@ class RetryingDestination(Destination):
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(inner.name, inner.options)
+        if attempts is None:  # the destination's `retries` option, plus the first attempt
+            attempts = inner.options.retries + 1
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self.inner = inner

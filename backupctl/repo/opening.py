@@ -57,4 +57,4 @@ def wrap_destination(dest: Destination) -> Destination:
         return dest
     from backupctl.destinations.retry import RetryingDestination
 
-    return RetryingDestination(dest, attempts=dest.options.retries + 1)
+    return RetryingDestination(dest)

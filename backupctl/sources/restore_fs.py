@@ -193,12 +193,11 @@ class FsRestorer:
             raise EntryFailed(entry.path, exc) from exc
         return True
 
-    def _count_entry(self, is_file: bool) -> bool:
+    def _count_entry(self, is_file: bool) -> None:
         with self._count_lock:
             self.written += 1
             if is_file:
                 self.files += 1
-        return True
 
     def _count_bytes(self, n: int) -> None:
         with self._count_lock:
@@ -337,7 +336,6 @@ class FsRestorer:
         """Content to a temporary file in dir_fd, renamed over; dir_fd stays open."""
         try:
             name = parts[-1]
-            counted = False
             tmp, fd = create_temp(dir_fd)
             try:
                 try:
@@ -346,13 +344,10 @@ class FsRestorer:
                 finally:
                     os.close(fd)
                 rename_over(dir_fd, tmp, name)
-                counted = self._count_entry(True)
             except BaseException:
-                # A Ctrl-C lands in this thread (small files are written here): if it came
-                # after the rename, the file is whole and in place, and counts as written.
-                if not unlink_quietly(dir_fd, tmp) and not counted:
-                    self._count_entry(True)
+                unlink_quietly(dir_fd, tmp)
                 raise
+            self._count_entry(True)
         except (OSError, BackupctlError) as exc:
             raise EntryFailed(entry.path, exc) from exc
 

@@ -64,12 +64,8 @@ def rename_over(dir_fd: int, tmp: str, name: str, keep_dirs: bool = False) -> bo
     return True
 
 
-def unlink_quietly(dir_fd: int, name: str) -> bool:
-    """Remove name if it is there; False if it was not (e.g. already renamed away)."""
+def unlink_quietly(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return False
     except OSError:
         pass
-    return True
