@@ -97,6 +97,7 @@ class Service:
                 else:
                     repo = Repository.open(dest, material, level)
                 repo.reporter, repo.lock_wait = self.reporter, self.lock_wait
+                repo.index_cache_dir = self.state.path.parent / "index-cache"
                 repo_id = repo.id
                 repo.on_damage = functools.partial(self.damage.remember, repo_id)  # type: ignore[method-assign]
                 self._repos[dest_name] = repo

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backupctl.repo.index_doc import doc_packs
-from backupctl.repo.index_rows import DEAD, KEY, Hit
+from backupctl.repo.index_doc import doc_columns
+from backupctl.repo.index_rows import DEAD, KEY, Hit, key_batches
 from backupctl.repo.pack import BlobEntry
 from backupctl.repo.packmap import PackMap
 
@@ -87,6 +87,10 @@ class Index:
         self._lock = threading.Lock()
 
     # ---- the table ---------------------------------------------------------------
+
+    def row_count(self) -> int:
+        """Rows added so far, duplicates included (0: a new, empty index)."""
+        return len(self._pack)
 
     def __len__(self) -> int:
         with self._lock:
@@ -156,14 +160,15 @@ class Index:
         self._used = self._live = 0
         keys = self._keys
         pack = self._pack
-        for r in range(self._hashed):
-            if pack[r] != DEAD:
-                i = hash(bytes(keys[r * KEY : (r + 1) * KEY])) & mask
-                while slots[i]:
-                    i = (i + 1) & mask
-                slots[i] = r + 1
-                self._used += 1
-                self._live += 1
+        for lo, ids in key_batches(keys, 0, self._hashed):
+            for r, key in enumerate(ids, lo):
+                if pack[r] != DEAD:
+                    i = hash(key) & mask
+                    while slots[i]:
+                        i = (i + 1) & mask
+                    slots[i] = r + 1
+                    self._used += 1
+                    self._live += 1
         self._slots, self._mask = slots, mask
         self._insert_rows(slots, mask, self._hashed, n)
         self._hashed = n
@@ -177,38 +182,34 @@ class Index:
         """Rows [lo, hi) in order: a blob already indexed makes its row a further copy
         (or nothing, when it is the same pack) and the row dead."""
         keys, pack = self._keys, self._pack
-        for r in range(lo, hi):
-            key = bytes(keys[r * KEY : (r + 1) * KEY])
-            i = hash(key) & mask
-            while True:
+        added = 0
+        for first, ids in key_batches(keys, lo, hi):
+            for r, key in enumerate(ids, first):
+                i = hash(key) & mask
                 s = slots[i]
-                if s == _EMPTY:
+                while s:
+                    if keys.startswith(key, (s - 1) * KEY, s * KEY):
+                        no = pack[r]
+                        if pack[s - 1] != no:
+                            more = self._more.setdefault(key, [])
+                            if all(h[0] != no for h in more):
+                                more.append(self._hit(r))
+                        pack[r] = DEAD
+                        self._dead += 1
+                        break
+                    i = (i + 1) & mask
+                    s = slots[i]
+                else:
                     slots[i] = r + 1
-                    self._used += 1
-                    self._live += 1
-                    break
-                if keys.startswith(key, (s - 1) * KEY, s * KEY):
-                    no = pack[r]
-                    if pack[s - 1] != no:
-                        more = self._more.setdefault(key, [])
-                        if all(h[0] != no for h in more):
-                            more.append(self._hit(r))
-                    pack[r] = DEAD
-                    self._dead += 1
-                    break
-                i = (i + 1) & mask
+                    added += 1
+        self._used += added
+        self._live += added
 
     def _compact(self) -> None:
         """Rebuild every column without the dead rows, and the table (lock held, in sync)."""
-        old = (self._keys, self._pack, self._off, self._len, self._raw, self._type)
-        keys, pack, off, len_, raw, type_ = (
-            bytearray(),
-            _column(),
-            array(self._off.typecode),
-            array(self._len.typecode),
-            array(self._raw.typecode),
-            bytearray(),
-        )
+        old = [getattr(self, name) for name in self._COLUMNS[:6]]
+        keys, pack, type_ = bytearray(), _column(), bytearray()
+        off, len_, raw = (array(column.typecode) for column in old[2:5])
         for r, no in enumerate(old[1]):
             if no != DEAD:
                 keys += old[0][r * KEY : (r + 1) * KEY]
@@ -217,81 +218,155 @@ class Index:
                 len_.append(old[3][r])
                 raw.append(old[4][r])
                 type_.append(old[5][r])
-        self._keys, self._pack, self._off, self._len, self._raw, self._type = (
-            keys,
-            pack,
-            off,
-            len_,
-            raw,
-            type_,
-        )
+        for name, column in zip(self._COLUMNS[:6], (keys, pack, off, len_, raw, type_), strict=True):
+            setattr(self, name, column)
         self._dead = 0
         self._hashed = 0
         self._live = 0
         self._rebuild(len(pack))
 
+    # ---- the local cache (repo/index_cache.py) ------------------------------------
+
+    _COLUMNS = ("_keys", "_pack", "_off", "_len", "_raw", "_type", "_slots")
+
+    def export_columns(self) -> tuple[dict[str, Any], list[tuple[str, bytearray | array[int]]]]:
+        """The whole state, table built: small fields as a JSON-able dict, and the columns
+        (to be written as they are). The caller must not add rows until it has written them."""
+        with self._lock:
+            self._sync()
+            state = {
+                "packs": self._packs,
+                "types": self._types,
+                "live": self._live,
+                "used": self._used,
+                "dead": self._dead,
+                "mask": self._mask,
+                "more": [[key.hex(), [list(h) for h in hits]] for key, hits in self._more.items()],
+                "dropped": [[key.hex(), pack] for key, pack in self.dropped.items()],
+            }
+            return state, [(name, getattr(self, name)) for name in self._COLUMNS]
+
+    @staticmethod
+    def empty_column(typecode: str, count: int) -> bytearray | array[int]:
+        """A zero-filled column of `count` values, to be read into (typecode "B": bytes)."""
+        if typecode == "B":
+            return bytearray(count)
+        if typecode not in ("I", "Q"):
+            raise ValueError(f"unknown column type {typecode!r}")
+        return array(typecode, (0,)) * count
+
+    @classmethod
+    def import_columns(cls, state: dict[str, Any], columns: dict[str, Any]) -> Index:
+        """The index export_columns described; ValueError when the parts do not fit."""
+        index = cls()
+        for name in cls._COLUMNS:
+            setattr(index, name, columns[name])
+        n = len(index._pack)
+        mask = int(state["mask"])
+        if (
+            len(index._keys) != n * KEY
+            or not len(index._off) == len(index._len) == len(index._raw) == len(index._type) == n
+            or index._pack.typecode != "I"
+            or len({index._off.typecode, index._len.typecode, index._raw.typecode}) != 1
+            or mask + 1 != len(index._slots)
+            or mask & (mask + 1)
+        ):
+            raise ValueError("the cached index columns do not fit together")
+        index._packs = [str(p) for p in state["packs"]]
+        index._pack_no = {p: no for no, p in enumerate(index._packs)}
+        index._types = [str(t) for t in state["types"]]
+        index._type_no = {t: no for no, t in enumerate(index._types)}
+        index._live, index._used, index._dead = int(state["live"]), int(state["used"]), int(state["dead"])
+        index._hashed, index._mask = n, mask
+        index._more = {
+            bytes.fromhex(key): [(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in hits]
+            for key, hits in state["more"]
+        }
+        index.dropped = {bytes.fromhex(key): str(pack) for key, pack in state["dropped"]}
+        index._table = (index._slots, mask, index._keys)
+        return index
+
     # ---- adding ------------------------------------------------------------------
 
     def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
+        rows = list(entries)
+        for e in rows:
+            if not isinstance(e.blob_id, bytes) or len(e.blob_id) != KEY:
+                raise ValueError(f"blob ID of {len(e.blob_id)} bytes, not {KEY}")
+        self.add_columns(
+            pack_id,
+            [e.type for e in rows],
+            b"".join(e.blob_id for e in rows),
+            [e.offset for e in rows],
+            [e.length for e in rows],
+            [e.raw_length for e in rows],
+        )
+
+    def add_columns(
+        self,
+        pack_id: str,
+        types: Sequence[str],
+        keys: bytes,
+        offsets: Sequence[int],
+        lengths: Sequence[int],
+        raw_lengths: Sequence[int],
+    ) -> None:
+        """The blobs of one pack, column by column: row i is (types[i], keys[32i:32i+32],
+        offsets[i], lengths[i], raw_lengths[i]). Loading an index file goes through here
+        without a per-blob Python object (issue 14: 10M blobs must load in seconds). Every
+        value is checked before any column grows: a malformed row raises ValueError or
+        TypeError and leaves the index as it was."""
+        n = len(types)
+        if len(keys) != n * KEY or not (len(offsets) == len(lengths) == len(raw_lengths) == n):
+            raise ValueError(f"{n} blob types for {len(keys)} bytes of IDs")
+        if any(not isinstance(t, str) for t in set(types)):
+            raise TypeError("a blob type is not a string")
         with self._lock:
             no = self._pack_no.get(pack_id)
             if no is None:
                 no = self._pack_no[pack_id] = len(self._packs)
                 self._packs.append(pack_id)
-            keys, pack, off, len_, raw, type_ = (
-                self._keys,
-                self._pack,
-                self._off,
-                self._len,
-                self._raw,
-                self._type,
-            )
+            if not n:
+                return
             type_no = self._type_no
-            added = False
-            for e in entries:
-                blob_id = e.blob_id
-                if len(blob_id) != KEY or not isinstance(blob_id, bytes):
-                    raise ValueError(f"blob ID of {len(blob_id)} bytes, not {KEY}")
-                t = type_no.get(e.type)
-                if t is None:
-                    if len(self._types) > 255:
-                        raise ValueError("more than 256 blob types")
-                    t = type_no[e.type] = len(self._types)
-                    self._types.append(e.type)
-                n = len(pack)
-                try:
-                    off.append(e.offset)
-                    len_.append(e.length)
-                    raw.append(e.raw_length)
-                except OverflowError:
-                    self._widen(n, e)
-                    off, len_, raw = self._off, self._len, self._raw
-                keys += blob_id
-                type_.append(t)
-                pack.append(no)
-                added = True
-            if added:
-                self._table = None  # the next query enters the new rows
+            for t in set(types) - type_no.keys():
+                if len(self._types) > 255:
+                    raise ValueError("more than 256 blob types")
+                type_no[t] = len(self._types)
+                self._types.append(t)
+            first = type_no[types[0]]
+            if types.count(types[0]) == n:
+                type_col = bytes((first,)) * n
+            else:
+                type_col = bytes(map(type_no.__getitem__, types))
+            numbers = self._numbers(offsets, lengths, raw_lengths)
+            self._keys += keys
+            self._type += type_col
+            self._pack.extend(array("I", (no,)) * n)
+            for col, values in zip((self._off, self._len, self._raw), numbers, strict=True):
+                col.extend(values)
+            self._table = None  # the next query enters the new rows
 
-    def _widen(self, n: int, e: BlobEntry) -> None:
-        """An offset or length past 4 GiB: the three columns become 8 bytes a value."""
+    def _numbers(self, *values: Sequence[int]) -> list[array[int]]:
+        """`values` as arrays of the offset/length columns' type; a value past 4 GiB first
+        widens the three columns to 8 bytes a value (lock held)."""
+        try:
+            return [array(self._off.typecode, v) for v in values]
+        except OverflowError:
+            pass
+        try:
+            wide = [array("Q", v) for v in values]
+        except OverflowError:
+            raise ValueError("negative or huge offset/length in the index") from None
         for name in ("_off", "_len", "_raw"):
             col = getattr(self, name)
-            del col[n:]
             if col.typecode != "Q":
                 setattr(self, name, array("Q", col))
-        try:
-            self._off.append(e.offset)
-            self._len.append(e.length)
-            self._raw.append(e.raw_length)
-        except OverflowError:
-            for name in ("_off", "_len", "_raw"):
-                del getattr(self, name)[n:]
-            raise ValueError(f"negative or huge offset/length in the index: {e}") from None
+        return wide
 
     def add_doc(self, doc: dict[str, Any]) -> None:
-        for pack_id, entries in doc_packs(doc):
-            self.add_pack(pack_id, entries)
+        for pack_id, columns in doc_columns(doc):
+            self.add_columns(pack_id, *columns)
 
     # ---- queries -----------------------------------------------------------------
 
@@ -326,14 +401,7 @@ class Index:
             self._sync()
             # the columns as they are now (a later _compact swaps in new ones; rows added
             # later are not seen); the further copies are few
-            keys, pack, off, len_, raw, type_ = (
-                self._keys,
-                self._pack,
-                self._off,
-                self._len,
-                self._raw,
-                self._type,
-            )
+            keys, pack, off, len_, raw, type_ = (getattr(self, c) for c in self._COLUMNS[:6])
             n = len(pack)
             more = {k: list(v) for k, v in self._more.items()}
             packs, types = list(self._packs), list(self._types)
@@ -386,7 +454,6 @@ class Index:
             }
             if not bad_nos and not any(bad_copies.values()):
                 return 0
-            # The candidates in the order the dict model visits them: rows in order.
             # the blobs with a copy in a bad pack or named in `copies`, in row order (the
             # order the dict model visits them: it decides the order of `dropped`)
             rows = {r for b in (*bad_copies, *self._more) if (r := self._row(b)) >= 0}

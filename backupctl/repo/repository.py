@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -38,6 +38,7 @@ from backupctl.errors import (
 )
 from backupctl.events import NullReporter, Reporter, WarningEvent
 from backupctl.records import Manifest
+from backupctl.repo import index_cache
 from backupctl.repo.chunker import DATA_CHUNKS, TREE_CHUNKS
 from backupctl.repo.codec import Codec
 from backupctl.repo.crypto import (
@@ -51,6 +52,7 @@ from backupctl.repo.crypto import (
 )
 from backupctl.repo.index import Index, Location
 from backupctl.repo.index_doc import index_doc
+from backupctl.repo.index_files import read_index_files
 from backupctl.repo.lock import RepositoryLock
 from backupctl.repo.pack import BlobEntry, header_entries, pack_name
 from backupctl.timefmt import iso_s, utcnow
@@ -157,6 +159,9 @@ class Repository:
         self._index_loaded = False
         self._index_ids: set[str] = set()
         self._load_lock = threading.Lock()
+        # Where the local index cache lives (repo/index_cache.py); None: no cache. The
+        # Service sets it to a directory of its state dir.
+        self.index_cache_dir: Path | None = None
 
     # ---- opening ---------------------------------------------------------------
 
@@ -275,37 +280,46 @@ class Repository:
                 self._index_ids = set()
             self.damaged_indexes: dict[str, str] = {}
             names = [i.name for i in self.dest.list("index/")]
-
-            def fetch(name: str) -> dict[str, Any] | str:
-                try:
-                    doc = self.codec.decode_doc(self.dest.get(name), b"index", name)
-                except NotFound:
-                    return {}
-                except IntegrityError as exc:
-                    return exc.message
-                if not isinstance(doc, dict) or not isinstance(doc.get("packs", []), list):
-                    return f"{name}: not an index file"
-                return doc
-
-            with ThreadPoolExecutor(max_workers=max(1, min(8, self.dest.options.connections))) as pool:
-                for name, doc in zip(names, pool.map(fetch, names), strict=True):
-                    if isinstance(doc, dict) and doc:
-                        try:
-                            self.index.add_doc(doc)
-                        except (KeyError, ValueError, TypeError):
-                            doc = f"{name}: malformed index entries"
-                        else:
-                            self._index_ids.add(name.split("/", 1)[1])
-                    if isinstance(doc, str):
-                        self.damaged_indexes[name] = doc
-                        self.reporter.emit(
-                            WarningEvent(
-                                f"{doc}: index file skipped; backups that need its blobs cannot be restored "
-                                "until `backupctl repository repair index` rebuilds the index"
-                            )
-                        )
+            cache = self._index_cache_file()
+            fresh = self.index.row_count() == 0  # nothing but index files in it (cache contract)
+            cached_rows = 0
+            if cache is not None and fresh and not reload:
+                hit = index_cache.read(cache, self._cache_key(), self.id, {n.split("/", 1)[1] for n in names})
+                if hit is not None:
+                    self.index, covered = hit
+                    self._index_ids |= covered
+                    cached_rows = self.index.row_count()
+                    names = [n for n in names if n.split("/", 1)[1] not in covered]
+            self._index_ids |= read_index_files(self.dest, self.codec, names, self.index, self._index_damaged)
+            rows = self.index.row_count()
+            # Written again only when a good share of the rows came from the files: a backup
+            # adds a few index files, each of them read again until then.
+            if (
+                cache is not None
+                and fresh
+                and rows >= index_cache.MIN_ROWS > 0
+                and (rows - cached_rows >= index_cache.REFRESH_SHARE * rows)
+            ):
+                index_cache.write(cache, self._cache_key(), self.id, self.index, self._index_ids)
             self._index_loaded = True
             return self.index
+
+    def _index_damaged(self, name: str, why: str) -> None:
+        self.damaged_indexes[name] = why
+        self.reporter.emit(
+            WarningEvent(
+                f"{why}: index file skipped; backups that need its blobs cannot be restored "
+                "until `backupctl repository repair index` rebuilds the index"
+            )
+        )
+
+    def _index_cache_file(self) -> Path | None:
+        if self.index_cache_dir is None:
+            return None
+        return index_cache.cache_file(self.index_cache_dir, self.id, self.dest.location)
+
+    def _cache_key(self) -> bytes:
+        return index_cache.mac_key(self.cipher.keys.id_key)
 
     @property
     def index_ids(self) -> set[str]:

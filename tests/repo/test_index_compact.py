@@ -10,9 +10,11 @@ compares every query after each step.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import textwrap
+from array import array
 from collections.abc import Iterable, Mapping
 
 from hypothesis import HealthCheck, settings
@@ -163,6 +165,20 @@ class IndexMachine(RuleBasedStateMachine):
     )
     def drop(self, packs: list[str], copies: dict[bytes, list[str]]) -> None:
         assert self.index.drop(packs, copies) == self.model.drop(packs, copies)
+
+    @rule()
+    def through_the_cache(self) -> None:
+        # what repo/index_cache.py does: the state through JSON, each column copied into a
+        # fresh empty_column; the imported index must answer like the one exported, and
+        # go on growing, dropping and compacting from there
+        state, columns = self.index.export_columns()
+        copies = {}
+        for name, column in columns:
+            copy = Index.empty_column(column.typecode if isinstance(column, array) else "B", len(column))
+            with memoryview(copy) as dst, dst.cast("B") as raw:
+                raw[:] = memoryview(column).cast("B")
+            copies[name] = copy
+        self.index = Index.import_columns(json.loads(json.dumps(state)), copies)
 
     @rule(blob=st.sampled_from(BLOBS))
     def query(self, blob: bytes) -> None:
