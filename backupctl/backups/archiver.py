@@ -229,7 +229,8 @@ class Archiver:
                 result.reused_files += 1
                 result.bytes += entry.size
                 self.bytes_done += entry.size
-            return Item.from_entry(entry, entry.size, old.chunks)
+            new = Item.from_entry(entry, entry.size, old.chunks)
+            return old if new == old else new  # the same: its stored line is written again
         return None
 
     def _store_entry(self, entry: Entry, result: SourceResult, source: Source) -> Item | None:

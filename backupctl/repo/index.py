@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupctl.repo.index_doc import doc_columns
-from backupctl.repo.index_rows import DEAD, KEY, Hit, key_batches
+from backupctl.repo.index_rows import DEAD, ID_HASH, KEY, Hit, hash_batches, key_batches
 from backupctl.repo.pack import BlobEntry
 from backupctl.repo.packmap import PackMap
 
@@ -105,11 +105,13 @@ class Index:
         slots, mask, keys = t
         # The hot path: literals instead of KEY/_EMPTY (global lookups cost), one slot read
         # per probe; a tombstone (_TOMB) points past the end, where startswith is False.
-        i = hash(blob_id) & mask
+        if len(blob_id) != 32:
+            return False
+        i = ID_HASH(blob_id)[0] & mask
         s = slots[i]
         while s:
             if keys.startswith(blob_id, (s - 1) << 5, s << 5):
-                return len(blob_id) == 32
+                return True
             i = (i + 1) & mask
             s = slots[i]
         return False
@@ -120,7 +122,7 @@ class Index:
         slots, mask, keys = self._table
         if len(blob_id) != KEY:
             return -1
-        i = hash(blob_id) & mask
+        i: int = ID_HASH(blob_id)[0] & mask
         while True:
             r = slots[i]
             if r == _EMPTY:
@@ -160,10 +162,10 @@ class Index:
         self._used = self._live = 0
         keys = self._keys
         pack = self._pack
-        for lo, ids in key_batches(keys, 0, self._hashed):
-            for r, key in enumerate(ids, lo):
+        for lo, hashes in hash_batches(keys, 0, self._hashed):
+            for r, h in enumerate(hashes, lo):
                 if pack[r] != DEAD:
-                    i = hash(key) & mask
+                    i = h & mask
                     while slots[i]:
                         i = (i + 1) & mask
                     slots[i] = r + 1
@@ -183,9 +185,9 @@ class Index:
         (or nothing, when it is the same pack) and the row dead."""
         keys, pack = self._keys, self._pack
         added = 0
-        for first, ids in key_batches(keys, lo, hi):
-            for r, key in enumerate(ids, first):
-                i = hash(key) & mask
+        for first, ids, hashes in key_batches(keys, lo, hi):
+            for r, key, h in zip(range(first, first + len(ids)), ids, hashes, strict=True):
+                i = h & mask
                 s = slots[i]
                 while s:
                     if keys.startswith(key, (s - 1) * KEY, s * KEY):

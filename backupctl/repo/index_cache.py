@@ -42,8 +42,8 @@ import blake3
 from backupctl.procs import pid_running
 from backupctl.repo.index import Index
 
-MAGIC = b"backupctl index cache 1\n"
-MIN_ROWS = 100_000  # smaller indexes load from their files in well under a second
+MAGIC = b"backupctl index cache 2\n"  # 2: the table hashes with index_rows.ID_HASH, not hash()
+MIN_ROWS = 10_000  # smaller indexes load from their files in a few tens of milliseconds
 REFRESH_SHARE = 0.25  # rewrite when this share of the rows came from index files
 _MAC_CONTEXT = "backupctl 2026-12-05 index cache MAC"
 _LEN = struct.Struct("<Q")

@@ -214,39 +214,57 @@ class FilesSource(Source):
     def _walk(
         self, path: str, st: os.stat_result, dev: int, seen: dict[tuple[int, int], str], emitted: set[str]
     ) -> Iterator[Entry]:
-        name = os.path.basename(path)
-        if self.opts.exclude and _matches(self.opts.exclude, path, name):
-            return
-        if stat.S_ISDIR(st.st_mode):
-            if path in emitted:
-                return
-            if path in self._anchors:
-                emitted.add(path)
-            yield self._entry(path, st, seen)
-            if self.opts.one_file_system and st.st_dev != dev:
-                return
-            try:
-                with os.scandir(path) as it:
-                    children = sorted(it, key=lambda d: d.name)
-            except OSError as exc:
-                self._warn(f"cannot list directory: {exc.strerror}", path)
-                return
-            for child in children:
-                try:
-                    cst = child.stat(follow_symlinks=False)
-                except OSError as exc:
-                    self._warn(f"vanished or unreadable: {exc.strerror}", child.path)
+        """Everything under `path` (itself first), children in name order, depth first.
+
+        Iterative (a stack of per-directory child iterators), not a recursive generator: a
+        file's entry is yielded straight from here instead of through one generator per
+        level, which was a fifth of a no-change backup's walk on 100,000 small files."""
+        opts = self.opts
+        exclude, include, one_fs = opts.exclude, opts.include, opts.one_file_system
+        anchors = self._anchors
+        stack: list[Iterator[tuple[str, os.stat_result]]] = [iter(((path, st),))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                continue
+            path, st = nxt
+            if exclude and _matches(exclude, path, os.path.basename(path)):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if path in emitted:
                     continue
-                yield from self._walk(child.path, cst, dev, seen, emitted)
+                if path in anchors:
+                    emitted.add(path)
+                yield self._entry(path, st, seen)
+                if not (one_fs and st.st_dev != dev):
+                    stack.append(self._children(path))
+                continue
+            if include and not _matches(include, path, os.path.basename(path)):
+                continue
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # a socket cannot be restored meaningfully: skipped silently (documented)
+            if stat.S_IFMT(st.st_mode) in _KINDS:
+                yield self._entry(path, st, seen)
+            else:
+                self._warn("skipped: not a file, directory, symlink, FIFO or device node", path)
+
+    def _children(self, path: str) -> Iterator[tuple[str, os.stat_result]]:
+        """(path, lstat) of a directory's children in name order, each stat taken when the
+        walk reaches it; one that cannot be listed or stat'ed is a warning."""
+        try:
+            with os.scandir(path) as it:
+                children = sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            self._warn(f"cannot list directory: {exc.strerror}", path)
             return
-        if self.opts.include and not _matches(self.opts.include, path, name):
-            return
-        if stat.S_ISSOCK(st.st_mode):
-            return  # a socket cannot be restored meaningfully: skipped silently (documented)
-        if stat.S_IFMT(st.st_mode) in _KINDS:
-            yield self._entry(path, st, seen)
-        else:
-            self._warn("skipped: not a file, directory, symlink, FIFO or device node", path)
+        for child in children:
+            try:
+                cst = child.stat(follow_symlinks=False)
+            except OSError as exc:
+                self._warn(f"vanished or unreadable: {exc.strerror}", child.path)
+                continue
+            yield child.path, cst
 
     def _entry(self, path: str, st: os.stat_result, seen: dict[tuple[int, int], str]) -> Entry:
         rel = path.lstrip("/")

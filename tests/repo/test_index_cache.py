@@ -7,9 +7,12 @@ MIN_ROWS is lowered to 1 so that small repositories are cached too.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +120,55 @@ def test_second_load_comes_from_the_cache_and_equals_a_full_load(r: Repo, reads:
     for _pack, entry in index.iter_entries():
         assert entry.blob_id in index
         assert index.lookup(entry.blob_id) is not None
+
+
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from backupctl.destinations.local import LocalDestination, LocalOptions
+from backupctl.repo import repository
+from backupctl.repo.crypto import KeyMaterial, read_key_file
+from backupctl.repo.index_files import read_index_files
+
+read = []
+def counting(dest, codec, names, *args):
+    read.extend(names)
+    return read_index_files(dest, codec, names, *args)
+repository.read_index_files = counting
+root = Path(sys.argv[1])
+dest = LocalDestination("local", LocalOptions(type="local", path=root / "repo", fsync=False))
+repo = repository.Repository.open(dest, KeyMaterial("key_file", read_key_file(root / "key")))
+repo.index_cache_dir = root / "state" / "index-cache"
+index = repo.load_index()
+entries = list(index.iter_entries())
+print(json.dumps({
+    "read": read,
+    "rows": len(entries),
+    "found": sum(e.blob_id in index for _, e in entries),
+    "located": sum(index.lookup(e.blob_id) is not None for _, e in entries),
+}))
+"""
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "random"])
+def test_the_cache_works_in_another_process(r: Repo, seed: str) -> None:
+    """The cache is read by later processes: the hash table in it must not depend on the
+    process that wrote it (str/bytes hash() is salted per process)."""
+    for _ in range(3):
+        r.add_index(blobs=300)
+    expected = contents(r.open().load_index())
+    assert r.cache_files()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(r.root)],
+        env={**os.environ, "PYTHONHASHSEED": seed},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    got = json.loads(out)
+    assert got["read"] == []  # from the cache
+    assert got["rows"] == len(expected[0])
+    assert got["found"] == got["located"] == got["rows"]
 
 
 def test_an_index_file_written_since_is_read_on_top_of_the_cache(r: Repo, reads: list[list[str]]) -> None:
