@@ -28,6 +28,7 @@ LIGHT_PACKAGES = (
     "blake3",
     "cryptography",
     "fastcdc",
+    "orjson",
     "click",
     "pydantic",
     "pydantic_core",

@@ -11,6 +11,7 @@ import json
 import threading
 from typing import Any
 
+import orjson
 import zstandard
 
 from backupctl.errors import IntegrityError
@@ -83,14 +84,40 @@ class Codec:
 
     # ---- metadata objects (index, manifest, pack header): JSON -> zstd -> AEAD ----
 
-    def encode_doc(self, doc: Any, aad: bytes) -> bytes:
-        raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    def encode_doc(self, doc: Any, aad: bytes, *, plain: bool = False) -> bytes:
+        """`plain`: the document holds only dicts, lists, str, int, bool and None (an index
+        document), so orjson may write it: the same bytes as json.dumps whenever its output
+        is ASCII (floats are left to json: orjson writes NaN as null)."""
+        raw = dump_json(doc) if plain else json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
         return self.cipher.encrypt(self._compressor().compress(raw), aad)
 
     def decode_doc(self, blob: bytes, aad: bytes, what: str) -> Any:
         packed = self.cipher.decrypt(blob, aad, what)
         try:
             raw = self._decompressor().decompressobj().decompress(packed)
-            return json.loads(raw)
+            return load_json(raw)
         except (zstandard.ZstdError, ValueError) as exc:
             raise IntegrityError(f"{what}: cannot decode: {exc}") from None
+
+
+def dump_json(doc: Any) -> bytes:
+    """json.dumps(doc, separators=(",", ":"), sort_keys=True) of a document without floats,
+    through orjson (ten times faster) when its output is ASCII, as json's always is."""
+    try:
+        raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        pass
+    else:
+        if raw.isascii():
+            return raw
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def load_json(raw: bytes) -> Any:
+    """json.loads(raw): orjson parses every document json wrote (five times faster) except
+    NaN, lone surrogate escapes and integers beyond 64 bits, which it refuses; those take
+    the json module, so what is accepted and how is json's."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from backupctl.repo.chunker import TREE_CHUNKS, PushChunker
+from backupctl.repo.codec import load_json
 from backupctl.repo.pack import TREE
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -116,7 +117,7 @@ class Item:
 
     @classmethod
     def _decode(cls, line: bytes) -> Item:
-        d = load_line(line)
+        d = load_json(line)
         return cls(
             d["p"],
             d["k"],
@@ -151,16 +152,6 @@ def dump_line(doc: dict[str, Any]) -> bytes:
         if line.isascii():
             return line
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-
-
-def load_line(line: bytes) -> Any:
-    """json.loads(line); orjson (5x faster) parses every line the json module wrote except
-    lone surrogate escapes (names that are not UTF-8), which it rejects: those, and anything
-    else it refuses, take the json module, so what is accepted and how is json's."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
 
 
 class ItemStreamWriter:

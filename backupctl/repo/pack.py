@@ -49,6 +49,7 @@ class PackBuilder:
         header = codec.encode_doc(
             [[e.type, e.blob_id.hex(), e.offset, e.length, e.raw_length] for e in self.entries],
             b"pack-header",
+            plain=True,
         )
         self.parts.append(header)
         self.parts.append(struct.pack("<I", len(header)))

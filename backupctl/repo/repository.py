@@ -328,7 +328,7 @@ class Repository:
     def write_index(
         self, packs: dict[str, list[BlobEntry]], supersedes: set[str] | frozenset[str] = frozenset()
     ) -> str:
-        data = self.codec.encode_doc(index_doc(packs, supersedes), b"index")
+        data = self.codec.encode_doc(index_doc(packs, supersedes), b"index", plain=True)
         index_id = blake3.blake3(data).hexdigest()
         self.dest.put_metadata(f"index/{index_id}", data)
         self._index_ids.add(index_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import blake3
 import pytest
@@ -131,6 +132,36 @@ def test_document_json_is_compact_sorted_ascii() -> None:
     assert text.decode("ascii") == v["json"]
     assert v["json"] == json.dumps(v["value"], separators=(",", ":"), sort_keys=True)
     assert "\\u00e9" in v["json"]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {
+            "v": 1,
+            "packs": [{"id": "ab" * 32, "blobs": [["d", "cd" * 32, 0, 1 << 40, 2**64 - 1]]}],
+            "supersedes": [],
+        },
+        {"z": 1, "a": {"y": [None, True, False, -(2**63)], "b": ""}},
+        {"name": "caf\u00e9 \u2603", "x": [1]},  # non-ASCII: json's \u escapes, not orjson's UTF-8
+        {"p": "a\udcff"},  # a surrogate escape (a name that is not UTF-8): orjson refuses it
+        {"big": 2**70, "neg": -(2**64)},  # beyond 64 bits: orjson refuses them
+        [["d", "00" * 32, 0, 10, 10]],
+    ],
+)
+def test_plain_documents_are_written_as_json_writes_them_and_read_back(doc: Any) -> None:
+    """`plain=True` (index files, pack headers) goes through orjson when it can: the bytes
+    must be exactly json.dumps's, and decode_doc (orjson, json for what it refuses) must
+    give the document back."""
+    from backupctl.repo.codec import dump_json, load_json
+
+    assert dump_json(doc) == json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    codec = _codec()
+    for plain in (True, False):
+        obj = codec.encode_doc(doc, b"index", plain=plain)
+        assert zstandard.ZstdDecompressor().decompress(_open(obj, b"index")) == dump_json(doc)
+        assert codec.decode_doc(obj, b"index", "index/x") == doc
+    assert load_json(b'{"a": NaN}')["a"] != load_json(b'{"a": NaN}')["a"]  # json's NaN, not an error
 
 
 def test_a_document_is_bound_to_its_role() -> None:
