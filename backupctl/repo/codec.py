@@ -100,17 +100,18 @@ class Codec:
             raise IntegrityError(f"{what}: cannot decode: {exc}") from None
 
 
-def dump_json(doc: Any) -> bytes:
-    """json.dumps(doc, separators=(",", ":"), sort_keys=True) of a document without floats,
-    through orjson (ten times faster) when its output is ASCII, as json's always is."""
+def dump_json(doc: Any, *, sort_keys: bool = True) -> bytes:
+    """json.dumps(doc, separators=(",", ":"), sort_keys=sort_keys) of a document without
+    floats, through orjson (ten times faster) when its output is ASCII, as json's always
+    is; a non-ASCII or surrogate-escaped string, or an integer beyond 64 bits, takes json."""
     try:
-        raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+        raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
     except orjson.JSONEncodeError:
         pass
     else:
         if raw.isascii():
             return raw
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(doc, separators=(",", ":"), sort_keys=sort_keys).encode()
 
 
 def load_json(raw: bytes) -> Any:

@@ -19,15 +19,12 @@ symlink, hardlink, fifo, chardev, blockdev.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from backupctl.repo.chunker import TREE_CHUNKS, PushChunker
-from backupctl.repo.codec import load_json
+from backupctl.repo.codec import dump_json, load_json
 from backupctl.repo.pack import TREE
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
@@ -139,19 +136,10 @@ class Item:
 
 
 def dump_line(doc: dict[str, Any]) -> bytes:
-    """One item line, exactly as `json.dumps(doc, separators=(",", ":"))` writes it (ASCII,
-    non-ASCII characters as \\u escapes), so that item streams stay byte for byte what they
-    were and keep deduplicating. orjson writes the same bytes ten times faster whenever its
-    output is ASCII; a non-ASCII or surrogate-escaped name, or an integer beyond 64 bits,
-    takes the json module."""
-    try:
-        line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
-    except orjson.JSONEncodeError:
-        pass
-    else:
-        if line.isascii():
-            return line
-    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+    """One item line, exactly as `json.dumps(doc, separators=(",", ":"))` writes it (keys in
+    the order given), so that item streams stay byte for byte what they were and keep
+    deduplicating (codec.dump_json: orjson when that gives the same bytes)."""
+    return dump_json(doc, sort_keys=False) + b"\n"
 
 
 class ItemStreamWriter:
