@@ -21,7 +21,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from measure import StepFailed, Timed, git_commit, json_doc, log, median, run, run_pipeline, sync, tree_bytes
+from measure import (
+    StepFailed,
+    Timed,
+    backupctl_command,
+    git_commit,
+    json_doc,
+    log,
+    median,
+    run,
+    run_pipeline,
+    sync,
+    tree_bytes,
+)
 
 # backupctl's backup may take at most this many times the dump tool alone.
 TARGET_VS_DUMP = 1.25
@@ -40,7 +52,7 @@ def add_common_args(ap: argparse.ArgumentParser, json_default: str) -> None:
     ap.add_argument("--md", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--backupctl", default="backupctl")
+    ap.add_argument("--backupctl", default=backupctl_command())
     ap.add_argument("--restic", default="restic")
 
 

@@ -132,6 +132,17 @@ def run_pipeline(
     return timed
 
 
+def backupctl_command() -> str:
+    """The backupctl script installed beside this interpreter, else `backupctl` on PATH.
+
+    On a machine whose `backupctl` on PATH is a version manager's shim (pyenv's runs ~20
+    bash processes, ~70 ms per call), the shim's time is not backupctl's: a pip or venv
+    install puts the script itself on PATH. The runners use this as the default --backupctl.
+    """
+    beside = Path(sys.executable).with_name("backupctl")
+    return str(beside) if os.access(beside, os.X_OK) else "backupctl"
+
+
 def run(cmd: Sequence[str], **kw: Any) -> Timed:
     return run_pipeline([cmd], **kw)
 

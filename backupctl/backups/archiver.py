@@ -20,8 +20,9 @@ from backupctl.backups.walkahead import WalkAhead
 from backupctl.errors import IntegrityError, InterruptedError_
 from backupctl.events import CANCEL, InfoEvent, Progress, Reporter, WarningEvent, draws_progress
 from backupctl.records import SourceRecord
-from backupctl.repo.chunker import DATA_CHUNKS, _read_full, chunk_stream
+from backupctl.repo.chunker import DATA_CHUNKS, chunk_blocks, chunk_stream, read_full
 from backupctl.repo.items import Item, ItemStreamWriter, path_key, read_items
+from backupctl.repo.readahead import ReadAhead
 from backupctl.repo.repository import Repository
 from backupctl.repo.writer import BlobWriter
 from backupctl.sources.base import Entry, SkipEntry, Source
@@ -241,10 +242,12 @@ class Archiver:
         except SkipEntry as exc:
             source.reporter.emit(WarningEvent(str(exc), "/" + entry.path if entry.reusable else entry.path))
             return None
+        if entry.size < 0:  # a dump tool's pipe: read in a thread of its own, see below
+            return self._store_stream(fh, entry, result)
         try:
             size, chunks = self._store_content(fh, entry, small=0 <= entry.size <= DATA_CHUNKS.min_size)
         except (OSError, SkipEntry) as exc:
-            if not entry.reusable:
+            if not entry.reusable:  # a source's own file (a SQLite snapshot): fail the backup
                 raise
             source.reporter.emit(WarningEvent(f"read failed: {exc}", "/" + entry.path))
             return None
@@ -256,14 +259,31 @@ class Archiver:
             result.bytes += size
         return Item.from_entry(entry, size, chunks)
 
-    def _store_content(self, fh: IO[bytes], entry: Entry, small: bool) -> tuple[int, list[bytes]]:
+    def _store_stream(self, fh: IO[bytes], entry: Entry, result: SourceResult) -> Item:
+        """Store a stream (a dump tool's stdout): a ReadAhead drains the pipe while this thread
+        chunks and hashes, so the tool never waits for the chunker. Any failure is raised:
+        a dump cannot be skipped with a warning like an unreadable file."""
+        reader = ReadAhead(fh)
+        try:
+            size, chunks = self._store_content(fh, entry, small=False, blocks=reader.blocks())
+        finally:
+            reader.close()
+        with self._count_lock:
+            result.bytes += size
+        return Item.from_entry(entry, size, chunks)
+
+    def _store_content(
+        self, fh: IO[bytes], entry: Entry, small: bool, blocks: Iterator[bytes] | None = None
+    ) -> tuple[int, list[bytes]]:
         chunks: list[bytes] = []
         size = 0
         pieces: Iterator[bytes | int]
-        if entry.sparse:
+        if blocks is not None:
+            pieces = chunk_blocks(blocks)
+        elif entry.sparse:
             pieces = self._sparse_pieces(fh, entry.size)
         elif small:
-            data = _read_full(fh, DATA_CHUNKS.min_size + 1)
+            data = read_full(fh, DATA_CHUNKS.min_size + 1)
             if len(data) > DATA_CHUNKS.min_size:  # grew since stat: fall back to streaming
                 pieces = chunk_stream(_Prepend(data, fh))  # type: ignore[arg-type]
             else:

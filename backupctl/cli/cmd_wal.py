@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from backupctl import wal
-from backupctl.cli import output
+from backupctl.cli import fast_start, output
 from backupctl.pitr.logarchive import LogNotFoundError
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ def push(
 
     Example: archive_command = 'backupctl --config /etc/backupctl.yaml wal push %p --deployment shop'
     """
+    fast_start.startup_done()
     doc = wal.push(output.OPTS.config, deployment, path, ahead)
     if output.structured():
         output.emit_document(doc)
@@ -71,6 +72,7 @@ def fetch(
 
     Example: restore_command = 'backupctl --config /etc/backupctl.yaml wal fetch %f %p --deployment shop'
     """
+    fast_start.startup_done()
     try:
         doc = wal.fetch(output.OPTS.config, deployment, filename, target)
     except LogNotFoundError as exc:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from backupctl.cli import output
+from backupctl.cli import fast_start, output
 from backupctl.errors import AbortedError
 
 if TYPE_CHECKING:
@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 def config() -> Config:
     from backupctl.config.loader import load_config
 
-    return load_config(output.OPTS.config)
+    try:
+        return load_config(output.OPTS.config)
+    finally:
+        fast_start.startup_done()  # the modules a command needs are loaded by now
 
 
 def service(reporter: CliReporter | None = None) -> Service:

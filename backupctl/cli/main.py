@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from backupctl import __version__
-from backupctl.cli import output, progress_mode
+from backupctl.cli import fast_start, output, progress_mode
 from backupctl.cli.fast_start import LazyCommands, ListingGroup, skip_trivial_coercion
 from backupctl.cli.globalopts import asks_for_json, hoist_global_options
 from backupctl.cli.safestream import guard_stderr
@@ -457,7 +457,13 @@ def _report_usage_error(exc: Any, args: list[str]) -> None:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The `backupctl` console script (and `python -m backupctl`)."""
+    fast_start.pause_gc()
+    try:
+        code = main()
+    finally:
+        fast_start.exiting()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backupctl.config.notifications import NotifyRule
@@ -91,6 +90,8 @@ def _check_hhmm(value: str) -> str:
 
 
 def check_cron(expr: str) -> str:
+    from croniter import croniter  # on first use: importing it runs `file` (platform.architecture)
+
     expr = " ".join(str(expr).split())
     if len(expr.split(" ")) != 5 or not croniter.is_valid(expr):
         raise ValueError(

@@ -22,8 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from backupctl.policy.models import Policy, Schedule
 
 # Wider than any DST shift, so a search window around a wall-clock time never misses a slot.
@@ -120,6 +118,8 @@ def _cron_next_steady(expr: str, tz: ZoneInfo, after: datetime, local: datetime)
     to UTC is a plain shift: a slot is after `after` exactly when it is after `local`, and
     the earliest such is the first slot after `local`.
     """
+    from croniter import croniter  # imported on first use, see policy/models.check_cron
+
     first = croniter(expr, local).get_next(datetime)
     last = max(first, croniter(expr, local + _DST_MARGIN).get_next(datetime))
     start = local - _DST_MARGIN
@@ -136,6 +136,8 @@ def _cron_next_steady(expr: str, tz: ZoneInfo, after: datetime, local: datetime)
 
 def _cron_next_scan(expr: str, tz: ZoneInfo, after: datetime, local: datetime) -> datetime:
     """The definition of cron_next: scan every slot within _DST_MARGIN of `local`."""
+    from croniter import croniter  # imported on first use, see policy/models.check_cron
+
     it = croniter(expr, local - _DST_MARGIN)
     best: datetime | None = None
     while True:
@@ -149,6 +151,8 @@ def _cron_next_scan(expr: str, tz: ZoneInfo, after: datetime, local: datetime) -
 
 def cron_prev(expr: str, tz: ZoneInfo, at_or_before: datetime) -> datetime:
     """Newest slot at or before `at_or_before` (UTC)."""
+    from croniter import croniter  # imported on first use, see policy/models.check_cron
+
     t = _aware(at_or_before)
     local = t.astimezone(tz).replace(tzinfo=None)
     it = croniter(expr, local + _DST_MARGIN + timedelta(minutes=1))

@@ -8,7 +8,7 @@ chunked through a sliding buffer: every boundary found before the buffer's last
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -81,18 +81,27 @@ def chunk_stream(
     stream: IO[bytes], params: ChunkParams = DATA_CHUNKS, read_size: int = _READ_SIZE
 ) -> Iterator[bytes]:
     """Chunk a stream of unknown length with bounded memory (about read_size + max_size)."""
+    return chunk_blocks(_blocks(stream, read_size), params)
+
+
+def chunk_blocks(blocks: Iterable[bytes], params: ChunkParams = DATA_CHUNKS) -> Iterator[bytes]:
+    """Chunk a stream given as consecutive blocks of any sizes (e.g. ReadAhead.blocks())."""
     chunker = PushChunker(params)
-    while True:
-        data = _read_full(stream, read_size)
-        if not data:
-            break
+    for data in blocks:
         yield from chunker.feed(data)
-        if len(data) < read_size:
-            break
     yield from chunker.close()
 
 
-def _read_full(stream: IO[bytes], size: int) -> bytes:
+def _blocks(stream: IO[bytes], read_size: int) -> Iterator[bytes]:
+    while True:
+        data = read_full(stream, read_size)
+        if data:
+            yield data
+        if len(data) < read_size:
+            return
+
+
+def read_full(stream: IO[bytes], size: int) -> bytes:
     """Read exactly `size` bytes unless EOF comes first (pipes return short reads)."""
     first = stream.read(size)
     if not first or len(first) == size:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -20,6 +21,54 @@ from backupctl.errors import SourceError
 from backupctl.events import Reporter, WarningEvent
 from backupctl.sources.base import Entry, NothingToBackUp, RestoreEntry, RestoreRequest, Source, SourceOptions
 from backupctl.sources.dbutil import Secrets, ToolProcess, run, target_names, write_stream
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One dump stream of a backup, for `DatabaseSource._pipelined`: its path in the backup,
+    how to start its tool, and whether it is a database's data (heavy) or small metadata."""
+
+    path: str
+    start: Callable[[], ToolProcess]
+    heavy: bool = False
+
+
+def pipelined(streams: list[Stream], ahead: int = 3) -> list[Entry]:
+    """Entries for `streams` (in the order the engine will read them) whose tools start
+    ahead of their turn, so that their start-up (a process, a connection, the catalog
+    queries of pg_dump) overlaps the streams before them instead of adding up.
+
+    Opening a small stream (globals, database properties) also starts the next `ahead`
+    streams, up to and including the first heavy one (a database's data dump). Opening a
+    heavy stream starts nothing: a data dump started early holds its snapshot and its
+    table locks while it waits, and would do so for the whole of the dump before it.
+    A started tool writes into its pipe (1 MiB) and then waits for its turn; abort()
+    kills every started tool (each Stream.start registers its tool with the source), read or not.
+    """
+    tools: list[ToolProcess | None] = [None] * len(streams)
+
+    def start(i: int) -> ToolProcess:
+        tool = tools[i]
+        if tool is None:
+            tool = tools[i] = streams[i].start()
+        return tool
+
+    def opener(i: int) -> Callable[[], IO[bytes]]:
+        def open_stream() -> IO[bytes]:
+            tool = start(i)
+            if not streams[i].heavy:
+                for j in range(i + 1, min(i + 1 + ahead, len(streams))):
+                    start(j)
+                    if streams[j].heavy:
+                        break
+            return tool.stdout
+
+        return open_stream
+
+    return [
+        Entry(path=stream.path, kind="file", mode=0o600, size=-1, open=opener(i))
+        for i, stream in enumerate(streams)
+    ]
 
 
 class DatabaseSource(Source):
@@ -90,13 +139,20 @@ class DatabaseSource(Source):
         self, path: str, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
     ) -> Entry:
         """A file entry holding the stdout of `argv`, started when the engine opens it."""
+        start = self._starter(argv, env, what, cwd)
+        return Entry(path=path, kind="file", mode=0o600, size=-1, open=lambda: start().stdout)
 
-        def open_stream() -> IO[bytes]:
+    def _starter(
+        self, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
+    ) -> Callable[[], ToolProcess]:
+        """A function starting `argv` as one of this backup's tools (checked in finish())."""
+
+        def start() -> ToolProcess:
             tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what, cwd=cwd)
             self._procs.append(tool)
-            return tool.stdout
+            return tool
 
-        return Entry(path=path, kind="file", mode=0o600, size=-1, open=open_stream)
+        return start
 
     def finish(self) -> None:
         try:

@@ -12,6 +12,8 @@ message: every message built from a tool's stderr goes through `Secrets.redact`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import os
 import re
 import shutil
@@ -106,6 +108,58 @@ def _tail(data: bytes) -> str:
     return text
 
 
+def direct_program(name: str) -> str:
+    """`name`, or the binary Debian's pg_wrapper would run for it when `name` is a bare
+    PostgreSQL client name that resolves to pg_wrapper (/usr/bin/psql, pg_dump...).
+
+    pg_wrapper is a Perl script that costs ~20 ms per call before the tool starts, five
+    times per backup. Without a cluster chosen for it (PGCLUSTER, ~/.postgresqlrc,
+    /etc/postgresql-common/user_clusters), it runs the newest installed version for a
+    server over the network; so do we, from /usr/lib/postgresql/<version>/bin. A newer
+    client works with an older server (pg_dump requires it). Anything else is left alone.
+    """
+    return _direct_program(name, os.environ.get("PATH", ""), os.environ.get("PGCLUSTER", ""))
+
+
+@functools.cache
+def _direct_program(name: str, path: str, pgcluster: str) -> str:
+    if os.sep in name or pgcluster or _pg_clusters_configured():
+        return name
+    found = shutil.which(name, path=path)
+    if found is None or os.path.basename(os.path.realpath(found)) != "pg_wrapper":
+        return name
+    candidates = []
+    for binary in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"):
+        version = binary.parent.parent.name
+        if re.fullmatch(r"\d+(\.\d+)?", version) and os.access(binary, os.X_OK):
+            candidates.append((tuple(int(p) for p in version.split(".")), str(binary)))
+    return max(candidates)[1] if candidates else name
+
+
+def _pg_clusters_configured() -> bool:
+    """Whether a user or the system chose clusters for pg_wrapper (then it decides)."""
+    if (Path.home() / ".postgresqlrc").exists():
+        return True
+    try:
+        text = Path("/etc/postgresql-common/user_clusters").read_text()
+    except OSError:
+        return False
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+
+
+PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give a tool's stdout pipe 1 MiB instead of 64 KiB (Linux), so the tool writes on for a
+    few milliseconds while the reader thread waits for the GIL. Best effort: other systems,
+    or a user over its pipe-user-pages quota, keep the default."""
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setsize, PIPE_SIZE)
+
+
 class ToolProcess:
     """A child process whose stderr is captured in a temporary file.
 
@@ -124,7 +178,7 @@ class ToolProcess:
         stdout: bool = True,
         cwd: str | Path | None = None,
     ) -> None:
-        self.argv = list(argv)
+        self.argv = [direct_program(argv[0]), *argv[1:]]
         self.what = what or Path(argv[0]).name
         self._secrets = secrets
         self._stderr = unnamed_file()  # closed in _close_pipes
@@ -144,6 +198,8 @@ class ToolProcess:
                 f"{self.what}: program {argv[0]!r} not found", hint="install the database client tools"
             ) from None
         self._result: tuple[int, str] | None = None
+        if self.proc.stdout is not None:
+            _widen_pipe(self.proc.stdout.fileno())
 
     @property
     def pid(self) -> int:

@@ -14,13 +14,13 @@ hold no `CREATE DATABASE`/`USE` and can be restored under another name (clone). 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
 
 from backupctl.errors import SourceError
 from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest
+from backupctl.sources.database import Stream, pipelined
 from backupctl.sources.dbutil import Secrets, ToolProcess, safe_name
 from backupctl.sources.mariadb_client import MariaDBClient, mariadb_tool, quote_ident, quote_literal
 from backupctl.sources.mariadb_users import (
@@ -65,11 +65,6 @@ class MariaDBLogical(MariaDBClient):
         )
         self._info["globals"] = GLOBALS_PATH if with_globals else None
 
-        yield Entry(path="mariadb", kind="dir", mode=0o700)
-        if with_globals:
-            argv = [dump, *lead, *self.conn_args(), "--system=users", "--insert-ignore", "--skip-dump-date"]
-            yield self._users_entry([*argv, "--force"], env)
-        yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         common = [
             "--single-transaction",
             "--routines",
@@ -79,26 +74,40 @@ class MariaDBLogical(MariaDBClient):
             "--skip-dump-date",
         ]
         common += ["--default-character-set=utf8mb4"]
+        # Every stream planned first, so that each tool can start ahead of its turn
+        # (sources/database.pipelined); yielded below in this order.
+        streams: list[Stream] = []
+        if with_globals:
+            argv = [dump, *lead, *self.conn_args(), "--system=users", "--insert-ignore", "--skip-dump-date"]
+            streams.append(Stream(GLOBALS_PATH, self._users_starter([*argv, "--force"], env)))
+        for db in databases:
+            argv = [dump, *lead, *self.conn_args(), *common, "--", db["name"]]
+            what = f"{Path(dump).name} of database {db['name']!r}"
+            streams.append(Stream(db["path"], self._starter(argv, env, what), heavy=True))
+        entries = iter(pipelined(streams))
+
+        yield Entry(path="mariadb", kind="dir", mode=0o700)
+        if with_globals:
+            yield next(entries)
+        yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         # Rows per table, counted in the INSERT statements as the dumps stream
         # (sources/rowcount.py): what a restore drill compares with (info `row_counts`).
         self._row_counters: list[tuple[str, RowCounter]] = []
         for db in databases:
-            argv = [dump, *lead, *self.conn_args(), *common, "--", db["name"]]
             counter = InsertCounter()
             self._row_counters.append((db["name"], counter))
-            entry = self._stream_entry(db["path"], argv, env, f"{Path(dump).name} of database {db['name']!r}")
-            yield counted(entry, counter)
+            yield counted(next(entries), counter)
 
-    def _users_entry(self, argv: list[str], env: dict[str, str]) -> Entry:
-        """The users-and-grants entry: `mariadb-dump --system=users --force`, checked by
+    def _users_starter(self, argv: list[str], env: dict[str, str]) -> Callable[[], ToolProcess]:
+        """Starts the users-and-grants dump: `mariadb-dump --system=users --force`, checked by
         UsersDump (accounts the server cannot resolve are skipped, not a failed backup)."""
 
-        def open_stream() -> IO[bytes]:
+        def start() -> ToolProcess:
             tool = UsersDump(argv, env=env, secrets=self._secrets, what="mariadb-dump --system=users")
             self._procs.append(tool)
-            return tool.stdout
+            return tool
 
-        return Entry(path=GLOBALS_PATH, kind="file", mode=0o600, size=-1, open=open_stream)
+        return start
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         items = self._logical_items(entries, request)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest
+from backupctl.sources.database import Stream, pipelined
 from backupctl.sources.dbutil import Secrets, ToolProcess, safe_name
 from backupctl.sources.postgres_client import PostgresClient, conninfo_dbname, quote_ident, quote_literal
 from backupctl.sources.rowcount import CopyCounter, RowCounter, counted
@@ -56,30 +57,39 @@ class PostgresLogical(PostgresClient):
         self._info["databases"] = databases
         self._info["globals"] = GLOBALS_PATH if self.options.globals else None
 
-        yield Entry(path="postgres", kind="dir", mode=0o700)
+        # Every stream planned first, so that each tool can start ahead of its turn
+        # (sources/database.pipelined); yielded below in the order a restore reads them.
+        streams: list[Stream] = []
         if self.options.globals:
             argv = ["pg_dumpall", "--globals-only", *self.conn_args()]
             argv += ["-l", self.options.maintenance_db]
-            yield self._stream_entry(GLOBALS_PATH, argv, env, "pg_dumpall --globals-only")
-        yield Entry(path=PROPS_DIR, kind="dir", mode=0o700)
+            streams.append(Stream(GLOBALS_PATH, self._starter(argv, env, "pg_dumpall --globals-only")))
         for db in databases:
             db["properties"] = f"{PROPS_DIR}/{safe_name(db['name'])}.sql"
             argv = ["pg_dump", "-Fp", "--create", "--schema-only", "--quote-all-identifiers"]
             argv += ["--exclude-schema=*", *self.conn_args(), "-d", conninfo_dbname(db["name"])]
-            yield self._stream_entry(
-                db["properties"], argv, env, f"pg_dump --create of database {db['name']!r} (its properties)"
-            )
+            what = f"pg_dump --create of database {db['name']!r} (its properties)"
+            streams.append(Stream(db["properties"], self._starter(argv, env, what)))
+        for db in databases:
+            argv = ["pg_dump", "-Fp", *self.conn_args(), "-d", conninfo_dbname(db["name"])]
+            what = f"pg_dump of database {db['name']!r}"
+            streams.append(Stream(db["path"], self._starter(argv, env, what), heavy=True))
+        entries = iter(pipelined(streams))
+
+        yield Entry(path="postgres", kind="dir", mode=0o700)
+        if self.options.globals:
+            yield next(entries)
+        yield Entry(path=PROPS_DIR, kind="dir", mode=0o700)
+        for _ in databases:
+            yield next(entries)
         yield Entry(path=DB_DIR, kind="dir", mode=0o700)
         # Rows per table, counted in the COPY blocks as the dumps stream (sources/rowcount.py):
         # what a restore drill compares with (info `row_counts`, set in _finished).
         self._row_counters: list[tuple[str, RowCounter]] = []
         for db in databases:
-            argv = ["pg_dump", "-Fp", *self.conn_args(), "-d", conninfo_dbname(db["name"])]
             counter = CopyCounter()
             self._row_counters.append((db["name"], counter))
-            yield counted(
-                self._stream_entry(db["path"], argv, env, f"pg_dump of database {db['name']!r}"), counter
-            )
+            yield counted(next(entries), counter)
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         # The database-properties files (small) are held until their database is restored.
