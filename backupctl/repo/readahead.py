@@ -16,7 +16,7 @@ Contracts:
   its lock). When the reader is still running, close() only asks it to stop; the reader
   closes the stream itself once its current read returns, which the owner of the producer
   ensures by stopping the producer (DatabaseSource.abort kills the tool, ending the read).
-- Memory: at most depth + 2 blocks (the queue, one being read, one being consumed).
+- Memory: at most depth + 2 blocks (the queue, one being read, one being consumed): 32 MiB.
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ from typing import IO
 
 from backupctl.repo.chunker import read_full
 
-_BLOCK = 4 * 1024 * 1024
+# 8 MiB blocks: the chunker re-scans the chunk a block ends in (cut by the block's end, not
+# by content) when the next block comes, so larger blocks waste less (292 MB pgbench dump:
+# 0.31 s of chunking with 4 MiB blocks, 0.25 s with 8, 0.20 s with 16); two queued.
+_BLOCK = 8 * 1024 * 1024
 _END = object()  # queued after the last block
 
 
 class ReadAhead:
-    def __init__(self, stream: IO[bytes], block_size: int = _BLOCK, depth: int = 4) -> None:
+    def __init__(self, stream: IO[bytes], block_size: int = _BLOCK, depth: int = 2) -> None:
         self._stream = stream
         self._block_size = block_size
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)

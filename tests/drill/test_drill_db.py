@@ -133,6 +133,19 @@ def test_counters_are_exact_however_the_stream_is_cut() -> None:
     assert not cut.complete  # a dump cut off inside COPY data records nothing
 
 
+def test_the_fast_search_for_the_end_of_copy_data_finds_what_find_finds() -> None:
+    import random
+
+    from backupctl.sources.rowcount import _find_terminator
+
+    rng = random.Random(5)
+    alphabet = [b"\n", b"\\", b".", b"a", b"\t", b"\\N", b"\n\\.\n", b"\\.", b"\r"]
+    for _ in range(3000):
+        data = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        for pos in range(len(data) + 1):
+            assert _find_terminator(data, pos) == data.find(b"\n\\.\n", pos), (data, pos)
+
+
 # ---- PostgreSQL -----------------------------------------------------------------------------
 
 
