@@ -64,7 +64,11 @@ class PostgresSource(PostgresLogical):
             yield from self._scan_offline(stopped)
             return
         env = self.client_env(self._secrets)
-        version, version_num = self._server_version(self._secrets, env)
+        facts: list[dict[str, str]] = []
+        if self.options.method == "pg_basebackup":
+            version, version_num = self._server_version(self._secrets, env)
+        else:
+            (version, version_num), facts = self._version_and_facts(env)
         self._info = {
             "method": self.options.method,
             "server_version": version,
@@ -76,7 +80,7 @@ class PostgresSource(PostgresLogical):
         if self.options.method == "pg_basebackup":
             yield from self._scan_physical(env)
         else:
-            yield from self._scan_logical(env)
+            yield from self._scan_logical(env, facts)
 
     def _scan_physical(self, env: dict[str, str]) -> Iterator[Entry]:
         argv = [

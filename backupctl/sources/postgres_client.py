@@ -46,6 +46,9 @@ class PostgresOptions(SourceOptions):
     globals: bool = True
 
 
+VERSION_SQL = "SELECT current_setting('server_version'), current_setting('server_version_num')"
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -108,7 +111,14 @@ class PostgresClient(DatabaseSource):
     def _query(
         self, secrets: Secrets, env: dict[str, str], sql: str, db: str | None = None
     ) -> list[list[str]]:
-        out = run(
+        out = self._psql_out(secrets, env, sql, db=db)
+        return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
+
+    def _psql_out(self, secrets: Secrets, env: dict[str, str], *sqls: str, db: str | None = None) -> str:
+        """psql's unaligned output of `sqls` (one -c each): fields separated by 0x1F,
+        records by 0x1E, each result ended by a newline."""
+        commands = [arg for sql in sqls for arg in ("-c", sql)]
+        return run(
             [
                 "psql",
                 "-X",
@@ -123,12 +133,11 @@ class PostgresClient(DatabaseSource):
                 "ON_ERROR_STOP=1",
                 *self.conn_args(),
             ]
-            + ["-d", conninfo_dbname(db or self.options.maintenance_db), "-c", sql],
+            + ["-d", conninfo_dbname(db or self.options.maintenance_db), *commands],
             env=env,
             secrets=secrets,
             what="psql",
         )
-        return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
 
     def psql(self, secrets: Secrets, env: dict[str, str], *commands: str, db: str | None = None) -> None:
         """Run each of `commands` with psql -c (each in its own transaction) against `db`."""
@@ -152,9 +161,7 @@ class PostgresClient(DatabaseSource):
         return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
 
     def _server_version(self, secrets: Secrets, env: dict[str, str]) -> tuple[str, int]:
-        rows = self._query(
-            secrets, env, "SELECT current_setting('server_version'), current_setting('server_version_num')"
-        )
+        rows = self._query(secrets, env, VERSION_SQL)
         return rows[0][0], int(rows[0][1])
 
     def check_version(self, recorded: dict[str, Any], target_num: int, reporter: Any) -> None:

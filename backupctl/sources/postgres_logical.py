@@ -23,7 +23,13 @@ from backupctl.events import InfoEvent, WarningEvent
 from backupctl.sources.base import Entry, RestoreEntry, RestoreRequest
 from backupctl.sources.database import Stream, pipelined
 from backupctl.sources.dbutil import Secrets, ToolProcess, safe_name
-from backupctl.sources.postgres_client import PostgresClient, conninfo_dbname, quote_ident, quote_literal
+from backupctl.sources.postgres_client import (
+    VERSION_SQL,
+    PostgresClient,
+    conninfo_dbname,
+    quote_ident,
+    quote_literal,
+)
 from backupctl.sources.rowcount import CopyCounter, RowCounter, counted
 
 GLOBALS_PATH = "postgres/globals.sql"
@@ -36,22 +42,29 @@ class PostgresLogical(PostgresClient):
 
     globals_path = GLOBALS_PATH
 
-    def _database_facts(self, env: dict[str, str]) -> list[dict[str, str]]:
-        rows = self._query(
-            self._secrets,
-            env,
-            "SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,"
-            " d.datctype, d.datlocprovider, coalesce(d.daticulocale, '')"
-            " FROM pg_database d WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname"
-            if self._info["server_version_num"] >= 150000
-            else "SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,"
-            " d.datctype, 'c', '' FROM pg_database d WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname",
-        )
-        keys = ("name", "owner", "encoding", "collate", "ctype", "locale_provider", "icu_locale")
-        return [dict(zip(keys, row, strict=False)) for row in rows]
+    def _version_and_facts(self, env: dict[str, str]) -> tuple[tuple[str, int], list[dict[str, str]]]:
+        """The server's version and its databases' facts, in one psql call (each call is a
+        process and a connection: ~10 ms before the dumps can start).
 
-    def _scan_logical(self, env: dict[str, str]) -> Iterator[Entry]:
-        facts = {d["name"]: d for d in self._database_facts(env)}
+        The facts query reads the columns that differ between versions through to_jsonb, so
+        it needs no version first: datlocprovider and daticulocale (15, 16; datlocale from
+        17), absent before 15 (libc, no ICU locale)."""
+        facts_sql = (
+            "SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,"
+            " d.datctype, coalesce(to_jsonb(d)->>'datlocprovider', 'c'),"
+            " coalesce(to_jsonb(d)->>'daticulocale', to_jsonb(d)->>'datlocale', '')"
+            " FROM pg_database d WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname"
+        )
+        out = self._psql_out(self._secrets, env, VERSION_SQL, facts_sql)
+        # Each result ends with a newline; the version row holds none, so it ends at the first.
+        version_row, _, rest = out.partition("\n")
+        version, version_num = version_row.split("\x1f")
+        keys = ("name", "owner", "encoding", "collate", "ctype", "locale_provider", "icu_locale")
+        rows = [rec.split("\x1f") for rec in rest.removesuffix("\n").split("\x1e") if rec]
+        return (version, int(version_num)), [dict(zip(keys, row, strict=False)) for row in rows]
+
+    def _scan_logical(self, env: dict[str, str], facts_rows: list[dict[str, str]]) -> Iterator[Entry]:
+        facts = {d["name"]: d for d in facts_rows}
         wanted = self._wanted_databases(facts)
         databases = [{**facts[name], "path": f"{DB_DIR}/{safe_name(name)}.sql"} for name in wanted]
         self._info["databases"] = databases

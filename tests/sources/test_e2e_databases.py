@@ -100,3 +100,30 @@ def test_mariadb_dump_backup_and_in_place_restore(
     deployment.ok("backup", "restore", backup_id, "--yes")
     assert mariadb_fingerprint(server, db) == before
     server.root_sql(f"DROP DATABASE {db}")
+
+
+def test_postgres_icu_database_keeps_its_locale_through_backup_and_restore(
+    pg_server: PostgresServer, make_deployment: Any
+) -> None:
+    """The database facts (one psql call with the version, read through to_jsonb) record an
+    ICU database's provider and locale, and the in-place restore recreates it with them."""
+    db = unique("e2e_icu")
+    pg_server.psql(f"CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' TEMPLATE template0")
+    pg_server.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g", db)
+    before = pg_fingerprint(pg_server, db)
+    deployment = make_deployment([pg_server.options(databases=[db])])
+    backup_id = deployment.create()
+    info = deployment.show(backup_id)["sources"][0]["info"]
+    facts = {d["name"]: d for d in info["databases"]}
+    assert (facts[db]["locale_provider"], facts[db]["icu_locale"]) == ("i", "de-DE"), facts
+    assert info["server_version_num"] >= 150000
+    assert info["row_counts"][db] == {"public.t": 2000}
+
+    pg_server.psql("DELETE FROM t WHERE id > 10", db)
+    deployment.ok("backup", "restore", backup_id, "--yes")
+    assert pg_fingerprint(pg_server, db) == before
+    assert (
+        pg_server.psql(f"SELECT datlocprovider, daticulocale FROM pg_database WHERE datname = '{db}'")
+        == "i|de-DE"
+    )
+    pg_server.psql(f"DROP DATABASE {db} WITH (FORCE)")
