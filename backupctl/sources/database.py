@@ -61,7 +61,7 @@ def pipelined(streams: list[Stream], ahead: int = 3) -> list[Entry]:
                     start(j)
                     if streams[j].heavy:
                         break
-            return tool.stdout
+            return tool.output()
 
         return open_stream
 
@@ -140,7 +140,7 @@ class DatabaseSource(Source):
     ) -> Entry:
         """A file entry holding the stdout of `argv`, started when the engine opens it."""
         start = self._starter(argv, env, what, cwd)
-        return Entry(path=path, kind="file", mode=0o600, size=-1, open=lambda: start().stdout)
+        return Entry(path=path, kind="file", mode=0o600, size=-1, open=lambda: start().output())
 
     def _starter(
         self, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None

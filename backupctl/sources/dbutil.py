@@ -118,13 +118,13 @@ def direct_program(name: str) -> str:
     server over the network; so do we, from /usr/lib/postgresql/<version>/bin. A newer
     client works with an older server (pg_dump requires it). Anything else is left alone.
     """
-    return _direct_program(name, os.environ.get("PATH", ""), os.environ.get("PGCLUSTER", ""))
+    if os.sep in name or os.environ.get("PGCLUSTER") or _pg_clusters_configured():
+        return name  # checked on every call: a daemon sees a ~/.postgresqlrc made after it started
+    return _direct_program(name, os.environ.get("PATH", ""))
 
 
 @functools.cache
-def _direct_program(name: str, path: str, pgcluster: str) -> str:
-    if os.sep in name or pgcluster or _pg_clusters_configured():
-        return name
+def _direct_program(name: str, path: str) -> str:
     found = shutil.which(name, path=path)
     if found is None or os.path.basename(os.path.realpath(found)) != "pg_wrapper":
         return name
@@ -210,6 +210,15 @@ class ToolProcess:
         assert self.proc.stdout is not None
         return self.proc.stdout
 
+    def output(self) -> IO[bytes]:
+        """stdout for a backup's stream: the tool is checked (`check()`) as soon as its output
+        ends, by whoever reads that end (the engine's read-ahead thread). So a failed dump
+        fails the backup at once, not after every later database was dumped, and a finished
+        tool is reaped and its pipes and stderr file closed then, not when the whole backup
+        finishes (a server with hundreds of databases would otherwise run out of file
+        descriptors). finish() calls check() again and gets the same result."""
+        return _CheckedAtEnd(self)  # type: ignore[return-value]
+
     def stderr_text(self) -> str:
         if self._stderr.closed:
             return self._result[1] if self._result else ""
@@ -271,6 +280,27 @@ class ToolProcess:
                     pipe.close()
         with contextlib.suppress(OSError, ValueError):
             self._stderr.close()
+
+
+class _CheckedAtEnd:
+    """ToolProcess.output(): read() returns the tool's stdout; at its end, checks the tool."""
+
+    def __init__(self, tool: ToolProcess) -> None:
+        self._tool = tool
+        self._stream = tool.stdout
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if not data and n != 0:
+            self._tool.check()  # raises SourceError with the tool's message if it failed
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.close()
 
 
 def run(

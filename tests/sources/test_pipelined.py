@@ -75,3 +75,30 @@ def test_the_console_script_collects_garbage_again_once_the_config_is_loaded(tmp
     env = {**os.environ, "BACKUPCTL_CONFIG": str(tmp_path / "missing.yaml")}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_dump_tool_is_checked_and_reaped_when_its_output_ends():
+    """ToolProcess.output(): the end of the stream waits for the tool and raises its failure at
+    once (not when the whole backup finishes), and closes its pipes and stderr file."""
+    import pytest
+
+    from backupctl.errors import SourceError
+
+    env = {"PATH": os.environ["PATH"]}
+    ok = ToolProcess(["sh", "-c", "printf data; echo note >&2"], env=env, what="good dump")
+    out = ok.output()
+    assert out.read(100) == b"data"
+    assert out.read(100) == b""  # the end: checked here
+    assert ok.proc.returncode == 0 and ok.stdout.closed
+    assert ok.check() == "note"  # finish() gets the same result again
+
+    bad = ToolProcess(
+        ["sh", "-c", "printf part; echo 'permission denied for table b' >&2; exit 1"],
+        env=env,
+        what="bad dump",
+    )
+    out = bad.output()
+    assert out.read(100) == b"part"
+    with pytest.raises(SourceError, match=r"bad dump failed \(exit code 1\): permission denied for table b"):
+        out.read(100)
+    assert bad.proc.returncode == 1 and bad.stdout.closed
