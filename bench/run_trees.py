@@ -43,7 +43,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_small import generate  # noqa: E402
-from measure import MB, StepFailed, Timed, git_commit, log, median, run, run_pipeline, sync, warm  # noqa: E402
+from measure import (  # noqa: E402
+    MB,
+    StepFailed,
+    Timed,
+    backupctl_command,
+    git_commit,
+    log,
+    median,
+    run,
+    run_pipeline,
+    sync,
+    warm,
+)
 from run_files import Backupctl, Restic, Tool  # noqa: E402
 
 SAMPLE_FILES = 200
@@ -374,7 +386,11 @@ def main() -> None:
     ap.add_argument("--md", type=Path, default=None, help="also write the Markdown tables here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir")
     ap.add_argument("--restic", default="restic", help="restic binary")
-    ap.add_argument("--backupctl", default="backupctl", help="backupctl binary")
+    ap.add_argument(
+        "--backupctl",
+        default=backupctl_command(),
+        help="backupctl binary (default: the script beside this interpreter, see measure.backupctl_command)",
+    )
     ap.add_argument(
         "--report", type=Path, metavar="JSON", help="print the tables of an earlier --json and exit"
     )

@@ -74,9 +74,10 @@ def pipelined(streams: list[Stream], ahead: int = 3) -> list[Entry]:
 class DatabaseSource(Source):
     """What the PostgreSQL and MariaDB sources share: the lifecycle of their dump tools.
 
-    `scan()` yields entries made by `_stream_entry`: each starts its tool only when the
-    engine opens it and is checked in `finish()` (which then hands the tools' stderr to
-    `_finished`) or killed in `abort()`. The backup's credential files live in
+    `scan()` yields entries made by `_stream_entry` or `pipelined`: each starts its tool when
+    the engine opens it (or a little before, see `pipelined`), is checked when its output
+    ends (ToolProcess.output) and again in `finish()` (which then hands the tools' stderr to
+    `_finished`), or is killed in `abort()`. The backup's credential files live in
     `self._secrets` until one of those two runs. `restore()` dispatches on the recorded
     method: physical (`physical_method`), plain files under a target directory, or logical,
     whose walk over the entries (`_logical_items`) is the same for both.
