@@ -5,7 +5,7 @@ the ones the repository or this session already has, and passes the rest to a po
 worker threads that compress and encrypt (both release the GIL) and append to the
 open pack of the blob's type (small chunks may be encoded by the calling thread instead,
 see `add(inline=True)`). A full pack is written to the destination by the worker
-that filled it. Every FLUSH_PACKS packs an index file is written, so blobs of an
+that filled it. Every FLUSH_PACKS packs (or FLUSH_BLOBS blobs) an index file is written, so blobs of an
 interrupted backup are found again by the next one. `finish()` writes the remaining
 packs and the last index file; only then may a manifest reference the blobs.
 
@@ -29,6 +29,16 @@ from backupctl.repo.pack import DATA, TREE, BlobEntry, PackBuilder, pack_name
 from backupctl.repo.repository import Repository
 
 FLUSH_PACKS = 8
+# ... or once the written packs hold this many blobs: packs of small files hold tens of
+# thousands each, and an index file's decoded JSON costs ~1 KB of Python objects per blob
+# while it is built (here) and while it is read back (repo/index_files.py). Without this
+# bound one index file listed a whole 500,000-file backup: 470 MiB peak RSS for the
+# backup, 420 MiB for the next one, which read it.
+FLUSH_BLOBS = 20_000
+# A pack holds at most this many blobs (tiny files compress to a few hundred bytes: a 16 MiB
+# pack would list ~100,000), so that one pack's entries, and the index file listing it, stay
+# within the bound above.
+PACK_BLOBS = 20_000
 _INFLIGHT_BYTES = 24 << 20
 
 
@@ -60,6 +70,7 @@ class BlobWriter:
         self._written: set[bytes] = set()
         self._open: dict[str, PackBuilder] = {DATA: PackBuilder(DATA), TREE: PackBuilder(TREE)}
         self._unindexed: dict[str, list[BlobEntry]] = {}
+        self._unindexed_blobs = 0  # blobs in _unindexed
         self._futures: list[Future[None]] = []
         self._error: BaseException | None = None
         self.index_ids: list[str] = []
@@ -113,7 +124,7 @@ class BlobWriter:
         with self._lock:
             builder = self._open[blob_type]
             builder.add(blob_id, encoded, len(data))
-            if builder.size >= self.pack_size:
+            if builder.size >= self.pack_size or len(builder.entries) >= PACK_BLOBS:
                 full = builder
                 self._open[blob_type] = PackBuilder(blob_type)
         if full is not None:
@@ -131,8 +142,10 @@ class BlobWriter:
             self.stats.stored += len(data)
             self.stats.packs += 1
             self._unindexed[pack_id] = entries
-            if len(self._unindexed) >= FLUSH_PACKS:
+            self._unindexed_blobs += len(entries)
+            if len(self._unindexed) >= FLUSH_PACKS or self._unindexed_blobs >= FLUSH_BLOBS:
                 flush, self._unindexed = self._unindexed, {}
+                self._unindexed_blobs = 0
         if flush:
             self._write_index(flush)
 
@@ -164,6 +177,7 @@ class BlobWriter:
                 self._write_pack(builder)
         if self._unindexed:
             flush, self._unindexed = self._unindexed, {}
+            self._unindexed_blobs = 0
             self._write_index(flush)
         return self.stats
 

@@ -306,3 +306,34 @@ def test_backups_and_restores_through_the_cache_round_trip(
     # the cache is rewritten once they hold a quarter of the rows), the last one none
     assert all(len(names) < len(ids) for names in reads[loads_before:]), reads
     assert reads[-1] == []
+
+
+def test_packs_and_index_files_of_tiny_blobs_stay_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """repo/writer.py: a pack holds at most PACK_BLOBS blobs and an index file is written once
+    the written packs hold FLUSH_BLOBS, so neither grows with a backup of many tiny files (their
+    decoded JSON is what bounds a backup's memory); every blob stays findable and readable."""
+    from backupctl.repo import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "PACK_BLOBS", 7)
+    monkeypatch.setattr(writer_mod, "FLUSH_BLOBS", 20)
+    r = Repo(tmp_path)
+    repo = r.open(cache=False)
+    repo.load_index()
+    w = writer_mod.BlobWriter(repo)
+    blobs = {w.add(f"tiny file {i}".encode()): f"tiny file {i}".encode() for i in range(100)}
+    w.finish()
+    assert len(blobs) == 100
+
+    fresh = r.open(cache=False)
+    index = fresh.load_index()
+    packs: dict[str, int] = {}
+    for blob_id, data in blobs.items():
+        entry = index.lookup(blob_id)
+        assert entry is not None
+        packs[entry.pack_id] = packs.get(entry.pack_id, 0) + 1
+        assert fresh.load_blob(blob_id) == data
+    assert max(packs.values()) <= 7 and len(packs) >= 100 // 7
+    index_files = list(fresh.dest.list("index/"))
+    assert len(index_files) >= 100 // 21  # one per 20 blobs (in whole packs), not one for all
