@@ -242,45 +242,38 @@ class Archiver:
         except SkipEntry as exc:
             source.reporter.emit(WarningEvent(str(exc), "/" + entry.path if entry.reusable else entry.path))
             return None
-        if entry.size < 0:  # a dump tool's pipe: read in a thread of its own, see below
-            return self._store_stream(fh, entry, result)
-        try:
-            size, chunks = self._store_content(fh, entry, small=0 <= entry.size <= DATA_CHUNKS.min_size)
-        except (OSError, SkipEntry) as exc:
-            if not entry.reusable:  # a source's own file (a SQLite snapshot): fail the backup
-                raise
-            source.reporter.emit(WarningEvent(f"read failed: {exc}", "/" + entry.path))
-            return None
-        finally:
-            fh.close()
+        if entry.size < 0:  # a dump tool's pipe: any failure fails the backup, see _store_stream
+            size, chunks = self._store_stream(fh, entry)
+        else:
+            try:
+                size, chunks = self._store_content(fh, entry, small=0 <= entry.size <= DATA_CHUNKS.min_size)
+            except (OSError, SkipEntry) as exc:
+                if not entry.reusable:  # a source's own file (a SQLite snapshot): fail the backup
+                    raise
+                source.reporter.emit(WarningEvent(f"read failed: {exc}", "/" + entry.path))
+                return None
+            finally:
+                fh.close()
         if entry.check_unchanged is not None and (problem := entry.check_unchanged()):
             source.reporter.emit(WarningEvent(problem, "/" + entry.path))
         with self._count_lock:
             result.bytes += size
         return Item.from_entry(entry, size, chunks)
 
-    def _store_stream(self, fh: IO[bytes], entry: Entry, result: SourceResult) -> Item:
-        """Store a stream (a dump tool's stdout): a ReadAhead drains the pipe while this thread
+    def _store_stream(self, fh: IO[bytes], entry: Entry) -> tuple[int, list[bytes]]:
+        """A stream (a dump tool's stdout): a ReadAhead drains the pipe while this thread
         chunks and hashes, so the tool never waits for the chunker. Any failure is raised:
-        a dump cannot be skipped with a warning like an unreadable file."""
+        a dump cannot be skipped with a warning like an unreadable file. The ReadAhead owns
+        `fh` and closes it."""
         reader = ReadAhead(fh)
         try:
-            size, chunks = self._store_content(fh, entry, small=False, blocks=reader.blocks())
+            return self._store_pieces(chunk_blocks(reader.blocks()), entry.path, small=False)
         finally:
             reader.close()
-        with self._count_lock:
-            result.bytes += size
-        return Item.from_entry(entry, size, chunks)
 
-    def _store_content(
-        self, fh: IO[bytes], entry: Entry, small: bool, blocks: Iterator[bytes] | None = None
-    ) -> tuple[int, list[bytes]]:
-        chunks: list[bytes] = []
-        size = 0
+    def _store_content(self, fh: IO[bytes], entry: Entry, small: bool) -> tuple[int, list[bytes]]:
         pieces: Iterator[bytes | int]
-        if blocks is not None:
-            pieces = chunk_blocks(blocks)
-        elif entry.sparse:
+        if entry.sparse:
             pieces = self._sparse_pieces(fh, entry.size)
         elif small:
             data = read_full(fh, DATA_CHUNKS.min_size + 1)
@@ -290,6 +283,12 @@ class Archiver:
                 pieces = iter([data] if data else [])
         else:
             pieces = chunk_stream(fh)
+        return self._store_pieces(pieces, entry.path, small)
+
+    def _store_pieces(self, pieces: Iterator[bytes | int], path: str, small: bool) -> tuple[int, list[bytes]]:
+        """Store each chunk (an int: a hole of that many zero bytes); (size, chunk IDs)."""
+        chunks: list[bytes] = []
+        size = 0
         for piece in pieces:
             if isinstance(piece, int):  # a hole of `piece` bytes: an all-zero chunk, never read
                 chunks.append(self._zero_chunk(piece))
@@ -302,7 +301,7 @@ class Archiver:
             with self._count_lock:
                 self.bytes_done += len(piece)
             if len(chunks) % 16 == 0:
-                self._progress(entry.path)
+                self._progress(path)
         return size, chunks
 
     def _zero_chunk(self, length: int) -> bytes:

@@ -25,7 +25,7 @@ from backupctl.sources.dbutil import Secrets, ToolProcess, run, target_names, wr
 
 @dataclass(frozen=True)
 class Stream:
-    """One dump stream of a backup, for `DatabaseSource._pipelined`: its path in the backup,
+    """One dump stream of a backup, for `pipelined`: its path in the backup,
     how to start its tool, and whether it is a database's data (heavy) or small metadata."""
 
     path: str
@@ -144,12 +144,18 @@ class DatabaseSource(Source):
         return Entry(path=path, kind="file", mode=0o600, size=-1, open=lambda: start().output())
 
     def _starter(
-        self, argv: list[str], env: dict[str, str], what: str, cwd: Path | None = None
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        what: str,
+        cwd: Path | None = None,
+        tool_class: type[ToolProcess] = ToolProcess,
     ) -> Callable[[], ToolProcess]:
-        """A function starting `argv` as one of this backup's tools (checked in finish())."""
+        """A function starting `argv` as one of this backup's tools (checked in finish()),
+        as a `tool_class` (a ToolProcess whose check() judges the exit, e.g. UsersDump)."""
 
         def start() -> ToolProcess:
-            tool = ToolProcess(argv, env=env, secrets=self._secrets, what=what, cwd=cwd)
+            tool = tool_class(argv, env=env, secrets=self._secrets, what=what, cwd=cwd)
             self._procs.append(tool)
             return tool
 

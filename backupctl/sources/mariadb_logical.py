@@ -14,7 +14,7 @@ hold no `CREATE DATABASE`/`USE` and can be restored under another name (clone). 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from backupctl.errors import SourceError
@@ -79,7 +79,11 @@ class MariaDBLogical(MariaDBClient):
         streams: list[Stream] = []
         if with_globals:
             argv = [dump, *lead, *self.conn_args(), "--system=users", "--insert-ignore", "--skip-dump-date"]
-            streams.append(Stream(GLOBALS_PATH, self._users_starter([*argv, "--force"], env)))
+            # Checked by UsersDump: accounts the server cannot resolve are skipped, not a failure.
+            what = "mariadb-dump --system=users"
+            streams.append(
+                Stream(GLOBALS_PATH, self._starter([*argv, "--force"], env, what, tool_class=UsersDump))
+            )
         for db in databases:
             argv = [dump, *lead, *self.conn_args(), *common, "--", db["name"]]
             what = f"{Path(dump).name} of database {db['name']!r}"
@@ -97,17 +101,6 @@ class MariaDBLogical(MariaDBClient):
             counter = InsertCounter()
             self._row_counters.append((db["name"], counter))
             yield counted(next(entries), counter)
-
-    def _users_starter(self, argv: list[str], env: dict[str, str]) -> Callable[[], ToolProcess]:
-        """Starts the users-and-grants dump: `mariadb-dump --system=users --force`, checked by
-        UsersDump (accounts the server cannot resolve are skipped, not a failed backup)."""
-
-        def start() -> ToolProcess:
-            tool = UsersDump(argv, env=env, secrets=self._secrets, what="mariadb-dump --system=users")
-            self._procs.append(tool)
-            return tool
-
-        return start
 
     def _restore_logical(self, entries: Iterable[RestoreEntry], request: RestoreRequest) -> None:
         items = self._logical_items(entries, request)

@@ -49,6 +49,12 @@ class PostgresOptions(SourceOptions):
 VERSION_SQL = "SELECT current_setting('server_version'), current_setting('server_version_num')"
 
 
+def psql_records(text: str) -> list[list[str]]:
+    """The rows of psql's unaligned output with fields separated by 0x1F and records by 0x1E
+    (`-A -t -F $'\\x1f' -R $'\\x1e'`), the result's final newline already removed."""
+    return [rec.split("\x1f") for rec in text.split("\x1e") if rec]
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -112,7 +118,7 @@ class PostgresClient(DatabaseSource):
         self, secrets: Secrets, env: dict[str, str], sql: str, db: str | None = None
     ) -> list[list[str]]:
         out = self._psql_out(secrets, env, sql, db=db)
-        return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
+        return psql_records(out.rstrip("\n"))
 
     def _psql_out(self, secrets: Secrets, env: dict[str, str], *sqls: str, db: str | None = None) -> str:
         """psql's unaligned output of `sqls` (one -c each): fields separated by 0x1F,
@@ -158,7 +164,7 @@ class PostgresClient(DatabaseSource):
             argv = ["psql", "-X", "-q", "-1", "-A", "-t", "-F", "\x1f", "-R", "\x1e", "-v", "ON_ERROR_STOP=1"]
             argv += [*self.conn_args(), "-d", conninfo_dbname(db or self.options.maintenance_db), "-f", "-"]
             out = run(argv, env=env, secrets=secrets, what="psql", input_chunks=[sql.encode()])
-        return [rec.split("\x1f") for rec in out.rstrip("\n").split("\x1e") if rec]
+        return psql_records(out.rstrip("\n"))
 
     def _server_version(self, secrets: Secrets, env: dict[str, str]) -> tuple[str, int]:
         rows = self._query(secrets, env, VERSION_SQL)

@@ -27,6 +27,7 @@ from backupctl.sources.postgres_client import (
     VERSION_SQL,
     PostgresClient,
     conninfo_dbname,
+    psql_records,
     quote_ident,
     quote_literal,
 )
@@ -60,7 +61,7 @@ class PostgresLogical(PostgresClient):
         version_row, _, rest = out.partition("\n")
         version, version_num = version_row.split("\x1f")
         keys = ("name", "owner", "encoding", "collate", "ctype", "locale_provider", "icu_locale")
-        rows = [rec.split("\x1f") for rec in rest.removesuffix("\n").split("\x1e") if rec]
+        rows = psql_records(rest.removesuffix("\n"))
         return (version, int(version_num)), [dict(zip(keys, row, strict=False)) for row in rows]
 
     def _scan_logical(self, env: dict[str, str], facts_rows: list[dict[str, str]]) -> Iterator[Entry]:
