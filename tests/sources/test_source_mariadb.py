@@ -220,8 +220,8 @@ def test_password_only_in_a_private_option_file_given_first(mariadb_server: Mari
     server = mariadb_server
     db = unique("secret")
     server.root_sql(
-        f"CREATE DATABASE {db}; CREATE TABLE {db}.t ENGINE=InnoDB AS SELECT seq FROM seq_1_to_200000"
-    )
+        f"CREATE DATABASE {db}; CREATE TABLE {db}.t ENGINE=InnoDB AS SELECT seq FROM seq_1_to_1000000"
+    )  # a dump well beyond the 1 MiB pipe: the tool is still running when the first KiB is read
     seen: list[list[str]] = []
     envs: list[dict[str, str]] = []
     option_files: list[Path] = []

@@ -257,7 +257,9 @@ def test_server_killed_mid_dump_fails_with_pg_dump_message(fresh_pg_server: Post
 def test_password_only_in_a_private_pgpass_file(pg_server: PostgresServer) -> None:
     db = unique("secret")
     pg_server.psql(f"CREATE DATABASE {db}")
-    pg_server.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100000) g", db)
+    # A dump well beyond the 1 MiB pipe (dbutil._widen_pipe): pg_dump must still be running,
+    # blocked on the pipe, when the first KiB is read.
+    pg_server.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000000) g", db)
     source = make_source(pg_server, databases=[db], globals=False)
     seen: list[tuple[list[str], dict[str, str]]] = []
     pgpass_files: list[Path] = []
