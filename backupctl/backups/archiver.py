@@ -77,11 +77,11 @@ class _WarningTap:
         self.forward.emit(event)
 
 
-# Files read, chunked and hashed at once, and how many reads (a large file, or a batch of
-# small ones: backups/readqueue.py) may wait for an earlier, slower one before the scan
-# pauses (bounds memory: items hold only chunk IDs).
+# Large files read, chunked and hashed at once, and how many slots (backups/readqueue.py) may
+# wait behind an earlier, slower read before the scan pauses (bounds memory: items hold only
+# chunk IDs).
 _FILE_READERS = 2
-_READ_AHEAD = 16
+_READ_AHEAD = 512
 
 
 class Archiver:
@@ -133,10 +133,11 @@ class Archiver:
     def backup_source(self, source: Source, parent: SourceRecord | None) -> SourceResult:
         """Store one source; `parent` is the parent backup's record of the same source.
 
-        Regular files are read, chunked and hashed by a small pool of threads (several
-        files at once keep both cores busy while zstd and AES run in the writer's pool);
-        streams are read inline, in order, because a dump's pipes must be drained in the
-        order the source opened them. Items reach the item stream in scan order either way.
+        Files larger than one chunk are read, chunked and hashed by a small pool of threads
+        (several at once keep both cores busy while zstd and AES run in the writer's pool);
+        small files are read by this thread as the walk reaches them, and streams are read
+        here too, in order, because a dump's pipes must be drained in the order the source
+        opened them. Items reach the item stream in scan order either way.
         """
         result = SourceResult(source.options.type, source.method, source.describe())
         source.reporter = _WarningTap(self.reporter, result.warnings)
@@ -152,7 +153,7 @@ class Archiver:
         )
         try:
             for entry in source.scan():
-                self._queue_entry(entry, previous, result, pending)
+                self._queue_entry(entry, source, previous, result, pending)
                 pending.drain(_READ_AHEAD)
                 self._progress(entry.path)
             pending.drain(0)
@@ -173,10 +174,15 @@ class Archiver:
         return result
 
     def _queue_entry(
-        self, entry: Entry, previous: ParentCursor | None, result: SourceResult, pending: InScanOrder
+        self,
+        entry: Entry,
+        source: Source,
+        previous: ParentCursor | None,
+        result: SourceResult,
+        pending: InScanOrder,
     ) -> None:
-        """Queue one scanned entry: an unchanged file is reused from the parent, a regular file
-        read by the pool (small ones in batches), a stream read here in scan order."""
+        """Queue one scanned entry: an unchanged file is reused from the parent, a small file
+        (one chunk) read here at once, a larger one by the pool, a stream here in scan order."""
         reused = self._reuse(entry, previous, result)
         if reused is not None or entry.kind != "file":
             pending.known(reused or Item.from_entry(entry, 0, []))
@@ -184,8 +190,8 @@ class Archiver:
             pending.read_here(entry)
         elif entry.sparse or not 0 <= entry.size <= DATA_CHUNKS.min_size:
             pending.read_large(entry)
-        else:
-            pending.read_small(entry)
+        else:  # no hand-off: see readqueue.py for why
+            pending.known(self._store_entry(entry, result, source))
 
     def _count(self, item: Item, result: SourceResult) -> None:
         """An item entered the stream (in scan order, in the scanning thread)."""

@@ -1,19 +1,19 @@
-"""The items of one source on their way into its item stream: in scan order, small reads batched.
+"""The items of one source on their way into its item stream, in scan order.
 
 For the archiver (backups/archiver.py). Each scanned entry becomes one slot: an item already
-known (a directory, a symlink, a file unchanged since the parent backup) or a read of a
-regular file. Reads of small files (one chunk at most) are grouped, up to BATCH_READS files or
-BATCH_BYTES bytes, into one task of the reader pool; a larger file is a task of its own, and a
-stream is read by the calling thread, because a dump's pipes must be drained in the order the
-source opened them. Items reach the stream in scan order whatever finishes first.
+known (a directory, a symlink, a file unchanged since the parent backup, a small file the
+scanning thread has just read) or a read of a large regular file by the reader pool. A stream
+is read by the calling thread after everything before it, because a dump's pipes must be
+drained in the order the source opened them. Items reach the stream in scan order whatever
+finishes first.
 
-Why batches: handing one small file to a thread (a future, a condition variable, two thread
-switches under the GIL) cost more than reading it. Profiled on 20,000 files of a few KiB,
-submits, futures and condition variables took about a quarter of the backup's CPU time
-(docs/performance.md, "Many small files").
+Why small files are not handed to the pool: every hand-off to a thread, and every system call
+made while another thread wants the GIL, is a GIL transfer through a futex. Reading 100,000
+small files in two reader threads beside the walking thread made 26 futex calls per file and
+took 12 s; read by the scanning thread itself, the same backup took 7.2 s on less than half
+the CPU time (docs/performance.md, "Small files read by the walk").
 
-Memory: a group holds at most GROUP_SLOTS slots (known items wait in it behind its reads), and
-the caller bounds the queue with `drain(keep)`; items hold chunk IDs, never content.
+Memory: the caller bounds the queue with `drain(keep)`; items hold chunk IDs, never content.
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from backupctl.repo.items import Item, ItemStreamWriter
 from backupctl.sources.base import Entry
 
-BATCH_READS = 64  # small files read by one task
-BATCH_BYTES = 2 << 20  # ... or this many bytes of them
-GROUP_SLOTS = 512  # known items waiting behind a group's reads
-
 Read = Callable[[Entry], Item | None]
-_Slot = Item | None | Future[list[Item | None]]
+_Slot = Item | None | Future[Item | None]
 
 
 class InScanOrder:
@@ -51,75 +47,37 @@ class InScanOrder:
         self._read = read
         self._emit = emit
         self._queue: deque[_Slot] = deque()
-        self._group: list[Entry | Item | None] = []  # the open batch: reads and what follows them
-        self._group_reads = 0
-        self._group_bytes = 0
 
     def known(self, item: Item | None) -> None:
-        """An item that needs no read (None: nothing to store)."""
-        if self._group_reads:
-            self._group.append(item)
-            if len(self._group) >= GROUP_SLOTS:
-                self._submit_group()
-        else:
+        """An item that needs no read by the pool (None: nothing to store)."""
+        if self._queue:
             self._queue.append(item)
-
-    def read_small(self, entry: Entry) -> None:
-        """A regular file of at most one chunk: read by the pool, batched with its neighbours."""
-        self._group.append(entry)
-        self._group_reads += 1
-        self._group_bytes += max(entry.size, 0)
-        if self._group_reads >= BATCH_READS or self._group_bytes >= BATCH_BYTES:
-            self._submit_group()
+        else:  # nothing waits before it: straight into the stream
+            self._add(item)
 
     def read_large(self, entry: Entry) -> None:
-        """A regular file of several chunks: one task of its own."""
-        self._submit_group()
-        self._queue.append(self._pool.submit(_one, self._read, entry))
+        """A regular file of several chunks: read by the pool."""
+        self._queue.append(self._pool.submit(self._read, entry))
 
     def read_here(self, entry: Entry) -> None:
         """A stream: read now, in this thread, after everything scanned before it."""
         self.drain(0)
-        self._queue.append(self._read(entry))
+        self._add(self._read(entry))
 
     def drain(self, keep: int) -> None:
         """Add items to the stream until at most `keep` slots wait (waiting for their reads)."""
-        if keep == 0:
-            self._submit_group()
         while len(self._queue) > keep:
             head = self._queue.popleft()
-            if isinstance(head, Future):
-                for item in head.result():
-                    self._add(item)
-            else:
-                self._add(head)
+            self._add(head.result() if isinstance(head, Future) else head)
 
     def cancel(self) -> None:
         """The backup stops: reads not started are dropped."""
-        self._group.clear()
-        self._group_reads = self._group_bytes = 0
         for slot in self._queue:
             if isinstance(slot, Future):
                 slot.cancel()
+        self._queue.clear()
 
     def _add(self, item: Item | None) -> None:
         if item is not None:
             self._stream.add(item)
             self._emit(item)
-
-    def _submit_group(self) -> None:
-        if not self._group:
-            return
-        group = self._group
-        self._group = []
-        self._group_reads = self._group_bytes = 0
-        self._queue.append(self._pool.submit(_group, self._read, group))
-
-
-def _one(read: Read, entry: Entry) -> list[Item | None]:
-    return [read(entry)]
-
-
-def _group(read: Read, slots: list[Entry | Item | None]) -> list[Item | None]:
-    """In a reader thread: the group's items, reading its entries in order."""
-    return [read(slot) if isinstance(slot, Entry) else slot for slot in slots]
