@@ -11,10 +11,11 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from backupctl.backups.filereaders import LARGE, SKIP, FileReaders, Result
 from backupctl.backups.readqueue import InScanOrder
 from backupctl.backups.walkahead import WalkAhead
 from backupctl.errors import IntegrityError, InterruptedError_
@@ -82,6 +83,10 @@ class _WarningTap:
 # chunk IDs).
 _FILE_READERS = 2
 _READ_AHEAD = 512
+# Small files are read by reader processes (backups/filereaders.py) once a backup has read
+# this many itself (the processes take ~0.1 s to start), on a machine with several cores.
+READERS_AFTER = 2000
+READER_PROCESSES = 2
 
 
 class Archiver:
@@ -102,6 +107,8 @@ class Archiver:
         self._walk: WalkAhead | None = None
         self._walk_base = (0, 0)
         self._walk_announced = False
+        self._small_read = 0  # small files read by this thread, this backup
+        self._readers: FileReaders | None = None
 
     def _progress(self, current: str, force: bool = False) -> None:
         if CANCEL.is_set():
@@ -150,6 +157,8 @@ class Archiver:
             pool,
             lambda entry: self._store_entry(entry, result, source),
             lambda item: self._count(item, result),
+            self._submit_batch,
+            lambda entry, read: self._finish_read(entry, read, result, source),
         )
         try:
             for entry in source.scan():
@@ -164,9 +173,11 @@ class Archiver:
             self._end_walk()
             pending.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            self._close_readers(abort=True)
             source.abort()
             raise
         pool.shutdown(wait=True)
+        self._close_readers()
         result.info = source.info()
         result.tree = [b.hex() for b in stream.close()]
         self._progress("", force=True)
@@ -190,8 +201,51 @@ class Archiver:
             pending.read_here(entry)
         elif entry.sparse or not 0 <= entry.size <= DATA_CHUNKS.min_size:
             pending.read_large(entry)
-        else:  # no hand-off: see readqueue.py for why
+        elif entry.local_path and self._use_readers():
+            pending.read_batched(entry)
+        else:  # no hand-off to a thread: see readqueue.py for why
+            self._small_read += 1
             pending.known(self._store_entry(entry, result, source))
+
+    def _use_readers(self) -> bool:
+        """Whether small files go to reader processes (started here, on first use)."""
+        if self._readers is None:
+            if self._small_read < READERS_AFTER or len(os.sched_getaffinity(0)) < 2:
+                return False
+            keys = self.repo.cipher.keys
+            self._readers = FileReaders(
+                keys.enc_key, keys.id_key, self.repo.codec.level, DATA_CHUNKS.min_size, READER_PROCESSES
+            )
+        return True
+
+    def _close_readers(self, abort: bool = False) -> None:
+        if self._readers is not None:
+            self._readers.close(abort=abort)
+            self._readers = None
+
+    def _submit_batch(self, entries: list[Entry]) -> Future[list[Result]]:
+        assert self._readers is not None
+        return self._readers.submit([(e.local_path, e.size, e.mtime_ns) for e in entries])
+
+    def _finish_read(self, entry: Entry, read: Result, result: SourceResult, source: Source) -> Item | None:
+        """A small file read by a reader process (filereaders.py lists the results), in
+        scan order: its blob is packed here and its item made as _store_entry would."""
+        if read[0] == SKIP:
+            source.reporter.emit(WarningEvent(read[1], "/" + entry.path))
+            return None
+        if read[0] == LARGE:  # grew past one chunk since the walk: read here, in full
+            return self._store_entry(entry, result, source)
+        _, size, blob_id, encoded, warning = read
+        chunks: list[bytes] = []
+        if blob_id is not None:
+            self.writer.add_encoded(blob_id, size, encoded)
+            chunks.append(blob_id)
+        with self._count_lock:
+            result.bytes += size
+            self.bytes_done += size
+        if warning:
+            source.reporter.emit(WarningEvent(warning, "/" + entry.path))
+        return Item.from_entry(entry, size, chunks)
 
     def _count(self, item: Item, result: SourceResult) -> None:
         """An item entered the stream (in scan order, in the scanning thread)."""

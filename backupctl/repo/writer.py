@@ -108,6 +108,32 @@ class BlobWriter:
                 self._futures = [f for f in self._futures if not f.done()]
         return blob_id
 
+    def add_encoded(self, blob_id: bytes, raw_len: int, encoded: bytes, blob_type: str = DATA) -> None:
+        """Store a blob encoded elsewhere (codec.encode_blob of `raw_len` bytes whose ID is
+        `blob_id`: backups/filereaders.py) unless it is already stored. Packed by the calling
+        thread; a full pack is written by a worker, so the caller goes on meanwhile. Raises a
+        worker's error."""
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            if blob_id in self._pending or blob_id in self._written or blob_id in self.repo.index:
+                self.stats.blobs_dedup += 1
+                return
+            self._pending.add(blob_id)
+            self.stats.blobs_new += 1
+            self.stats.raw_new += raw_len
+        full = self._pack(blob_id, encoded, raw_len, blob_type)
+        if full is not None:
+            size = full.size
+            with self._room:  # the pack counts against the in-flight budget until written
+                while self._inflight and self._inflight + size > self._budget:
+                    self._room.wait()
+                self._inflight += size
+            fut = self._pool.submit(self._write_pack, full)
+            fut.add_done_callback(lambda f: self._done(f, size))
+            with self._lock:
+                self._futures.append(fut)
+
     def _done(self, fut: Future[None], size: int) -> None:
         with self._room:
             self._inflight -= size
@@ -119,16 +145,21 @@ class BlobWriter:
             self._error = exc
 
     def _encode(self, blob_id: bytes, data: bytes, blob_type: str) -> None:
-        encoded = self.repo.codec.encode_blob(blob_id, data)
+        full = self._pack(blob_id, self.repo.codec.encode_blob(blob_id, data), len(data), blob_type)
+        if full is not None:
+            self._write_pack(full)
+
+    def _pack(self, blob_id: bytes, encoded: bytes, raw_len: int, blob_type: str) -> PackBuilder | None:
+        """Append an encoded blob to the open pack of its type; the pack if that filled it
+        (the caller writes it)."""
         full: PackBuilder | None = None
         with self._lock:
             builder = self._open[blob_type]
-            builder.add(blob_id, encoded, len(data))
+            builder.add(blob_id, encoded, raw_len)
             if builder.size >= self.pack_size or len(builder.entries) >= PACK_BLOBS:
                 full = builder
                 self._open[blob_type] = PackBuilder(blob_type)
-        if full is not None:
-            self._write_pack(full)
+        return full
 
     def _write_pack(self, builder: PackBuilder) -> None:
         entries = list(builder.entries)

@@ -82,6 +82,10 @@ class Entry:
     xattrs: dict[str, bytes] | None = None
     rdev: tuple[int, int] | None = None
     sparse: bool = False
+    # The absolute path of the regular file whose bytes are the content, when another process
+    # may read it by path instead of calling `open` (the files source: sources/regular.py
+    # says how it is opened and checked); "" when only `open` reads it (a dump's pipe).
+    local_path: str = ""
 
 
 @dataclass

@@ -28,7 +28,7 @@ import os
 import pwd
 import stat
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -45,6 +45,7 @@ from backupctl.sources.base import (
     Source,
     SourceOptions,
 )
+from backupctl.sources.regular import changed_since, unreadable
 from backupctl.sources.restore_fs import FsRestorer
 
 
@@ -106,6 +107,13 @@ _KINDS: dict[int, str] = {
 }
 # A filesystem without extended attributes: nothing to record, nothing to warn about.
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    try:
+        return open(path, "rb", buffering=0)  # noqa: SIM115 - the engine closes it
+    except OSError as exc:
+        raise SkipEntry(unreadable(exc)) from None
 
 
 def _matches(patterns: list[str], path: str, name: str) -> bool:
@@ -295,29 +303,15 @@ class FilesSource(Source):
             rdev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind != "fifo" else None
             return Entry(kind=kind, rdev=rdev, **common)  # type: ignore[arg-type]
 
-        def opener() -> IO[bytes]:
-            try:
-                return open(path, "rb", buffering=0)  # noqa: SIM115 - the engine closes it
-            except OSError as exc:
-                raise SkipEntry(f"vanished or unreadable: {exc.strerror}") from None
-
-        def check() -> str | None:
-            try:
-                now = os.lstat(path)
-            except OSError:
-                return "vanished while being read"
-            if now.st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
-                return "changed while being read; stored as read"
-            return None
-
         sparse = st.st_blocks * 512 < st.st_size  # holes: read only the data extents
         return Entry(
             kind="file",
             size=st.st_size,
-            open=opener,
-            check_unchanged=check,
+            open=partial(_open_regular, path),
+            check_unchanged=partial(changed_since, path, st.st_size, st.st_mtime_ns),
             reusable=True,
             sparse=sparse,
+            local_path=path,
             **common,
         )
 

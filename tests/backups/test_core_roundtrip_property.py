@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import helpers
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
+from backupctl.backups import archiver
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -117,11 +120,21 @@ def _build(root: Path, tree: dict[str, Any], budget: list[int], rnd: random.Rand
     seed=st.integers(0, 2**16),
     hardlink=st.booleans(),
     backup_type=st.sampled_from(["full", "incremental"]),
+    readers=st.booleans(),
 )
 def test_generated_trees_round_trip(
-    tree: dict[str, Any], big: dict[str, Any] | None, seed: int, hardlink: bool, backup_type: str
+    tree: dict[str, Any],
+    big: dict[str, Any] | None,
+    seed: int,
+    hardlink: bool,
+    backup_type: str,
+    readers: bool,
 ) -> None:
-    with tempfile.TemporaryDirectory(prefix="backupctl-prop-") as tmp:
+    """`readers`: small files go to reader processes (backups/filereaders.py) from the first
+    one, instead of being read by the walking thread."""
+    with tempfile.TemporaryDirectory(prefix="backupctl-prop-") as tmp, pytest.MonkeyPatch.context() as mp:
+        if readers:
+            mp.setattr(archiver, "READERS_AFTER", 0)
         base = Path(tmp)
         src = base / "src tree ü"
         src.mkdir()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from backupctl.backups import readqueue
 from backupctl.backups.readqueue import InScanOrder
 from backupctl.repo.items import Item
 from backupctl.sources.base import Entry
@@ -104,3 +105,47 @@ def test_a_failed_read_reaches_the_caller_and_cancel_drops_the_rest() -> None:
         queue.drain(0)
     # ok1 went in before the failure; nothing after the failed read did
     assert stream.paths == ["ok1"]
+
+
+def test_batches_keep_scan_order_with_known_items_between_and_stay_bounded() -> None:
+    """read_batched: reads are grouped (with the known items scanned between them), each
+    batch's results are turned into items in scan order, and no more than BATCHES_AHEAD
+    batches wait for the stream."""
+    stream = _Stream()
+    batches: list[list[str]] = []
+    in_flight: list[int] = []
+    pending: list[Future[list[Any]]] = []
+
+    def submit(entries: list[Entry]) -> Future[list[Any]]:
+        batches.append([e.path for e in entries])
+        fut: Future[list[Any]] = Future()
+        fut.set_result([("read", e.path) for e in entries])
+        pending.append(fut)
+        in_flight.append(queue._batches)
+        return fut
+
+    def finish(entry: Entry, result: Any) -> Item | None:
+        assert result == ("read", entry.path)
+        return None if entry.path.startswith("skip") else _item(entry.path, "file")
+
+    rng = random.Random(3)
+    ops = [
+        (k, f"{k}{i:05}")
+        for i, k in enumerate(rng.choice(["small"] * 6 + ["known", "skip", "large"]) for _ in range(3000))
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        queue = InScanOrder(stream, pool, lambda e: _item(e.path, "file"), lambda item: None, submit, finish)  # type: ignore[arg-type]
+        for kind, path in ops:
+            if kind == "known":
+                queue.known(_item(path))
+            elif kind == "large":
+                queue.read_large(Entry(path=path, kind="file", size=10 << 20))
+            else:
+                queue.read_batched(Entry(path=path, kind="file", size=100))
+            queue.drain(10_000)  # only the batch bound drains
+        queue.drain(0)
+    assert stream.paths == [p for k, p in ops if k != "skip"]
+    reads = sum(k in ("small", "skip") for k, _ in ops)
+    assert sum(len(b) for b in batches) == reads
+    assert max(len(b) for b in batches) <= readqueue.BATCH_READS
+    assert max(in_flight) <= readqueue.BATCHES_AHEAD
