@@ -225,7 +225,7 @@ class Archiver:
 
     def _submit_batch(self, entries: list[Entry]) -> Future[list[Result]]:
         assert self._readers is not None
-        return self._readers.submit([(e.local_path, e.size, e.mtime_ns) for e in entries])
+        return self._readers.submit([(e.local_path, e.size, e.mtime_ns, e.inode) for e in entries])
 
     def _finish_read(self, entry: Entry, read: Result, result: SourceResult, source: Source) -> Item | None:
         """A small file read by a reader process (filereaders.py lists the results), in

@@ -42,7 +42,7 @@ from typing import IO, Any
 from backupctl.errors import BackupFailedError
 
 OK, SKIP, LARGE = 0, 1, 2
-Job = tuple[str, int, int]  # (absolute path, size, mtime_ns) as the walk saw them
+Job = tuple[str, int, int, int]  # (absolute path, size, mtime_ns, inode) as the walk saw them
 Result = tuple[Any, ...]
 
 _HEADER = struct.Struct(">I")
@@ -84,7 +84,10 @@ class _Reader:
         # The reader imports this very package, wherever the parent found it.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (_PACKAGE_ROOT, env.get("PYTHONPATH"))))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backupctl.backups.filereaders"],
+            # -P and cwd="/": nothing from the caller's working directory is ever imported
+            # (a json.py or pickle.py there would run with the keys in memory).
+            [sys.executable, "-P", "-m", "backupctl.backups.filereaders"],
+            cwd="/",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # a reader's failure is reported by the parent (ReaderDied)
@@ -136,11 +139,21 @@ class _Reader:
                 fut.set_result(results)
         except (OSError, EOFError, pickle.UnpicklingError, IndexError) as exc:
             why = f"a file reader process broke off: {exc}"
+        why += self._exit_status()
         with self._lock:
             self._dead = why
             waiting, self._waiting = self._waiting, deque()
         for fut in waiting:
             fut.set_exception(ReaderDied(why))
+
+    def _exit_status(self) -> str:
+        try:
+            code = self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            return ""
+        if code < 0:
+            return f" (killed by signal {-code})"
+        return f" (exit status {code}; run `{sys.executable} -P -m backupctl.backups.filereaders` to see why)"
 
     def close(self, timeout: float) -> None:
         try:
@@ -183,15 +196,15 @@ class FileReaders:
 # ---- the reader process ----------------------------------------------------------------
 
 
-def _read_one(codec: Any, limit: int, path: str, size: int, mtime_ns: int) -> Result:
+def _read_one(codec: Any, limit: int, path: str, size: int, mtime_ns: int, inode: int) -> Result:
     """One small file as the archiver reads it (Archiver._store_content, small branch)."""
     from backupctl.repo.chunker import read_full
-    from backupctl.sources.regular import changed_since, unreadable
+    from backupctl.sources.regular import Unreadable, changed_since, open_regular
 
     try:
-        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        return (SKIP, unreadable(exc))
+        fh = open_regular(path, inode)
+    except Unreadable as exc:
+        return (SKIP, str(exc))
     try:
         data = read_full(fh, limit + 1)
     except OSError as exc:
@@ -220,8 +233,22 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
         _send(out, [_read_one(codec, limit, *job) for job in jobs])
 
 
+def _die_with_parent() -> None:
+    """SIGKILL when the parent dies (Linux), even while blocked outside a read of stdin."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: EOF on stdin still ends the reader
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     try:
         _serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:  # the parent is gone

@@ -45,7 +45,7 @@ from backupctl.sources.base import (
     Source,
     SourceOptions,
 )
-from backupctl.sources.regular import changed_since, unreadable
+from backupctl.sources.regular import Unreadable, changed_since, open_regular
 from backupctl.sources.restore_fs import FsRestorer
 
 
@@ -109,11 +109,11 @@ _KINDS: dict[int, str] = {
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
-def _open_regular(path: str) -> IO[bytes]:
+def _open_regular(path: str, inode: int) -> IO[bytes]:
     try:
-        return open(path, "rb", buffering=0)  # noqa: SIM115 - the engine closes it
-    except OSError as exc:
-        raise SkipEntry(unreadable(exc)) from None
+        return open_regular(path, inode)
+    except Unreadable as exc:
+        raise SkipEntry(str(exc)) from None
 
 
 def _matches(patterns: list[str], path: str, name: str) -> bool:
@@ -307,7 +307,7 @@ class FilesSource(Source):
         return Entry(
             kind="file",
             size=st.st_size,
-            open=partial(_open_regular, path),
+            open=partial(_open_regular, path, st.st_ino),
             check_unchanged=partial(changed_since, path, st.st_size, st.st_mtime_ns),
             reusable=True,
             sparse=sparse,

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,9 @@ KEYS = MasterKeys(os.urandom(32), os.urandom(32))
 LIMIT = 4096
 
 
-def _job(path: Path) -> tuple[str, int, int]:
+def _job(path: Path) -> tuple[str, int, int, int]:
     st = path.stat()
-    return (str(path), st.st_size, st.st_mtime_ns)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @pytest.fixture
@@ -183,3 +186,97 @@ def test_a_backup_whose_reader_dies_fails(monkeypatch: pytest.MonkeyPatch) -> No
             assert [b["status"] for b in svc.list_backups("app")] == ["Failed"]
         finally:
             svc.close()
+
+
+def test_a_file_replaced_since_the_scan_is_left_out_with_a_warning(
+    tmp_path: Path, readers: FileReaders
+) -> None:
+    """Readers open by path well after the walk: a symlink is not followed, a FIFO does not
+    block, another file at the same path is not stored under the walked one's metadata."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"TOP SECRET CONTENT")
+    names = ("to_symlink", "to_fifo", "to_other")
+    jobs = []
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes(b"walked content")
+        jobs.append(_job(path))
+    for name in ("to_symlink", "to_fifo"):
+        (tmp_path / name).unlink()
+    (tmp_path / "to_symlink").symlink_to(secret)
+    os.mkfifo(tmp_path / "to_fifo")
+    other = tmp_path / "other"
+    other.write_bytes(b"walked content")  # same bytes, another inode (made while the first exists)
+    other.replace(tmp_path / "to_other")
+    results = readers.submit(jobs).result(timeout=30)
+    assert [r[0] for r in results] == [SKIP, SKIP, SKIP], results
+    assert "symlink" in results[0][1]
+    assert "other than a regular file" in results[1][1]
+    assert "another file" in results[2][1]
+
+
+def test_nothing_is_imported_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evil = tmp_path / "cwd"
+    evil.mkdir()
+    marker = tmp_path / "ran"
+    for module in ("pickle", "json", "struct", "signal"):
+        (evil / f"{module}.py").write_text(f"open({str(marker)!r}, 'a').write('{module}\\n')\n")
+    data = tmp_path / "f"
+    data.write_bytes(b"content")
+    monkeypatch.chdir(evil)
+    pool = FileReaders(KEYS.enc_key, KEYS.id_key, 3, LIMIT, 1)
+    try:
+        result = pool.submit([_job(data)]).result(timeout=30)
+    finally:
+        pool.close()
+    assert result[0][0] == OK
+    assert not marker.exists()
+
+
+def test_a_reader_dies_with_its_parent_even_when_not_reading(tmp_path: Path) -> None:
+    """kill -9 of the backup: a reader stopped (or blocked anywhere) goes too."""
+    data = tmp_path / "f"
+    data.write_bytes(b"content")
+    script = (
+        "import os, sys, time\n"
+        "from backupctl.backups.filereaders import FileReaders\n"
+        f"pool = FileReaders(os.urandom(32), os.urandom(32), 3, {LIMIT}, 2)\n"
+        f"for fut in [pool.submit([{_job(data)!r}]) for _ in range(2)]: fut.result(30)\n"  # both started
+        "print(' '.join(str(r.proc.pid) for r in pool._readers), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # not at its read of stdin: EOF alone would not end it
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead and waiting for init to reap it, does not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def test_a_dead_readers_error_says_how_it_ended(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"content")
+    pool = FileReaders(KEYS.enc_key, KEYS.id_key, 3, LIMIT, 1)
+    try:
+        os.kill(pool._readers[0].proc.pid, signal.SIGKILL)
+        with pytest.raises(ReaderDied, match="killed by signal 9"):
+            pool.submit([_job(path)]).result(timeout=30)
+    finally:
+        pool.close(abort=True)
