@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -82,30 +83,13 @@ class BlobWriter:
         worker: for small chunks added from several reader threads at once, where handing
         each one over (a future, a condition, two thread switches) costs more than the work.
         """
-        if self._error is not None:
-            raise self._error
         blob_id = self.repo.cipher.blob_id(data)
-        with self._lock:
-            if blob_id in self._pending or blob_id in self._written or blob_id in self.repo.index:
-                self.stats.blobs_dedup += 1
-                return blob_id
-            self._pending.add(blob_id)
-            self.stats.blobs_new += 1
-            self.stats.raw_new += len(data)
+        if not self._claim(blob_id, len(data)):
+            return blob_id
         if inline:
             self._encode(blob_id, data, blob_type)
-            return blob_id
-        size = len(data)
-        with self._room:
-            while self._inflight and self._inflight + size > self._budget:
-                self._room.wait()
-            self._inflight += size
-        fut = self._pool.submit(self._encode, blob_id, data, blob_type)
-        fut.add_done_callback(lambda f: self._done(f, size))
-        with self._lock:
-            self._futures.append(fut)
-            if len(self._futures) > 256:
-                self._futures = [f for f in self._futures if not f.done()]
+        else:
+            self._submit(len(data), self._encode, blob_id, data, blob_type)
         return blob_id
 
     def add_encoded(self, blob_id: bytes, raw_len: int, encoded: bytes, blob_type: str = DATA) -> None:
@@ -113,26 +97,38 @@ class BlobWriter:
         `blob_id`: backups/filereaders.py) unless it is already stored. Packed by the calling
         thread; a full pack is written by a worker, so the caller goes on meanwhile. Raises a
         worker's error."""
+        if not self._claim(blob_id, raw_len):
+            return
+        full = self._pack(blob_id, encoded, raw_len, blob_type)
+        if full is not None:  # the pack counts against the in-flight budget until written
+            self._submit(full.size, self._write_pack, full)
+
+    def _claim(self, blob_id: bytes, raw_len: int) -> bool:
+        """Whether this blob is new (then it is pending from now on); a duplicate is counted.
+        Raises a worker's error."""
         if self._error is not None:
             raise self._error
         with self._lock:
             if blob_id in self._pending or blob_id in self._written or blob_id in self.repo.index:
                 self.stats.blobs_dedup += 1
-                return
+                return False
             self._pending.add(blob_id)
             self.stats.blobs_new += 1
             self.stats.raw_new += raw_len
-        full = self._pack(blob_id, encoded, raw_len, blob_type)
-        if full is not None:
-            size = full.size
-            with self._room:  # the pack counts against the in-flight budget until written
-                while self._inflight and self._inflight + size > self._budget:
-                    self._room.wait()
-                self._inflight += size
-            fut = self._pool.submit(self._write_pack, full)
-            fut.add_done_callback(lambda f: self._done(f, size))
-            with self._lock:
-                self._futures.append(fut)
+        return True
+
+    def _submit(self, size: int, fn: Callable[..., None], *args: object) -> None:
+        """Run fn(*args) in a worker once `size` bytes fit the in-flight budget."""
+        with self._room:
+            while self._inflight and self._inflight + size > self._budget:
+                self._room.wait()
+            self._inflight += size
+        fut = self._pool.submit(fn, *args)
+        fut.add_done_callback(lambda f: self._done(f, size))
+        with self._lock:
+            self._futures.append(fut)
+            if len(self._futures) > 256:
+                self._futures = [f for f in self._futures if not f.done()]
 
     def _done(self, fut: Future[None], size: int) -> None:
         with self._room:
